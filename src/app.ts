@@ -1,0 +1,79 @@
+// buildApp(): every plugin and route of the server, registered explicitly and
+// in order, so this file shows the whole architecture.
+import { randomUUID } from 'node:crypto';
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { SigningKeys } from './auth/keys.js';
+import type { Config } from './config.js';
+import type { Db } from './db/database.js';
+import { authPlugin } from './plugins/auth.js';
+import { notFound } from './errors.js';
+import { errorsPlugin, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
+import { discoveryRoutes } from './routes/discovery.js';
+import { healthRoutes } from './routes/health.js';
+
+export interface AppOptions {
+  config: Config;
+  db: Db;
+  keys: SigningKeys;
+  logger?: FastifyServerOptions['loggerInstance'];
+}
+
+const REQUEST_ID = /^[\w.:-]{1,128}$/;
+
+export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
+  const { config, db, keys } = options;
+  const app = Fastify({
+    ...(options.logger ? { loggerInstance: options.logger } : { logger: false }),
+    bodyLimit: config.bodyLimitBytes,
+    requestIdHeader: false,
+    logController: new LogController({ requestIdLogLabel: 'requestId' }),
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'] ?? req.headers['client-request-id'];
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+    },
+    routerOptions: { ignoreTrailingSlash: true, caseSensitive: false },
+    return503OnClosing: true,
+  }).withTypeProvider();
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+
+  // SCIM clients send application/scim+json; parse it exactly like JSON.
+  app.addContentTypeParser(
+    ['application/scim+json'],
+    { parseAs: 'string' },
+    app.getDefaultJsonParser('error', 'error'),
+  );
+
+  await app.register(errorsPlugin);
+  await app.register(authPlugin, {
+    db,
+    keys,
+    issuer: config.jwtIssuer,
+    audience: config.jwtAudience,
+    cacheSeconds: config.credentialCacheSeconds,
+  });
+
+  await app.register(healthRoutes, { db });
+
+  await app.register(
+    async (scim) => {
+      scim.addHook('onRequest', scim.authenticate);
+      scim.addHook('onSend', async (_request, reply, payload) => {
+        if (reply.getHeader('content-type')?.toString().startsWith('application/json')) {
+          reply.type(SCIM_CONTENT_TYPE);
+        }
+        return payload;
+      });
+      // Unknown SCIM paths still require a credential: nothing answers anonymously.
+      scim.setNotFoundHandler({ preHandler: scim.authenticate }, (request, reply) =>
+        sendScimError(reply, notFound(`No resource at ${request.method} ${request.url.split('?')[0] ?? ''}.`)),
+      );
+      await scim.register(discoveryRoutes, { config });
+    },
+    { prefix: '/scim/v2' },
+  );
+
+  return app;
+}

@@ -1,0 +1,286 @@
+// The admin command line, portal-scim: tenants, credentials, migrations and
+// the server itself. Works against DATABASE_URL or the embedded database in the
+// data directory, whether or not the server is running.
+import { pathToFileURL } from 'node:url';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { loadSigningKeys } from './auth/keys.js';
+import { parseDuration, signToken } from './auth/tokens.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { createCredential, listCredentials, revokeCredential } from './db/credentials.js';
+import { isUuid } from './db/ids.js';
+import { listMigrations, migrateDown, migrateToLatest } from './db/migrate.js';
+import { openDatabase, type OpenDatabase } from './db/open.js';
+import { createTenant, findTenant, listTenants } from './db/tenants.js';
+
+export interface CliIo {
+  out: (text: string) => void;
+  err: (text: string) => void;
+  env: NodeJS.ProcessEnv;
+}
+
+/** A failure the user can fix: printed without a stack, exit code 1. */
+class CliError extends Error {}
+
+const DOMAIN = /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/i;
+
+function domainOption(value: string, previous: string[] = []): string[] {
+  if (!DOMAIN.test(value)) throw new InvalidArgumentError(`"${value}" is not a domain name such as school.example.`);
+  return [...previous, value.toLowerCase()];
+}
+
+function uuidArgument(what: string) {
+  return (value: string): string => {
+    if (!isUuid(value)) throw new InvalidArgumentError(`"${String(value)}" is not a ${what} id (a UUID).`);
+    return value.toLowerCase();
+  };
+}
+
+function durationOption(value: string): number {
+  try {
+    return parseDuration(value);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+}
+
+function table(rows: readonly (readonly string[])[]): string {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
+  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
+}
+
+const iso = (d: Date | null): string => (d ? d.toISOString() : '-');
+
+export function buildCli(io: CliIo): Command {
+  let config: Config | undefined;
+  const getConfig = (): Config => (config ??= loadConfig(io.env));
+
+  async function withDatabase<T>(run: (database: OpenDatabase, config: Config) => Promise<T>): Promise<T> {
+    const cfg = getConfig();
+    const database = await openDatabase(cfg, { applicationName: 'portal-scim-cli', poolSize: 2 });
+    try {
+      await migrateToLatest(database.db);
+      return await run(database, cfg);
+    } finally {
+      await database.close();
+    }
+  }
+
+  const json = (value: unknown): void => io.out(JSON.stringify(value, null, 2));
+
+  const program = new Command('portal-scim')
+    .description('SCIM 2.0 provisioning server for school learning portals: admin commands')
+    .showHelpAfterError()
+    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) })
+    .exitOverride();
+
+  program
+    .command('serve')
+    .description('start the SCIM server (the same as npm start)')
+    .action(async () => {
+      const { main } = await import('./server.js');
+      await main(io.env);
+    });
+
+  program
+    .command('migrate')
+    .description('apply pending database migrations')
+    .option('--down', 'revert the latest migration instead')
+    .option('--status', 'list migrations and when they were applied')
+    .action(async (options: { down?: boolean; status?: boolean }) => {
+      const cfg = getConfig();
+      const database = await openDatabase(cfg, { applicationName: 'portal-scim-cli', poolSize: 2 });
+      try {
+        if (options.status) {
+          const rows = await listMigrations(database.db);
+          io.out(table([['MIGRATION', 'APPLIED'], ...rows.map((m) => [m.name, m.executedAt ? iso(m.executedAt) : 'pending'])]));
+          return;
+        }
+        const names = options.down ? await migrateDown(database.db) : await migrateToLatest(database.db);
+        const verb = options.down ? 'reverted' : 'applied';
+        io.out(names.length ? names.map((n) => `${verb} ${n}`).join('\n') : 'nothing to do: the database is up to date');
+      } finally {
+        await database.close();
+      }
+    });
+
+  const tenant = program.command('tenant').description('school organisations');
+  tenant
+    .command('create')
+    .description('create a tenant (one school organisation)')
+    .requiredOption('--name <name>', 'the organisation name')
+    .option('--domain <domain>', 'a verified e-mail domain (repeat for several)', domainOption, [])
+    .option('--json', 'print JSON')
+    .action(async (options: { name: string; domain: string[]; json?: boolean }) => {
+      const name = options.name.trim();
+      if (name.length === 0 || name.length > 200) throw new CliError('--name must be 1 to 200 characters.');
+      await withDatabase(async ({ db }) => {
+        const row = await createTenant(db, { name, verifiedDomains: options.domain });
+        if (options.json) {
+          json({ id: row.id, name: row.name, verifiedDomains: row.verified_domains, createdAt: row.created_at });
+        } else {
+          io.out(`Created tenant ${row.id} (${row.name}).`);
+          io.out(`Next: portal-scim token issue --tenant ${row.id}`);
+        }
+      });
+    });
+
+  tenant
+    .command('list')
+    .description('list tenants')
+    .option('--json', 'print JSON')
+    .action(async (options: { json?: boolean }) => {
+      await withDatabase(async ({ db }) => {
+        const rows = await listTenants(db);
+        if (options.json) {
+          json(
+            rows.map((r) => ({
+              id: r.id,
+              name: r.name,
+              verifiedDomains: r.verified_domains,
+              retentionDays: r.retention_days,
+              connected: r.disconnected_at === null,
+              lastRequestAt: r.last_request_at,
+              createdAt: r.created_at,
+            })),
+          );
+          return;
+        }
+        if (rows.length === 0) {
+          io.out('No tenants. Create one with: portal-scim tenant create --name "Example School"');
+          return;
+        }
+        io.out(
+          table([
+            ['ID', 'NAME', 'DOMAINS', 'STATE', 'LAST REQUEST'],
+            ...rows.map((r) => [
+              r.id,
+              r.name,
+              r.verified_domains.join(',') || '-',
+              r.disconnected_at ? 'disconnected' : 'connected',
+              iso(r.last_request_at),
+            ]),
+          ]),
+        );
+      });
+    });
+
+  const token = program.command('token').description('Secret Tokens for Entra provisioning');
+  token
+    .command('issue')
+    .description('issue a Secret Token for a tenant and print it with the Tenant URL')
+    .requiredOption('--tenant <id>', 'the tenant id', uuidArgument('tenant'))
+    .option('--expires <duration>', 'lifetime such as 90d, 12h, 1y (default: no expiry)', durationOption)
+    .option('--label <text>', 'a note to recognise the token by')
+    .option('--json', 'print JSON')
+    .action(async (options: { tenant: string; expires?: number; label?: string; json?: boolean }) => {
+      await withDatabase(async ({ db }, cfg) => {
+        const row = await findTenant(db, options.tenant);
+        if (!row) throw new CliError(`No tenant ${options.tenant}.`);
+        if (row.disconnected_at) throw new CliError(`Tenant ${row.id} is disconnected; connect it first.`);
+        const expiresAt = options.expires ? new Date(Date.now() + options.expires) : null;
+        const credential = await createCredential(db, {
+          tenantId: row.id,
+          kind: 'token',
+          label: options.label ?? null,
+          expiresAt,
+        });
+        const keys = await loadSigningKeys(cfg);
+        const secret = signToken(
+          { keys, issuer: cfg.jwtIssuer, audience: cfg.jwtAudience },
+          { tid: row.id, jti: credential.id },
+          expiresAt,
+        );
+        const tenantUrl = `${cfg.publicUrl}/scim/v2`;
+        if (options.json) {
+          json({ id: credential.id, tenantId: row.id, tenantUrl, token: secret, expiresAt });
+          return;
+        }
+        io.out(`Tenant URL:    ${tenantUrl}`);
+        io.out(`Secret Token:  ${secret}`);
+        io.out(`Credential id: ${credential.id} (revoke with: portal-scim token revoke ${credential.id})`);
+        io.out(`Expires:       ${expiresAt ? expiresAt.toISOString() : 'never'}`);
+        io.out('Paste both into the Provisioning page of the Entra enterprise application. The token is not shown again.');
+      });
+    });
+
+  token
+    .command('list')
+    .description("list a tenant's credentials (never their secrets)")
+    .requiredOption('--tenant <id>', 'the tenant id', uuidArgument('tenant'))
+    .option('--json', 'print JSON')
+    .action(async (options: { tenant: string; json?: boolean }) => {
+      await withDatabase(async ({ db }) => {
+        if (!(await findTenant(db, options.tenant))) throw new CliError(`No tenant ${options.tenant}.`);
+        const rows = await listCredentials(db, options.tenant);
+        const state = (r: (typeof rows)[number]): string =>
+          r.revoked_at ? 'revoked' : r.expires_at && r.expires_at <= new Date() ? 'expired' : 'active';
+        if (options.json) {
+          json(
+            rows.map((r) => ({
+              id: r.id,
+              kind: r.kind,
+              label: r.label,
+              state: state(r),
+              createdAt: r.created_at,
+              expiresAt: r.expires_at,
+              revokedAt: r.revoked_at,
+            })),
+          );
+          return;
+        }
+        io.out(
+          table([
+            ['ID', 'KIND', 'STATE', 'CREATED', 'EXPIRES', 'LABEL'],
+            ...rows.map((r) => [r.id, r.kind, state(r), iso(r.created_at), iso(r.expires_at), r.label ?? '']),
+          ]),
+        );
+      });
+    });
+
+  token
+    .command('revoke')
+    .description('revoke a credential; it stops working within seconds')
+    .argument('<id>', 'the credential id', uuidArgument('credential'))
+    .action(async (id: string) => {
+      await withDatabase(async ({ db }, cfg) => {
+        const row = await revokeCredential(db, id);
+        if (!row) throw new CliError(`No credential ${id}.`);
+        io.out(`Revoked ${row.id}; servers refuse it within ${cfg.credentialCacheSeconds} seconds.`);
+      });
+    });
+
+  return program;
+}
+
+/** Runs the CLI; returns the process exit code. */
+export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  const program = buildCli(io);
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      return error.code === 'commander.helpDisplayed' || error.code === 'commander.version' ? 0 : error.exitCode || 2;
+    }
+    if (error instanceof CliError || error instanceof ConfigError) {
+      io.err(`portal-scim: ${error.message}`);
+      return 1;
+    }
+    io.err(`portal-scim: ${error instanceof Error ? error.message : String(error)}`);
+    return 1;
+  }
+}
+
+/** The process entry point: bin/portal-scim.js and `tsx src/cli.ts` call this. */
+export async function cliMain(argv: readonly string[] = process.argv.slice(2)): Promise<void> {
+  const code = await runCli(argv, {
+    out: (s) => process.stdout.write(`${s}\n`),
+    err: (s) => process.stderr.write(`${s}\n`),
+    env: process.env,
+  });
+  process.exitCode = code;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  await cliMain();
+}

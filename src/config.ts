@@ -1,0 +1,129 @@
+// Reads the process environment once, validates it and returns a frozen Config.
+// Every error names the variable that is wrong, so a bad deployment fails at start.
+import path from 'node:path';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Config {
+  readonly port: number;
+  readonly host: string;
+  /** Connection string of the PostgreSQL server; undefined means the embedded one. */
+  readonly databaseUrl: string | undefined;
+  /** Where the embedded database and the generated signing key live. */
+  readonly dataDir: string;
+  /** Base URL clients reach us at, without a trailing slash (meta.location, Tenant URL). */
+  readonly publicUrl: string;
+  readonly logLevel: LogLevel;
+  /** HS256 key for credentials; undefined means the generated key in the data directory. */
+  readonly jwtSecret: string | undefined;
+  /** Older keys still accepted for verification while credentials are rotated. */
+  readonly jwtPreviousSecrets: readonly string[];
+  readonly jwtIssuer: string;
+  readonly jwtAudience: string;
+  /** How long a credential lookup (and so a revocation) may be served from memory. */
+  readonly credentialCacheSeconds: number;
+  readonly databasePoolSize: number;
+  /** Milliseconds a query may run before it is cancelled and the request answers 503. */
+  readonly databaseStatementTimeoutMs: number;
+  readonly bodyLimitBytes: number;
+  readonly shutdownTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+function read(env: Env, name: string): string | undefined {
+  const value = env[name];
+  return value === undefined || value.trim() === '' ? undefined : value.trim();
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = read(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) {
+    throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+  }
+  return value;
+}
+
+function url(env: Env, name: string, protocols: readonly string[]): string | undefined {
+  const raw = read(env, name);
+  if (raw === undefined) return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(name, 'is not a valid URL');
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(name, `must start with ${protocols.map((p) => `${p}//`).join(' or ')}`);
+  }
+  return raw;
+}
+
+function secret(env: Env, name: string): string | undefined {
+  const value = read(env, name);
+  if (value !== undefined && Buffer.byteLength(value) < 32) {
+    throw new ConfigError(name, 'must be at least 32 characters long');
+  }
+  return value;
+}
+
+export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Config {
+  const port = integer(env, 'PORT', 8080, 0, 65535);
+  const host = read(env, 'HOST') ?? '127.0.0.1';
+  const databaseUrl = url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
+  const dataDir = path.resolve(cwd, read(env, 'DATA_DIR') ?? '.data');
+
+  const rawPublicUrl = url(env, 'PUBLIC_URL', ['http:', 'https:']);
+  const publicUrl = (rawPublicUrl ?? `http://localhost:${port}`).replace(/\/+$/, '');
+  if (rawPublicUrl !== undefined && /[?#]/.test(rawPublicUrl)) {
+    throw new ConfigError('PUBLIC_URL', 'must not contain a query or a fragment');
+  }
+
+  const logLevel = (read(env, 'LOG_LEVEL') ?? 'info').toLowerCase();
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`);
+  }
+
+  const jwtSecret = secret(env, 'JWT_SECRET');
+  const previous = (read(env, 'JWT_PREVIOUS_SECRETS') ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  for (const key of previous) {
+    if (Buffer.byteLength(key) < 32) {
+      throw new ConfigError('JWT_PREVIOUS_SECRETS', 'every key must be at least 32 characters long');
+    }
+  }
+
+  return Object.freeze({
+    port,
+    host,
+    databaseUrl,
+    dataDir,
+    publicUrl,
+    logLevel: logLevel as LogLevel,
+    jwtSecret,
+    jwtPreviousSecrets: Object.freeze(previous),
+    jwtIssuer: read(env, 'JWT_ISSUER') ?? 'portal-scim',
+    jwtAudience: read(env, 'JWT_AUDIENCE') ?? 'portal-scim',
+    credentialCacheSeconds: integer(env, 'CREDENTIAL_CACHE_SECONDS', 5, 0, 300),
+    databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 10, 1, 200),
+    databaseStatementTimeoutMs: integer(env, 'DATABASE_STATEMENT_TIMEOUT_MS', 15000, 100, 600000),
+    bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 1048576, 1024, 67108864),
+    shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10000, 100, 600000),
+  });
+}

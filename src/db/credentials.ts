@@ -1,0 +1,66 @@
+// Queries on credentials: Secret Tokens and OAuth clients of a tenant.
+import type { Selectable } from 'kysely';
+import type { CredentialsTable, Db } from './database.js';
+
+export type CredentialRow = Selectable<CredentialsTable>;
+
+export interface NewCredential {
+  tenantId: string;
+  kind: 'token' | 'client';
+  label?: string | null;
+  secretHash?: string | null;
+  expiresAt?: Date | null;
+}
+
+export async function createCredential(db: Db, credential: NewCredential): Promise<CredentialRow> {
+  return db
+    .insertInto('credentials')
+    .values({
+      tenant_id: credential.tenantId,
+      kind: credential.kind,
+      label: credential.label ?? null,
+      secret_hash: credential.secretHash ?? null,
+      expires_at: credential.expiresAt ?? null,
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+export async function listCredentials(db: Db, tenantId: string): Promise<CredentialRow[]> {
+  return db
+    .selectFrom('credentials')
+    .selectAll()
+    .where('tenant_id', '=', tenantId)
+    .orderBy('created_at')
+    .orderBy('id')
+    .execute();
+}
+
+/** The credential with its tenant's state, as the request authenticator needs it. */
+export async function findActiveCredential(
+  db: Db,
+  tenantId: string,
+  id: string,
+): Promise<{ id: string; tenantId: string; kind: 'token' | 'client' } | undefined> {
+  const row = await db
+    .selectFrom('credentials as c')
+    .innerJoin('tenants as t', 't.id', 'c.tenant_id')
+    .select(['c.id', 'c.tenant_id', 'c.kind'])
+    .where('c.tenant_id', '=', tenantId)
+    .where('c.id', '=', id)
+    .where('c.revoked_at', 'is', null)
+    .where('t.disconnected_at', 'is', null)
+    .where((eb) => eb.or([eb('c.expires_at', 'is', null), eb('c.expires_at', '>', new Date())]))
+    .executeTakeFirst();
+  return row ? { id: row.id, tenantId: row.tenant_id, kind: row.kind } : undefined;
+}
+
+/** Revokes a credential by id; returns it, or undefined when no such credential exists. */
+export async function revokeCredential(db: Db, id: string): Promise<CredentialRow | undefined> {
+  return db
+    .updateTable('credentials')
+    .set((eb) => ({ revoked_at: eb.fn.coalesce('revoked_at', eb.val(new Date())) }))
+    .where('id', '=', id)
+    .returningAll()
+    .executeTakeFirst();
+}

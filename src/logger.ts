@@ -1,0 +1,52 @@
+// The pino logger: JSON lines with request id and tenant id; credentials,
+// secrets and query values (user names, e-mails in filters) never written.
+import { pino, type Logger, type DestinationStream } from 'pino';
+import type { LogLevel } from './config.js';
+
+export const REDACTED_PATHS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'headers.authorization',
+  'authorization',
+  'token',
+  'secret',
+  'password',
+  'client_secret',
+  '*.token',
+  '*.secret',
+  '*.password',
+  '*.client_secret',
+];
+
+/** A URL with its query values removed: only parameter names are kept. */
+export function logUrl(url: string): string {
+  const [path = '', query] = url.split('?', 2);
+  if (query === undefined) return path;
+  const names = new Set(new URLSearchParams(query).keys());
+  return `${path}?${[...names].join('&')}`;
+}
+
+interface LoggedRequest {
+  method?: string;
+  url?: string;
+  ip?: string;
+  socket?: { remoteAddress?: string };
+}
+
+export function createLogger(level: LogLevel, destination?: DestinationStream): Logger {
+  return pino(
+    {
+      level,
+      redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+      serializers: {
+        req: (req: LoggedRequest) => ({
+          method: req.method,
+          url: logUrl(req.url ?? ''),
+          remoteAddress: req.ip ?? req.socket?.remoteAddress,
+        }),
+        err: pino.stdSerializers.err,
+      },
+    },
+    destination,
+  );
+}

@@ -1,0 +1,116 @@
+// Authenticates SCIM requests: a bearer JWT verified by @fastify/jwt with the
+// algorithm, issuer and audience pinned, whose credential row must still be
+// live. Lookups are cached for a few seconds, which bounds how long a revoked
+// credential keeps working on any instance.
+import fastifyJwt from '@fastify/jwt';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import type { SigningKeys } from '../auth/keys.js';
+import { TOKEN_ALGORITHM } from '../auth/tokens.js';
+import { findActiveCredential } from '../db/credentials.js';
+import type { Db } from '../db/database.js';
+import { isUuid } from '../db/ids.js';
+import { ScimError } from '../errors.js';
+
+export interface RequestAuth {
+  readonly tenantId: string;
+  readonly credentialId: string;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    auth: RequestAuth | null;
+  }
+  interface FastifyInstance {
+    authenticate: (request: FastifyRequest) => Promise<void>;
+  }
+}
+
+declare module '@fastify/jwt' {
+  interface FastifyJWT {
+    payload: { tid: string; jti: string };
+    user: { tid: string; jti: string };
+  }
+}
+
+export interface AuthOptions {
+  db: Db;
+  keys: SigningKeys;
+  issuer: string;
+  audience: string;
+  cacheSeconds: number;
+}
+
+const CHALLENGE = 'Bearer realm="portal-scim"';
+
+function unauthorized(detail: string, error?: 'invalid_token'): ScimError {
+  const challenge = error ? `${CHALLENGE}, error="${error}"` : CHALLENGE;
+  return new ScimError(401, undefined, detail, { 'www-authenticate': challenge });
+}
+
+interface CacheEntry {
+  auth: RequestAuth | null;
+  until: number;
+}
+
+async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
+  await app.register(fastifyJwt, {
+    secret: (_request: FastifyRequest, token: unknown) => {
+      const kid = (token as { header?: { kid?: unknown } }).header?.kid;
+      const key = typeof kid === 'string' ? options.keys.byKid.get(kid) : undefined;
+      // An unknown kid fails verification like a wrong signature would.
+      return Promise.resolve(key?.secret ?? options.keys.current.secret);
+    },
+    verify: {
+      algorithms: [TOKEN_ALGORITHM],
+      allowedIss: options.issuer,
+      allowedAud: options.audience,
+      requiredClaims: ['tid', 'jti', 'iss', 'aud'],
+    },
+  });
+
+  // Per app, never global: two apps in one process keep their own cache.
+  const cache = new Map<string, CacheEntry>();
+
+  async function lookup(tenantId: string, credentialId: string): Promise<RequestAuth | null> {
+    const key = `${tenantId}/${credentialId}`;
+    const now = Date.now();
+    const hit = cache.get(key);
+    if (hit && hit.until > now) return hit.auth;
+    const row = await findActiveCredential(options.db, tenantId, credentialId);
+    const found = row ? { tenantId: row.tenantId, credentialId: row.id } : null;
+    if (options.cacheSeconds > 0) {
+      if (cache.size > 10_000) cache.clear();
+      cache.set(key, { auth: found, until: now + options.cacheSeconds * 1000 });
+    }
+    return found;
+  }
+
+  app.decorateRequest('auth', null);
+  app.decorate('authenticate', async (request: FastifyRequest) => {
+    const header = request.headers.authorization;
+    if (header === undefined || header.trim() === '') {
+      throw unauthorized('Authentication required: send the Secret Token as "Authorization: Bearer <token>".');
+    }
+    if (!/^bearer\s+\S+$/i.test(header.trim())) {
+      throw unauthorized('The Authorization header must be "Bearer <token>".', 'invalid_token');
+    }
+    let claims: { tid: string; jti: string };
+    try {
+      claims = await request.jwtVerify<{ tid: string; jti: string }>();
+    } catch (error) {
+      const code = (error as { code?: string }).code ?? '';
+      const expired = code.includes('EXPIRED');
+      throw unauthorized(expired ? 'The token has expired.' : 'The token is not valid for this server.', 'invalid_token');
+    }
+    if (!isUuid(claims.tid) || !isUuid(claims.jti)) {
+      throw unauthorized('The token is not valid for this server.', 'invalid_token');
+    }
+    const found = await lookup(claims.tid, claims.jti);
+    if (!found) throw unauthorized('The token has been revoked or its tenant is disconnected.', 'invalid_token');
+    request.auth = found;
+    request.log = request.log.child({ tenantId: found.tenantId });
+  });
+}
+
+export const authPlugin = fp(auth, { name: 'scim-auth', fastify: '5.x' });

@@ -1,0 +1,83 @@
+// The one error renderer: every failure leaves as a SCIM error body with the
+// right status and scimType. 5xx details are logged, never sent.
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import { unavailableError } from '../db/errors.js';
+import { ScimError, type ScimType } from '../errors.js';
+
+export const SCIM_ERROR_SCHEMA = 'urn:ietf:params:scim:api:messages:2.0:Error';
+export const SCIM_CONTENT_TYPE = 'application/scim+json; charset=utf-8';
+
+export interface ScimErrorBody {
+  schemas: [typeof SCIM_ERROR_SCHEMA];
+  status: string;
+  scimType?: ScimType;
+  detail: string;
+}
+
+export function errorBody(error: ScimError): ScimErrorBody {
+  return {
+    schemas: [SCIM_ERROR_SCHEMA],
+    status: String(error.status),
+    ...(error.scimType ? { scimType: error.scimType } : {}),
+    detail: error.detail,
+  };
+}
+
+// Errors raised by fastify itself before our handlers run.
+function fromFastifyError(error: FastifyError): ScimError | undefined {
+  switch (error.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new ScimError(413, undefined, 'The request body is larger than this server accepts.');
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new ScimError(400, 'invalidSyntax', 'The request body is not valid JSON.');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new ScimError(415, undefined, 'Send the request body as application/scim+json or application/json.');
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new ScimError(400, 'invalidSyntax', 'The Content-Length header does not match the body.');
+    case 'FST_ERR_VALIDATION':
+      return new ScimError(400, 'invalidValue', error.message);
+    default:
+      break;
+  }
+  if (error instanceof SyntaxError) {
+    return new ScimError(400, 'invalidSyntax', 'The request body is not valid JSON.');
+  }
+  const status = error.statusCode;
+  if (status !== undefined && status >= 400 && status < 500) {
+    return new ScimError(status, undefined, error.message);
+  }
+  return undefined;
+}
+
+export function toScimError(error: unknown): ScimError | undefined {
+  if (error instanceof ScimError) return error;
+  return unavailableError(error) ?? fromFastifyError(error as FastifyError);
+}
+
+export function sendScimError(reply: FastifyReply, error: ScimError): FastifyReply {
+  return reply
+    .code(error.status)
+    .headers(error.headers)
+    .type(SCIM_CONTENT_TYPE)
+    .send(errorBody(error));
+}
+
+async function errors(app: FastifyInstance): Promise<void> {
+  app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
+    const scimError = toScimError(error);
+    if (scimError) {
+      if (scimError.status >= 500) request.log.warn({ err: error }, scimError.detail);
+      return sendScimError(reply, scimError);
+    }
+    request.log.error({ err: error }, 'request failed');
+    return sendScimError(reply, new ScimError(500, undefined, 'The server could not complete the request.'));
+  });
+
+  app.setNotFoundHandler((request, reply) =>
+    sendScimError(reply, new ScimError(404, undefined, `No resource at ${request.method} ${request.url.split('?')[0] ?? ''}.`)),
+  );
+}
+
+export const errorsPlugin = fp(errors, { name: 'scim-errors', fastify: '5.x' });

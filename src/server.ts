@@ -1,0 +1,96 @@
+// Starts and stops the process: configuration, database (embedded or
+// DATABASE_URL), migrations, the app, and a graceful close on signals.
+import { pathToFileURL } from 'node:url';
+import closeWithGrace from 'close-with-grace';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { buildApp } from './app.js';
+import { loadSigningKeys } from './auth/keys.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { migrateToLatest } from './db/migrate.js';
+import { openDatabase, type OpenDatabase } from './db/open.js';
+import { countTenants } from './db/tenants.js';
+import { createLogger } from './logger.js';
+
+export interface RunningServer {
+  app: FastifyInstance;
+  database: OpenDatabase;
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+  const database = await openDatabase(config, {
+    log: (message) => logger.debug({ component: 'embedded-postgres' }, message),
+  });
+  try {
+    if (database.embedded) {
+      logger.info({ dataDir: config.dataDir }, database.embedded.owned ? 'embedded PostgreSQL started' : 'embedded PostgreSQL already running; connected to it');
+    }
+    const applied = await migrateToLatest(database.db);
+    if (applied.length > 0) logger.info({ migrations: applied }, 'migrations applied');
+
+    const keys = await loadSigningKeys(config);
+    if (!config.jwtSecret && config.databaseUrl) {
+      logger.warn('JWT_SECRET is not set: using the key generated in the data directory; set JWT_SECRET when several instances share the database');
+    }
+    const app = await buildApp({ config, db: database.db, keys, logger });
+    const url = await app.listen({ port: config.port, host: config.host });
+    logger.info({ url, tenantUrl: `${config.publicUrl}/scim/v2` }, 'portal-scim listening');
+
+    if ((await countTenants(database.db)) === 0) {
+      logger.info(
+        'No tenant yet. Create one and a Secret Token for its Entra app: ' +
+          'npx portal-scim tenant create --name "Example School" --domain example.edu ' +
+          'then npx portal-scim token issue --tenant <tenant id>',
+      );
+    }
+    return {
+      app,
+      database,
+      url,
+      async close() {
+        await app.close();
+        await database.close();
+      },
+    };
+  } catch (error) {
+    await database.close();
+    throw error;
+  }
+}
+
+export async function main(env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`portal-scim: configuration error: ${error.message}\n`);
+      process.exitCode = 78;
+      return;
+    }
+    throw error;
+  }
+  const logger = createLogger(config.logLevel);
+  let server: RunningServer | undefined;
+  // close-with-grace: one handler for SIGINT/SIGTERM and fatal errors, with a
+  // deadline after which the process exits anyway.
+  const closer = closeWithGrace({ delay: config.shutdownTimeoutMs, logger }, async ({ signal, err }) => {
+    if (err) logger.error({ err }, 'shutting down after an unexpected error');
+    else logger.info({ signal }, 'shutting down');
+    await server?.close();
+    logger.info('stopped');
+  });
+  try {
+    server = await startServer(config, logger);
+  } catch (error) {
+    logger.fatal({ err: error }, 'could not start');
+    closer.uninstall();
+    process.exitCode = 1;
+  }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  await main();
+}
