@@ -61,6 +61,25 @@ function freePort(): Promise<number> {
   });
 }
 
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.unref();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+// The cluster keeps its port across restarts, so pools of other processes
+// (and a server whose database restarted) reconnect to the same address.
+async function stablePort(file: string): Promise<number> {
+  const saved = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+  if (Number.isInteger(saved) && saved > 0 && (await portIsFree(saved))) return saved;
+  const port = await freePort();
+  await writeFile(file, `${port}\n`, { mode: 0o600 });
+  return port;
+}
+
 /** The port of a live postmaster on this cluster, if one runs. */
 async function runningPort(clusterDir: string): Promise<number | undefined> {
   let lines: string[];
@@ -135,7 +154,7 @@ export async function openEmbeddedPostgres(options: EmbeddedOptions): Promise<Em
   }
 
   const Server = await loadEmbeddedPostgres();
-  const newPort = await freePort();
+  const newPort = await stablePort(path.join(options.dataDir, 'postgres-port'));
   const isRoot = process.getuid?.() === 0;
   const server = new Server({
     databaseDir: clusterDir,

@@ -61,6 +61,8 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
       // An unknown kid fails verification like a wrong signature would.
       return Promise.resolve(key?.secret ?? options.keys.current.secret);
     },
+    // The complete decoded token reaches the secret callback, so it can read kid.
+    decode: { complete: true },
     verify: {
       algorithms: [TOKEN_ALGORITHM],
       allowedIss: options.issuer,

@@ -1,0 +1,67 @@
+import t from 'tap';
+import { ConfigError, loadConfig } from '../src/config.js';
+
+t.test('defaults give a usable configuration', async (t) => {
+  const config = loadConfig({}, '/srv/app');
+  t.equal(config.port, 8080);
+  t.equal(config.host, '127.0.0.1');
+  t.equal(config.databaseUrl, undefined);
+  t.equal(config.dataDir, '/srv/app/.data');
+  t.equal(config.publicUrl, 'http://localhost:8080');
+  t.equal(config.logLevel, 'info');
+  t.equal(config.jwtSecret, undefined);
+  t.ok(Object.isFrozen(config), 'the config is frozen');
+});
+
+t.test('values are read and normalised', async (t) => {
+  const config = loadConfig(
+    {
+      PORT: '9000',
+      HOST: '0.0.0.0',
+      DATABASE_URL: 'postgres://u@db:5432/scim',
+      PUBLIC_URL: 'https://scim.example.com/',
+      LOG_LEVEL: 'WARN',
+      DATA_DIR: 'var/data',
+      JWT_SECRET: 'x'.repeat(40),
+      JWT_PREVIOUS_SECRETS: `${'y'.repeat(32)}, ${'z'.repeat(33)}`,
+    },
+    '/srv',
+  );
+  t.equal(config.port, 9000);
+  t.equal(config.host, '0.0.0.0');
+  t.equal(config.databaseUrl, 'postgres://u@db:5432/scim');
+  t.equal(config.publicUrl, 'https://scim.example.com', 'trailing slash removed');
+  t.equal(config.logLevel, 'warn');
+  t.equal(config.dataDir, '/srv/var/data');
+  t.same(config.jwtPreviousSecrets, ['y'.repeat(32), 'z'.repeat(33)]);
+});
+
+const bad: [Record<string, string>, string, RegExp][] = [
+  [{ PORT: 'eighty' }, 'PORT', /whole number/],
+  [{ PORT: '70000' }, 'PORT', /between 0 and 65535/],
+  [{ DATABASE_URL: 'mysql://localhost/db' }, 'DATABASE_URL', /postgres:/],
+  [{ DATABASE_URL: 'not a url' }, 'DATABASE_URL', /not a valid URL/],
+  [{ PUBLIC_URL: 'scim.example.com' }, 'PUBLIC_URL', /not a valid URL/],
+  [{ PUBLIC_URL: 'ftp://scim.example.com' }, 'PUBLIC_URL', /http/],
+  [{ PUBLIC_URL: 'https://scim.example.com/?a=b' }, 'PUBLIC_URL', /query/],
+  [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL', /one of/],
+  [{ JWT_SECRET: 'short' }, 'JWT_SECRET', /32 characters/],
+  [{ JWT_PREVIOUS_SECRETS: 'short' }, 'JWT_PREVIOUS_SECRETS', /32 characters/],
+  [{ CREDENTIAL_CACHE_SECONDS: '-1' }, 'CREDENTIAL_CACHE_SECONDS', /whole number/],
+  [{ DATABASE_POOL_SIZE: '0' }, 'DATABASE_POOL_SIZE', /between 1 and 200/],
+];
+
+for (const [env, variable, message] of bad) {
+  t.test(`a bad ${variable} is refused with an error naming it`, async (t) => {
+    let caught: unknown;
+    try {
+      loadConfig(env);
+    } catch (error) {
+      caught = error;
+    }
+    t.type(caught, ConfigError);
+    t.equal((caught as ConfigError).variable, variable);
+    t.match((caught as ConfigError).message, new RegExp(`^${variable}: `), 'the message starts with the variable');
+    t.match((caught as ConfigError).message, message);
+  });
+}

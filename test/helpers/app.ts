@@ -1,0 +1,73 @@
+// Builds the app on a fresh test database, with a tenant and a Secret Token.
+import os from 'node:os';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Test } from 'tap';
+import { buildApp } from '../../src/app.js';
+import { signingKeys, type SigningKeys } from '../../src/auth/keys.js';
+import { signToken } from '../../src/auth/tokens.js';
+import { loadConfig, type Config } from '../../src/config.js';
+import { createCredential } from '../../src/db/credentials.js';
+import type { Db } from '../../src/db/database.js';
+import { createTenant, type TenantRow } from '../../src/db/tenants.js';
+import { testDatabase, type TestDatabase } from './database.js';
+
+export const TEST_SECRET = 'test-signing-key-0123456789abcdef0123456789';
+export const PUBLIC_URL = 'https://scim.example.test';
+
+export function testEnv(overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    JWT_SECRET: TEST_SECRET,
+    PUBLIC_URL,
+    LOG_LEVEL: 'silent',
+    CREDENTIAL_CACHE_SECONDS: '0',
+    DATA_DIR: path.join(os.tmpdir(), 'portal-scim-test-unused'),
+    ...overrides,
+  };
+}
+
+export interface TestTenant {
+  tenant: TenantRow;
+  token: string;
+  credentialId: string;
+  headers: Record<string, string>;
+}
+
+export async function tenantWithToken(
+  db: Db,
+  config: Config,
+  keys: SigningKeys,
+  name = 'Test School',
+  domains: string[] = ['school.example'],
+): Promise<TestTenant> {
+  const tenant = await createTenant(db, { name, verifiedDomains: domains });
+  const credential = await createCredential(db, { tenantId: tenant.id, kind: 'token' });
+  const token = signToken(
+    { keys, issuer: config.jwtIssuer, audience: config.jwtAudience },
+    { tid: tenant.id, jti: credential.id },
+  );
+  return {
+    tenant,
+    token,
+    credentialId: credential.id,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/scim+json' },
+  };
+}
+
+export interface TestApp extends TestTenant {
+  app: FastifyInstance;
+  config: Config;
+  keys: SigningKeys;
+  database: TestDatabase;
+  db: Db;
+}
+
+export async function testApp(t: Test, env: Record<string, string> = {}): Promise<TestApp> {
+  const database = await testDatabase(t);
+  const config = loadConfig(testEnv(env));
+  const keys = signingKeys(TEST_SECRET, config.jwtPreviousSecrets);
+  const app = await buildApp({ config, db: database.db, keys });
+  t.teardown(() => app.close());
+  const tenant = await tenantWithToken(database.db, config, keys);
+  return { app, config, keys, database, db: database.db, ...tenant };
+}

@@ -1,0 +1,81 @@
+// Each test file gets its own database, cloned from the migrated template that
+// test/run.ts builds, and dropped when the file's tests end.
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import type { Test } from 'tap';
+import { createDb, type Db } from '../../src/db/database.js';
+import { migrateToLatest } from '../../src/db/migrate.js';
+
+export const TEMPLATE_DATABASE = 'portal_scim_template';
+
+export function adminUrl(): string {
+  const url = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
+  if (!url) throw new Error('Run the tests with npm test (or set TEST_DATABASE_URL to a PostgreSQL server).');
+  return url;
+}
+
+export function databaseUrl(name: string, base: string = adminUrl()): string {
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+async function withAdmin<T>(run: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: adminUrl() });
+  await client.connect();
+  try {
+    return await run(client);
+  } finally {
+    await client.end();
+  }
+}
+
+// A test run started by tap alone (not npm test) builds the template on demand.
+async function ensureTemplate(): Promise<void> {
+  await withAdmin(async (client) => {
+    await client.query('SELECT pg_advisory_lock(72027)');
+    try {
+      const found = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [TEMPLATE_DATABASE]);
+      if (found.rowCount === 0) {
+        await client.query(`CREATE DATABASE ${TEMPLATE_DATABASE}`);
+        const { db } = createDb(databaseUrl(TEMPLATE_DATABASE), { poolSize: 1 });
+        await migrateToLatest(db).finally(() => db.destroy());
+      }
+    } finally {
+      await client.query('SELECT pg_advisory_unlock(72027)');
+    }
+  });
+}
+
+export interface TestDatabase {
+  name: string;
+  url: string;
+  db: Db;
+  pool: pg.Pool;
+}
+
+/** A fresh, migrated database for this test, dropped in teardown. */
+export async function testDatabase(t: Test, options: { migrated?: boolean } = {}): Promise<TestDatabase> {
+  const name = `test_${process.pid}_${randomBytes(4).toString('hex')}`;
+  const migrated = options.migrated ?? true;
+  if (migrated) await ensureTemplate();
+  await withAdmin(async (client) => {
+    // CREATE DATABASE from a template fails while another session is cloning it.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await client.query(`CREATE DATABASE ${name}${migrated ? ` TEMPLATE ${TEMPLATE_DATABASE}` : ''}`);
+        return;
+      } catch (error) {
+        if ((error as { code?: string }).code !== '55006' || attempt > 50) throw error;
+        await new Promise((r) => setTimeout(r, 50 + Math.random() * 100));
+      }
+    }
+  });
+  const url = databaseUrl(name);
+  const { db, pool } = createDb(url, { poolSize: 5 });
+  t.teardown(async () => {
+    await db.destroy();
+    await withAdmin((client) => client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+  });
+  return { name, url, db, pool };
+}

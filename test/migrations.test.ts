@@ -1,0 +1,79 @@
+// Migrations apply up and down, are safe to start concurrently, and key every
+// tenant-owned table by tenant first.
+import { sql } from 'kysely';
+import t from 'tap';
+import { createDb } from '../src/db/database.js';
+import { listMigrations, migrateDown, migrateToLatest, migrateToNone } from '../src/db/migrate.js';
+import { testDatabase } from './helpers/database.js';
+
+async function tables(db: Parameters<typeof migrateToLatest>[0]): Promise<string[]> {
+  const result = await sql<{ name: string }>`
+    SELECT table_name AS name FROM information_schema.tables
+     WHERE table_schema = 'public' AND table_name NOT LIKE 'kysely_%' ORDER BY table_name`.execute(db);
+  return result.rows.map((r) => r.name);
+}
+
+t.test('migrations go up, down and up again', async (t) => {
+  const { db } = await testDatabase(t, { migrated: false });
+  t.same(await tables(db), [], 'an empty database');
+  const applied = await migrateToLatest(db);
+  t.ok(applied.includes('0001_initial'), 'the first migration is applied');
+  t.same(await tables(db), [
+    'accounts',
+    'audit_events',
+    'class_memberships',
+    'classes',
+    'credentials',
+    'portal_accounts',
+    'portal_class_memberships',
+    'portal_classes',
+    'sync_conflicts',
+    'tenants',
+  ]);
+  t.same(await migrateToLatest(db), [], 'a second run applies nothing');
+  const status = await listMigrations(db);
+  t.ok(status.every((m) => m.executedAt instanceof Date), 'every migration is recorded');
+
+  await migrateToNone(db);
+  t.same(await tables(db), [], 'down removes everything');
+  await migrateToLatest(db);
+  const reverted = await migrateDown(db);
+  t.equal(reverted.length, 1, 'migrate down reverts one migration');
+  await migrateToLatest(db);
+  t.equal((await tables(db)).length, 10);
+});
+
+t.test('instances starting at once apply each migration exactly once', async (t) => {
+  const { url, db } = await testDatabase(t, { migrated: false });
+  const others = Array.from({ length: 4 }, () => createDb(url, { poolSize: 2 }).db);
+  t.teardown(() => Promise.all(others.map((o) => o.destroy())));
+  const results = await Promise.all(others.map((o) => migrateToLatest(o)));
+  const applied = results.flat();
+  t.equal(applied.filter((n) => n === '0001_initial').length, 1, 'one instance applied it, the others found it done');
+  const rows = await sql<{ n: string }>`SELECT count(*) AS n FROM kysely_migration WHERE name = '0001_initial'`.execute(db);
+  t.equal(Number(rows.rows[0]?.n), 1);
+});
+
+t.test('every tenant-owned table is keyed by tenant first', async (t) => {
+  const { db } = await testDatabase(t);
+  const result = await sql<{ table: string; first: string }>`
+    SELECT c.relname AS table, a.attname AS first
+      FROM pg_index i
+      JOIN pg_class c ON c.oid = i.indrelid
+      JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
+     WHERE i.indisprimary AND c.relname <> 'tenants' AND c.relname NOT LIKE 'kysely_%'
+     ORDER BY c.relname`.execute(db);
+  t.same(
+    result.rows.map((r) => r.table),
+    ['accounts', 'audit_events', 'class_memberships', 'classes', 'credentials', 'sync_conflicts'],
+  );
+  for (const row of result.rows) t.equal(row.first, 'tenant_id', `${row.table} primary key starts with tenant_id`);
+
+  const indexes = await sql<{ name: string; def: string }>`
+    SELECT indexname AS name, indexdef AS def FROM pg_indexes
+     WHERE schemaname = 'public' AND tablename IN ('accounts', 'classes', 'class_memberships', 'audit_events', 'sync_conflicts')`.execute(db);
+  for (const index of indexes.rows) {
+    t.match(index.def, /\(tenant_id[,)]/, `${index.name} is led by tenant_id`);
+  }
+});

@@ -1,0 +1,51 @@
+// npm test: runs the tap suite on real PostgreSQL. With TEST_DATABASE_URL or
+// DATABASE_URL it uses that server; otherwise it starts the embedded
+// PostgreSQL under .data/test. A migrated template database is built once per
+// run; every test file clones its own database from it.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import pg from 'pg';
+import { createDb } from '../src/db/database.js';
+import { openEmbeddedPostgres } from '../src/db/embedded.js';
+import { migrateToLatest } from '../src/db/migrate.js';
+import { TEMPLATE_DATABASE } from './helpers/database.js';
+
+async function buildTemplate(adminUrl: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${TEMPLATE_DATABASE} WITH (FORCE)`);
+    await admin.query(`CREATE DATABASE ${TEMPLATE_DATABASE}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${TEMPLATE_DATABASE}`;
+  const { db } = createDb(url.toString(), { poolSize: 1 });
+  try {
+    await migrateToLatest(db);
+  } finally {
+    await db.destroy();
+  }
+}
+
+async function main(): Promise<number> {
+  const given = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
+  const embedded = given
+    ? undefined
+    : await openEmbeddedPostgres({ dataDir: path.resolve('.data/test'), database: 'postgres' });
+  const adminUrl = given ?? embedded?.adminUrl ?? '';
+  process.stdout.write(`# tests on ${given ? 'the PostgreSQL at DATABASE_URL' : 'the embedded PostgreSQL'}\n`);
+  try {
+    await buildTemplate(adminUrl);
+    const child = spawn('npx', ['tap', ...process.argv.slice(2)], {
+      stdio: 'inherit',
+      env: { ...process.env, TEST_DATABASE_URL: adminUrl },
+    });
+    return await new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? 1)));
+  } finally {
+    await embedded?.stop();
+  }
+}
+
+process.exitCode = await main();
