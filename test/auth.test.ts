@@ -24,8 +24,9 @@ t.test('bad credentials are refused with 401, a SCIM error and a challenge', asy
   const { app, config, keys, tenant, credentialId, db } = env;
   const settings = { keys, issuer: config.jwtIssuer, audience: config.jwtAudience };
   const claims = { tid: tenant.id, jti: credentialId };
-  const sign = (options: Parameters<typeof createSigner>[0], payload: Record<string, unknown> = claims) =>
-    createSigner(options)(payload);
+  // A signer with a string key is synchronous.
+  const sign = (options: Parameters<typeof createSigner>[0], payload: Record<string, unknown> = claims): string =>
+    (createSigner(options) as (p: Record<string, unknown>) => string)(payload);
 
   const otherTenant = await createTenant(db, { name: 'Other School' });
   const disconnected = await createTenant(db, { name: 'Gone School' });
