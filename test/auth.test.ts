@@ -25,8 +25,9 @@ t.test('bad credentials are refused with 401, a SCIM error and a challenge', asy
   const settings = { keys, issuer: config.jwtIssuer, audience: config.jwtAudience };
   const claims = { tid: tenant.id, jti: credentialId };
   // A signer with a string key is synchronous.
-  const sign = (options: Parameters<typeof createSigner>[0], payload: Record<string, unknown> = claims): string =>
-    (createSigner(options) as (p: Record<string, unknown>) => string)(payload);
+  type Signer = (options: Record<string, unknown>) => (payload: Record<string, unknown>) => string;
+  const sign = (options: Record<string, unknown>, payload: Record<string, unknown> = claims): string =>
+    (createSigner as unknown as Signer)(options)(payload);
 
   const otherTenant = await createTenant(db, { name: 'Other School' });
   const disconnected = await createTenant(db, { name: 'Gone School' });

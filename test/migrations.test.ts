@@ -1,12 +1,12 @@
 // Migrations apply up and down, are safe to start concurrently, and key every
 // tenant-owned table by tenant first.
-import { sql } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import t from 'tap';
 import { createDb } from '../src/db/database.js';
 import { listMigrations, migrateDown, migrateToLatest, migrateToNone } from '../src/db/migrate.js';
 import { testDatabase } from './helpers/database.js';
 
-async function tables(db: Parameters<typeof migrateToLatest>[0]): Promise<string[]> {
+async function tables<T>(db: Kysely<T>): Promise<string[]> {
   const result = await sql<{ name: string }>`
     SELECT table_name AS name FROM information_schema.tables
      WHERE table_schema = 'public' AND table_name NOT LIKE 'kysely_%' ORDER BY table_name`.execute(db);

@@ -342,7 +342,7 @@ class Parser {
   }
 
   /** Parses `[valFilter]` after an attribute; returns the bracket's filter and an optional `.sub` that follows. */
-  parseBracket(path: AttrPath, attr: Token, depth: number, inBrackets: boolean): { filter: FilterNode; sub?: Token & { type: 'word' } } {
+  private parseBracket(path: AttrPath, attr: Token, depth: number, inBrackets: boolean): { filter: FilterNode; sub?: Token & { type: 'word' } } {
     const open = this.next();
     if (inBrackets) throw new SyntaxFault('a value filter [...] cannot be nested inside another', open.pos);
     if (path.sub !== undefined) {

@@ -1,0 +1,474 @@
+// The Entra normaliser: rewrites the shapes Microsoft Entra ID and the SCIM
+// Validator really send (both PATCH dialects, string booleans, any case of
+// attribute names, manager as a bare id, filtered paths on missing values)
+// into the strict RFC 7644 forms scimmy accepts. See docs of the dialect in
+// entra-dialect.md; every rewrite here answers one of its bullets.
+import SCIMMY from 'scimmy';
+import { ScimError, badRequest } from '../errors.js';
+import { parsePatchPath, type AttrPath, type FilterNode } from './filter.js';
+import { ENTERPRISE_SCHEMA, PATCH_OP_SCHEMA, definitionOf, type ResourceName } from './schemas.js';
+
+type Json = Record<string, unknown>;
+type Attribute = SCIMMY.Types.Attribute;
+type SchemaDefinition = SCIMMY.Types.SchemaDefinition;
+
+export const MANAGER_PATH = `${ENTERPRISE_SCHEMA}:manager`;
+/** Attributes no client may change. */
+const READ_ONLY = new Set(['id', 'meta', 'groups']);
+
+const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function toBoolean(value: unknown): unknown {
+  if (typeof value === 'string' && /^(true|false)$/i.test(value.trim())) return value.trim().toLowerCase() === 'true';
+  return value;
+}
+
+/** Canonical attribute lookup: case-insensitive, within one schema definition. */
+// scimmy types a definition's attributes as Attribute[]; extensions sit there too.
+function members(definition: SchemaDefinition): (Attribute | SchemaDefinition)[] {
+  return definition.attributes;
+}
+
+function findAttribute(definition: SchemaDefinition, name: string): Attribute | undefined {
+  const lower = name.toLowerCase();
+  return members(definition).find((a): a is Attribute => a instanceof SCIMMY.Types.Attribute && a.name.toLowerCase() === lower);
+}
+
+function findSub(attribute: Attribute, name: string): Attribute | undefined {
+  const lower = name.toLowerCase();
+  return attribute.subAttributes?.find((a) => a.name.toLowerCase() === lower);
+}
+
+function findExtension(definition: SchemaDefinition, uri: string): SchemaDefinition | undefined {
+  const lower = uri.toLowerCase();
+  return members(definition).find(
+    (a): a is SchemaDefinition => a instanceof SCIMMY.Types.SchemaDefinition && a.id.toLowerCase() === lower,
+  );
+}
+
+/** Coerces string booleans, recursively, where the schema says boolean; canonicalises sub-attribute keys. */
+export function normaliseValue(attribute: Attribute | undefined, value: unknown): unknown {
+  if (attribute === undefined || value === null || value === undefined) return value;
+  if (Array.isArray(value)) return value.map((v) => normaliseValue(attribute, v));
+  if (attribute.type === 'boolean') return toBoolean(value);
+  if (attribute.type === 'complex' && isObject(value)) {
+    const out: Json = {};
+    for (const [key, v] of Object.entries(value)) {
+      if (v === null) continue;
+      const sub = findSub(attribute, key);
+      out[sub?.name ?? key] = sub ? normaliseValue(sub, v) : v;
+    }
+    return out;
+  }
+  return value;
+}
+
+/** Entra's manager shapes ("id", {value}, [{$ref:null,value}], "") -> {value} or undefined (removal). */
+export function normaliseManager(value: unknown): Json | undefined {
+  let v = value;
+  if (Array.isArray(v)) v = v[0];
+  if (typeof v === 'string') return v.trim() === '' ? undefined : { value: v };
+  if (isObject(v)) {
+    const entry = Object.entries(v).find(([k]) => k.toLowerCase() === 'value');
+    const id = entry?.[1];
+    return typeof id === 'string' && id.trim() !== '' ? { value: id } : undefined;
+  }
+  return undefined;
+}
+
+/** Normalises a POST/PUT body: known schemas only, canonical keys, booleans, manager. */
+export function normaliseResource(resource: ResourceName, body: unknown): Json {
+  if (!isObject(body)) throw badRequest('invalidSyntax', 'The request body must be a JSON object.');
+  const definition = definitionOf(resource);
+  const known = new Set([definition.id.toLowerCase(), ...definitionOfExtensions(definition).map((e) => e.id.toLowerCase())]);
+  const out: Json = {};
+  for (const [key, value] of Object.entries(body)) {
+    if (value === null || value === undefined) continue;
+    const lower = key.toLowerCase();
+    if (lower === 'schemas') {
+      // Entra adds a Microsoft schema to groups; keep only the ones we serve.
+      const list = Array.isArray(value) ? value.filter((s): s is string => typeof s === 'string') : [];
+      out.schemas = list.filter((s) => known.has(s.toLowerCase())).map((s) => canonicalSchemaId(definition, s));
+      continue;
+    }
+    if (lower.startsWith('urn:')) {
+      const extension = findExtension(definition, key);
+      if (extension && isObject(value)) {
+        out[extension.id] = normaliseExtension(extension, value);
+        continue;
+      }
+      // A flat key such as urn:...:enterprise:2.0:User:employeeNumber.
+      const parsed = safePath(key);
+      const ext = parsed?.path.uri ? findExtension(definition, parsed.path.uri) : undefined;
+      if (ext && parsed) {
+        const target = (out[ext.id] as Json | undefined) ?? {};
+        Object.assign(target, normaliseExtension(ext, { [parsed.path.name]: value }));
+        out[ext.id] = target;
+        continue;
+      }
+      if (parsed?.path.uri && parsed.path.uri.toLowerCase() === definition.id.toLowerCase()) {
+        const attribute = findAttribute(definition, parsed.path.name);
+        if (attribute) out[attribute.name] = normaliseValue(attribute, value);
+      }
+      continue;
+    }
+    const attribute = findAttribute(definition, key);
+    out[attribute?.name ?? key] = normaliseValue(attribute, value);
+  }
+  return out;
+}
+
+function definitionOfExtensions(definition: SchemaDefinition): SchemaDefinition[] {
+  return members(definition).filter((a): a is SchemaDefinition => a instanceof SCIMMY.Types.SchemaDefinition);
+}
+
+function canonicalSchemaId(definition: SchemaDefinition, id: string): string {
+  if (id.toLowerCase() === definition.id.toLowerCase()) return definition.id;
+  return findExtension(definition, id)?.id ?? id;
+}
+
+function normaliseExtension(extension: SchemaDefinition, value: Json): Json {
+  const out: Json = {};
+  for (const [key, v] of Object.entries(value)) {
+    if (v === null || v === undefined) continue;
+    const attribute = findAttribute(extension, key);
+    const name = attribute?.name ?? key;
+    if (extension.id === ENTERPRISE_SCHEMA && name === 'manager') {
+      const manager = normaliseManager(v);
+      if (manager) out.manager = manager;
+      continue;
+    }
+    out[name] = normaliseValue(attribute, v);
+  }
+  return out;
+}
+
+function safePath(text: string): ReturnType<typeof parsePatchPath> | undefined {
+  try {
+    return parsePatchPath(text);
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// PATCH
+
+export interface PatchOperation {
+  op: 'add' | 'replace' | 'remove';
+  path?: string;
+  value?: unknown;
+}
+
+/** A resolved PATCH path: canonical names and the scimmy attribute it targets. */
+export interface ResolvedPath {
+  /** The canonical path text for scimmy, e.g. emails[type eq "work"].value. */
+  text: string;
+  /** Top-level attribute name (canonical), or the extension URN + ':' + name. */
+  attribute: string;
+  definition: Attribute;
+  filter?: FilterNode;
+  sub?: Attribute;
+  extension?: SchemaDefinition;
+}
+
+function invalidPath(text: string, why: string): ScimError {
+  return badRequest('invalidPath', `The path "${text}" ${why}.`);
+}
+
+/** Resolves an attribute reference case-insensitively against the resource's schemas. */
+export function resolveAttribute(
+  resource: ResourceName,
+  path: AttrPath,
+): { attribute: Attribute; extension?: SchemaDefinition; name: string } | undefined {
+  const definition = definitionOf(resource);
+  let scope = definition;
+  let extension: SchemaDefinition | undefined;
+  if (path.uri !== undefined && path.uri.toLowerCase() !== definition.id.toLowerCase()) {
+    extension = findExtension(definition, path.uri);
+    if (!extension) return undefined;
+    scope = extension;
+  }
+  const attribute = findAttribute(scope, path.name);
+  if (!attribute) return undefined;
+  return { attribute, name: extension ? `${extension.id}:${attribute.name}` : attribute.name, ...(extension ? { extension } : {}) };
+}
+
+function renderValue(value: unknown): string {
+  return JSON.stringify(value);
+}
+
+/** Renders a valuePath filter with canonical attribute names for scimmy. */
+function renderFilter(attribute: Attribute, node: FilterNode): string {
+  switch (node.kind) {
+    case 'compare': {
+      const sub = findSub(attribute, node.path.name);
+      return `${sub?.name ?? node.path.name} ${node.op} ${renderValue(node.value)}`;
+    }
+    case 'present': {
+      const sub = findSub(attribute, node.path.name);
+      return `${sub?.name ?? node.path.name} pr`;
+    }
+    case 'and':
+      return node.nodes.map((n) => renderFilter(attribute, n)).join(' and ');
+    case 'or':
+      return node.nodes.map((n) => `(${renderFilter(attribute, n)})`).join(' or ');
+    case 'not':
+      return `not (${renderFilter(attribute, node.node)})`;
+    case 'valuePath':
+      throw badRequest('invalidPath', 'Nested filters are not supported in a path.');
+  }
+}
+
+export function resolvePatchPath(resource: ResourceName, text: string): ResolvedPath {
+  let parsed: ReturnType<typeof parsePatchPath>;
+  try {
+    parsed = parsePatchPath(text);
+  } catch (error) {
+    if (error instanceof ScimError) throw badRequest('invalidPath', error.detail);
+    throw error;
+  }
+  const definition = definitionOf(resource);
+  // A path that is only an extension URN names the whole extension.
+  const wholeExtension = findExtension(definition, text);
+  if (wholeExtension) {
+    throw invalidPath(text, 'names a whole schema extension; name one of its attributes');
+  }
+  const found = resolveAttribute(resource, parsed.path);
+  if (!found) throw invalidPath(text, 'does not name an attribute of this resource');
+  const subName = parsed.path.sub ?? parsed.sub;
+  let sub: Attribute | undefined;
+  if (subName !== undefined) {
+    sub = findSub(found.attribute, subName);
+    if (!sub) throw invalidPath(text, `names no sub-attribute "${subName}" of ${found.attribute.name}`);
+  }
+  if (parsed.filter && !found.attribute.config.multiValued) {
+    throw invalidPath(text, 'filters an attribute that is not multi-valued');
+  }
+  const filterText = parsed.filter ? `[${renderFilter(found.attribute, parsed.filter)}]` : '';
+  return {
+    text: `${found.name}${filterText}${sub ? `.${sub.name}` : ''}`,
+    attribute: found.name,
+    definition: found.attribute,
+    ...(parsed.filter ? { filter: parsed.filter } : {}),
+    ...(sub ? { sub } : {}),
+    ...(found.extension ? { extension: found.extension } : {}),
+  };
+}
+
+/** Evaluates a valuePath filter against one element of a multi-valued attribute. */
+export function matchesElement(attribute: Attribute, node: FilterNode, element: unknown): boolean {
+  if (!isObject(element)) return false;
+  const read = (name: string): unknown => {
+    const entry = Object.entries(element).find(([k]) => k.toLowerCase() === name.toLowerCase());
+    return entry?.[1];
+  };
+  switch (node.kind) {
+    case 'present': {
+      const v = read(node.path.name);
+      return v !== undefined && v !== null && v !== '';
+    }
+    case 'compare': {
+      const sub = findSub(attribute, node.path.name);
+      let actual = read(node.path.name);
+      let expected: unknown = node.value;
+      if (sub?.type === 'boolean') {
+        actual = toBoolean(actual);
+        expected = toBoolean(expected);
+      }
+      if (typeof actual === 'string' && typeof expected === 'string' && !sub?.config.caseExact) {
+        actual = actual.toLowerCase();
+        expected = expected.toLowerCase();
+      }
+      switch (node.op) {
+        case 'eq':
+          return actual === expected;
+        case 'ne':
+          return actual !== expected;
+        case 'co':
+          return typeof actual === 'string' && typeof expected === 'string' && actual.includes(expected);
+        case 'sw':
+          return typeof actual === 'string' && typeof expected === 'string' && actual.startsWith(expected);
+        case 'ew':
+          return typeof actual === 'string' && typeof expected === 'string' && actual.endsWith(expected);
+        case 'gt':
+        case 'ge':
+        case 'lt':
+        case 'le': {
+          if (actual === undefined || actual === null || expected === null) return false;
+          const a = actual as string | number;
+          const b = expected as string | number;
+          return node.op === 'gt' ? a > b : node.op === 'ge' ? a >= b : node.op === 'lt' ? a < b : a <= b;
+        }
+      }
+      return false;
+    }
+    case 'and':
+      return node.nodes.every((n) => matchesElement(attribute, n, element));
+    case 'or':
+      return node.nodes.some((n) => matchesElement(attribute, n, element));
+    case 'not':
+      return !matchesElement(attribute, node.node, element);
+    case 'valuePath':
+      return false;
+  }
+}
+
+/** The element an equality-only filter describes: type eq "work" -> {type: "work"}. */
+function elementFromFilter(attribute: Attribute, node: FilterNode): Json | undefined {
+  if (node.kind === 'compare' && node.op === 'eq') {
+    const sub = findSub(attribute, node.path.name);
+    if (!sub) return undefined;
+    return { [sub.name]: sub.type === 'boolean' ? toBoolean(node.value) : node.value };
+  }
+  if (node.kind === 'and') {
+    const parts = node.nodes.map((n) => elementFromFilter(attribute, n));
+    if (parts.some((p) => p === undefined)) return undefined;
+    return Object.assign({}, ...parts) as Json;
+  }
+  return undefined;
+}
+
+function readAttribute(current: Json, resolved: ResolvedPath): unknown {
+  if (resolved.extension) {
+    const ext = current[resolved.extension.id];
+    return isObject(ext) ? ext[resolved.definition.name] : undefined;
+  }
+  return current[resolved.definition.name];
+}
+
+function rawOperations(body: unknown): { op: string; path?: unknown; value?: unknown }[] {
+  if (!isObject(body)) throw badRequest('invalidSyntax', 'The PATCH body must be a JSON object.');
+  const schemas = body.schemas;
+  if (!Array.isArray(schemas) || !schemas.some((s) => typeof s === 'string' && s.toLowerCase() === PATCH_OP_SCHEMA.toLowerCase())) {
+    throw badRequest('invalidSyntax', `A PATCH body must list the schema ${PATCH_OP_SCHEMA}.`);
+  }
+  const key = Object.keys(body).find((k) => k.toLowerCase() === 'operations');
+  const operations = key === undefined ? [] : body[key];
+  if (!Array.isArray(operations)) throw badRequest('invalidSyntax', 'Operations must be an array.');
+  return operations.map((raw, i) => {
+    if (!isObject(raw)) throw badRequest('invalidSyntax', `Operation ${i + 1} must be an object.`);
+    const get = (name: string): unknown => Object.entries(raw).find(([k]) => k.toLowerCase() === name)?.[1];
+    const op = get('op');
+    if (typeof op !== 'string') throw badRequest('invalidSyntax', `Operation ${i + 1} has no "op".`);
+    return { op, path: get('path'), value: get('value') };
+  });
+}
+
+/**
+ * Turns a PATCH body of either Entra dialect into canonical operations, one
+ * attribute each: path-less replaces are split by key, complex values merged
+ * per sub-attribute (RFC 7644 §3.5.2.3), and a filtered path on a value that
+ * does not exist yet becomes an add of that element.
+ */
+export function normalisePatch(resource: ResourceName, body: unknown, current: Json): PatchOperation[] {
+  const out: PatchOperation[] = [];
+  rawOperations(body).forEach((raw, index) => {
+    const op = raw.op.toLowerCase();
+    if (op !== 'add' && op !== 'replace' && op !== 'remove') {
+      throw badRequest('invalidSyntax', `Operation ${index + 1} has an unknown op "${raw.op}"; use add, replace or remove.`);
+    }
+    if (raw.path === undefined || raw.path === null || raw.path === '') {
+      if (op === 'remove') throw badRequest('noTarget', `Operation ${index + 1}: remove needs a path.`);
+      if (!isObject(raw.value)) {
+        throw badRequest('invalidValue', `Operation ${index + 1}: without a path the value must be an object of attributes.`);
+      }
+      for (const [key, value] of Object.entries(raw.value)) {
+        if (key.toLowerCase() === 'schemas') continue;
+        const ext = findExtension(definitionOf(resource), key);
+        if (ext && isObject(value)) {
+          for (const [name, v] of Object.entries(value)) out.push(...expand(resource, op, `${ext.id}:${name}`, v, current));
+          continue;
+        }
+        out.push(...expand(resource, op, key, value, current));
+      }
+      return;
+    }
+    if (typeof raw.path !== 'string') throw badRequest('invalidPath', `Operation ${index + 1}: path must be a string.`);
+    if (op !== 'remove' && raw.value === undefined) {
+      throw badRequest('invalidValue', `Operation ${index + 1}: ${op} needs a value.`);
+    }
+    out.push(...expand(resource, op, raw.path, raw.value, current));
+  });
+  return out;
+}
+
+function expand(resource: ResourceName, op: PatchOperation['op'], pathText: string, value: unknown, current: Json): PatchOperation[] {
+  const resolved = resolvePatchPath(resource, pathText);
+  const top = resolved.definition.name;
+  if (!resolved.extension && READ_ONLY.has(top)) {
+    // Entra's path-less group replace repeats the id: the same value is no change.
+    if (top === 'id' && op !== 'remove' && value === current.id) return [];
+    throw badRequest('mutability', `The attribute "${top}" is read-only.`);
+  }
+  if (resolved.definition.config.mutable === false || resolved.definition.config.mutable === 'immutable') {
+    throw badRequest('mutability', `The attribute "${top}" cannot be changed.`);
+  }
+
+  // Manager: any Entra shape; "" or an empty value removes it.
+  if (resolved.text === MANAGER_PATH) {
+    if (op === 'remove') return [{ op: 'remove', path: MANAGER_PATH }];
+    const manager = normaliseManager(value);
+    return manager ? [{ op: 'replace', path: MANAGER_PATH, value: manager }] : [{ op: 'remove', path: MANAGER_PATH }];
+  }
+
+  const target = resolved.sub ?? resolved.definition;
+  const normalised = normaliseValue(target, value);
+
+  if (op === 'remove') return [{ op, path: resolved.text, ...(value !== undefined ? { value: normaliseValue(target, value) } : {}) }];
+
+  // null or "" for a simple attribute means "no value": remove it.
+  if (normalised === null || (normalised === '' && target.type !== 'complex')) {
+    return readAttribute(current, resolved) === undefined ? [] : [{ op: 'remove', path: resolved.text }];
+  }
+
+  if (resolved.filter) {
+    const existing = readAttribute(current, resolved);
+    const elements = Array.isArray(existing) ? existing : [];
+    const matching = elements.filter((e) => matchesElement(resolved.definition, resolved.filter as FilterNode, e));
+    if (matching.length === 0) {
+      // Entra adds emails[type eq "work"].value to a user with no work e-mail:
+      // create the element the filter describes.
+      const element = elementFromFilter(resolved.definition, resolved.filter);
+      if (!element) throw badRequest('noTarget', `No value matches the path "${pathText}".`);
+      const added = resolved.sub ? { ...element, [resolved.sub.name]: normalised } : { ...element, ...(isObject(normalised) ? normalised : {}) };
+      const prefix = resolved.extension ? `${resolved.extension.id}:` : '';
+      return [{ op: 'add', path: `${prefix}${resolved.definition.name}`, value: [added] }];
+    }
+    // scimmy compares filter values case-sensitively: name the stored values.
+    const element = elementFromFilter(resolved.definition, resolved.filter);
+    if (element && matching.length === 1 && isObject(matching[0])) {
+      const stored = matching[0];
+      const exact = Object.keys(element)
+        .map((k) => `${k} eq ${renderValue(Object.entries(stored).find(([sk]) => sk.toLowerCase() === k.toLowerCase())?.[1] ?? element[k])}`)
+        .join(' and ');
+      const prefix = resolved.extension ? `${resolved.extension.id}:` : '';
+      return [{ op, path: `${prefix}${resolved.definition.name}[${exact}]${resolved.sub ? `.${resolved.sub.name}` : ''}`, value: normalised }];
+    }
+    return [{ op, path: resolved.text, value: normalised }];
+  }
+
+  // Replace of a singular complex attribute merges its sub-attributes.
+  if (op === 'replace' && !resolved.sub && target.type === 'complex' && !target.config.multiValued && isObject(normalised)) {
+    return Object.entries(normalised).map(([k, v]) => ({ op: 'replace' as const, path: `${resolved.text}.${k}`, value: v }));
+  }
+  return [{ op, path: resolved.text, value: normalised }];
+}
+
+/** Removes exact duplicates that an add to a multi-valued attribute can leave. */
+export function dedupeMultiValued(resource: Json): Json {
+  for (const [key, value] of Object.entries(resource)) {
+    if (Array.isArray(value)) {
+      const seen = new Set<string>();
+      resource[key] = value.filter((v) => {
+        const k = JSON.stringify(v);
+        if (seen.has(k)) return false;
+        seen.add(k);
+        return true;
+      });
+    } else if (isObject(value) && key.startsWith('urn:')) {
+      dedupeMultiValued(value);
+    }
+  }
+  return resource;
+}
