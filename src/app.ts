@@ -6,10 +6,14 @@ import type { SigningKeys } from './auth/keys.js';
 import type { Config } from './config.js';
 import type { Db } from './db/database.js';
 import { authPlugin } from './plugins/auth.js';
-import { notFound } from './errors.js';
+import secureJson from 'secure-json-parse';
+import { ScimError, notFound } from './errors.js';
 import { errorsPlugin, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
 import { discoveryRoutes } from './routes/discovery.js';
 import { healthRoutes } from './routes/health.js';
+import { resourceRoutes } from './routes/resources.js';
+import { groups } from './scim/groups.js';
+import { users } from './scim/users.js';
 
 export interface AppOptions {
   config: Config;
@@ -39,12 +43,22 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     reply.header('x-request-id', request.id);
   });
 
-  // SCIM clients send application/scim+json; parse it exactly like JSON.
-  app.addContentTypeParser(
-    ['application/scim+json'],
-    { parseAs: 'string' },
-    app.getDefaultJsonParser('error', 'error'),
-  );
+  // SCIM clients send application/scim+json. Entra also sends a JSON content
+  // type on bodiless requests (DELETE), so an empty body is no body, not an error.
+  // secure-json-parse refuses __proto__ and constructor.prototype poisoning.
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser(['application/json', 'application/scim+json'], { parseAs: 'string' }, (_request, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim() === '') {
+      done(null, undefined);
+      return;
+    }
+    try {
+      done(null, secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' }));
+    } catch {
+      done(new ScimError(400, 'invalidSyntax', 'The request body is not valid JSON.'), undefined);
+    }
+  });
 
   await app.register(errorsPlugin);
   await app.register(authPlugin, {
@@ -71,6 +85,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         sendScimError(reply, notFound(`No resource at ${request.method} ${request.url.split('?')[0] ?? ''}.`)),
       );
       await scim.register(discoveryRoutes, { config });
+      await scim.register(resourceRoutes, { config, db, handler: users });
+      await scim.register(resourceRoutes, { config, db, handler: groups });
     },
     { prefix: '/scim/v2' },
   );

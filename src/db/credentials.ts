@@ -36,23 +36,33 @@ export async function listCredentials(db: Db, tenantId: string): Promise<Credent
     .execute();
 }
 
-/** The credential with its tenant's state, as the request authenticator needs it. */
+export interface ActiveCredential {
+  id: string;
+  tenantId: string;
+  kind: 'token' | 'client';
+  roleMapping: Record<string, string>;
+  verifiedDomains: string[];
+}
+
+/** The credential with its tenant's settings, as the request authenticator needs it. */
 export async function findActiveCredential(
   db: Db,
   tenantId: string,
   id: string,
-): Promise<{ id: string; tenantId: string; kind: 'token' | 'client' } | undefined> {
+): Promise<ActiveCredential | undefined> {
   const row = await db
     .selectFrom('credentials as c')
     .innerJoin('tenants as t', 't.id', 'c.tenant_id')
-    .select(['c.id', 'c.tenant_id', 'c.kind'])
+    .select(['c.id', 'c.tenant_id', 'c.kind', 't.role_mapping', 't.verified_domains'])
     .where('c.tenant_id', '=', tenantId)
     .where('c.id', '=', id)
     .where('c.revoked_at', 'is', null)
     .where('t.disconnected_at', 'is', null)
     .where((eb) => eb.or([eb('c.expires_at', 'is', null), eb('c.expires_at', '>', new Date())]))
     .executeTakeFirst();
-  return row ? { id: row.id, tenantId: row.tenant_id, kind: row.kind } : undefined;
+  return row
+    ? { id: row.id, tenantId: row.tenant_id, kind: row.kind, roleMapping: row.role_mapping, verifiedDomains: row.verified_domains }
+    : undefined;
 }
 
 /** Revokes a credential by id; returns it, or undefined when no such credential exists. */

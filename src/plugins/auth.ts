@@ -15,6 +15,9 @@ import { ScimError } from '../errors.js';
 export interface RequestAuth {
   readonly tenantId: string;
   readonly credentialId: string;
+  /** Tenant settings the SCIM rules read on every write. */
+  readonly roleMapping: Readonly<Record<string, string>>;
+  readonly verifiedDomains: readonly string[];
 }
 
 declare module 'fastify' {
@@ -80,7 +83,9 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
     const hit = cache.get(key);
     if (hit && hit.until > now) return hit.auth;
     const row = await findActiveCredential(options.db, tenantId, credentialId);
-    const found = row ? { tenantId: row.tenantId, credentialId: row.id } : null;
+    const found = row
+      ? { tenantId: row.tenantId, credentialId: row.id, roleMapping: row.roleMapping, verifiedDomains: row.verifiedDomains }
+      : null;
     if (options.cacheSeconds > 0) {
       if (cache.size > 10_000) cache.clear();
       cache.set(key, { auth: found, until: now + options.cacheSeconds * 1000 });

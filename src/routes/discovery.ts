@@ -1,33 +1,52 @@
-// SCIM discovery: what this server supports, answered truthfully.
+// SCIM discovery (RFC 7644 §4): ServiceProviderConfig, Schemas and
+// ResourceTypes, built by scimmy from the schemas we serve, located at PUBLIC_URL.
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.js';
+import { ScimError, notFound } from '../errors.js';
+import { LIST_RESPONSE_SCHEMA, resourceTypeDocuments, schemaDocuments, serviceProviderConfigDocument } from '../scim/schemas.js';
 
-export function serviceProviderConfig(config: Config): Record<string, unknown> {
-  return {
-    schemas: ['urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig'],
-    documentationUri: `${config.publicUrl}/docs`,
-    patch: { supported: false },
-    bulk: { supported: false, maxOperations: 0, maxPayloadSize: 0 },
-    filter: { supported: false, maxResults: 0 },
-    changePassword: { supported: false },
-    sort: { supported: false },
-    etag: { supported: false },
-    authenticationSchemes: [
-      {
-        type: 'oauthbearertoken',
-        name: 'Secret Token',
-        description: 'A bearer token issued by the portal team with "portal-scim token issue".',
-        primary: true,
-      },
-    ],
-    meta: {
-      resourceType: 'ServiceProviderConfig',
-      location: `${config.publicUrl}/scim/v2/ServiceProviderConfig`,
-    },
-  };
+type Json = Record<string, unknown>;
+
+function located(document: Json, location: string): Json {
+  return { ...document, meta: { ...((document.meta as Json | undefined) ?? {}), location } };
+}
+
+function listResponse(resources: Json[]): Json {
+  return { schemas: [LIST_RESPONSE_SCHEMA], totalResults: resources.length, startIndex: 1, itemsPerPage: resources.length, Resources: resources };
 }
 
 export async function discoveryRoutes(app: FastifyInstance, options: { config: Config }): Promise<void> {
-  const document = serviceProviderConfig(options.config);
-  app.get('/ServiceProviderConfig', async () => document);
+  const base = `${options.config.publicUrl}/scim/v2`;
+  const spc = located(
+    { ...(await serviceProviderConfigDocument()), documentationUri: `${options.config.publicUrl}/docs/entra-setup` },
+    `${base}/ServiceProviderConfig`,
+  );
+  const schemas = (await schemaDocuments()).map((s) => located(s, `${base}/Schemas/${String(s.id)}`));
+  const resourceTypes = (await resourceTypeDocuments()).map((r) => located(r, `${base}/ResourceTypes/${String(r.id)}`));
+
+  app.get('/ServiceProviderConfig', async () => spc);
+  app.get('/Schemas', async () => listResponse(schemas));
+  app.get('/Schemas/:id', async (request) => {
+    const { id } = request.params as { id: string };
+    const found = schemas.find((s) => String(s.id).toLowerCase() === id.toLowerCase());
+    if (!found) throw notFound(`No schema ${id}.`);
+    return found;
+  });
+  app.get('/ResourceTypes', async () => listResponse(resourceTypes));
+  app.get('/ResourceTypes/:id', async (request) => {
+    const { id } = request.params as { id: string };
+    const found = resourceTypes.find((r) => String(r.id).toLowerCase() === id.toLowerCase());
+    if (!found) throw notFound(`No resource type ${id}.`);
+    return found;
+  });
+  for (const url of ['/ServiceProviderConfig', '/Schemas', '/ResourceTypes']) {
+    app.route({
+      method: ['POST', 'PUT', 'PATCH', 'DELETE'],
+      url,
+      handler: async (request, reply) => {
+        reply.header('allow', 'GET');
+        throw new ScimError(405, undefined, `${request.method} is not supported on ${url}; it is read-only.`);
+      },
+    });
+  }
 }

@@ -189,7 +189,16 @@ export function resolveAttribute(
     if (!extension) return undefined;
     scope = extension;
   }
-  const attribute = findAttribute(scope, path.name);
+  let attribute = findAttribute(scope, path.name);
+  if (!attribute && path.uri === undefined) {
+    // A bare extension attribute name (Entra sends "manager"): accept it when
+    // exactly one extension declares it.
+    const owners = definitionOfExtensions(definition).filter((e) => findAttribute(e, path.name));
+    if (owners.length === 1 && owners[0]) {
+      extension = owners[0];
+      attribute = findAttribute(extension, path.name);
+    }
+  }
   if (!attribute) return undefined;
   return { attribute, name: extension ? `${extension.id}:${attribute.name}` : attribute.name, ...(extension ? { extension } : {}) };
 }
@@ -406,7 +415,7 @@ function expand(resource: ResourceName, op: PatchOperation['op'], pathText: stri
   }
 
   // Manager: any Entra shape; "" or an empty value removes it.
-  if (resolved.text === MANAGER_PATH) {
+  if (resolved.attribute === MANAGER_PATH) {
     if (op === 'remove') return [{ op: 'remove', path: MANAGER_PATH }];
     const manager = normaliseManager(value);
     return manager ? [{ op: 'replace', path: MANAGER_PATH, value: manager }] : [{ op: 'remove', path: MANAGER_PATH }];

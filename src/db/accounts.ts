@@ -1,0 +1,116 @@
+// Queries on accounts. SCIM sees only synced, live accounts of its tenant.
+import { sql, type Expression, type Selectable, type SqlBool, type Transaction } from 'kysely';
+import { conflict } from '../errors.js';
+import type { AccountsTable, Database, Db, JsonObject, Role } from './database.js';
+import { isUniqueViolation } from './errors.js';
+
+export type AccountRow = Selectable<AccountsTable>;
+type Executor = Db | Transaction<Database>;
+
+/** The columns a SCIM write sets, derived from the resource by the mapper. */
+export interface AccountValues {
+  user_name: string;
+  external_id: string | null;
+  email: string | null;
+  given_name: string | null;
+  family_name: string | null;
+  display_name: string | null;
+  school_id: string | null;
+  grade: string | null;
+  active: boolean;
+  role: Role;
+  scim: JsonObject;
+}
+
+function uniqueness(error: unknown, userName: string): never {
+  if (isUniqueViolation(error, 'accounts_synced_user_name_key')) {
+    throw conflict(`A user with userName "${userName}" already exists (userName is unique in any case).`);
+  }
+  throw error;
+}
+
+function toRow(values: AccountValues) {
+  return { ...values, scim: JSON.stringify(values.scim) };
+}
+
+export async function insertSyncedAccount(db: Executor, tenantId: string, values: AccountValues): Promise<AccountRow> {
+  try {
+    return await db
+      .insertInto('accounts')
+      .values({ tenant_id: tenantId, managed_by: 'sync', ...toRow(values) })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+  } catch (error) {
+    return uniqueness(error, values.user_name);
+  }
+}
+
+export async function findSyncedAccount(db: Executor, tenantId: string, id: string, forUpdate = false): Promise<AccountRow | undefined> {
+  let query = db
+    .selectFrom('accounts')
+    .selectAll()
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', id)
+    .where('managed_by', '=', 'sync')
+    .where('deleted_at', 'is', null);
+  if (forUpdate) query = query.forUpdate();
+  return query.executeTakeFirst();
+}
+
+export async function updateSyncedAccount(db: Executor, tenantId: string, id: string, values: AccountValues): Promise<AccountRow> {
+  try {
+    return await db
+      .updateTable('accounts')
+      .set((eb) => ({ ...toRow(values), version: eb('version', '+', 1), updated_at: sql<Date>`clock_timestamp()` }))
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', id)
+      .returningAll()
+      .executeTakeFirstOrThrow();
+  } catch (error) {
+    return uniqueness(error, values.user_name);
+  }
+}
+
+/** Rule 7: the account leaves SCIM and the portal's view now; its memberships go. */
+export async function deleteSyncedAccount(db: Executor, tenantId: string, id: string): Promise<void> {
+  await db.deleteFrom('class_memberships').where('tenant_id', '=', tenantId).where('account_id', '=', id).execute();
+  await db
+    .updateTable('accounts')
+    .set((eb) => ({ deleted_at: sql<Date>`clock_timestamp()`, version: eb('version', '+', 1), updated_at: sql<Date>`clock_timestamp()` }))
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', id)
+    .execute();
+}
+
+export interface ListQuery {
+  where?: Expression<SqlBool>;
+  orderBy?: Expression<unknown>;
+  descending?: boolean;
+  offset: number;
+  limit: number;
+}
+
+function synced(db: Executor, tenantId: string, where?: Expression<SqlBool>) {
+  let query = db
+    .selectFrom('accounts as a')
+    .where('a.tenant_id', '=', tenantId)
+    .where('a.managed_by', '=', 'sync')
+    .where('a.deleted_at', 'is', null);
+  if (where) query = query.where(where);
+  return query;
+}
+
+export async function listSyncedAccounts(db: Executor, tenantId: string, q: ListQuery): Promise<AccountRow[]> {
+  if (q.limit === 0) return [];
+  let query = synced(db, tenantId, q.where).selectAll('a');
+  if (q.orderBy) query = query.orderBy(q.orderBy, (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
+  return query.orderBy('a.id').offset(q.offset).limit(q.limit).execute();
+}
+
+export async function countSyncedAccounts(db: Executor, tenantId: string, where?: Expression<SqlBool>): Promise<number> {
+  const row = await synced(db, tenantId, where)
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+

@@ -1,0 +1,192 @@
+// Queries on classes and class memberships. SCIM sees synced classes only;
+// member changes are set operations in SQL that never read the member list.
+import { sql, type Expression, type Selectable, type SqlBool, type Transaction } from 'kysely';
+import { conflict } from '../errors.js';
+import type { ClassesTable, Database, Db, JsonObject } from './database.js';
+import { isUniqueViolation } from './errors.js';
+
+export type ClassRow = Selectable<ClassesTable>;
+type Executor = Db | Transaction<Database>;
+
+export interface ClassValues {
+  display_name: string;
+  external_id: string | null;
+  school_id: string | null;
+  scim: JsonObject;
+}
+
+export interface Member {
+  classId: string;
+  accountId: string;
+  display: string | null;
+}
+
+function uniqueness(error: unknown, values: ClassValues): never {
+  if (isUniqueViolation(error, 'classes_external_id_key')) {
+    throw conflict(`A group with externalId "${values.external_id ?? ''}" already exists.`);
+  }
+  throw error;
+}
+
+const toRow = (values: ClassValues) => ({ ...values, scim: JSON.stringify(values.scim) });
+
+export async function insertSyncedClass(db: Executor, tenantId: string, values: ClassValues): Promise<ClassRow> {
+  try {
+    return await db
+      .insertInto('classes')
+      .values({ tenant_id: tenantId, managed_by: 'sync', ...toRow(values) })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+  } catch (error) {
+    return uniqueness(error, values);
+  }
+}
+
+export async function findSyncedClass(db: Executor, tenantId: string, id: string, forUpdate = false): Promise<ClassRow | undefined> {
+  let query = db
+    .selectFrom('classes')
+    .selectAll()
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', id)
+    .where('managed_by', '=', 'sync');
+  if (forUpdate) query = query.forUpdate();
+  return query.executeTakeFirst();
+}
+
+export async function updateSyncedClass(db: Executor, tenantId: string, id: string, values: ClassValues | undefined): Promise<ClassRow> {
+  try {
+    return await db
+      .updateTable('classes')
+      .set((eb) => ({
+        ...(values ? toRow(values) : {}),
+        version: eb('version', '+', 1),
+        updated_at: sql<Date>`clock_timestamp()`,
+      }))
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', id)
+      .returningAll()
+      .executeTakeFirstOrThrow();
+  } catch (error) {
+    if (values) return uniqueness(error, values);
+    throw error;
+  }
+}
+
+export async function deleteSyncedClass(db: Executor, tenantId: string, id: string): Promise<void> {
+  await db.deleteFrom('classes').where('tenant_id', '=', tenantId).where('id', '=', id).where('managed_by', '=', 'sync').execute();
+}
+
+function synced(db: Executor, tenantId: string, where?: Expression<SqlBool>) {
+  let query = db.selectFrom('classes as c').where('c.tenant_id', '=', tenantId).where('c.managed_by', '=', 'sync');
+  if (where) query = query.where(where);
+  return query;
+}
+
+export interface ClassListQuery {
+  where?: Expression<SqlBool>;
+  orderBy?: Expression<unknown>;
+  descending?: boolean;
+  offset: number;
+  limit: number;
+}
+
+export async function listSyncedClasses(db: Executor, tenantId: string, q: ClassListQuery): Promise<ClassRow[]> {
+  if (q.limit === 0) return [];
+  let query = synced(db, tenantId, q.where).selectAll('c');
+  if (q.orderBy) query = query.orderBy(q.orderBy, (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
+  return query.orderBy('c.id').offset(q.offset).limit(q.limit).execute();
+}
+
+export async function countSyncedClasses(db: Executor, tenantId: string, where?: Expression<SqlBool>): Promise<number> {
+  const row = await synced(db, tenantId, where)
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/** The synced members of some classes, with the display names of their accounts. */
+export async function listSyncedMembers(db: Executor, tenantId: string, classIds: readonly string[]): Promise<Member[]> {
+  if (classIds.length === 0) return [];
+  const rows = await db
+    .selectFrom('class_memberships as m')
+    .innerJoin('accounts as u', (join) => join.onRef('u.tenant_id', '=', 'm.tenant_id').onRef('u.id', '=', 'm.account_id'))
+    .select(['m.class_id', 'm.account_id', 'u.display_name'])
+    .where('m.tenant_id', '=', tenantId)
+    .where('m.class_id', 'in', classIds)
+    .where('m.synced', '=', true)
+    .orderBy('m.class_id')
+    .orderBy('m.account_id')
+    .execute();
+  return rows.map((r) => ({ classId: r.class_id, accountId: r.account_id, display: r.display_name }));
+}
+
+/** Of these ids, the ones that are synced, live users of the tenant. */
+export async function findMemberCandidates(db: Executor, tenantId: string, ids: readonly string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows = await db
+    .selectFrom('accounts')
+    .select('id')
+    .where('tenant_id', '=', tenantId)
+    .where('id', 'in', ids)
+    .where('managed_by', '=', 'sync')
+    .where('deleted_at', 'is', null)
+    .execute();
+  return new Set(rows.map((r) => r.id));
+}
+
+/** Adds synced memberships; existing rows (manual or synced) are kept, never duplicated. */
+export async function addSyncedMembers(db: Executor, tenantId: string, classId: string, accountIds: readonly string[]): Promise<number> {
+  if (accountIds.length === 0) return 0;
+  const result = await sql<{ account_id: string }>`
+    INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
+    SELECT ${tenantId}::uuid, ${classId}::uuid, id, true FROM unnest(${accountIds}::uuid[]) AS ids(id)
+    ON CONFLICT (tenant_id, class_id, account_id) DO UPDATE SET synced = true WHERE NOT class_memberships.synced
+    RETURNING account_id`.execute(db);
+  return result.rows.length;
+}
+
+/** Removes synced memberships; a member also added by hand in the portal stays (rule 5). */
+export async function removeSyncedMembers(db: Executor, tenantId: string, classId: string, accountIds: readonly string[] | 'all'): Promise<number> {
+  let deleted = db
+    .deleteFrom('class_memberships')
+    .where('tenant_id', '=', tenantId)
+    .where('class_id', '=', classId)
+    .where('manual', '=', false);
+  let demoted = db
+    .updateTable('class_memberships')
+    .set({ synced: false })
+    .where('tenant_id', '=', tenantId)
+    .where('class_id', '=', classId)
+    .where('manual', '=', true)
+    .where('synced', '=', true);
+  if (accountIds !== 'all') {
+    if (accountIds.length === 0) return 0;
+    deleted = deleted.where('account_id', 'in', accountIds);
+    demoted = demoted.where('account_id', 'in', accountIds);
+  }
+  const [a, b] = [await deleted.executeTakeFirst(), await demoted.executeTakeFirst()];
+  return Number(a.numDeletedRows) + Number(b.numUpdatedRows);
+}
+
+/** Makes the synced members exactly this set, leaving manual members alone. */
+export async function replaceSyncedMembers(db: Executor, tenantId: string, classId: string, accountIds: readonly string[]): Promise<number> {
+  const keep = accountIds.length > 0 ? accountIds : ['00000000-0000-0000-0000-000000000000'];
+  const deleted = await db
+    .deleteFrom('class_memberships')
+    .where('tenant_id', '=', tenantId)
+    .where('class_id', '=', classId)
+    .where('manual', '=', false)
+    .where('account_id', 'not in', keep)
+    .executeTakeFirst();
+  const demoted = await db
+    .updateTable('class_memberships')
+    .set({ synced: false })
+    .where('tenant_id', '=', tenantId)
+    .where('class_id', '=', classId)
+    .where('manual', '=', true)
+    .where('synced', '=', true)
+    .where('account_id', 'not in', keep)
+    .executeTakeFirst();
+  const added = await addSyncedMembers(db, tenantId, classId, accountIds);
+  return Number(deleted.numDeletedRows) + Number(demoted.numUpdatedRows) + added;
+}

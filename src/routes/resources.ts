@@ -1,0 +1,179 @@
+// One route module for every SCIM resource type: the HTTP side of Users and
+// Groups (RFC 7644 §3), with ETags, list parameters, .search and 405s.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Config } from '../config.js';
+import type { Db } from '../db/database.js';
+import { ScimError, badRequest } from '../errors.js';
+import { parseFilter, parsePatchPath } from '../scim/filter.js';
+import { excludesMembers, project, type Projection } from '../scim/projection.js';
+import type { Json, ListParams, RequestContext, ResourceHandler } from '../scim/resource.js';
+import { LIST_RESPONSE_SCHEMA, MAX_PAGE_SIZE, SEARCH_REQUEST_SCHEMA } from '../scim/schemas.js';
+
+export const DEFAULT_PAGE_SIZE = 100;
+
+function integerParam(name: string, value: unknown): number | undefined {
+  if (value === undefined || value === null || value === '') return undefined;
+  if (typeof value === 'number' && Number.isInteger(value)) return value;
+  if (typeof value === 'string' && /^\s*-?\d{1,15}\s*$/.test(value)) return Number(value);
+  throw badRequest('invalidValue', `${name} must be an integer.`);
+}
+
+function stringParam(name: string, value: unknown): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (Array.isArray(value)) return value.map((v) => stringParam(name, v)).join(',');
+  if (typeof value !== 'string') throw badRequest('invalidValue', `${name} must be a string.`);
+  return value;
+}
+
+interface ListInput {
+  filter?: unknown;
+  startIndex?: unknown;
+  count?: unknown;
+  sortBy?: unknown;
+  sortOrder?: unknown;
+  attributes?: unknown;
+  excludedAttributes?: unknown;
+}
+
+function listParams(input: ListInput): { params: ListParams; projection: Projection } {
+  const filterText = stringParam('filter', input.filter);
+  const startIndex = Math.max(1, integerParam('startIndex', input.startIndex) ?? 1);
+  const count = Math.min(MAX_PAGE_SIZE, Math.max(0, integerParam('count', input.count) ?? DEFAULT_PAGE_SIZE));
+  const sortByText = stringParam('sortBy', input.sortBy);
+  const sortOrder = stringParam('sortOrder', input.sortOrder)?.toLowerCase();
+  if (sortOrder !== undefined && sortOrder !== 'ascending' && sortOrder !== 'descending') {
+    throw badRequest('invalidValue', 'sortOrder must be "ascending" or "descending".');
+  }
+  let sortBy;
+  if (sortByText !== undefined && sortByText.trim() !== '') {
+    try {
+      const parsed = parsePatchPath(sortByText);
+      if (parsed.filter) throw new Error('filtered');
+      sortBy = parsed.path;
+    } catch {
+      throw badRequest('invalidValue', `sortBy "${sortByText}" is not an attribute name.`);
+    }
+  }
+  const projection: Projection = {
+    attributes: stringParam('attributes', input.attributes),
+    excludedAttributes: stringParam('excludedAttributes', input.excludedAttributes),
+  };
+  return {
+    params: {
+      filter: filterText !== undefined ? parseFilter(filterText) : undefined,
+      sortBy,
+      descending: sortOrder === 'descending',
+      startIndex,
+      count,
+      withMembers: !excludesMembers(projection),
+    },
+    projection,
+  };
+}
+
+function header(request: FastifyRequest, name: string): string | undefined {
+  const value = request.headers[name];
+  return Array.isArray(value) ? value.join(',') : value;
+}
+
+function sendResource(reply: FastifyReply, resource: Json, status = 200): FastifyReply {
+  const version = (resource.meta as { version?: string } | undefined)?.version;
+  if (version) reply.header('etag', version);
+  return reply.code(status).send(resource);
+}
+
+export interface ResourceRouteOptions {
+  config: Config;
+  db: Db;
+  handler: ResourceHandler;
+}
+
+export async function resourceRoutes(app: FastifyInstance, options: ResourceRouteOptions): Promise<void> {
+  const { handler, config, db } = options;
+  const baseUrl = `${config.publicUrl}/scim/v2`;
+  const endpoint = handler.endpoint;
+
+  const context = (request: FastifyRequest): RequestContext => {
+    const auth = request.auth;
+    if (!auth) throw new ScimError(401, undefined, 'Authentication required.');
+    return {
+      db,
+      tenantId: auth.tenantId,
+      credentialId: auth.credentialId,
+      requestId: request.id,
+      roleMapping: auth.roleMapping,
+      baseUrl,
+      log: request.log,
+    };
+  };
+
+  const list = async (request: FastifyRequest, input: ListInput) => {
+    const { params, projection } = listParams(input);
+    const { total, resources } = await handler.list(context(request), params);
+    return {
+      schemas: [LIST_RESPONSE_SCHEMA],
+      totalResults: total,
+      startIndex: params.startIndex,
+      itemsPerPage: resources.length,
+      Resources: resources.map((r) => project(handler.name, r, projection)),
+    };
+  };
+
+  app.get(endpoint, async (request) => list(request, request.query as ListInput));
+
+  app.post(`${endpoint}/.search`, async (request) => {
+    const body = (request.body ?? {}) as Json;
+    if (typeof body !== 'object' || Array.isArray(body)) throw badRequest('invalidSyntax', 'The search body must be a JSON object.');
+    const schemas = body.schemas;
+    if (!Array.isArray(schemas) || !schemas.includes(SEARCH_REQUEST_SCHEMA)) {
+      throw badRequest('invalidSyntax', `A search body must list the schema ${SEARCH_REQUEST_SCHEMA}.`);
+    }
+    const joined = (v: unknown): unknown => (Array.isArray(v) ? v.join(',') : v);
+    return list(request, { ...body, attributes: joined(body.attributes), excludedAttributes: joined(body.excludedAttributes) });
+  });
+
+  app.post(endpoint, async (request, reply) => {
+    const query = request.query as Projection;
+    const created = await handler.create(context(request), request.body);
+    reply.header('location', (created.meta as { location: string }).location);
+    return sendResource(reply, project(handler.name, created, query), 201);
+  });
+
+  app.get(`${endpoint}/:id`, async (request, reply) => {
+    const { id } = request.params as { id: string };
+    const query = request.query as Projection;
+    const resource = await handler.get(context(request), id, !excludesMembers(query));
+    const version = (resource.meta as { version: string }).version;
+    const ifNoneMatch = header(request, 'if-none-match');
+    if (ifNoneMatch && ifNoneMatch.split(',').some((t) => t.trim() === version || t.trim() === '*')) {
+      return reply.code(304).header('etag', version).send();
+    }
+    return sendResource(reply, project(handler.name, resource, query));
+  });
+
+  app.put(`${endpoint}/:id`, async (request, reply) => {
+    const { id } = request.params as { id: string };
+    const resource = await handler.replace(context(request), id, request.body, header(request, 'if-match'));
+    return sendResource(reply, project(handler.name, resource, request.query as Projection));
+  });
+
+  app.patch(`${endpoint}/:id`, async (request, reply) => {
+    const { id } = request.params as { id: string };
+    const resource = await handler.patch(context(request), id, request.body, header(request, 'if-match'));
+    if (resource === undefined) return reply.code(204).send();
+    return sendResource(reply, project(handler.name, resource, request.query as Projection));
+  });
+
+  app.delete(`${endpoint}/:id`, async (request, reply) => {
+    const { id } = request.params as { id: string };
+    await handler.remove(context(request), id, header(request, 'if-match'));
+    return reply.code(204).send();
+  });
+
+  const notAllowed = (allow: string) => async (request: FastifyRequest, reply: FastifyReply) => {
+    reply.header('allow', allow);
+    throw new ScimError(405, undefined, `${request.method} is not supported here; use ${allow}.`);
+  };
+  app.route({ method: ['PUT', 'PATCH', 'DELETE'], url: endpoint, handler: notAllowed('GET, POST') });
+  app.route({ method: ['POST'], url: `${endpoint}/:id`, handler: notAllowed('GET, PUT, PATCH, DELETE') });
+}

@@ -1,0 +1,297 @@
+// SCIM Groups are the portal's classes. Member changes never go through
+// scimmy's read-patch-write of the member list: they are split off the PATCH
+// and applied in SQL as set operations, so a class of 10,000 costs what a
+// class of 10 does.
+import SCIMMY from 'scimmy';
+import {
+  addSyncedMembers,
+  countSyncedClasses,
+  deleteSyncedClass,
+  findMemberCandidates,
+  findSyncedClass,
+  insertSyncedClass,
+  listSyncedClasses,
+  listSyncedMembers,
+  removeSyncedMembers,
+  replaceSyncedMembers,
+  updateSyncedClass,
+  type ClassRow,
+  type ClassValues,
+  type Member,
+} from '../db/classes.js';
+import type { Database } from '../db/database.js';
+import { isUuid } from '../db/ids.js';
+import { badRequest, notFound } from '../errors.js';
+import type { Transaction } from 'kysely';
+import type { FilterNode } from './filter.js';
+import { filterToSql, sortExpression } from './filter-sql.js';
+import { normalisePatch, normaliseResource, resolvePatchPath } from './normalise.js';
+import { checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
+import { GROUP_SCHEMA, PATCH_OP_SCHEMA, coerceResource, toScimError } from './schemas.js';
+
+const ENDPOINT = '/Groups';
+/** The most members one request may name. */
+export const MAX_MEMBERS_PER_REQUEST = 10_000;
+
+export function toScimGroup(row: ClassRow, baseUrl: string, members: Member[] | undefined): Json {
+  const { schemas, ...rest } = row.scim as Json & { schemas?: string[] };
+  return {
+    schemas: Array.isArray(schemas) && schemas.length > 0 ? schemas : [GROUP_SCHEMA],
+    id: row.id,
+    ...(row.external_id !== null ? { externalId: row.external_id } : {}),
+    ...rest,
+    displayName: row.display_name,
+    ...(members
+      ? {
+          members: members.map((m) => ({
+            value: m.accountId,
+            ...(m.display !== null ? { display: m.display } : {}),
+            type: 'User',
+            $ref: `${baseUrl}/Users/${m.accountId}`,
+          })),
+        }
+      : {}),
+    meta: meta('Group', row.id, row.created_at, row.updated_at, row.version, baseUrl, ENDPOINT),
+  };
+}
+
+function fromScimGroup(resource: Json): ClassValues {
+  const displayName = typeof resource.displayName === 'string' ? resource.displayName.trim() : '';
+  if (displayName === '') throw badRequest('invalidValue', 'displayName is required and must not be empty.');
+  if (displayName.length > 512) throw badRequest('invalidValue', 'displayName must be at most 512 characters.');
+  const { externalId, displayName: _d, members: _m, id: _id, meta: _meta, ...scim } = resource;
+  const external = typeof externalId === 'string' && externalId !== '' ? externalId : null;
+  return {
+    display_name: displayName,
+    external_id: external,
+    school_id: null,
+    scim: { ...scim, ...(external !== null ? { externalId: external } : {}) },
+  };
+}
+
+/** Member ids of a members value ([{value}], {value}, or "id"); anything else is invalidValue. */
+function memberIds(value: unknown): string[] {
+  const list = Array.isArray(value) ? value : value === undefined || value === null ? [] : [value];
+  const ids = list.map((m) => {
+    const id = typeof m === 'string' ? m : typeof m === 'object' && m !== null ? Object.entries(m).find(([k]) => k.toLowerCase() === 'value')?.[1] : undefined;
+    if (typeof id !== 'string' || id.trim() === '') throw badRequest('invalidValue', 'Every member needs a "value" with the id of a user.');
+    return id.trim().toLowerCase();
+  });
+  if (ids.length > MAX_MEMBERS_PER_REQUEST) {
+    throw badRequest('invalidValue', `At most ${MAX_MEMBERS_PER_REQUEST} members may be named in one request.`);
+  }
+  return [...new Set(ids)];
+}
+
+/** Rule 5: a member must be a user of this tenant; nested groups are not supported. */
+async function validMembers(trx: Transaction<Database>, ctx: RequestContext, ids: string[]): Promise<string[]> {
+  const malformed = ids.filter((id) => !isUuid(id));
+  const found = await findMemberCandidates(trx, ctx.tenantId, ids.filter(isUuid));
+  const missing = [...malformed, ...ids.filter((id) => isUuid(id) && !found.has(id))];
+  if (missing.length > 0) {
+    const shown = missing.slice(0, 5).join(', ');
+    throw badRequest(
+      'invalidValue',
+      `Members must be users of this tenant (nested groups are not supported); not a user here: ${shown}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}.`,
+    );
+  }
+  return ids;
+}
+
+/** Ids named by a members[...] filter: value eq "id", joined by or. */
+function idsFromMemberFilter(node: FilterNode): string[] {
+  if (node.kind === 'compare' && node.op === 'eq' && node.path.name.toLowerCase() === 'value' && typeof node.value === 'string') {
+    return [node.value.toLowerCase()];
+  }
+  if (node.kind === 'or') return node.nodes.flatMap(idsFromMemberFilter);
+  throw badRequest('invalidFilter', 'A members filter in a path must be value eq "<id>" (or several joined by or).');
+}
+
+type MemberChange = { kind: 'add' | 'remove' | 'replace'; ids: string[] } | { kind: 'removeAll' };
+
+interface SplitPatch {
+  memberChanges: MemberChange[];
+  others: unknown[];
+}
+
+function isMembersKey(key: string): boolean {
+  return key.toLowerCase() === 'members' || key.toLowerCase() === `${GROUP_SCHEMA.toLowerCase()}:members`;
+}
+
+/** Splits member operations (done in SQL) from the rest (done by scimmy). */
+function splitPatch(body: unknown): SplitPatch {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw badRequest('invalidSyntax', 'The PATCH body must be a JSON object.');
+  }
+  const record = body as Json;
+  const key = Object.keys(record).find((k) => k.toLowerCase() === 'operations');
+  const operations = key === undefined ? [] : record[key];
+  if (!Array.isArray(operations)) throw badRequest('invalidSyntax', 'Operations must be an array.');
+  const memberChanges: MemberChange[] = [];
+  const others: unknown[] = [];
+  for (const raw of operations) {
+    if (typeof raw !== 'object' || raw === null) {
+      others.push(raw);
+      continue;
+    }
+    const entries = Object.entries(raw as Json);
+    const get = (name: string): unknown => entries.find(([k]) => k.toLowerCase() === name)?.[1];
+    const op = typeof get('op') === 'string' ? (get('op') as string).toLowerCase() : '';
+    const path = get('path');
+    const value = get('value');
+    if (typeof path === 'string' && path.trim() !== '') {
+      const trimmed = path.trim();
+      if (!/^((urn:ietf:params:scim:schemas:core:2\.0:group:)?members)\b/i.test(trimmed)) {
+        others.push(raw);
+        continue;
+      }
+      const resolved = resolvePatchPath('Group', trimmed);
+      if (resolved.sub) throw badRequest('invalidPath', 'Member sub-attributes cannot be changed; add or remove the member.');
+      if (resolved.filter) {
+        if (op !== 'remove') throw badRequest('invalidPath', 'A members filter is only supported for remove.');
+        memberChanges.push({ kind: 'remove', ids: idsFromMemberFilter(resolved.filter) });
+        continue;
+      }
+      if (op === 'add') memberChanges.push({ kind: 'add', ids: memberIds(value) });
+      else if (op === 'replace') memberChanges.push({ kind: 'replace', ids: memberIds(value) });
+      else if (op === 'remove') memberChanges.push(value === undefined || value === null ? { kind: 'removeAll' } : { kind: 'remove', ids: memberIds(value) });
+      else others.push(raw);
+      continue;
+    }
+    // Path-less: the value may carry members beside other attributes.
+    if ((op === 'add' || op === 'replace') && typeof value === 'object' && value !== null && !Array.isArray(value)) {
+      const rest: Json = {};
+      for (const [k, v] of Object.entries(value as Json)) {
+        if (isMembersKey(k)) memberChanges.push({ kind: op, ids: memberIds(v) });
+        else rest[k] = v;
+      }
+      if (Object.keys(rest).length > 0) others.push({ ...(raw as Json), value: rest });
+      continue;
+    }
+    others.push(raw);
+  }
+  return { memberChanges, others };
+}
+
+async function requireClass(ctx: RequestContext, id: string, forUpdate: boolean, db: Transaction<Database> | RequestContext['db'] = ctx.db): Promise<ClassRow> {
+  const row = isUuid(id) ? await findSyncedClass(db, ctx.tenantId, id, forUpdate) : undefined;
+  if (!row) throw notFound(`No group ${id}.`);
+  return row;
+}
+
+function inbound(body: unknown): { values: ClassValues; members: string[] | undefined } {
+  const normalised = normaliseResource('Group', body);
+  const memberKey = Object.keys(normalised).find(isMembersKey);
+  const members = memberKey === undefined ? undefined : memberIds(normalised[memberKey]);
+  if (memberKey !== undefined) delete normalised[memberKey];
+  delete normalised.id;
+  delete normalised.meta;
+  if (!Array.isArray(normalised.schemas) || normalised.schemas.length === 0) normalised.schemas = [GROUP_SCHEMA];
+  const coerced = coerceResource('Group', normalised);
+  delete coerced.meta;
+  return { values: fromScimGroup(coerced), members };
+}
+
+export const groups: ResourceHandler = {
+  name: 'Group',
+  endpoint: ENDPOINT,
+
+  async create(ctx, body) {
+    const { values, members } = inbound(body);
+    return ctx.db.transaction().execute(async (trx) => {
+      const row = await insertSyncedClass(trx, ctx.tenantId, values);
+      if (members && members.length > 0) {
+        await addSyncedMembers(trx, ctx.tenantId, row.id, await validMembers(trx, ctx, members));
+      }
+      return toScimGroup(row, ctx.baseUrl, members ? await listSyncedMembers(trx, ctx.tenantId, [row.id]) : []);
+    });
+  },
+
+  async get(ctx, id, withMembers) {
+    const row = await requireClass(ctx, id, false);
+    return toScimGroup(row, ctx.baseUrl, withMembers ? await listSyncedMembers(ctx.db, ctx.tenantId, [row.id]) : undefined);
+  },
+
+  async list(ctx, params) {
+    const where = params.filter ? filterToSql('Group', params.filter) : undefined;
+    const orderBy = params.sortBy ? sortExpression('Group', params.sortBy) : undefined;
+    const [total, rows] = await Promise.all([
+      countSyncedClasses(ctx.db, ctx.tenantId, where),
+      listSyncedClasses(ctx.db, ctx.tenantId, {
+        ...(where ? { where } : {}),
+        ...(orderBy ? { orderBy } : {}),
+        descending: params.descending,
+        offset: params.startIndex - 1,
+        limit: params.count,
+      }),
+    ]);
+    if (!params.withMembers) return { total, resources: rows.map((r) => toScimGroup(r, ctx.baseUrl, undefined)) };
+    const members = await listSyncedMembers(ctx.db, ctx.tenantId, rows.map((r) => r.id));
+    return {
+      total,
+      resources: rows.map((r) => toScimGroup(r, ctx.baseUrl, members.filter((m) => m.classId === r.id))),
+    };
+  },
+
+  async replace(ctx, id, body, ifMatch) {
+    const { values, members } = inbound(body);
+    return ctx.db.transaction().execute(async (trx) => {
+      const row = await requireClass(ctx, id, true, trx);
+      checkIfMatch(ifMatch, row.version);
+      // PUT replaces the synced members; members added by hand stay (rule 5).
+      await replaceSyncedMembers(trx, ctx.tenantId, row.id, await validMembers(trx, ctx, members ?? []));
+      const updated = await updateSyncedClass(trx, ctx.tenantId, row.id, values);
+      return toScimGroup(updated, ctx.baseUrl, await listSyncedMembers(trx, ctx.tenantId, [row.id]));
+    });
+  },
+
+  async patch(ctx, id, body, ifMatch) {
+    // Validate the message before touching the database.
+    normalisePatch('Group', { ...(body as Json), Operations: [] }, {});
+    const { memberChanges, others } = splitPatch(body);
+    await ctx.db.transaction().execute(async (trx) => {
+      const row = await requireClass(ctx, id, true, trx);
+      checkIfMatch(ifMatch, row.version);
+      let changed = 0;
+      for (const change of memberChanges) {
+        if (change.kind === 'add') changed += await addSyncedMembers(trx, ctx.tenantId, row.id, await validMembers(trx, ctx, change.ids));
+        else if (change.kind === 'replace') {
+          changed += await replaceSyncedMembers(trx, ctx.tenantId, row.id, await validMembers(trx, ctx, change.ids));
+        } else if (change.kind === 'remove') changed += await removeSyncedMembers(trx, ctx.tenantId, row.id, change.ids.filter(isUuid));
+        else changed += await removeSyncedMembers(trx, ctx.tenantId, row.id, 'all');
+      }
+      let values: ClassValues | undefined;
+      if (others.length > 0) {
+        const current = toScimGroup(row, ctx.baseUrl, undefined);
+        const operations = normalisePatch('Group', { schemas: [PATCH_OP_SCHEMA], Operations: others }, current);
+        if (operations.length > 0) {
+          let patched: unknown;
+          try {
+            patched = await new SCIMMY.Messages.PatchOp({ schemas: [PATCH_OP_SCHEMA], Operations: operations }).apply(
+              new SCIMMY.Schemas.Group(current, 'both'),
+            );
+          } catch (error) {
+            throw toScimError(error);
+          }
+          if (patched !== undefined) {
+            const json = JSON.parse(JSON.stringify(patched)) as Json;
+            delete json.members;
+            const coerced = coerceResource('Group', json);
+            delete coerced.meta;
+            values = fromScimGroup(coerced);
+          }
+        }
+      }
+      if (values || changed > 0) await updateSyncedClass(trx, ctx.tenantId, row.id, values);
+    });
+    return undefined;
+  },
+
+  async remove(ctx, id, ifMatch) {
+    await ctx.db.transaction().execute(async (trx) => {
+      const row = await requireClass(ctx, id, true, trx);
+      checkIfMatch(ifMatch, row.version);
+      await deleteSyncedClass(trx, ctx.tenantId, row.id);
+    });
+  },
+};

@@ -1,0 +1,65 @@
+// What every SCIM resource type offers the generic routes, and the pieces
+// they share: request context, ETags, list parameters.
+import type { FastifyBaseLogger } from 'fastify';
+import type { Db } from '../db/database.js';
+import { preconditionFailed } from '../errors.js';
+import type { AttrPath, FilterNode } from './filter.js';
+import type { ResourceName } from './schemas.js';
+
+export type Json = Record<string, unknown>;
+
+/** Request data that travels with every call: never kept in globals. */
+export interface RequestContext {
+  db: Db;
+  tenantId: string;
+  credentialId: string;
+  requestId: string;
+  roleMapping: Readonly<Record<string, string>>;
+  /** PUBLIC_URL + /scim/v2, for meta.location. */
+  baseUrl: string;
+  log: FastifyBaseLogger;
+}
+
+export interface ListParams {
+  filter: FilterNode | undefined;
+  sortBy: AttrPath | undefined;
+  descending: boolean;
+  /** 1-based, as in SCIM. */
+  startIndex: number;
+  count: number;
+  /** excludedAttributes=members: members are not read at all. */
+  withMembers: boolean;
+}
+
+export interface ResourceHandler {
+  name: ResourceName;
+  endpoint: '/Users' | '/Groups';
+  create(ctx: RequestContext, body: unknown): Promise<Json>;
+  get(ctx: RequestContext, id: string, withMembers: boolean): Promise<Json>;
+  list(ctx: RequestContext, params: ListParams): Promise<{ total: number; resources: Json[] }>;
+  replace(ctx: RequestContext, id: string, body: unknown, ifMatch: string | undefined): Promise<Json>;
+  /** The patched resource, or undefined to answer 204 No Content. */
+  patch(ctx: RequestContext, id: string, body: unknown, ifMatch: string | undefined): Promise<Json | undefined>;
+  remove(ctx: RequestContext, id: string, ifMatch: string | undefined): Promise<void>;
+}
+
+export const etag = (version: number): string => `W/"${version}"`;
+
+/** If-Match: "*" or any listed tag (weak comparison) must name the current version. */
+export function checkIfMatch(header: string | undefined, version: number): void {
+  if (header === undefined) return;
+  const current = String(version);
+  const tags = header.split(',').map((t) => t.trim());
+  const ok = tags.some((t) => t === '*' || t.replace(/^W\//, '').replace(/^"|"$/g, '') === current);
+  if (!ok) throw preconditionFailed(`The resource has changed: its version is ${etag(version)}, not ${header}.`);
+}
+
+export function meta(resourceType: ResourceName, id: string, created: Date, lastModified: Date, version: number, baseUrl: string, endpoint: string): Json {
+  return {
+    resourceType,
+    created: created.toISOString(),
+    lastModified: lastModified.toISOString(),
+    location: `${baseUrl}${endpoint}/${id}`,
+    version: etag(version),
+  };
+}
