@@ -439,9 +439,12 @@ export function parseFilter(text: string, limits?: FilterLimits): FilterNode {
 /** Parses a PATCH operation `path`; every failure is a 400 invalidPath ScimError.
  * A bare schema URN comes back as {uri: <before the last ':'>, name: <last segment>};
  * the caller decides whether that name is really a schema name. */
-export function parsePatchPath(text: string): PatchPath {
+/** PATCH paths may name many members (members[value eq "a" or value eq "b" ...]), so they may be longer than filters. */
+export const DEFAULT_MAX_PATH_LENGTH = 65_536;
+
+export function parsePatchPath(text: string, maxLength: number = DEFAULT_MAX_PATH_LENGTH): PatchPath {
   try {
-    const source = checkText(text, DEFAULT_MAX_FILTER_LENGTH, 'invalidPath', 'path');
+    const source = checkText(text, maxLength, 'invalidPath', 'path');
     return new Parser(tokenize(source), DEFAULT_MAX_FILTER_DEPTH).parsePatchPath();
   } catch (err) {
     throw fault('invalidPath', 'path', err);
