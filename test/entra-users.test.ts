@@ -189,7 +189,7 @@ t.test('manager: every Entra shape, and removal', async (t) => {
   await scim('PATCH', `/Users/${id}`, patch({ op: 'Add', path: `${ENTERPRISE}:manager`, value: 'boss-4' }));
   const removed = await scim('PATCH', `/Users/${id}`, patch({ op: 'Remove', path: `${ENTERPRISE}:manager` }));
   t.equal(manager(removed.json()), undefined, 'remove removes the manager');
-  t.equal((removed.json() as Record<string, Record<string, unknown>>)[ENTERPRISE]?.employeeNumber, '1005', 'other enterprise attributes stay');
+  t.equal(removed.json<Record<string, Record<string, unknown>>>()[ENTERPRISE]?.employeeNumber, '1005', 'other enterprise attributes stay');
 });
 
 t.test('roles with a string primary, and a path on roles[primary eq "True"]', async (t) => {

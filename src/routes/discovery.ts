@@ -8,7 +8,7 @@ import { LIST_RESPONSE_SCHEMA, resourceTypeDocuments, schemaDocuments, servicePr
 type Json = Record<string, unknown>;
 
 function located(document: Json, location: string): Json {
-  return { ...document, meta: { ...((document.meta as Json | undefined) ?? {}), location } };
+  return { ...document, meta: { ...((document.meta) ?? {}), location } };
 }
 
 function listResponse(resources: Json[]): Json {

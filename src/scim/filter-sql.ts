@@ -47,7 +47,7 @@ function jsonScalar(json: Sql, attribute: Attribute): Scalar {
     kind: 'scalar',
     text: sql`(${json} #>> '{}')`,
     json,
-    type: attribute.type as ValueType,
+    type: attribute.type,
     caseExact: Boolean(attribute.config.caseExact),
   };
 }

@@ -71,9 +71,9 @@ function fromScimGroup(resource: Json): ClassValues {
 
 /** Member ids of a members value ([{value}], {value}, or "id"); anything else is invalidValue. */
 function memberIds(value: unknown): string[] {
-  const list = Array.isArray(value) ? value : value === undefined || value === null ? [] : [value];
+  const list: unknown[] = Array.isArray(value) ? (value as unknown[]) : value === undefined || value === null ? [] : [value];
   const ids = list.map((m) => {
-    const id = typeof m === 'string' ? m : typeof m === 'object' && m !== null ? Object.entries(m).find(([k]) => k.toLowerCase() === 'value')?.[1] : undefined;
+    const id = typeof m === 'string' ? m : typeof m === 'object' && m !== null ? Object.entries(m as Record<string, unknown>).find(([k]) => k.toLowerCase() === 'value')?.[1] : undefined;
     if (typeof id !== 'string' || id.trim() === '') throw badRequest('invalidValue', 'Every member needs a "value" with the id of a user.');
     return id.trim().toLowerCase();
   });

@@ -43,7 +43,7 @@ function pick(value: unknown, sub: string | undefined): unknown {
   if (sub === undefined) return value;
   const one = (v: unknown): unknown => {
     if (typeof v !== 'object' || v === null) return undefined;
-    const entry = Object.entries(v).find(([k]) => k.toLowerCase() === sub.toLowerCase());
+    const entry = Object.entries(v as Record<string, unknown>).find(([k]) => k.toLowerCase() === sub.toLowerCase());
     return entry ? { [entry[0]]: entry[1] } : undefined;
   };
   if (Array.isArray(value)) return value.map(one).filter((v) => v !== undefined);

@@ -1,0 +1,248 @@
+// RFC 7644 behaviour beyond Entra's own sequences: every filter operator,
+// pagination and sorting edges, ETags, projection, discovery and errors.
+import t from 'tap';
+import { testApp } from './helpers/app.js';
+import { ENTERPRISE, GROUP, USER, client, entraUser, patch, type Send } from './helpers/scim.js';
+
+async function seed(scim: Send): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 1; i <= 5; i++) {
+    const extra: Record<string, unknown> = { title: i % 2 ? 'Pupil' : 'Teacher', active: i !== 5 };
+    if (i === 3) extra.emails = [{ type: 'home', value: 'three@home.example' }, { type: 'work', value: 'pupil3@school.example' }];
+    if (i === 4) delete extra.title;
+    const res = await scim('POST', '/Users', entraUser(i, extra));
+    ids.push(res.json().id as string);
+  }
+  return ids;
+}
+
+const found = async (scim: Send, filter: string): Promise<number[]> => {
+  const res = await scim('GET', `/Users?count=100&filter=${encodeURIComponent(filter)}`);
+  if (res.statusCode !== 200) throw new Error(`${filter}: ${res.body}`);
+  return (res.json().Resources as { userName: string }[]).map((r) => Number(/Pupil(\d+)@/.exec(r.userName)?.[1])).sort();
+};
+
+t.test('every filter operator, translated to SQL', async (t) => {
+  const { app, headers } = await testApp(t);
+  const scim = client(app, headers);
+  const ids = await seed(scim);
+  const cases: [string, number[]][] = [
+    ['userName eq "PUPIL2@school.example"', [2]],
+    ['userName ne "pupil2@school.example"', [1, 3, 4, 5]],
+    ['userName co "IL3"', [3]],
+    ['userName sw "pupil1"', [1]],
+    ['userName ew "5@school.example"', [5]],
+    ['userName gt "pupil3@school.example"', [4, 5]],
+    ['userName ge "pupil3@school.example"', [3, 4, 5]],
+    ['userName lt "pupil2@school.example"', [1]],
+    ['userName le "pupil2@school.example"', [1, 2]],
+    ['title pr', [1, 2, 3, 5]],
+    ['not (title pr)', [4]],
+    ['active eq false', [5]],
+    ['active eq True', [1, 2, 3, 4]],
+    ['title eq "pupil" and active eq true', [1, 3]],
+    ['title eq "Teacher" or userName eq "pupil5@school.example"', [2, 5]],
+    ['(title eq "Pupil" or title eq "Teacher") and not (userName sw "pupil1")', [2, 3, 5]],
+    ['emails[type eq "home"]', [3]],
+    ['emails[type eq "work" and value co "pupil4"]', [4]],
+    ['emails.value eq "three@home.example"', [3]],
+    ['emails[type eq "work"].value eq "pupil3@school.example"', [3]],
+    [`${ENTERPRISE}:employeeNumber eq "1004"`, [4]],
+    [`${ENTERPRISE}:employeeNumber gt "1003"`, [4, 5]],
+    ['name.familyName eq "number 2"', [2]],
+    [`id eq "${ids[0] ?? ''}"`, [1]],
+    ['meta.created gt "2000-01-01T00:00:00Z"', [1, 2, 3, 4, 5]],
+    ['meta.lastModified lt "2000-01-01T00:00:00Z"', []],
+    ['externalId eq "00000000-0000-4000-8000-000000000003"', [3]],
+    ['externalId eq "00000000-0000-4000-8000-000000000003" and userName eq "nobody"', []],
+    ['displayName eq "x or y"', []],
+  ];
+  for (const [filter, expected] of cases) t.same(await found(scim, filter), expected, filter);
+});
+
+t.test('bad filters answer 400 invalidFilter', async (t) => {
+  const { app, headers } = await testApp(t);
+  const scim = client(app, headers);
+  for (const filter of ['userName eq', 'userName xx "a"', '(userName eq "a"', 'nosuch eq "a"', 'name eq "a"', 'active gt true', 'meta.created gt "yesterday"', 'userName eq 5', 'a'.repeat(5000)]) {
+    const res = await scim('GET', `/Users?filter=${encodeURIComponent(filter)}`);
+    t.equal(res.statusCode, 400, filter.slice(0, 40));
+    t.match(res.json(), { status: '400', scimType: 'invalidFilter' }, filter.slice(0, 40));
+  }
+});
+
+t.test('pagination: startIndex and count, exact totals, stable order', async (t) => {
+  const { app, headers } = await testApp(t);
+  const scim = client(app, headers);
+  await seed(scim);
+  const all = (await scim('GET', '/Users')).json();
+  t.equal(all.totalResults, 5);
+  t.equal(all.itemsPerPage, 5);
+  const seen: string[] = [];
+  for (let start = 1; start <= 5; start += 2) {
+    const page = (await scim('GET', `/Users?startIndex=${start}&count=2`)).json();
+    t.equal(page.totalResults, 5);
+    t.equal(page.startIndex, start);
+    seen.push(...(page.Resources as { id: string }[]).map((r) => r.id));
+  }
+  t.same(seen, (all.Resources as { id: string }[]).map((r) => r.id), 'pages concatenate to the whole list');
+  const zero = (await scim('GET', '/Users?count=0')).json();
+  t.same({ total: zero.totalResults, items: zero.itemsPerPage, resources: zero.Resources }, { total: 5, items: 0, resources: [] }, 'count=0 counts only');
+  const beyond = (await scim('GET', '/Users?startIndex=50')).json();
+  t.same({ total: beyond.totalResults, items: beyond.itemsPerPage }, { total: 5, items: 0 });
+  const negative = (await scim('GET', '/Users?startIndex=-3&count=-1')).json();
+  t.same({ start: negative.startIndex, items: negative.itemsPerPage }, { start: 1, items: 0 }, 'values below the minimum are raised to it');
+  const capped = (await scim('GET', '/Users?count=100000')).json();
+  t.equal(capped.itemsPerPage, 5, 'a huge count is capped at the maximum page size');
+  for (const bad of ['startIndex=abc', 'count=1.5', 'sortOrder=sideways']) {
+    const res = await scim('GET', `/Users?${bad}`);
+    t.equal(res.statusCode, 400, bad);
+    t.equal(res.json().scimType, 'invalidValue', bad);
+  }
+});
+
+t.test('sortBy and sortOrder', async (t) => {
+  const { app, headers } = await testApp(t);
+  const scim = client(app, headers);
+  await seed(scim);
+  const names = async (q: string) => ((await scim('GET', `/Users?${q}`)).json().Resources as { userName: string }[]).map((r) => r.userName);
+  t.same(await names('sortBy=userName'), [1, 2, 3, 4, 5].map((n) => `Pupil${n}@School.example`));
+  t.same(await names('sortBy=userName&sortOrder=descending'), [5, 4, 3, 2, 1].map((n) => `Pupil${n}@School.example`));
+  t.same(await names(`sortBy=${ENTERPRISE}:employeeNumber&sortOrder=descending&count=2`), ['Pupil5@School.example', 'Pupil4@School.example']);
+  t.same(await names('sortBy=emails&count=1'), ['Pupil1@School.example'], 'a multi-valued attribute sorts by its primary value');
+  const res = await scim('GET', '/Users?sortBy=nosuch');
+  t.equal(res.statusCode, 400);
+});
+
+t.test('attributes and excludedAttributes', async (t) => {
+  const { app, headers } = await testApp(t);
+  const scim = client(app, headers);
+  const id = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+  const some = (await scim('GET', `/Users/${id}?attributes=userName,name.givenName,${ENTERPRISE}:employeeNumber`)).json();
+  t.same(some, { schemas: [USER, ENTERPRISE], id, userName: 'Pupil1@School.example', name: { givenName: 'Pupil' }, [ENTERPRISE]: { employeeNumber: '1001' } });
+  const without = (await scim('GET', `/Users/${id}?excludedAttributes=emails,name,${ENTERPRISE}:department`)).json();
+  t.notOk(without.emails);
+  t.notOk(without.name);
+  t.same(without[ENTERPRISE], { employeeNumber: '1001' });
+  t.ok(without.meta, 'meta stays unless excluded');
+  const listed = (await scim('GET', '/Users?attributes=emails.value')).json();
+  t.same(listed.Resources[0], { schemas: [USER, ENTERPRISE], id, emails: [{ value: 'pupil1@school.example' }] });
+  const search = await scim('POST', '/Users/.search', {
+    schemas: ['urn:ietf:params:scim:api:messages:2.0:SearchRequest'],
+    filter: 'userName eq "pupil1@school.example"',
+    attributes: ['userName'],
+    startIndex: 1,
+    count: 10,
+  });
+  t.equal(search.statusCode, 200);
+  t.same(search.json().Resources, [{ schemas: [USER, ENTERPRISE], id, userName: 'Pupil1@School.example' }]);
+  const badSearch = await scim('POST', '/Users/.search', { filter: 'userName eq "x"' });
+  t.equal(badSearch.statusCode, 400);
+  t.equal(badSearch.json().scimType, 'invalidSyntax');
+});
+
+t.test('ETags: versions, If-Match and If-None-Match', async (t) => {
+  const { app, headers } = await testApp(t);
+  const scim = client(app, headers);
+  const created = await scim('POST', '/Users', entraUser(1));
+  const id = created.json().id as string;
+  const v1 = created.headers.etag as string;
+  t.equal(v1, 'W/"1"');
+  t.equal((await scim('GET', `/Users/${id}`, undefined, { 'if-none-match': v1 })).statusCode, 304, 'unchanged: 304');
+  const stale = await scim('PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'title', value: 'x' }), { 'if-match': 'W/"7"' });
+  t.equal(stale.statusCode, 412, 'a stale If-Match is refused');
+  t.equal(stale.json().status, '412');
+  const ok = await scim('PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'title', value: 'x' }), { 'if-match': v1 });
+  t.equal(ok.statusCode, 200);
+  t.equal(ok.headers.etag, 'W/"2"', 'every write moves the version');
+  t.equal((await scim('GET', `/Users/${id}`, undefined, { 'if-none-match': v1 })).statusCode, 200, 'changed: 200');
+  t.equal((await scim('PUT', `/Users/${id}`, entraUser(1), { 'if-match': v1 })).statusCode, 412);
+  t.equal((await scim('DELETE', `/Users/${id}`, undefined, { 'if-match': v1 })).statusCode, 412);
+  t.equal((await scim('DELETE', `/Users/${id}`, undefined, { 'if-match': '*' })).statusCode, 204);
+  const group = await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'G' });
+  const stalePatch = await scim('PATCH', `/Groups/${group.json().id as string}`, patch({ op: 'replace', path: 'displayName', value: 'H' }), { 'if-match': 'W/"9"' });
+  t.equal(stalePatch.statusCode, 412);
+});
+
+t.test('errors carry the right status and scimType, never 500', async (t) => {
+  const { app, headers } = await testApp(t);
+  const scim = client(app, headers);
+  const id = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+  const cases: [string, string, unknown, number, string | undefined][] = [
+    ['POST', '/Users', '{"userName": ', 400, 'invalidSyntax'],
+    ['POST', '/Users', '[1,2]', 400, 'invalidSyntax'],
+    ['POST', '/Users', { schemas: [USER], userName: 5 }, 400, 'invalidValue'],
+    ['POST', '/Users', { schemas: [USER] }, 400, 'invalidValue'],
+    ['POST', '/Users', { schemas: [USER], userName: '  ' }, 400, 'invalidValue'],
+    ['POST', '/Users', { schemas: [USER], userName: 'a@b.c', emails: { value: 'x' } }, 400, 'invalidValue'],
+    ['PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'nosuch', value: 1 }), 400, 'invalidPath'],
+    ['PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'emails[type eq', value: 1 }), 400, 'invalidPath'],
+    ['PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'id', value: 'other' }), 400, 'mutability'],
+    ['PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'meta.created', value: '2020-01-01T00:00:00Z' }), 400, 'mutability'],
+    ['PATCH', `/Users/${id}`, patch({ op: 'frobnicate', path: 'title', value: 1 }), 400, 'invalidSyntax'],
+    ['PATCH', `/Users/${id}`, patch({ op: 'add', path: 'title' }), 400, 'invalidValue'],
+    ['PATCH', `/Users/${id}`, patch({ op: 'remove' }), 400, 'noTarget'],
+    ['PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'phoneNumbers[type eq "fax" or type eq "x"].value', value: '1' }), 400, 'noTarget'],
+    ['PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'active', value: 'maybe' }), 400, 'invalidValue'],
+    ['PATCH', `/Users/${id}`, { Operations: [] }, 400, 'invalidSyntax'],
+    ['GET', '/Users/6f1c1d9e-3a57-4d5e-9f0e-2b8f0c6a1d11', undefined, 404, undefined],
+    ['GET', '/Users/not-a-uuid', undefined, 404, undefined],
+    ['PATCH', '/Users/6f1c1d9e-3a57-4d5e-9f0e-2b8f0c6a1d11', patch({ op: 'replace', path: 'title', value: 'x' }), 404, undefined],
+    ['DELETE', '/Users', undefined, 405, undefined],
+    ['PUT', '/Groups', undefined, 405, undefined],
+    ['POST', `/Users/${id}`, {}, 405, undefined],
+    ['DELETE', '/ServiceProviderConfig', undefined, 405, undefined],
+    ['POST', '/Users', 'x'.repeat(1_100_000), 413, undefined],
+  ];
+  for (const [method, url, body, status, scimType] of cases) {
+    const res = await scim(method, url, body);
+    const label = `${method} ${url} ${typeof body === 'string' ? body.slice(0, 20) : JSON.stringify(body)?.slice(0, 80) ?? ''}`;
+    t.equal(res.statusCode, status, `${label}: ${res.body.slice(0, 200)}`);
+    t.match(res.headers['content-type'], /application\/scim\+json/, label);
+    const json = res.json();
+    t.equal(json.status, String(status), label);
+    t.same(json.schemas, ['urn:ietf:params:scim:api:messages:2.0:Error'], label);
+    if (scimType) t.equal(json.scimType, scimType, label);
+    t.type(json.detail, 'string', label);
+  }
+  const unsupported = await scim('DELETE', '/Users', undefined);
+  t.match(unsupported.headers.allow, /GET/);
+});
+
+t.test('discovery documents are truthful and located at PUBLIC_URL', async (t) => {
+  const { app, headers } = await testApp(t);
+  const scim = client(app, headers);
+  const spc = (await scim('GET', '/ServiceProviderConfig')).json();
+  t.match(spc, {
+    patch: { supported: true },
+    filter: { supported: true, maxResults: 1000 },
+    sort: { supported: true },
+    etag: { supported: true },
+    bulk: { supported: false },
+    changePassword: { supported: false },
+    authenticationSchemes: [{ type: 'oauthbearertoken' }],
+    meta: { location: 'https://scim.example.test/scim/v2/ServiceProviderConfig' },
+  });
+  const schemas = (await scim('GET', '/Schemas')).json();
+  t.same(
+    (schemas.Resources as { id: string }[]).map((s) => s.id).sort(),
+    [ENTERPRISE, 'urn:ietf:params:scim:schemas:extension:portal:2.0:User', GROUP, USER].sort(),
+  );
+  const text = JSON.stringify(schemas);
+  t.notMatch(text, /null/, 'no nulls');
+  t.notMatch(text, /"name":"password"|"name":"groups"/, 'no attributes we do not keep');
+  const characteristics = [...text.matchAll(/"(?:mutability|returned|uniqueness)":"([^"]*)"/g)].map((m) => m[1]);
+  t.ok(characteristics.length > 20);
+  t.ok(
+    characteristics.every((v) => ['readWrite', 'readOnly', 'immutable', 'writeOnly', 'always', 'never', 'default', 'request', 'none', 'server', 'global'].includes(v ?? '')),
+    'characteristic values are the RFC camelCase words',
+  );
+  const user = await scim('GET', `/Schemas/${USER}`);
+  t.equal(user.statusCode, 200);
+  t.equal(user.json().meta.location, `https://scim.example.test/scim/v2/Schemas/${USER}`);
+  t.equal((await scim('GET', '/Schemas/urn:nope')).statusCode, 404);
+  const types = (await scim('GET', '/ResourceTypes')).json();
+  t.same((types.Resources as { id: string }[]).map((r) => r.id), ['User', 'Group']);
+  const userType = (await scim('GET', '/ResourceTypes/User')).json();
+  t.match(userType, { endpoint: '/Users', schema: USER, schemaExtensions: [{ schema: ENTERPRISE, required: false }, { required: false }] });
+  t.equal((await scim('GET', '/ResourceTypes/Nope')).statusCode, 404);
+});
