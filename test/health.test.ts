@@ -8,7 +8,8 @@ import { signingKeys } from '../src/auth/keys.js';
 import { loadConfig } from '../src/config.js';
 import { createDb } from '../src/db/database.js';
 import { openEmbeddedPostgres } from '../src/db/embedded.js';
-import { TEST_SECRET, testApp, testEnv } from './helpers/app.js';
+import { migrateToLatest } from '../src/db/migrate.js';
+import { TEST_SECRET, tenantWithToken, testApp, testEnv } from './helpers/app.js';
 
 t.test('healthz and readyz answer while the database is up', async (t) => {
   const { app } = await testApp(t);
@@ -28,7 +29,11 @@ t.test('readyz is 503 while PostgreSQL is stopped and recovers when it returns',
   t.teardown(() => embedded.stop());
   const { db } = createDb(embedded.url, { poolSize: 2, connectionTimeoutMs: 1000 });
   t.teardown(() => db.destroy());
-  const app = await buildApp({ config: loadConfig(testEnv()), db, keys: signingKeys(TEST_SECRET) });
+  await migrateToLatest(db);
+  const config = loadConfig(testEnv());
+  const keys = signingKeys(TEST_SECRET);
+  const { token } = await tenantWithToken(db, config, keys);
+  const app = await buildApp({ config, db, keys });
   t.teardown(() => app.close());
 
   t.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200, 'ready while up');
@@ -39,6 +44,14 @@ t.test('readyz is 503 while PostgreSQL is stopped and recovers when it returns',
   t.equal(down.headers['retry-after'], '5');
   t.match(down.json(), { status: 'unavailable' });
   t.equal((await app.inject({ method: 'GET', url: '/healthz' })).statusCode, 200, 'still alive while the database is down');
+  for (const url of ['/scim/v2/Users/6f1c1d9e-3a57-4d5e-9f0e-2b8f0c6a1d11', '/scim/v2/Users?filter=userName%20eq%20%22a%22']) {
+    const scim = await app.inject({ method: 'GET', url, headers: { authorization: 'Bearer x.y.z' } });
+    t.not(scim.statusCode, 404, `${url}: never 404 while the database is down`);
+  }
+  const tenantRequest = await app.inject({ method: 'GET', url: '/scim/v2/Users', headers: { authorization: `Bearer ${token}` } });
+  t.equal(tenantRequest.statusCode, 503, 'a SCIM request answers 503 while the database is down');
+  t.equal(tenantRequest.headers['retry-after'], '5');
+  t.match(tenantRequest.json(), { schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: '503' });
 
   embedded = await openEmbeddedPostgres({ dataDir });
   t.equal(embedded.owned, true);

@@ -67,7 +67,16 @@ export async function testApp(t: Test, env: Record<string, string> = {}): Promis
   const config = loadConfig(testEnv(env));
   const keys = signingKeys(TEST_SECRET, config.jwtPreviousSecrets);
   const app = await buildApp({ config, db: database.db, keys });
-  t.teardown(() => app.close());
+  // No request in the suite may answer 500: every failure has a SCIM status.
+  const serverErrors: string[] = [];
+  app.addHook('onResponse', async (request, reply) => {
+    if (reply.statusCode >= 500 && reply.statusCode !== 503) serverErrors.push(`${request.method} ${request.url} -> ${reply.statusCode}`);
+  });
+  t.teardown(async () => {
+    await app.close();
+    // Teardown cannot assert; an error here fails the test that made the request.
+    if (serverErrors.length > 0) throw new Error(`requests answered 5xx: ${serverErrors.join('; ')}`);
+  });
   const tenant = await tenantWithToken(database.db, config, keys);
   return { app, config, keys, database, db: database.db, ...tenant };
 }
