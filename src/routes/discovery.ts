@@ -43,6 +43,7 @@ export async function discoveryRoutes(app: FastifyInstance, options: { config: C
     app.route({
       method: ['POST', 'PUT', 'PATCH', 'DELETE'],
       url,
+      config: { methodNotAllowed: true },
       handler: async (request, reply) => {
         reply.header('allow', 'GET');
         throw new ScimError(405, undefined, `${request.method} is not supported on ${url}; it is read-only.`);

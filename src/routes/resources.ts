@@ -174,6 +174,6 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
     reply.header('allow', allow);
     throw new ScimError(405, undefined, `${request.method} is not supported here; use ${allow}.`);
   };
-  app.route({ method: ['PUT', 'PATCH', 'DELETE'], url: endpoint, handler: notAllowed('GET, POST') });
-  app.route({ method: ['POST'], url: `${endpoint}/:id`, handler: notAllowed('GET, PUT, PATCH, DELETE') });
+  app.route({ method: ['PUT', 'PATCH', 'DELETE'], url: endpoint, config: { methodNotAllowed: true }, handler: notAllowed('GET, POST') });
+  app.route({ method: ['POST'], url: `${endpoint}/:id`, config: { methodNotAllowed: true }, handler: notAllowed('GET, PUT, PATCH, DELETE') });
 }
