@@ -2,8 +2,10 @@
 // extension and our school extension (schemas/portal-user.json), and Group.
 // scimmy's registry is process-wide, so it is configured once, here, at load.
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import SCIMMY from 'scimmy';
 import { ScimError, badRequest } from '../errors.js';
+import { projectRoot } from '../paths.js';
 
 export const USER_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:User';
 export const GROUP_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:Group';
@@ -60,13 +62,12 @@ function attributeFromDocument(doc: AttributeDocument): SCIMMY.Types.Attribute {
   );
 }
 
-function schemaFromDocument(file: URL): SCIMMY.Types.SchemaDefinition {
+function schemaFromDocument(file: string): SCIMMY.Types.SchemaDefinition {
   const doc = JSON.parse(readFileSync(file, 'utf8')) as SchemaDocument;
   return new SCIMMY.Types.SchemaDefinition(doc.name, doc.id, doc.description ?? '', doc.attributes.map(attributeFromDocument));
 }
 
-// src/scim/ and dist/src/scim/ both sit two levels below schemas/.
-const portalDefinition = schemaFromDocument(new URL('../../schemas/portal-user.json', import.meta.url));
+const portalDefinition = schemaFromDocument(path.join(projectRoot, 'schemas', 'portal-user.json'));
 
 class PortalUser extends SCIMMY.Types.Schema {
   static override readonly id = PORTAL_SCHEMA;
