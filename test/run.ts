@@ -39,10 +39,20 @@ async function main(): Promise<number> {
   try {
     await buildTemplate(adminUrl);
     const child = spawn('npx', ['tap', ...process.argv.slice(2)], {
-      stdio: 'inherit',
+      stdio: ['inherit', 'pipe', 'inherit'],
       env: { ...process.env, TEST_DATABASE_URL: adminUrl },
     });
-    return await new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? 1)));
+    // Pass tap's report through, and end with the plain "N passed, N failed"
+    // line that CI reads whatever the runner.
+    let tail = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      process.stdout.write(chunk);
+      tail = (tail + chunk.toString()).slice(-4096);
+    });
+    const code = await new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? 1)));
+    const summary = /# \{ total: (\d+), pass: (\d+)(?:, fail: (\d+))?/.exec(tail);
+    if (summary) process.stdout.write(`tests: ${summary[2] ?? 0} passed, ${summary[3] ?? 0} failed\n`);
+    return code;
   } finally {
     await embedded?.stop();
   }
