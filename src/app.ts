@@ -5,6 +5,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions
 import type { SigningKeys } from './auth/keys.js';
 import type { Config } from './config.js';
 import type { Db } from './db/database.js';
+import { activityPlugin } from './plugins/activity.js';
 import { authPlugin } from './plugins/auth.js';
 import secureJson from 'secure-json-parse';
 import { ScimError, notFound } from './errors.js';
@@ -88,6 +89,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await app.register(
     async (scim) => {
       scim.addHook('onRequest', scim.authenticate);
+      await scim.register(activityPlugin, { db });
       scim.addHook('onSend', async (_request, reply, payload) => {
         if (reply.getHeader('content-type')?.toString().startsWith('application/json')) {
           reply.type(SCIM_CONTENT_TYPE);

@@ -96,11 +96,11 @@ t.test('bad input gets a clear error and a non-zero exit code', async (t) => {
 t.test('migrate applies, reports and reverts', async (t) => {
   const { url } = await testDatabase(t, { migrated: false });
   const env = testEnv({ DATABASE_URL: url });
-  t.match((await cli(env, 'migrate')).out, /applied 0001_initial/);
+  t.match((await cli(env, 'migrate')).out, /applied 0001_initial\napplied 0002_admin_credentials/);
   t.match((await cli(env, 'migrate')).out, /up to date/);
   t.match((await cli(env, 'migrate', '--status')).out, /0001_initial +\d{4}-/);
-  t.match((await cli(env, 'migrate', '--down')).out, /reverted 0001_initial/);
-  t.match((await cli(env, 'migrate', '--status')).out, /0001_initial +pending/);
+  t.match((await cli(env, 'migrate', '--down')).out, /reverted 0002_admin_credentials/);
+  t.match((await cli(env, 'migrate', '--status')).out, /0001_initial +\d{4}-.*\n0002_admin_credentials +pending/);
 });
 
 t.test('the portal-scim command runs from bin/', async (t) => {

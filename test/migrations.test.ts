@@ -17,9 +17,10 @@ t.test('migrations go up, down and up again', async (t) => {
   const { db } = await testDatabase(t, { migrated: false });
   t.same(await tables(db), [], 'an empty database');
   const applied = await migrateToLatest(db);
-  t.ok(applied.includes('0001_initial'), 'the first migration is applied');
+  t.same(applied, ['0001_initial', '0002_admin_credentials'], 'every migration is applied in order');
   t.same(await tables(db), [
     'accounts',
+    'admin_credentials',
     'audit_events',
     'class_memberships',
     'classes',
@@ -40,7 +41,7 @@ t.test('migrations go up, down and up again', async (t) => {
   const reverted = await migrateDown(db);
   t.equal(reverted.length, 1, 'migrate down reverts one migration');
   await migrateToLatest(db);
-  t.equal((await tables(db)).length, 10);
+  t.equal((await tables(db)).length, 11);
 });
 
 t.test('instances starting at once apply each migration exactly once', async (t) => {
@@ -50,6 +51,7 @@ t.test('instances starting at once apply each migration exactly once', async (t)
   const results = await Promise.all(others.map((o) => migrateToLatest(o)));
   const applied = results.flat();
   t.equal(applied.filter((n) => n === '0001_initial').length, 1, 'one instance applied it, the others found it done');
+  t.equal(applied.filter((n) => n === '0002_admin_credentials').length, 1);
   const rows = await sql<{ n: string }>`SELECT count(*) AS n FROM kysely_migration WHERE name = '0001_initial'`.execute(db);
   t.equal(Number(rows.rows[0]?.n), 1);
 });
@@ -62,7 +64,7 @@ t.test('every tenant-owned table is keyed by tenant first', async (t) => {
       JOIN pg_class c ON c.oid = i.indrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
-     WHERE i.indisprimary AND c.relname <> 'tenants' AND c.relname NOT LIKE 'kysely_%'
+     WHERE i.indisprimary AND c.relname NOT IN ('tenants', 'admin_credentials') AND c.relname NOT LIKE 'kysely_%'
      ORDER BY c.relname`.execute(db);
   t.same(
     result.rows.map((r) => r.table),

@@ -114,3 +114,90 @@ export async function countSyncedAccounts(db: Executor, tenantId: string, where?
   return Number(row.n);
 }
 
+
+/** Rule 3: an admin account of the tenant that has one of these addresses as userName or e-mail. */
+export async function findAdminCollision(db: Executor, tenantId: string, addresses: readonly string[], exceptId?: string): Promise<AccountRow | undefined> {
+  if (addresses.length === 0) return undefined;
+  let query = db
+    .selectFrom('accounts')
+    .selectAll()
+    .where('tenant_id', '=', tenantId)
+    .where('role', '=', 'admin')
+    .where('deleted_at', 'is', null)
+    .where((eb) => eb.or([eb(eb.fn('lower', ['user_name']), 'in', addresses), eb(eb.fn('lower', ['email']), 'in', addresses)]));
+  if (exceptId !== undefined) query = query.where('id', '<>', exceptId);
+  return query.executeTakeFirst();
+}
+
+/** Rule 8: a manual account that was synced before (same Entra object id), to adopt again. */
+export async function findAdoptableByExternalId(db: Executor, tenantId: string, externalId: string): Promise<AccountRow | undefined> {
+  return db
+    .selectFrom('accounts')
+    .selectAll()
+    .where('tenant_id', '=', tenantId)
+    .where('managed_by', '=', 'manual')
+    .where('role', '<>', 'admin')
+    .where('deleted_at', 'is', null)
+    .where('external_id', '=', externalId)
+    .orderBy('created_at')
+    .limit(1)
+    .forUpdate()
+    .executeTakeFirst();
+}
+
+/**
+ * Rule 2: a manual account with one of these (verified-domain) addresses as
+ * e-mail or userName, never an admin, a deleted account, or one linked to
+ * another Entra object. A userName match wins over an e-mail match.
+ */
+export async function findAdoptableByAddress(db: Executor, tenantId: string, addresses: readonly string[]): Promise<AccountRow | undefined> {
+  if (addresses.length === 0) return undefined;
+  return db
+    .selectFrom('accounts')
+    .selectAll()
+    .where('tenant_id', '=', tenantId)
+    .where('managed_by', '=', 'manual')
+    .where('role', '<>', 'admin')
+    .where('deleted_at', 'is', null)
+    .where('external_id', 'is', null)
+    .where((eb) => eb.or([eb(eb.fn('lower', ['user_name']), 'in', addresses), eb(eb.fn('lower', ['email']), 'in', addresses)]))
+    .orderBy(sql`lower(user_name) = ANY(${sql.val([...addresses])}::text[])`, 'desc')
+    .orderBy('created_at')
+    .limit(1)
+    .forUpdate()
+    .executeTakeFirst();
+}
+
+/** Takes a manual account over: same id, values from Entra, managed by sync from now on. */
+export async function adoptAccount(db: Executor, tenantId: string, id: string, values: AccountValues): Promise<AccountRow> {
+  try {
+    return await db
+      .updateTable('accounts')
+      .set((eb) => ({
+        ...toRow(values),
+        managed_by: 'sync',
+        version: eb('version', '+', 1),
+        updated_at: sql<Date>`clock_timestamp()`,
+      }))
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', id)
+      .returningAll()
+      .executeTakeFirstOrThrow();
+  } catch (error) {
+    return uniqueness(error, values.user_name);
+  }
+}
+
+/** Rule 7: removes accounts deleted longer ago than their tenant's retention period. */
+export async function purgeDeletedAccounts(db: Executor, tenantId?: string): Promise<Map<string, number>> {
+  const result = await sql<{ tenant_id: string; n: string }>`
+    WITH purged AS (
+      DELETE FROM accounts a USING tenants t
+       WHERE a.tenant_id = t.id
+         AND a.deleted_at IS NOT NULL
+         AND a.deleted_at < now() - make_interval(days => t.retention_days)
+         AND (${tenantId ?? null}::uuid IS NULL OR a.tenant_id = ${tenantId ?? null}::uuid)
+      RETURNING a.tenant_id)
+    SELECT tenant_id, count(*) AS n FROM purged GROUP BY tenant_id`.execute(db);
+  return new Map(result.rows.map((r) => [r.tenant_id, Number(r.n)]));
+}

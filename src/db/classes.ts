@@ -190,3 +190,25 @@ export async function replaceSyncedMembers(db: Executor, tenantId: string, class
   const added = await addSyncedMembers(db, tenantId, classId, accountIds);
   return Number(deleted.numDeletedRows) + Number(demoted.numUpdatedRows) + added;
 }
+
+/** Rule 8: a manual class that was synced before (same Entra object id), to adopt again. */
+export async function findAdoptableClass(db: Executor, tenantId: string, externalId: string): Promise<ClassRow | undefined> {
+  return db
+    .selectFrom('classes')
+    .selectAll()
+    .where('tenant_id', '=', tenantId)
+    .where('managed_by', '=', 'manual')
+    .where('external_id', '=', externalId)
+    .forUpdate()
+    .executeTakeFirst();
+}
+
+export async function adoptClass(db: Executor, tenantId: string, id: string, values: ClassValues): Promise<ClassRow> {
+  return db
+    .updateTable('classes')
+    .set((eb) => ({ ...toRow(values), managed_by: 'sync', version: eb('version', '+', 1), updated_at: sql<Date>`clock_timestamp()` }))
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', id)
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}

@@ -107,7 +107,16 @@ export interface SyncConflictsTable {
   resolved_at: NullableTimestamp;
 }
 
+export interface AdminCredentialsTable {
+  id: Generated<string>;
+  label: string | null;
+  expires_at: NullableTimestamp;
+  revoked_at: NullableTimestamp;
+  created_at: Generated<Date>;
+}
+
 export interface Database {
+  admin_credentials: AdminCredentialsTable;
   tenants: TenantsTable;
   credentials: CredentialsTable;
   accounts: AccountsTable;

@@ -102,6 +102,10 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
       credentialId: auth.credentialId,
       requestId: request.id,
       roleMapping: auth.roleMapping,
+      verifiedDomains: auth.verifiedDomains,
+      markAudited: () => {
+        request.auditRecorded = true;
+      },
       baseUrl,
       log: request.log,
     };

@@ -5,6 +5,8 @@
 import SCIMMY from 'scimmy';
 import {
   addSyncedMembers,
+  adoptClass,
+  findAdoptableClass,
   countSyncedClasses,
   deleteSyncedClass,
   findMemberCandidates,
@@ -19,6 +21,7 @@ import {
   type ClassValues,
   type Member,
 } from '../db/classes.js';
+import { recordAudit, type AuditAction } from '../db/audit.js';
 import type { Database } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
 import { badRequest, notFound } from '../errors.js';
@@ -26,7 +29,7 @@ import type { Transaction } from 'kysely';
 import type { FilterNode } from './filter.js';
 import { filterToSql, sortExpression } from './filter-sql.js';
 import { normalisePatch, normaliseResource, resolvePatchPath } from './normalise.js';
-import { checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
+import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { GROUP_SCHEMA, PATCH_OP_SCHEMA, coerceResource, toScimError } from './schemas.js';
 
 const ENDPOINT = '/Groups';
@@ -53,6 +56,13 @@ export function toScimGroup(row: ClassRow, baseUrl: string, members: Member[] | 
       : {}),
     meta: meta('Group', row.id, row.created_at, row.updated_at, row.version, baseUrl, ENDPOINT),
   };
+}
+
+function changedGroupAttributes(before: ClassRow, after: ClassRow): string[] {
+  return changedAttributes(
+    { ...(before.scim), displayName: before.display_name },
+    { ...(after.scim), displayName: after.display_name },
+  );
 }
 
 function fromScimGroup(resource: Json): ClassValues {
@@ -192,6 +202,26 @@ function inbound(body: unknown): { values: ClassValues; members: string[] | unde
   return { values: fromScimGroup(coerced), members };
 }
 
+async function audit(
+  trx: Transaction<Database>,
+  ctx: RequestContext,
+  action: AuditAction,
+  row: ClassRow,
+  details: Json = {},
+): Promise<void> {
+  await recordAudit(trx, {
+    tenantId: ctx.tenantId,
+    action,
+    objectType: 'group',
+    objectId: row.id,
+    objectRef: row.display_name,
+    outcome: 'success',
+    credentialId: ctx.credentialId,
+    requestId: ctx.requestId,
+    details,
+  });
+}
+
 export const groups: ResourceHandler = {
   name: 'Group',
   endpoint: ENDPOINT,
@@ -199,11 +229,15 @@ export const groups: ResourceHandler = {
   async create(ctx, body) {
     const { values, members } = inbound(body);
     return ctx.db.transaction().execute(async (trx) => {
-      const row = await insertSyncedClass(trx, ctx.tenantId, values);
+      // Rule 8: a class this tenant synced before its disconnect is adopted again.
+      const previous = values.external_id ? await findAdoptableClass(trx, ctx.tenantId, values.external_id) : undefined;
+      const row = previous ? await adoptClass(trx, ctx.tenantId, previous.id, values) : await insertSyncedClass(trx, ctx.tenantId, values);
+      let added = 0;
       if (members && members.length > 0) {
-        await addSyncedMembers(trx, ctx.tenantId, row.id, await validMembers(trx, ctx, members));
+        added = await addSyncedMembers(trx, ctx.tenantId, row.id, await validMembers(trx, ctx, members));
       }
-      return toScimGroup(row, ctx.baseUrl, members ? await listSyncedMembers(trx, ctx.tenantId, [row.id]) : []);
+      await audit(trx, ctx, previous ? 'adopt' : 'create', row, { membersAdded: added, ...(previous ? { matchedBy: 'externalId' } : {}) });
+      return toScimGroup(row, ctx.baseUrl, members || previous ? await listSyncedMembers(trx, ctx.tenantId, [row.id]) : []);
     });
   },
 
@@ -239,8 +273,10 @@ export const groups: ResourceHandler = {
       const row = await requireClass(ctx, id, true, trx);
       checkIfMatch(ifMatch, row.version);
       // PUT replaces the synced members; members added by hand stay (rule 5).
-      await replaceSyncedMembers(trx, ctx.tenantId, row.id, await validMembers(trx, ctx, members ?? []));
+      const memberChanges = await replaceSyncedMembers(trx, ctx.tenantId, row.id, await validMembers(trx, ctx, members ?? []));
       const updated = await updateSyncedClass(trx, ctx.tenantId, row.id, values);
+      const changed = changedGroupAttributes(row, updated);
+      await audit(trx, ctx, 'update', updated, { changed: memberChanges > 0 ? [...changed, 'members'] : changed, memberChanges });
       return toScimGroup(updated, ctx.baseUrl, await listSyncedMembers(trx, ctx.tenantId, [row.id]));
     });
   },
@@ -282,7 +318,11 @@ export const groups: ResourceHandler = {
           }
         }
       }
-      if (values || changed > 0) await updateSyncedClass(trx, ctx.tenantId, row.id, values);
+      if (values || changed > 0) {
+        const updated = await updateSyncedClass(trx, ctx.tenantId, row.id, values);
+        const names = changedGroupAttributes(row, updated);
+        await audit(trx, ctx, 'update', updated, { changed: changed > 0 ? [...names, 'members'] : names, memberChanges: changed });
+      }
     });
     return undefined;
   },
@@ -292,6 +332,7 @@ export const groups: ResourceHandler = {
       const row = await requireClass(ctx, id, true, trx);
       checkIfMatch(ifMatch, row.version);
       await deleteSyncedClass(trx, ctx.tenantId, row.id);
+      await audit(trx, ctx, 'delete', row);
     });
   },
 };

@@ -15,6 +15,10 @@ export interface RequestContext {
   credentialId: string;
   requestId: string;
   roleMapping: Readonly<Record<string, string>>;
+  /** The tenant's verified e-mail domains (lower-case), for adoption (rule 2). */
+  verifiedDomains: readonly string[];
+  /** Tells the failure auditor that this request already wrote its own audit event. */
+  markAudited: () => void;
   /** PUBLIC_URL + /scim/v2, for meta.location. */
   baseUrl: string;
   log: FastifyBaseLogger;
@@ -63,3 +67,21 @@ export function meta(resourceType: ResourceName, id: string, created: Date, last
     version: etag(version),
   };
 }
+
+/** The attribute names a write changed: top level, and extension attributes as urn:...:name. */
+export function changedAttributes(before: Json, after: Json): string[] {
+  const names = new Set<string>();
+  const visit = (a: Json, b: Json, prefix: string): void => {
+    for (const key of new Set([...Object.keys(a), ...Object.keys(b)])) {
+      if (key === 'schemas' || key === 'meta' || key === 'id') continue;
+      const x = a[key];
+      const y = b[key];
+      if (key.startsWith('urn:') && typeof x === 'object' && typeof y === 'object' && x && y && !Array.isArray(x) && !Array.isArray(y)) {
+        visit(x as Json, y as Json, `${key}:`);
+      } else if (JSON.stringify(x) !== JSON.stringify(y)) names.add(`${prefix}${key}`);
+    }
+  };
+  visit(before, after, '');
+  return [...names].sort();
+}
+

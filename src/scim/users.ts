@@ -3,7 +3,11 @@
 import SCIMMY from 'scimmy';
 
 import {
+  adoptAccount,
   countSyncedAccounts,
+  findAdminCollision,
+  findAdoptableByAddress,
+  findAdoptableByExternalId,
   deleteSyncedAccount,
   findSyncedAccount,
   insertSyncedAccount,
@@ -12,11 +16,12 @@ import {
   type AccountRow,
   type AccountValues,
 } from '../db/accounts.js';
+import { recordAudit, recordConflict } from '../db/audit.js';
 import { isUuid } from '../db/ids.js';
-import { badRequest, notFound } from '../errors.js';
+import { ScimError, badRequest, notFound } from '../errors.js';
 import { filterToSql, sortExpression } from './filter-sql.js';
 import { dedupeMultiValued, normalisePatch, normaliseResource } from './normalise.js';
-import { checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
+import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { resolveRole } from './roles.js';
 import { PATCH_OP_SCHEMA, PORTAL_SCHEMA, USER_SCHEMA, coerceResource, toScimError } from './schemas.js';
 
@@ -108,14 +113,132 @@ async function applyPatch(current: Json, body: unknown): Promise<Json | undefine
   return dedupeMultiValued(stripServerAttributes(JSON.parse(JSON.stringify(patched)) as Json));
 }
 
+/** The addresses (lower-case) an account is known by: its userName and link e-mail. */
+function addresses(values: AccountValues): string[] {
+  return [...new Set([values.user_name, values.email].filter((a): a is string => a !== null).map((a) => a.toLowerCase()))];
+}
+
+function inVerifiedDomain(address: string, domains: readonly string[]): boolean {
+  const at = address.lastIndexOf('@');
+  return at > 0 && domains.includes(address.slice(at + 1));
+}
+
+/** Rule 3 refused a write; the conflict is recorded after the rollback. */
+class AdminCollision extends Error {
+  constructor(
+    readonly adminId: string,
+    readonly ref: string,
+  ) {
+    super('admin collision');
+  }
+}
+
+async function refuseAdminCollision(ctx: RequestContext, collision: AdminCollision): Promise<never> {
+  const detail =
+    `The userName or e-mail "${collision.ref}" belongs to a portal admin account, which sync never changes. ` +
+    'Give the Entra user another address, or ask the portal team to resolve the conflict.';
+  await recordConflict(ctx.db, {
+    tenantId: ctx.tenantId,
+    kind: 'admin-collision',
+    objectType: 'user',
+    objectRef: collision.ref,
+    accountId: collision.adminId,
+    requestId: ctx.requestId,
+    detail,
+  });
+  await recordAudit(ctx.db, {
+    tenantId: ctx.tenantId,
+    action: 'conflict',
+    objectType: 'user',
+    objectId: collision.adminId,
+    objectRef: collision.ref,
+    outcome: 'conflict',
+    credentialId: ctx.credentialId,
+    requestId: ctx.requestId,
+    details: { reason: 'admin-collision' },
+  });
+  ctx.markAudited();
+  throw new ScimError(409, 'uniqueness', detail);
+}
+
+async function withAdminGuard<T>(ctx: RequestContext, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    if (error instanceof AdminCollision) return refuseAdminCollision(ctx, error);
+    throw error;
+  }
+}
+
+function auditAction(before: AccountRow, after: AccountRow): 'deactivate' | 'reactivate' | 'update' {
+  if (before.active && !after.active) return 'deactivate';
+  if (!before.active && after.active) return 'reactivate';
+  return 'update';
+}
+
+async function auditUpdate(trx: Parameters<typeof recordAudit>[0], ctx: RequestContext, before: AccountRow, after: AccountRow): Promise<void> {
+  const changed = changedAttributes(toScimUser(before, ctx.baseUrl), toScimUser(after, ctx.baseUrl));
+  if (changed.length === 0) return;
+  await recordAudit(trx, {
+    tenantId: ctx.tenantId,
+    action: auditAction(before, after),
+    objectType: 'user',
+    objectId: after.id,
+    objectRef: after.user_name,
+    outcome: 'success',
+    credentialId: ctx.credentialId,
+    requestId: ctx.requestId,
+    details: { changed, ...(before.role !== after.role ? { role: after.role } : {}) },
+  });
+}
+
+/** Stores a changed account after rule 3's check, and audits what changed. */
+async function saveUpdate(trx: Parameters<typeof recordAudit>[0], ctx: RequestContext, row: AccountRow, values: AccountValues): Promise<AccountRow> {
+  const admin = await findAdminCollision(trx, ctx.tenantId, addresses(values), row.id);
+  if (admin) throw new AdminCollision(admin.id, values.user_name);
+  const updated = await updateSyncedAccount(trx, ctx.tenantId, row.id, values);
+  await auditUpdate(trx, ctx, row, updated);
+  return updated;
+}
+
 export const users: ResourceHandler = {
   name: 'User',
   endpoint: ENDPOINT,
 
   async create(ctx, body) {
     const values = fromScimUser(inbound(body), ctx.roleMapping);
-    const row = await insertSyncedAccount(ctx.db, ctx.tenantId, values);
-    return toScimUser(row, ctx.baseUrl);
+    return withAdminGuard(ctx, () =>
+      ctx.db.transaction().execute(async (trx) => {
+        const known = addresses(values);
+        const admin = await findAdminCollision(trx, ctx.tenantId, known);
+        if (admin) throw new AdminCollision(admin.id, values.user_name);
+        // Rule 8, then rule 2: an account that was ours (same Entra object), else
+        // a manual account with the same address in a verified domain.
+        const byExternalId = values.external_id ? await findAdoptableByExternalId(trx, ctx.tenantId, values.external_id) : undefined;
+        const candidate =
+          byExternalId ??
+          (await findAdoptableByAddress(trx, ctx.tenantId, known.filter((a) => inVerifiedDomain(a, ctx.verifiedDomains))));
+        const audit = { tenantId: ctx.tenantId, objectType: 'user' as const, outcome: 'success' as const, credentialId: ctx.credentialId, requestId: ctx.requestId };
+        if (candidate) {
+          const adopted = await adoptAccount(trx, ctx.tenantId, candidate.id, values);
+          await recordAudit(trx, {
+            ...audit,
+            action: 'adopt',
+            objectId: adopted.id,
+            objectRef: adopted.user_name,
+            details: {
+              matchedBy: byExternalId ? 'externalId' : 'address',
+              portalAccount: { id: candidate.id, userName: candidate.user_name },
+              entraObject: { externalId: values.external_id, userName: values.user_name },
+            },
+          });
+          return toScimUser(adopted, ctx.baseUrl);
+        }
+        const row = await insertSyncedAccount(trx, ctx.tenantId, values);
+        await recordAudit(trx, { ...audit, action: 'create', objectId: row.id, objectRef: row.user_name, details: { role: row.role } });
+        return toScimUser(row, ctx.baseUrl);
+      }),
+    );
   },
 
   async get(ctx, id) {
@@ -140,26 +263,28 @@ export const users: ResourceHandler = {
 
   async replace(ctx, id, body, ifMatch) {
     const resource = inbound(body);
-    return ctx.db.transaction().execute(async (trx) => {
-      const row = await requireAccount(ctx, id, true, trx);
-      checkIfMatch(ifMatch, row.version);
-      const updated = await updateSyncedAccount(trx, ctx.tenantId, row.id, fromScimUser(resource, ctx.roleMapping));
-      return toScimUser(updated, ctx.baseUrl);
-    });
+    return withAdminGuard(ctx, () =>
+      ctx.db.transaction().execute(async (trx) => {
+        const row = await requireAccount(ctx, id, true, trx);
+        checkIfMatch(ifMatch, row.version);
+        return toScimUser(await saveUpdate(trx, ctx, row, fromScimUser(resource, ctx.roleMapping)), ctx.baseUrl);
+      }),
+    );
   },
 
   async patch(ctx, id, body, ifMatch) {
-    return ctx.db.transaction().execute(async (trx) => {
-      const row = await requireAccount(ctx, id, true, trx);
-      checkIfMatch(ifMatch, row.version);
-      const current = toScimUser(row, ctx.baseUrl);
-      const patched = await applyPatch(current, body);
-      if (patched === undefined) return current;
-      const resource = coerceResource('User', patched);
-      delete resource.meta;
-      const updated = await updateSyncedAccount(trx, ctx.tenantId, row.id, fromScimUser(resource, ctx.roleMapping));
-      return toScimUser(updated, ctx.baseUrl);
-    });
+    return withAdminGuard(ctx, () =>
+      ctx.db.transaction().execute(async (trx) => {
+        const row = await requireAccount(ctx, id, true, trx);
+        checkIfMatch(ifMatch, row.version);
+        const current = toScimUser(row, ctx.baseUrl);
+        const patched = await applyPatch(current, body);
+        if (patched === undefined) return current;
+        const resource = coerceResource('User', patched);
+        delete resource.meta;
+        return toScimUser(await saveUpdate(trx, ctx, row, fromScimUser(resource, ctx.roleMapping)), ctx.baseUrl);
+      }),
+    );
   },
 
   async remove(ctx, id, ifMatch) {
@@ -167,7 +292,16 @@ export const users: ResourceHandler = {
       const row = await requireAccount(ctx, id, true, trx);
       checkIfMatch(ifMatch, row.version);
       await deleteSyncedAccount(trx, ctx.tenantId, row.id);
+      await recordAudit(trx, {
+        tenantId: ctx.tenantId,
+        action: 'delete',
+        objectType: 'user',
+        objectId: row.id,
+        objectRef: row.user_name,
+        outcome: 'success',
+        credentialId: ctx.credentialId,
+        requestId: ctx.requestId,
+      });
     });
   },
 };
-

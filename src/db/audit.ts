@@ -1,0 +1,176 @@
+// The audit log and sync conflicts: what happened to a tenant's data, by whom
+// (credential), in which request, with what outcome. Only what finds the
+// object (its id and a reference such as the userName) is written; never
+// attribute values or secrets.
+import { sql, type Selectable, type Transaction } from 'kysely';
+import type { AuditEventsTable, AuditOutcome, Database, Db, JsonObject, SyncConflictsTable } from './database.js';
+
+type Executor = Db | Transaction<Database>;
+export type AuditEventRow = Selectable<AuditEventsTable>;
+export type ConflictRow = Selectable<SyncConflictsTable>;
+
+export type AuditAction =
+  | 'create'
+  | 'update'
+  | 'deactivate'
+  | 'reactivate'
+  | 'delete'
+  | 'adopt'
+  | 'conflict'
+  | 'purge'
+  | 'disconnect'
+  | 'connect'
+  | 'settings'
+  | 'credential';
+
+export interface AuditEvent {
+  tenantId: string;
+  action: AuditAction;
+  objectType: 'user' | 'group' | 'tenant' | 'credential';
+  objectId?: string | null;
+  objectRef?: string | null;
+  outcome: AuditOutcome;
+  credentialId?: string | null;
+  requestId?: string | null;
+  details?: JsonObject;
+}
+
+export async function recordAudit(db: Executor, event: AuditEvent): Promise<void> {
+  await db
+    .insertInto('audit_events')
+    .values({
+      tenant_id: event.tenantId,
+      action: event.action,
+      object_type: event.objectType,
+      object_id: event.objectId ?? null,
+      object_ref: event.objectRef ?? null,
+      outcome: event.outcome,
+      credential_id: event.credentialId ?? null,
+      request_id: event.requestId ?? null,
+      details: JSON.stringify(event.details ?? {}),
+    })
+    .execute();
+}
+
+export interface AuditPage {
+  events: AuditEventRow[];
+  /** Pass as before to read the next (older) page; undefined on the last page. */
+  next: string | undefined;
+}
+
+export async function listAuditEvents(db: Executor, tenantId: string, options: { limit: number; before?: string }): Promise<AuditPage> {
+  let query = db.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId);
+  if (options.before !== undefined) query = query.where('id', '<', options.before);
+  const rows = await query.orderBy('id', 'desc').limit(options.limit + 1).execute();
+  const events = rows.slice(0, options.limit);
+  return { events, next: rows.length > options.limit ? events[events.length - 1]?.id : undefined };
+}
+
+export interface NewConflict {
+  tenantId: string;
+  kind: string;
+  objectType: 'user' | 'group';
+  objectRef: string | null;
+  accountId: string | null;
+  requestId: string | null;
+  detail: string;
+}
+
+export async function recordConflict(db: Executor, conflict: NewConflict): Promise<ConflictRow> {
+  return db
+    .insertInto('sync_conflicts')
+    .values({
+      tenant_id: conflict.tenantId,
+      kind: conflict.kind,
+      object_type: conflict.objectType,
+      object_ref: conflict.objectRef,
+      account_id: conflict.accountId,
+      request_id: conflict.requestId,
+      detail: conflict.detail,
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+export async function listOpenConflicts(db: Executor, tenantId: string, limit = 100): Promise<ConflictRow[]> {
+  return db
+    .selectFrom('sync_conflicts')
+    .selectAll()
+    .where('tenant_id', '=', tenantId)
+    .where('resolved_at', 'is', null)
+    .orderBy('at', 'desc')
+    .limit(limit)
+    .execute();
+}
+
+export interface TenantStatus {
+  tenantId: string;
+  name: string;
+  connected: boolean;
+  lastRequestAt: Date | null;
+  accounts: { role: string; active: boolean; count: number }[];
+  deletedAccounts: number;
+  classes: number;
+  failures24h: number;
+  openConflicts24h: number;
+  openConflicts: number;
+}
+
+/** Sync health of one tenant, for the CLI and the admin API. */
+export async function tenantStatus(db: Executor, tenantId: string): Promise<TenantStatus | undefined> {
+  const tenant = await db.selectFrom('tenants').selectAll().where('id', '=', tenantId).executeTakeFirst();
+  if (!tenant) return undefined;
+  const since = sql<Date>`now() - interval '24 hours'`;
+  const [accounts, deleted, classes, failures, conflicts] = await Promise.all([
+    db
+      .selectFrom('accounts')
+      .select(['role', 'active', (eb) => eb.fn.countAll<string>().as('n')])
+      .where('tenant_id', '=', tenantId)
+      .where('managed_by', '=', 'sync')
+      .where('deleted_at', 'is', null)
+      .groupBy(['role', 'active'])
+      .orderBy('role')
+      .orderBy('active', 'desc')
+      .execute(),
+    db
+      .selectFrom('accounts')
+      .select((eb) => eb.fn.countAll<string>().as('n'))
+      .where('tenant_id', '=', tenantId)
+      .where('deleted_at', 'is not', null)
+      .executeTakeFirstOrThrow(),
+    db
+      .selectFrom('classes')
+      .select((eb) => eb.fn.countAll<string>().as('n'))
+      .where('tenant_id', '=', tenantId)
+      .where('managed_by', '=', 'sync')
+      .executeTakeFirstOrThrow(),
+    db
+      .selectFrom('audit_events')
+      .select((eb) => eb.fn.countAll<string>().as('n'))
+      .where('tenant_id', '=', tenantId)
+      .where('outcome', '=', 'failure')
+      .where('at', '>', since)
+      .executeTakeFirstOrThrow(),
+    db
+      .selectFrom('sync_conflicts')
+      .select([
+        (eb) => eb.fn.countAll<string>().as('open'),
+        (eb) => eb.fn.count<string>(sql`CASE WHEN at > now() - interval '24 hours' THEN 1 END`).as('recent'),
+      ])
+      .where('tenant_id', '=', tenantId)
+      .where('resolved_at', 'is', null)
+      .executeTakeFirstOrThrow(),
+  ]);
+  return {
+    tenantId,
+    name: tenant.name,
+    connected: tenant.disconnected_at === null,
+    lastRequestAt: tenant.last_request_at,
+    accounts: accounts.map((r) => ({ role: r.role, active: r.active, count: Number(r.n) })),
+    deletedAccounts: Number(deleted.n),
+    classes: Number(classes.n),
+    failures24h: Number(failures.n),
+    openConflicts24h: Number(conflicts.recent),
+    openConflicts: Number(conflicts.open),
+  };
+}
