@@ -10,6 +10,7 @@ import { authPlugin } from './plugins/auth.js';
 import secureJson from 'secure-json-parse';
 import { ScimError, notFound } from './errors.js';
 import { errorsPlugin, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
+import { adminRoutes } from './routes/admin.js';
 import { discoveryRoutes } from './routes/discovery.js';
 import { healthRoutes } from './routes/health.js';
 import { resourceRoutes } from './routes/resources.js';
@@ -85,6 +86,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
 
   await app.register(healthRoutes, { db });
+  await app.register(adminRoutes, { prefix: '/admin', config, db, keys });
 
   await app.register(
     async (scim) => {

@@ -4,13 +4,17 @@
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { loadSigningKeys } from './auth/keys.js';
-import { parseDuration, signToken } from './auth/tokens.js';
+import { parseDuration, signAdminToken, signToken } from './auth/tokens.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { createCredential, listCredentials, revokeCredential } from './db/credentials.js';
 import { isUuid } from './db/ids.js';
 import { listMigrations, migrateDown, migrateToLatest } from './db/migrate.js';
 import { openDatabase, type OpenDatabase } from './db/open.js';
-import { createTenant, findTenant, listTenants } from './db/tenants.js';
+import { purgeDeletedAccounts } from './db/accounts.js';
+import { createAdminCredential, revokeAdminCredential } from './db/admin-credentials.js';
+import { listOpenConflicts, recordAudit, tenantStatus } from './db/audit.js';
+import type { Role } from './db/database.js';
+import { connectTenant, createTenant, disconnectTenant, findTenant, listTenants, updateTenantSettings } from './db/tenants.js';
 
 export interface CliIo {
   out: (text: string) => void;
@@ -49,6 +53,26 @@ function table(rows: readonly (readonly string[])[]): string {
 }
 
 const iso = (d: Date | null): string => (d ? d.toISOString() : '-');
+
+const SYNC_ROLES: readonly Role[] = ['student', 'teacher', 'staff'];
+
+function roleMapOption(value: string, previous: Record<string, Role> = {}): Record<string, Role> {
+  const match = /^(.+)=(\w+)$/.exec(value);
+  const role = match?.[2]?.toLowerCase() as Role | undefined;
+  if (!match?.[1] || !role || !SYNC_ROLES.includes(role)) {
+    throw new InvalidArgumentError(`"${value}" is not SOURCE=ROLE with ROLE one of ${SYNC_ROLES.join(', ')} (sync never grants admin).`);
+  }
+  return { ...previous, [match[1].trim().toLowerCase()]: role };
+}
+
+function wholeNumber(min: number, max: number) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+      throw new InvalidArgumentError(`"${value}" must be a whole number from ${min} to ${max}.`);
+    }
+    return Number(value);
+  };
+}
 
 export function buildCli(io: CliIo): Command {
   let config: Config | undefined;
@@ -161,6 +185,148 @@ export function buildCli(io: CliIo): Command {
             ]),
           ]),
         );
+      });
+    });
+
+  tenant
+    .command('set')
+    .description("change a tenant's settings: name, verified domains, role mapping, retention")
+    .argument('<id>', 'the tenant id', uuidArgument('tenant'))
+    .option('--name <name>', 'the organisation name')
+    .option('--domain <domain>', 'a verified e-mail domain; the list given replaces the old one (repeat for several)', domainOption)
+    .option('--no-domains', 'remove every verified domain (no account is adopted by e-mail)')
+    .option('--role-map <source=role>', 'map a source value (app role, SDS ObjectType, primaryRole, userType) to student, teacher or staff; the list given replaces the old one', roleMapOption)
+    .option('--no-role-map', 'clear the role mapping (the defaults apply)')
+    .option('--retention-days <days>', 'days a deleted account is kept before purge', wholeNumber(0, 3650))
+    .option('--json', 'print JSON')
+    .action(
+      async (
+        id: string,
+        options: { name?: string; domain?: string[] | undefined; domains?: boolean; roleMap?: Record<string, Role> | false; retentionDays?: number; json?: boolean },
+      ) => {
+        const name = options.name?.trim();
+        if (name !== undefined && (name.length === 0 || name.length > 200)) throw new CliError('--name must be 1 to 200 characters.');
+        const domains = options.domains === false ? [] : options.domain;
+        const roleMapping = options.roleMap === false ? {} : options.roleMap;
+        if (name === undefined && domains === undefined && roleMapping === undefined && options.retentionDays === undefined) {
+          throw new CliError('Nothing to change: give --name, --domain, --no-domains, --role-map, --no-role-map or --retention-days.');
+        }
+        await withDatabase(async ({ db }) => {
+          const row = await updateTenantSettings(db, id, {
+            ...(name !== undefined ? { name } : {}),
+            ...(domains !== undefined ? { verifiedDomains: domains } : {}),
+            ...(roleMapping !== undefined ? { roleMapping } : {}),
+            ...(options.retentionDays !== undefined ? { retentionDays: options.retentionDays } : {}),
+          });
+          if (!row) throw new CliError(`No tenant ${id}.`);
+          const changed = [
+            ...(name !== undefined ? ['name'] : []),
+            ...(domains !== undefined ? ['verifiedDomains'] : []),
+            ...(roleMapping !== undefined ? ['roleMapping'] : []),
+            ...(options.retentionDays !== undefined ? ['retentionDays'] : []),
+          ];
+          await recordAudit(db, { tenantId: id, action: 'settings', objectType: 'tenant', objectId: id, objectRef: row.name, outcome: 'success', details: { changed } });
+          const settings = { id: row.id, name: row.name, verifiedDomains: row.verified_domains, roleMapping: row.role_mapping, retentionDays: row.retention_days };
+          if (options.json) json(settings);
+          else io.out(`Updated tenant ${row.id}: ${changed.join(', ')}.\n${JSON.stringify(settings, null, 2)}`);
+        });
+      },
+    );
+
+  tenant
+    .command('disconnect')
+    .description('revoke the tenant\'s credentials and turn synced accounts and classes into manual ones (nothing is deleted)')
+    .argument('<id>', 'the tenant id', uuidArgument('tenant'))
+    .action(async (id: string) => {
+      await withDatabase(async ({ db }, cfg) => {
+        const result = await disconnectTenant(db, id);
+        if (!result) throw new CliError(`No tenant ${id}.`);
+        await recordAudit(db, { tenantId: id, action: 'disconnect', objectType: 'tenant', objectId: id, outcome: 'success', details: result });
+        io.out(
+          `Disconnected ${id}: ${result.credentials} credentials revoked (refused within ${cfg.credentialCacheSeconds} seconds), ` +
+            `${result.accounts} accounts and ${result.classes} classes are now manual. Nothing was deleted.`,
+        );
+      });
+    });
+
+  tenant
+    .command('connect')
+    .description('connect a disconnected tenant again; issue a new token, and Entra adopts its accounts and classes by external id')
+    .argument('<id>', 'the tenant id', uuidArgument('tenant'))
+    .action(async (id: string) => {
+      await withDatabase(async ({ db }) => {
+        const row = await connectTenant(db, id);
+        if (!row) throw new CliError(`No tenant ${id}.`);
+        await recordAudit(db, { tenantId: id, action: 'connect', objectType: 'tenant', objectId: id, objectRef: row.name, outcome: 'success' });
+        io.out(`Connected ${id}. Next: portal-scim token issue --tenant ${id}`);
+      });
+    });
+
+  program
+    .command('purge')
+    .description("remove accounts deleted longer ago than their tenant's retention period (the server also does this hourly)")
+    .option('--tenant <id>', 'only this tenant', uuidArgument('tenant'))
+    .action(async (options: { tenant?: string }) => {
+      await withDatabase(async ({ db }) => {
+        const purged = await purgeDeletedAccounts(db, options.tenant);
+        for (const [tenantId, count] of purged) {
+          await recordAudit(db, { tenantId, action: 'purge', objectType: 'tenant', objectId: tenantId, outcome: 'success', details: { accounts: count } });
+        }
+        const total = [...purged.values()].reduce((a, b) => a + b, 0);
+        io.out(`Purged ${total} deleted account${total === 1 ? '' : 's'}.`);
+      });
+    });
+
+  program
+    .command('status')
+    .description("a tenant's sync health: last request, counts by role and state, failures and open conflicts")
+    .requiredOption('--tenant <id>', 'the tenant id', uuidArgument('tenant'))
+    .option('--json', 'print JSON')
+    .action(async (options: { tenant: string; json?: boolean }) => {
+      await withDatabase(async ({ db }) => {
+        const status = await tenantStatus(db, options.tenant);
+        if (!status) throw new CliError(`No tenant ${options.tenant}.`);
+        const conflicts = await listOpenConflicts(db, options.tenant, 20);
+        if (options.json) {
+          json({ ...status, conflicts: conflicts.map((c) => ({ id: c.id, at: c.at, kind: c.kind, objectRef: c.object_ref, detail: c.detail })) });
+          return;
+        }
+        io.out(`Tenant:        ${status.name} (${status.tenantId}), ${status.connected ? 'connected' : 'disconnected'}`);
+        io.out(`Last request:  ${iso(status.lastRequestAt)}`);
+        io.out(`Classes:       ${status.classes}`);
+        io.out(`Deleted accounts awaiting purge: ${status.deletedAccounts}`);
+        io.out(table([['ROLE', 'STATE', 'ACCOUNTS'], ...status.accounts.map((a) => [a.role, a.active ? 'active' : 'inactive', String(a.count)])]));
+        io.out(`Failures (24 h):        ${status.failures24h}`);
+        io.out(`Open conflicts (24 h):  ${status.openConflicts24h} (all open: ${status.openConflicts})`);
+        for (const c of conflicts) io.out(`  ${iso(c.at)}  ${c.kind}  ${c.object_ref ?? ''}  ${c.detail}`);
+      });
+    });
+
+  const adminToken = program.command('admin-token').description('credentials of the admin API (/admin), for the portal team');
+  adminToken
+    .command('issue')
+    .description('issue an admin API token')
+    .option('--expires <duration>', 'lifetime such as 90d (default: no expiry)', durationOption)
+    .option('--label <text>', 'a note to recognise the token by')
+    .option('--json', 'print JSON')
+    .action(async (options: { expires?: number; label?: string; json?: boolean }) => {
+      await withDatabase(async ({ db }, cfg) => {
+        const expiresAt = options.expires ? new Date(Date.now() + options.expires) : null;
+        const row = await createAdminCredential(db, options.label ?? null, expiresAt);
+        const keys = await loadSigningKeys(cfg);
+        const secret = signAdminToken({ keys, issuer: cfg.jwtIssuer, audience: cfg.jwtAudience }, row.id, expiresAt);
+        if (options.json) json({ id: row.id, token: secret, adminUrl: `${cfg.publicUrl}/admin`, expiresAt });
+        else io.out(`Admin API:     ${cfg.publicUrl}/admin\nAdmin token:   ${secret}\nCredential id: ${row.id}`);
+      });
+    });
+  adminToken
+    .command('revoke')
+    .description('revoke an admin API token')
+    .argument('<id>', 'the credential id', uuidArgument('credential'))
+    .action(async (id: string) => {
+      await withDatabase(async ({ db }) => {
+        if (!(await revokeAdminCredential(db, id))) throw new CliError(`No admin credential ${id}.`);
+        io.out(`Revoked ${id}.`);
       });
     });
 

@@ -9,8 +9,12 @@ import { loadSigningKeys } from './auth/keys.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { migrateToLatest } from './db/migrate.js';
 import { openDatabase, type OpenDatabase } from './db/open.js';
+import { purgeDeletedAccounts } from './db/accounts.js';
+import { recordAudit } from './db/audit.js';
 import { countTenants } from './db/tenants.js';
 import { createLogger } from './logger.js';
+
+const PURGE_EVERY_MS = 60 * 60 * 1000;
 
 export interface RunningServer {
   app: FastifyInstance;
@@ -45,11 +49,24 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           'then npx portal-scim token issue --tenant <tenant id>',
       );
     }
+    // Rule 7: deleted accounts leave the database after their tenant's retention period.
+    const purge = setInterval(() => {
+      purgeDeletedAccounts(database.db)
+        .then(async (purged) => {
+          for (const [tenantId, count] of purged) {
+            await recordAudit(database.db, { tenantId, action: 'purge', objectType: 'tenant', objectId: tenantId, outcome: 'success', details: { accounts: count } });
+            logger.info({ tenantId, accounts: count }, 'purged deleted accounts');
+          }
+        })
+        .catch((error: unknown) => logger.warn({ err: error }, 'purge failed; it runs again in an hour'));
+    }, PURGE_EVERY_MS);
+    purge.unref();
     return {
       app,
       database,
       url,
       async close() {
+        clearInterval(purge);
         await app.close();
         await database.close();
       },

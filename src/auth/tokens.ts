@@ -11,6 +11,21 @@ export interface TokenClaims {
   jti: string;
 }
 
+/** Admin API tokens carry their own audience, so a SCIM token is never an admin token. */
+export const adminAudience = (audience: string): string => `${audience}:admin`;
+
+export function signAdminToken(settings: TokenSettings, credentialId: string, expiresAt?: Date | null): string {
+  const sign = createSigner({
+    key: settings.keys.current.secret,
+    algorithm: TOKEN_ALGORITHM,
+    iss: settings.issuer,
+    aud: adminAudience(settings.audience),
+    kid: settings.keys.current.kid,
+    ...(expiresAt ? { expiresIn: Math.max(1, expiresAt.getTime() - Date.now()) } : {}),
+  });
+  return sign({ jti: credentialId, scope: 'admin' });
+}
+
 export interface TokenSettings {
   keys: SigningKeys;
   issuer: string;

@@ -59,3 +59,43 @@ export async function updateTenantSettings(db: Db, id: string, settings: TenantS
     .returningAll()
     .executeTakeFirst();
 }
+
+/**
+ * Rule 8: revokes every credential of the tenant and turns its synced accounts
+ * and classes into manual, editable ones. Nothing is deleted.
+ */
+export async function disconnectTenant(db: Db, id: string): Promise<{ accounts: number; classes: number; credentials: number } | undefined> {
+  return db.transaction().execute(async (trx) => {
+    const tenant = await trx.updateTable('tenants').set({ disconnected_at: new Date(), updated_at: new Date() }).where('id', '=', id).returning('id').executeTakeFirst();
+    if (!tenant) return undefined;
+    const credentials = await trx
+      .updateTable('credentials')
+      .set({ revoked_at: new Date() })
+      .where('tenant_id', '=', id)
+      .where('revoked_at', 'is', null)
+      .executeTakeFirst();
+    const accounts = await trx
+      .updateTable('accounts')
+      .set((eb) => ({ managed_by: 'manual', version: eb('version', '+', 1), updated_at: new Date() }))
+      .where('tenant_id', '=', id)
+      .where('managed_by', '=', 'sync')
+      .executeTakeFirst();
+    const classes = await trx
+      .updateTable('classes')
+      .set((eb) => ({ managed_by: 'manual', version: eb('version', '+', 1), updated_at: new Date() }))
+      .where('tenant_id', '=', id)
+      .where('managed_by', '=', 'sync')
+      .executeTakeFirst();
+    // Memberships Entra made become the portal's own, so the classes keep them.
+    await trx.updateTable('class_memberships').set({ manual: true, synced: false }).where('tenant_id', '=', id).where('synced', '=', true).execute();
+    return {
+      accounts: Number(accounts.numUpdatedRows),
+      classes: Number(classes.numUpdatedRows),
+      credentials: Number(credentials.numUpdatedRows),
+    };
+  });
+}
+
+export async function connectTenant(db: Db, id: string): Promise<TenantRow | undefined> {
+  return db.updateTable('tenants').set({ disconnected_at: null, updated_at: new Date() }).where('id', '=', id).returningAll().executeTakeFirst();
+}

@@ -1,0 +1,226 @@
+// Rules 2, 3 and 8 at the HTTP boundary: adoption of manual accounts by
+// e-mail or userName (verified domains only), admin accounts never touched,
+// deleted or linked accounts never adopted, disconnect and reconnect.
+import t from 'tap';
+import { runCli } from '../src/cli.js';
+import { testApp, testEnv, type TestApp } from './helpers/app.js';
+import { GROUP, client, entraUser, patch } from './helpers/scim.js';
+
+async function manualAccount(env: TestApp, values: { user_name: string; email?: string; role?: 'student' | 'teacher' | 'admin'; external_id?: string; deleted?: boolean }) {
+  return env.db
+    .insertInto('accounts')
+    .values({
+      tenant_id: env.tenant.id,
+      managed_by: 'manual',
+      user_name: values.user_name,
+      email: values.email ?? null,
+      role: values.role ?? 'teacher',
+      external_id: values.external_id ?? null,
+      given_name: 'Old',
+      scim: '{}',
+      ...(values.deleted ? { deleted_at: new Date() } : {}),
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+async function cli(env: TestApp, ...argv: string[]) {
+  const out: string[] = [];
+  const code = await runCli(argv, { out: (s) => out.push(s), err: (s) => out.push(s), env: testEnv({ DATABASE_URL: env.database.url }) });
+  return { code, out: out.join('\n') };
+}
+
+t.test('a manual account with the same e-mail in a verified domain is adopted', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const old = await manualAccount(env, { user_name: 'lena.teacher', email: 'Pupil1@School.example' });
+  const klass = await env.db.insertInto('classes').values({ tenant_id: env.tenant.id, display_name: 'Hand class', scim: '{}' }).returning('id').executeTakeFirstOrThrow();
+  await env.db.insertInto('class_memberships').values({ tenant_id: env.tenant.id, class_id: klass.id, account_id: old.id, manual: true }).execute();
+
+  const res = await scim('POST', '/Users', entraUser(1));
+  t.equal(res.statusCode, 201, res.body);
+  t.equal(res.json().id, old.id, 'the portal account keeps its id');
+  const row = await env.db.selectFrom('accounts').selectAll().where('id', '=', old.id).executeTakeFirstOrThrow();
+  t.match(row, { managed_by: 'sync', user_name: 'Pupil1@School.example', given_name: 'Pupil', external_id: '00000000-0000-4000-8000-000000000001', role: 'student' });
+  t.equal((await env.db.selectFrom('accounts').select('id').where('tenant_id', '=', env.tenant.id).execute()).length, 1, 'no second account');
+  t.equal((await env.db.selectFrom('class_memberships').select('account_id').where('account_id', '=', old.id).execute()).length, 1, 'what referenced the account stays');
+  const audit = await env.db.selectFrom('audit_events').selectAll().where('action', '=', 'adopt').executeTakeFirstOrThrow();
+  t.match(audit, {
+    tenant_id: env.tenant.id,
+    object_id: old.id,
+    credential_id: env.credentialId,
+    outcome: 'success',
+    details: { matchedBy: 'address', portalAccount: { id: old.id, userName: 'lena.teacher' }, entraObject: { externalId: '00000000-0000-4000-8000-000000000001' } },
+  });
+  t.match(audit.request_id, /\S/, 'the audit event names the request');
+});
+
+t.test('adoption by userName, and never outside the rules', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const byName = await manualAccount(env, { user_name: 'pupil2@school.example' });
+  t.equal((await scim('POST', '/Users', entraUser(2))).json().id, byName.id, 'userName match in any case adopts');
+
+  const deleted = await manualAccount(env, { user_name: 'gone', email: 'pupil3@school.example', deleted: true });
+  const fresh = await scim('POST', '/Users', entraUser(3));
+  t.not(fresh.json().id, deleted.id, 'a deleted account with a reused e-mail is never adopted');
+  t.match(await env.db.selectFrom('accounts').selectAll().where('id', '=', deleted.id).executeTakeFirstOrThrow(), { managed_by: 'manual', user_name: 'gone' });
+
+  const outside = await manualAccount(env, { user_name: 'pupil4@elsewhere.example' });
+  const other = await scim('POST', '/Users', entraUser(4, { userName: 'pupil4@elsewhere.example', emails: [{ type: 'work', value: 'pupil4@elsewhere.example' }] }));
+  t.equal(other.statusCode, 201);
+  t.not(other.json().id, outside.id, 'an address outside the verified domains gives a new account');
+  t.match(await env.db.selectFrom('accounts').selectAll().where('id', '=', outside.id).executeTakeFirstOrThrow(), { managed_by: 'manual' }, 'the manual one is untouched');
+
+  const linked = await manualAccount(env, { user_name: 'pupil5@school.example', external_id: 'another-entra-object' });
+  const fifth = await scim('POST', '/Users', entraUser(5));
+  t.not(fifth.json().id, linked.id, 'an account linked to another Entra object is not adopted');
+});
+
+t.test('an admin collision is refused with 409, leaves the admin alone, and is visible at once', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const admin = await manualAccount(env, { user_name: 'principal', email: 'pupil6@school.example', role: 'admin' });
+  const res = await scim('POST', '/Users', entraUser(6));
+  t.equal(res.statusCode, 409);
+  t.match(res.json(), { status: '409', scimType: 'uniqueness', detail: /belongs to a portal admin account/ });
+  t.same(await env.db.selectFrom('accounts').selectAll().where('id', '=', admin.id).executeTakeFirstOrThrow(), admin, 'the admin row is unchanged');
+  t.equal((await env.db.selectFrom('accounts').select('id').where('tenant_id', '=', env.tenant.id).execute()).length, 1, 'nothing was created');
+  const conflict = await env.db.selectFrom('sync_conflicts').selectAll().executeTakeFirstOrThrow();
+  t.match(conflict, { tenant_id: env.tenant.id, kind: 'admin-collision', account_id: admin.id, object_ref: 'Pupil6@School.example', resolved_at: null });
+
+  // A change of a synced user onto an admin's address is refused the same way.
+  const id = (await scim('POST', '/Users', entraUser(7))).json().id as string;
+  const update = await scim('PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'userName', value: 'PRINCIPAL' }));
+  t.equal(update.statusCode, 409);
+  t.equal((await env.db.selectFrom('accounts').select('user_name').where('id', '=', id).executeTakeFirstOrThrow()).user_name, 'Pupil7@School.example');
+  t.equal((await env.db.selectFrom('sync_conflicts').select('id').execute()).length, 2);
+
+  const status = await cli(env, 'status', '--tenant', env.tenant.id, '--json');
+  t.equal(status.code, 0, status.out);
+  const parsed = JSON.parse(status.out);
+  t.match(parsed, { openConflicts24h: 2, openConflicts: 2, classes: 0, accounts: [{ role: 'student', active: true, count: 1 }] });
+  t.equal(parsed.conflicts[0].kind, 'admin-collision');
+  const text = await cli(env, 'status', '--tenant', env.tenant.id);
+  t.match(text.out, /Open conflicts \(24 h\): +2/);
+  t.match(text.out, /admin-collision/);
+});
+
+t.test('roles: app roles, then the school extension, then userType, through the tenant mapping', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const role = async (id: string) => (await env.db.selectFrom('accounts').select('role').where('id', '=', id).executeTakeFirstOrThrow()).role;
+  const PORTAL = 'urn:ietf:params:scim:schemas:extension:portal:2.0:User';
+  const cases: [Record<string, unknown>, string][] = [
+    [{ roles: [{ primary: 'True', value: 'Teacher', type: 'WindowsAzureActiveDirectoryRole' }], [PORTAL]: { role: 'Student' }, userType: 'Student' }, 'teacher'],
+    [{ [PORTAL]: { role: 'Teacher' }, userType: 'Student' }, 'teacher'],
+    [{ userType: 'faculty' }, 'teacher'],
+    [{ userType: 'Guest' }, 'student'],
+    [{ roles: [{ value: 'Admin' }] }, 'student'],
+    [{ [PORTAL]: { role: 'Janitor' } }, 'student'],
+  ];
+  let n = 10;
+  for (const [extra, expected] of cases) {
+    const res = await scim('POST', '/Users', entraUser(n++, extra));
+    t.equal(await role(res.json().id as string), expected, JSON.stringify(extra));
+  }
+  const set = await cli(env, 'tenant', 'set', env.tenant.id, '--role-map', 'Janitor=staff', '--role-map', 'Guest=teacher');
+  t.equal(set.code, 0, set.out);
+  const refused = await cli(env, 'tenant', 'set', env.tenant.id, '--role-map', 'Boss=admin');
+  t.equal(refused.code, 1, 'the mapping can never grant admin');
+  t.match(refused.out, /sync never grants admin/);
+  // A new credential lookup reads the new mapping (the test cache is off).
+  const staff = await scim('POST', '/Users', entraUser(n++, { [PORTAL]: { role: 'janitor' } }));
+  t.equal(await role(staff.json().id as string), 'staff');
+  const id = (await scim('POST', '/Users', entraUser(n))).json().id as string;
+  await scim('PATCH', `/Users/${id}`, patch({ op: 'Replace', path: 'userType', value: 'Guest' }));
+  t.equal(await role(id), 'teacher', 'a change of role is applied');
+});
+
+t.test('deactivation keeps everything and reactivation restores it exactly', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const id = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+  const group = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: '4B', members: [{ value: id }] })).json().id as string;
+  const before = await env.db.selectFrom('accounts').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+  await scim('PATCH', `/Users/${id}`, patch({ op: 'Replace', path: 'active', value: 'False' }));
+  const off = await env.db.selectFrom('accounts').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+  t.match(off, { active: false, deleted_at: null });
+  t.equal((await env.db.selectFrom('class_memberships').select('account_id').where('class_id', '=', group).execute()).length, 1, 'memberships stay');
+  await scim('PATCH', `/Users/${id}`, patch({ op: 'Replace', path: 'active', value: 'True' }));
+  const after = await env.db.selectFrom('accounts').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+  const { version: _v1, updated_at: _u1, ...a } = before;
+  const { version: _v2, updated_at: _u2, ...b } = after;
+  t.same(b, a, 'the account is exactly as before');
+  const actions = (await env.db.selectFrom('audit_events').select(['action', 'details']).where('object_id', '=', id).orderBy('id').execute()).map((e) => e.action);
+  t.same(actions, ['create', 'deactivate', 'reactivate']);
+});
+
+t.test('deleted accounts are purged after the retention period', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const keep = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+  const drop = (await scim('POST', '/Users', entraUser(2))).json().id as string;
+  await scim('DELETE', `/Users/${drop}`);
+  t.equal((await cli(env, 'purge')).out, 'Purged 0 deleted accounts.', 'within the retention period nothing goes');
+  t.equal((await cli(env, 'tenant', 'set', env.tenant.id, '--retention-days', '0')).code, 0);
+  t.equal((await cli(env, 'purge', '--tenant', env.tenant.id)).out, 'Purged 1 deleted account.');
+  t.same((await env.db.selectFrom('accounts').select('id').where('tenant_id', '=', env.tenant.id).execute()).map((r) => r.id), [keep]);
+  const purge = await env.db.selectFrom('audit_events').selectAll().where('action', '=', 'purge').executeTakeFirstOrThrow();
+  t.same(purge.details, { accounts: 1 });
+  for (const bad of [['--retention-days', '-1'], ['--retention-days', '9999'], ['--domain', 'no domain']]) {
+    t.equal((await cli(env, 'tenant', 'set', env.tenant.id, ...bad)).code, 1, bad.join(' '));
+  }
+});
+
+t.test('disconnect turns synced data manual and revokes; connect lets Entra adopt it again', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const user = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+  const group = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: '9A', externalId: 'class-9a', members: [{ value: user }] })).json().id as string;
+
+  const out = await cli(env, 'tenant', 'disconnect', env.tenant.id);
+  t.equal(out.code, 0, out.out);
+  t.match(out.out, /1 accounts and 1 classes are now manual/);
+  t.equal((await scim('GET', '/Users')).statusCode, 401, 'the credential is revoked');
+  t.match(await env.db.selectFrom('accounts').selectAll().where('id', '=', user).executeTakeFirstOrThrow(), { managed_by: 'manual', deleted_at: null });
+  t.match(await env.db.selectFrom('classes').selectAll().where('id', '=', group).executeTakeFirstOrThrow(), { managed_by: 'manual' });
+  t.match(await env.db.selectFrom('class_memberships').selectAll().where('class_id', '=', group).executeTakeFirstOrThrow(), { manual: true });
+  t.equal((await cli(env, 'token', 'issue', '--tenant', env.tenant.id)).code, 1, 'no token for a disconnected tenant');
+
+  t.equal((await cli(env, 'tenant', 'connect', env.tenant.id)).code, 0);
+  const issued = await cli(env, 'token', 'issue', '--tenant', env.tenant.id, '--json');
+  const again = client(env.app, { authorization: `Bearer ${JSON.parse(issued.out).token as string}`, 'content-type': 'application/scim+json' });
+  const readopted = await again('POST', '/Users', entraUser(1, { emails: [{ type: 'work', value: 'changed@unverified.example' }] }));
+  t.equal(readopted.json().id, user, 'the account is adopted again by Entra object id');
+  const regroup = await again('POST', '/Groups', { schemas: [GROUP], displayName: '9A', externalId: 'class-9a' });
+  t.equal(regroup.statusCode, 201);
+  t.equal(regroup.json().id, group, 'the class is adopted again by external id');
+  t.same(regroup.json().members, [], 'its hand-kept members are not shown as synced');
+  const actions = (await env.db.selectFrom('audit_events').select('action').orderBy('id').execute()).map((r) => r.action);
+  t.same(actions.filter((a) => ['disconnect', 'connect', 'adopt'].includes(a)), ['disconnect', 'connect', 'adopt', 'adopt']);
+});
+
+t.test('the audit log names changed attributes, never their values; failures are counted', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const id = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+  await scim('PATCH', `/Users/${id}`, patch({ op: 'replace', value: { 'name.givenName': 'Secretvalue', title: 'Pupil' } }));
+  const update = await env.db.selectFrom('audit_events').selectAll().where('action', '=', 'update').executeTakeFirstOrThrow();
+  t.same(update.details, { changed: ['name', 'title'] });
+  t.match(update, { object_ref: 'Pupil1@School.example', credential_id: env.credentialId });
+  const all = JSON.stringify(await env.db.selectFrom('audit_events').selectAll().execute());
+  t.notMatch(all, /Secretvalue/, 'no attribute values in the audit log');
+  t.notMatch(all, new RegExp(env.token), 'no token in the audit log');
+
+  await scim('POST', '/Users', { schemas: ['urn:ietf:params:scim:schemas:core:2.0:User'], userName: 5 });
+  await scim('PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'nosuch', value: 1 }));
+  const failures = await env.db.selectFrom('audit_events').selectAll().where('outcome', '=', 'failure').orderBy('id').execute();
+  t.match(failures, [
+    { action: 'create', object_type: 'user', details: { status: 400 } },
+    { action: 'update', object_type: 'user', object_id: id, details: { status: 400 } },
+  ]);
+  const status = JSON.parse((await cli(env, 'status', '--tenant', env.tenant.id, '--json')).out);
+  t.equal(status.failures24h, 2);
+  t.type(status.lastRequestAt, 'string', 'the last request time is recorded');
+});
