@@ -129,15 +129,20 @@ export async function findAdminCollision(db: Executor, tenantId: string, address
   return query.executeTakeFirst();
 }
 
-/** Rule 8: a manual account that was synced before (same Entra object id), to adopt again. */
-export async function findAdoptableByExternalId(db: Executor, tenantId: string, externalId: string): Promise<AccountRow | undefined> {
+/** Accounts sync may take over: manual, live, never an admin. */
+function adoptable(db: Executor, tenantId: string) {
   return db
     .selectFrom('accounts')
     .selectAll()
     .where('tenant_id', '=', tenantId)
     .where('managed_by', '=', 'manual')
     .where('role', '<>', 'admin')
-    .where('deleted_at', 'is', null)
+    .where('deleted_at', 'is', null);
+}
+
+/** Rule 8: a manual account that was synced before (same Entra object id), to adopt again. */
+export async function findAdoptableByExternalId(db: Executor, tenantId: string, externalId: string): Promise<AccountRow | undefined> {
+  return adoptable(db, tenantId)
     .where('external_id', '=', externalId)
     .orderBy('created_at')
     .limit(1)
@@ -152,13 +157,7 @@ export async function findAdoptableByExternalId(db: Executor, tenantId: string, 
  */
 export async function findAdoptableByAddress(db: Executor, tenantId: string, addresses: readonly string[]): Promise<AccountRow | undefined> {
   if (addresses.length === 0) return undefined;
-  return db
-    .selectFrom('accounts')
-    .selectAll()
-    .where('tenant_id', '=', tenantId)
-    .where('managed_by', '=', 'manual')
-    .where('role', '<>', 'admin')
-    .where('deleted_at', 'is', null)
+  return adoptable(db, tenantId)
     .where('external_id', 'is', null)
     .where((eb) => eb.or([eb(eb.fn('lower', ['user_name']), 'in', addresses), eb(eb.fn('lower', ['email']), 'in', addresses)]))
     .orderBy(sql`lower(user_name) = ANY(${sql.val([...addresses])}::text[])`, 'desc')

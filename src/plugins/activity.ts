@@ -22,7 +22,7 @@ async function activity(app: FastifyInstance, options: { db: Db }): Promise<void
   const lastWritten = new Map<string, number>();
   app.decorateRequest('auditRecorded', false);
 
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', async (request) => {
     const auth = request.auth;
     if (!auth) return;
     const now = Date.now();
@@ -34,10 +34,16 @@ async function activity(app: FastifyInstance, options: { db: Db }): Promise<void
         .execute()
         .catch((error: unknown) => request.log.warn({ err: error }, 'could not record the last request time'));
     }
+  });
+
+  // Failed writes are recorded before the answer leaves, so whoever reads the
+  // status after a failure sees it.
+  app.addHook('onSend', async (request, reply, payload) => {
+    const auth = request.auth;
     const action = WRITE_ACTIONS[request.method];
-    if (!action || reply.statusCode < 400 || request.auditRecorded) return;
+    if (!auth || !action || reply.statusCode < 400 || request.auditRecorded) return payload;
     const [, resource = '', id] = /\/scim\/v2\/(Users|Groups)(?:\/([^/?]+))?/i.exec(request.url) ?? [];
-    if (!resource) return;
+    if (!resource) return payload;
     await recordAudit(db, {
       tenantId: auth.tenantId,
       action,
@@ -48,6 +54,7 @@ async function activity(app: FastifyInstance, options: { db: Db }): Promise<void
       requestId: request.id,
       details: { status: reply.statusCode },
     }).catch((error: unknown) => request.log.warn({ err: error }, 'could not record a failed write'));
+    return payload;
   });
 }
 
