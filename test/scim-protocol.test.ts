@@ -192,6 +192,9 @@ t.test('errors carry the right status and scimType, never 500', async (t) => {
     ['POST', `/Users/${id}`, {}, 405, undefined],
     ['DELETE', '/ServiceProviderConfig', undefined, 405, undefined],
     ['POST', '/Users', 'x'.repeat(1_100_000), 413, undefined],
+    ['POST', '/Users', { schemas: [USER], userName: 'nul\u0000byte@school.example' }, 400, 'invalidValue'],
+    ['PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'title', value: 'a\u0000b' }), 400, 'invalidValue'],
+    ['GET', `/Users?filter=${encodeURIComponent('userName eq "a\\u0000"')}`, undefined, 400, 'invalidValue'],
   ];
   for (const [method, url, body, status, scimType] of cases) {
     const res = await scim(method, url, body);

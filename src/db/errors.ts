@@ -1,7 +1,7 @@
 // Recognises PostgreSQL failures that mean "the database cannot answer now"
 // (it is down, restarting, overloaded, or a query ran out of time), so they
 // reach the client as 503 and never as 404 or 500.
-import { unavailable, type ScimError } from '../errors.js';
+import { badRequest, unavailable, type ScimError } from '../errors.js';
 
 const UNAVAILABLE_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'EAI_AGAIN']);
 const UNAVAILABLE_SQLSTATES = new Set([
@@ -43,9 +43,22 @@ function isDatabaseUnavailable(error: unknown, depth = 0): boolean {
   return isDatabaseUnavailable(cause, depth + 1);
 }
 
-/** The 503 for a database that cannot answer now, or undefined for any other error. */
-export function unavailableError(error: unknown): ScimError | undefined {
-  return isDatabaseUnavailable(error) ? unavailable('The database is unavailable; try again shortly.') : undefined;
+// A value the request carried that PostgreSQL cannot store or compare: data
+// exceptions (class 22: a NUL character, an out-of-range number or date, an
+// invalid text representation) and check or not-null violations.
+function isInvalidValue(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^(22[0-9A-Z]{3}|23502|23514)$/.test(code);
+}
+
+/**
+ * The SCIM error a database failure stands for: 503 for a database that cannot
+ * answer now, 400 invalidValue for a value it refuses; undefined for the rest.
+ */
+export function databaseError(error: unknown): ScimError | undefined {
+  if (isDatabaseUnavailable(error)) return unavailable('The database is unavailable; try again shortly.');
+  if (isInvalidValue(error)) return badRequest('invalidValue', 'A value in the request cannot be stored (for example a NUL character, or a number or date out of range).');
+  return undefined;
 }
 
 export function isUniqueViolation(error: unknown, constraint?: string): boolean {

@@ -2,7 +2,7 @@
 // right status and scimType. 5xx details are logged, never sent.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { unavailableError } from '../db/errors.js';
+import { databaseError } from '../db/errors.js';
 import { ScimError, type ScimType } from '../errors.js';
 
 export const SCIM_ERROR_SCHEMA = 'urn:ietf:params:scim:api:messages:2.0:Error';
@@ -53,7 +53,7 @@ function fromFastifyError(error: FastifyError): ScimError | undefined {
 
 export function toScimError(error: unknown): ScimError | undefined {
   if (error instanceof ScimError) return error;
-  return unavailableError(error) ?? fromFastifyError(error as FastifyError);
+  return databaseError(error) ?? fromFastifyError(error as FastifyError);
 }
 
 export function sendScimError(reply: FastifyReply, error: ScimError): FastifyReply {
