@@ -4,30 +4,8 @@
 // run; every test file clones its own database from it.
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import pg from 'pg';
-import { createDb } from '../src/db/database.js';
 import { openEmbeddedPostgres } from '../src/db/embedded.js';
-import { migrateToLatest } from '../src/db/migrate.js';
-import { TEMPLATE_DATABASE } from './helpers/database.js';
-
-async function buildTemplate(adminUrl: string): Promise<void> {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  try {
-    await admin.query(`DROP DATABASE IF EXISTS ${TEMPLATE_DATABASE} WITH (FORCE)`);
-    await admin.query(`CREATE DATABASE ${TEMPLATE_DATABASE}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(adminUrl);
-  url.pathname = `/${TEMPLATE_DATABASE}`;
-  const { db } = createDb(url.toString(), { poolSize: 1 });
-  try {
-    await migrateToLatest(db);
-  } finally {
-    await db.destroy();
-  }
-}
+import { buildTemplate } from './helpers/database.js';
 
 async function main(): Promise<number> {
   const given = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
@@ -37,7 +15,8 @@ async function main(): Promise<number> {
   const adminUrl = given ?? embedded?.adminUrl ?? '';
   process.stdout.write(`# tests on ${given ? 'the PostgreSQL at DATABASE_URL' : 'the embedded PostgreSQL'}\n`);
   try {
-    await buildTemplate(adminUrl);
+    process.env.TEST_DATABASE_URL = adminUrl;
+    await buildTemplate({ replace: true });
     const child = spawn('npx', ['tap', ...process.argv.slice(2)], {
       stdio: ['inherit', 'pipe', 'inherit'],
       env: { ...process.env, TEST_DATABASE_URL: adminUrl },

@@ -19,6 +19,11 @@ export interface SigningKeys {
   readonly byKid: ReadonlyMap<string, SigningKey>;
 }
 
+/** The secret a token names by its kid; an unknown kid gets the current key and so fails like a wrong signature. */
+export function secretFor(keys: SigningKeys, kid: unknown): string {
+  return (typeof kid === 'string' ? keys.byKid.get(kid)?.secret : undefined) ?? keys.current.secret;
+}
+
 function key(secret: string): SigningKey {
   return { kid: createHash('sha256').update(secret).digest('base64url').slice(0, 12), secret };
 }

@@ -15,15 +15,7 @@ export interface TokenClaims {
 export const adminAudience = (audience: string): string => `${audience}:admin`;
 
 export function signAdminToken(settings: TokenSettings, credentialId: string, expiresAt?: Date | null): string {
-  const sign = createSigner({
-    key: settings.keys.current.secret,
-    algorithm: TOKEN_ALGORITHM,
-    iss: settings.issuer,
-    aud: adminAudience(settings.audience),
-    kid: settings.keys.current.kid,
-    ...(expiresAt ? { expiresIn: Math.max(1, expiresAt.getTime() - Date.now()) } : {}),
-  });
-  return sign({ jti: credentialId, scope: 'admin' });
+  return sign(settings, adminAudience(settings.audience), { jti: credentialId, scope: 'admin' }, expiresAt);
 }
 
 export interface TokenSettings {
@@ -32,16 +24,19 @@ export interface TokenSettings {
   audience: string;
 }
 
-export function signToken(settings: TokenSettings, claims: TokenClaims, expiresAt?: Date | null): string {
-  const sign = createSigner({
+function sign(settings: TokenSettings, audience: string, claims: Record<string, string>, expiresAt?: Date | null): string {
+  return createSigner({
     key: settings.keys.current.secret,
     algorithm: TOKEN_ALGORITHM,
     iss: settings.issuer,
-    aud: settings.audience,
+    aud: audience,
     kid: settings.keys.current.kid,
     ...(expiresAt ? { expiresIn: Math.max(1, expiresAt.getTime() - Date.now()) } : {}),
-  });
-  return sign({ tid: claims.tid, jti: claims.jti });
+  })(claims);
+}
+
+export function signToken(settings: TokenSettings, claims: TokenClaims, expiresAt?: Date | null): string {
+  return sign(settings, settings.audience, { tid: claims.tid, jti: claims.jti }, expiresAt);
 }
 
 const UNITS: Record<string, number> = {

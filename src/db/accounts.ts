@@ -1,26 +1,18 @@
 // Queries on accounts. SCIM sees only synced, live accounts of its tenant.
 import { sql, type Expression, type Selectable, type SqlBool, type Transaction } from 'kysely';
 import { conflict } from '../errors.js';
-import type { AccountsTable, Database, Db, JsonObject, Role } from './database.js';
+import type { AccountsTable, Database, Db, JsonObject } from './database.js';
 import { isUniqueViolation } from './errors.js';
+import { readPage, type Page } from './paging.js';
 
 export type AccountRow = Selectable<AccountsTable>;
 type Executor = Db | Transaction<Database>;
 
-/** The columns a SCIM write sets, derived from the resource by the mapper. */
-export interface AccountValues {
-  user_name: string;
-  external_id: string | null;
-  email: string | null;
-  given_name: string | null;
-  family_name: string | null;
-  display_name: string | null;
-  school_id: string | null;
-  grade: string | null;
-  active: boolean;
-  role: Role;
-  scim: JsonObject;
-}
+/** The columns a SCIM write sets, derived from the resource by the mapper; scim as an object. */
+export type AccountValues = Pick<
+  AccountRow,
+  'user_name' | 'external_id' | 'email' | 'given_name' | 'family_name' | 'display_name' | 'school_id' | 'grade' | 'active' | 'role'
+> & { scim: JsonObject };
 
 function uniqueness(error: unknown, userName: string): never {
   if (isUniqueViolation(error, 'accounts_synced_user_name_key')) {
@@ -58,10 +50,20 @@ export async function findSyncedAccount(db: Executor, tenantId: string, id: stri
 }
 
 export async function updateSyncedAccount(db: Executor, tenantId: string, id: string, values: AccountValues): Promise<AccountRow> {
+  return writeAccount(db, tenantId, id, values);
+}
+
+// Every change of an account row moves its version (the ETag) and lastModified.
+async function writeAccount(db: Executor, tenantId: string, id: string, values: AccountValues, adopt = false): Promise<AccountRow> {
   try {
     return await db
       .updateTable('accounts')
-      .set((eb) => ({ ...toRow(values), version: eb('version', '+', 1), updated_at: sql<Date>`clock_timestamp()` }))
+      .set((eb) => ({
+        ...toRow(values),
+        ...(adopt ? { managed_by: 'sync' as const } : {}),
+        version: eb('version', '+', 1),
+        updated_at: sql<Date>`clock_timestamp()`,
+      }))
       .where('tenant_id', '=', tenantId)
       .where('id', '=', id)
       .returningAll()
@@ -100,20 +102,24 @@ function synced(db: Executor, tenantId: string, where?: Expression<SqlBool>) {
   return query;
 }
 
-export async function listSyncedAccounts(db: Executor, tenantId: string, q: ListQuery): Promise<AccountRow[]> {
-  if (q.limit === 0) return [];
-  let query = synced(db, tenantId, q.where).selectAll('a');
-  if (q.orderBy) query = query.orderBy(q.orderBy, (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
-  return query.orderBy('a.id').offset(q.offset).limit(q.limit).execute();
+/** A page of synced, live accounts matching the filter, with the exact total. */
+export async function listSyncedAccounts(db: Executor, tenantId: string, q: ListQuery): Promise<Page<AccountRow>> {
+  return readPage<AccountRow>(
+    q.limit,
+    q.offset,
+    () => {
+      let query = synced(db, tenantId, q.where).selectAll('a').select(sql<string>`count(*) over ()`.as('total_count'));
+      if (q.orderBy) query = query.orderBy(q.orderBy, (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
+      return query.orderBy('a.id').offset(q.offset).limit(q.limit).execute();
+    },
+    async () => {
+      const row = await synced(db, tenantId, q.where)
+        .select((eb) => eb.fn.countAll<string>().as('n'))
+        .executeTakeFirstOrThrow();
+      return Number(row.n);
+    },
+  );
 }
-
-export async function countSyncedAccounts(db: Executor, tenantId: string, where?: Expression<SqlBool>): Promise<number> {
-  const row = await synced(db, tenantId, where)
-    .select((eb) => eb.fn.countAll<string>().as('n'))
-    .executeTakeFirstOrThrow();
-  return Number(row.n);
-}
-
 
 /** Rule 3: an admin account of the tenant that has one of these addresses as userName or e-mail. */
 export async function findAdminCollision(db: Executor, tenantId: string, addresses: readonly string[], exceptId?: string): Promise<AccountRow | undefined> {
@@ -169,22 +175,7 @@ export async function findAdoptableByAddress(db: Executor, tenantId: string, add
 
 /** Takes a manual account over: same id, values from Entra, managed by sync from now on. */
 export async function adoptAccount(db: Executor, tenantId: string, id: string, values: AccountValues): Promise<AccountRow> {
-  try {
-    return await db
-      .updateTable('accounts')
-      .set((eb) => ({
-        ...toRow(values),
-        managed_by: 'sync',
-        version: eb('version', '+', 1),
-        updated_at: sql<Date>`clock_timestamp()`,
-      }))
-      .where('tenant_id', '=', tenantId)
-      .where('id', '=', id)
-      .returningAll()
-      .executeTakeFirstOrThrow();
-  } catch (error) {
-    return uniqueness(error, values.user_name);
-  }
+  return writeAccount(db, tenantId, id, values, true);
 }
 
 /** Rule 7: removes accounts deleted longer ago than their tenant's retention period. */

@@ -4,6 +4,7 @@ import { sql, type Expression, type Selectable, type SqlBool, type Transaction }
 import { conflict } from '../errors.js';
 import type { ClassesTable, Database, Db, JsonObject } from './database.js';
 import { isUniqueViolation } from './errors.js';
+import { readPage, type Page } from './paging.js';
 
 export type ClassRow = Selectable<ClassesTable>;
 type Executor = Db | Transaction<Database>;
@@ -90,18 +91,23 @@ export interface ClassListQuery {
   limit: number;
 }
 
-export async function listSyncedClasses(db: Executor, tenantId: string, q: ClassListQuery): Promise<ClassRow[]> {
-  if (q.limit === 0) return [];
-  let query = synced(db, tenantId, q.where).selectAll('c');
-  if (q.orderBy) query = query.orderBy(q.orderBy, (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
-  return query.orderBy('c.id').offset(q.offset).limit(q.limit).execute();
-}
-
-export async function countSyncedClasses(db: Executor, tenantId: string, where?: Expression<SqlBool>): Promise<number> {
-  const row = await synced(db, tenantId, where)
-    .select((eb) => eb.fn.countAll<string>().as('n'))
-    .executeTakeFirstOrThrow();
-  return Number(row.n);
+/** A page of synced classes matching the filter, with the exact total. */
+export async function listSyncedClasses(db: Executor, tenantId: string, q: ClassListQuery): Promise<Page<ClassRow>> {
+  return readPage<ClassRow>(
+    q.limit,
+    q.offset,
+    () => {
+      let query = synced(db, tenantId, q.where).selectAll('c').select(sql<string>`count(*) over ()`.as('total_count'));
+      if (q.orderBy) query = query.orderBy(q.orderBy, (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
+      return query.orderBy('c.id').offset(q.offset).limit(q.limit).execute();
+    },
+    async () => {
+      const row = await synced(db, tenantId, q.where)
+        .select((eb) => eb.fn.countAll<string>().as('n'))
+        .executeTakeFirstOrThrow();
+      return Number(row.n);
+    },
+  );
 }
 
 /** The synced members of some classes, with the display names of their accounts. */

@@ -5,7 +5,7 @@
 import fastifyJwt from '@fastify/jwt';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import type { SigningKeys } from '../auth/keys.js';
+import { secretFor, type SigningKeys } from '../auth/keys.js';
 import { TOKEN_ALGORITHM } from '../auth/tokens.js';
 import { findActiveCredential } from '../db/credentials.js';
 import type { Db } from '../db/database.js';
@@ -58,12 +58,8 @@ interface CacheEntry {
 
 async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
   await app.register(fastifyJwt, {
-    secret: (_request: FastifyRequest, token: unknown) => {
-      const kid = (token as { header?: { kid?: unknown } }).header?.kid;
-      const key = typeof kid === 'string' ? options.keys.byKid.get(kid) : undefined;
-      // An unknown kid fails verification like a wrong signature would.
-      return Promise.resolve(key?.secret ?? options.keys.current.secret);
-    },
+    secret: (_request: FastifyRequest, token: unknown) =>
+      Promise.resolve(secretFor(options.keys, (token as { header?: { kid?: unknown } }).header?.kid)),
     // The complete decoded token reaches the secret callback, so it can read kid.
     decode: { complete: true },
     verify: {

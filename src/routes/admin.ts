@@ -3,14 +3,14 @@
 // tokens, audience "<aud>:admin"); a tenant's SCIM token never opens it.
 import { createVerifier } from 'fast-jwt';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { SigningKeys } from '../auth/keys.js';
+import { secretFor, type SigningKeys } from '../auth/keys.js';
 import { TOKEN_ALGORITHM, adminAudience } from '../auth/tokens.js';
 import type { Config } from '../config.js';
 import { findActiveAdminCredential } from '../db/admin-credentials.js';
 import { listAuditEvents, listOpenConflicts, tenantStatus } from '../db/audit.js';
 import type { Db } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
-import { listTenants } from '../db/tenants.js';
+import { findTenant, listTenants } from '../db/tenants.js';
 import { ScimError, badRequest, notFound } from '../errors.js';
 
 export interface AdminOptions {
@@ -24,7 +24,7 @@ const CHALLENGE = 'Bearer realm="portal-scim-admin"';
 export async function adminRoutes(app: FastifyInstance, options: AdminOptions): Promise<void> {
   const { config, db, keys } = options;
   const verify = createVerifier({
-    key: async (decoded: { header: { kid?: string } }) => (decoded.header.kid ? keys.byKid.get(decoded.header.kid)?.secret : undefined) ?? keys.current.secret,
+    key: async (decoded: { header: { kid?: unknown } }) => secretFor(keys, decoded.header.kid),
     algorithms: [TOKEN_ALGORITHM],
     allowedIss: config.jwtIssuer,
     allowedAud: adminAudience(config.jwtAudience),
@@ -53,9 +53,10 @@ export async function adminRoutes(app: FastifyInstance, options: AdminOptions): 
     if (!hit.ok) throw unauthorized('The admin token has been revoked or has expired.');
   });
 
-  const tenantParam = (request: FastifyRequest): string => {
+  /** The tenant named in the path; 404 when there is none. */
+  const tenantParam = async (request: FastifyRequest): Promise<string> => {
     const { id } = request.params as { id: string };
-    if (!isUuid(id)) throw notFound(`No tenant ${String(id)}.`);
+    if (!isUuid(id) || !(await findTenant(db, id))) throw notFound(`No tenant ${String(id)}.`);
     return id;
   };
 
@@ -65,25 +66,24 @@ export async function adminRoutes(app: FastifyInstance, options: AdminOptions): 
   });
 
   app.get('/tenants/:id', async (request) => {
-    const id = tenantParam(request);
-    const status = await tenantStatus(db, id);
-    if (!status) throw notFound(`No tenant ${id}.`);
+    const { id } = request.params as { id: string };
+    // tenantStatus reads the tenant itself: no separate existence check.
+    const status = isUuid(id) ? await tenantStatus(db, id) : undefined;
+    if (!status) throw notFound(`No tenant ${String(id)}.`);
     return { ...status, conflicts: await listOpenConflicts(db, id, 20) };
   });
 
   app.get('/tenants/:id/conflicts', async (request) => {
-    const id = tenantParam(request);
-    if (!(await tenantStatus(db, id))) throw notFound(`No tenant ${id}.`);
+    const id = await tenantParam(request);
     return { conflicts: await listOpenConflicts(db, id, 500) };
   });
 
   app.get('/tenants/:id/audit', async (request) => {
-    const id = tenantParam(request);
+    const id = await tenantParam(request);
     const query = request.query as { limit?: string; before?: string };
     const limit = query.limit === undefined ? 50 : Number(query.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 500) throw badRequest('invalidValue', 'limit must be a whole number from 1 to 500.');
     if (query.before !== undefined && !/^\d{1,18}$/.test(query.before)) throw badRequest('invalidValue', 'before must be an event id from a previous page.');
-    if (!(await tenantStatus(db, id))) throw notFound(`No tenant ${id}.`);
     const page = await listAuditEvents(db, id, { limit, ...(query.before !== undefined ? { before: query.before } : {}) });
     return { events: page.events, ...(page.next !== undefined ? { next: `/admin/tenants/${id}/audit?limit=${limit}&before=${page.next}` } : {}) };
   });

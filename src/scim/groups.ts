@@ -7,7 +7,6 @@ import {
   addSyncedMembers,
   adoptClass,
   findAdoptableClass,
-  countSyncedClasses,
   deleteSyncedClass,
   findMemberCandidates,
   findSyncedClass,
@@ -28,7 +27,7 @@ import { badRequest, notFound } from '../errors.js';
 import type { Transaction } from 'kysely';
 import type { FilterNode } from './filter.js';
 import { filterToSql, sortExpression } from './filter-sql.js';
-import { normalisePatch, normaliseResource, resolvePatchPath } from './normalise.js';
+import { normalisePatch, normaliseResource, readPatchOperations, resolvePatchPath, type RawOperation } from './normalise.js';
 import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { GROUP_SCHEMA, PATCH_OP_SCHEMA, coerceResource, toScimError } from './schemas.js';
 
@@ -121,7 +120,7 @@ type MemberChange = { kind: 'add' | 'remove' | 'replace'; ids: string[] } | { ki
 
 interface SplitPatch {
   memberChanges: MemberChange[];
-  others: unknown[];
+  others: RawOperation[];
 }
 
 function isMembersKey(key: string): boolean {
@@ -130,25 +129,11 @@ function isMembersKey(key: string): boolean {
 
 /** Splits member operations (done in SQL) from the rest (done by scimmy). */
 function splitPatch(body: unknown): SplitPatch {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw badRequest('invalidSyntax', 'The PATCH body must be a JSON object.');
-  }
-  const record = body as Json;
-  const key = Object.keys(record).find((k) => k.toLowerCase() === 'operations');
-  const operations = key === undefined ? [] : record[key];
-  if (!Array.isArray(operations)) throw badRequest('invalidSyntax', 'Operations must be an array.');
   const memberChanges: MemberChange[] = [];
-  const others: unknown[] = [];
-  for (const raw of operations) {
-    if (typeof raw !== 'object' || raw === null) {
-      others.push(raw);
-      continue;
-    }
-    const entries = Object.entries(raw as Json);
-    const get = (name: string): unknown => entries.find(([k]) => k.toLowerCase() === name)?.[1];
-    const op = typeof get('op') === 'string' ? (get('op') as string).toLowerCase() : '';
-    const path = get('path');
-    const value = get('value');
+  const others: RawOperation[] = [];
+  for (const raw of readPatchOperations(body)) {
+    const op = raw.op.toLowerCase();
+    const { path, value } = raw;
     if (typeof path === 'string' && path.trim() !== '') {
       const trimmed = path.trim();
       if (!/^((urn:ietf:params:scim:schemas:core:2\.0:group:)?members)\b/i.test(trimmed)) {
@@ -175,7 +160,7 @@ function splitPatch(body: unknown): SplitPatch {
         if (isMembersKey(k)) memberChanges.push({ kind: op, ids: memberIds(v) });
         else rest[k] = v;
       }
-      if (Object.keys(rest).length > 0) others.push({ ...(raw as Json), value: rest });
+      if (Object.keys(rest).length > 0) others.push({ ...raw, value: rest });
       continue;
     }
     others.push(raw);
@@ -249,16 +234,13 @@ export const groups: ResourceHandler = {
   async list(ctx, params) {
     const where = params.filter ? filterToSql('Group', params.filter) : undefined;
     const orderBy = params.sortBy ? sortExpression('Group', params.sortBy) : undefined;
-    const [total, rows] = await Promise.all([
-      countSyncedClasses(ctx.db, ctx.tenantId, where),
-      listSyncedClasses(ctx.db, ctx.tenantId, {
-        ...(where ? { where } : {}),
-        ...(orderBy ? { orderBy } : {}),
-        descending: params.descending,
-        offset: params.startIndex - 1,
-        limit: params.count,
-      }),
-    ]);
+    const { rows, total } = await listSyncedClasses(ctx.db, ctx.tenantId, {
+      ...(where ? { where } : {}),
+      ...(orderBy ? { orderBy } : {}),
+      descending: params.descending,
+      offset: params.startIndex - 1,
+      limit: params.count,
+    });
     if (!params.withMembers) return { total, resources: rows.map((r) => toScimGroup(r, ctx.baseUrl, undefined)) };
     const members = await listSyncedMembers(ctx.db, ctx.tenantId, rows.map((r) => r.id));
     return {
@@ -282,8 +264,7 @@ export const groups: ResourceHandler = {
   },
 
   async patch(ctx, id, body, ifMatch) {
-    // Validate the message before touching the database.
-    normalisePatch('Group', { ...(body as Json), Operations: [] }, {});
+    // The message is read and checked before the database is touched.
     const { memberChanges, others } = splitPatch(body);
     await ctx.db.transaction().execute(async (trx) => {
       const row = await requireClass(ctx, id, true, trx);

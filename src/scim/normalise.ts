@@ -346,7 +346,14 @@ function readAttribute(current: Json, resolved: ResolvedPath): unknown {
   return current[resolved.definition.name];
 }
 
-function rawOperations(body: unknown): { op: string; path?: unknown; value?: unknown }[] {
+export interface RawOperation {
+  op: string;
+  path?: unknown;
+  value?: unknown;
+}
+
+/** Reads a PatchOp message: its schema, and each operation's op, path and value in any key case. */
+export function readPatchOperations(body: unknown): RawOperation[] {
   if (!isObject(body)) throw badRequest('invalidSyntax', 'The PATCH body must be a JSON object.');
   const schemas = body.schemas;
   if (!Array.isArray(schemas) || !schemas.some((s) => typeof s === 'string' && s.toLowerCase() === PATCH_OP_SCHEMA.toLowerCase())) {
@@ -372,7 +379,7 @@ function rawOperations(body: unknown): { op: string; path?: unknown; value?: unk
  */
 export function normalisePatch(resource: ResourceName, body: unknown, current: Json): PatchOperation[] {
   const out: PatchOperation[] = [];
-  rawOperations(body).forEach((raw, index) => {
+  readPatchOperations(body).forEach((raw, index) => {
     const op = raw.op.toLowerCase();
     if (op !== 'add' && op !== 'replace' && op !== 'remove') {
       throw badRequest('invalidSyntax', `Operation ${index + 1} has an unknown op "${raw.op}"; use add, replace or remove.`);

@@ -4,7 +4,6 @@ import SCIMMY from 'scimmy';
 
 import {
   adoptAccount,
-  countSyncedAccounts,
   findAdminCollision,
   findAdoptableByAddress,
   findAdoptableByExternalId,
@@ -248,16 +247,13 @@ export const users: ResourceHandler = {
   async list(ctx, params) {
     const where = params.filter ? filterToSql('User', params.filter) : undefined;
     const orderBy = params.sortBy ? sortExpression('User', params.sortBy) : undefined;
-    const [total, rows] = await Promise.all([
-      countSyncedAccounts(ctx.db, ctx.tenantId, where),
-      listSyncedAccounts(ctx.db, ctx.tenantId, {
-        ...(where ? { where } : {}),
-        ...(orderBy ? { orderBy } : {}),
-        descending: params.descending,
-        offset: params.startIndex - 1,
-        limit: params.count,
-      }),
-    ]);
+    const { rows, total } = await listSyncedAccounts(ctx.db, ctx.tenantId, {
+      ...(where ? { where } : {}),
+      ...(orderBy ? { orderBy } : {}),
+      descending: params.descending,
+      offset: params.startIndex - 1,
+      limit: params.count,
+    });
     return { total, resources: rows.map((r) => toScimUser(r, ctx.baseUrl)) };
   },
 

@@ -30,11 +30,12 @@ async function withAdmin<T>(run: (client: pg.Client) => Promise<T>): Promise<T> 
   }
 }
 
-// A test run started by tap alone (not npm test) builds the template on demand.
-async function ensureTemplate(): Promise<void> {
+/** Creates the template database and migrates it; replace drops an existing one first. */
+export async function buildTemplate(options: { replace: boolean }): Promise<void> {
   await withAdmin(async (client) => {
     await client.query('SELECT pg_advisory_lock(72027)');
     try {
+      if (options.replace) await client.query(`DROP DATABASE IF EXISTS ${TEMPLATE_DATABASE} WITH (FORCE)`);
       const found = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [TEMPLATE_DATABASE]);
       if (found.rowCount === 0) {
         await client.query(`CREATE DATABASE ${TEMPLATE_DATABASE}`);
@@ -58,7 +59,8 @@ export interface TestDatabase {
 export async function testDatabase(t: Test, options: { migrated?: boolean } = {}): Promise<TestDatabase> {
   const name = `test_${process.pid}_${randomBytes(4).toString('hex')}`;
   const migrated = options.migrated ?? true;
-  if (migrated) await ensureTemplate();
+  // A run started by tap alone (not npm test) builds the template on demand.
+  if (migrated) await buildTemplate({ replace: false });
   await withAdmin(async (client) => {
     // CREATE DATABASE from a template fails while another session is cloning it.
     for (let attempt = 0; ; attempt++) {
