@@ -182,7 +182,7 @@ function compareScalar(target: Scalar, op: CompareOp, value: FilterValue, label:
         throw invalid(`${label} is a date and time; compare it with a quoted ISO 8601 value.`);
       }
       const actual = target.json ? sql`(${target.text})::timestamptz` : target.text;
-      return ordered(actual, op, sql`${value}::timestamptz`, label, true);
+      return ordered(actual, op, sql`${value}::timestamptz`, label);
     }
     case 'integer':
     case 'decimal': {
@@ -190,7 +190,7 @@ function compareScalar(target: Scalar, op: CompareOp, value: FilterValue, label:
       const actual = target.json
         ? sql`(CASE WHEN jsonb_typeof(${target.json}) = 'number' THEN (${target.json})::numeric END)`
         : target.text;
-      return ordered(actual, op, sql`${value}::numeric`, label, true);
+      return ordered(actual, op, sql`${value}::numeric`, label);
     }
     case 'complex':
       throw invalid(`${label} is complex; compare one of its sub-attributes.`);
@@ -209,13 +209,14 @@ function compareScalar(target: Scalar, op: CompareOp, value: FilterValue, label:
         case 'ew':
           return sql<boolean>`(${actual} LIKE ${`%${likeEscape(fold ? value.toLowerCase() : value)}`})`;
         default:
-          return ordered(actual, op, expected, label, true);
+          return ordered(actual, op, expected, label);
       }
     }
   }
 }
 
-function ordered(actual: Sql, op: CompareOp, expected: Sql, label: string, orderable: boolean): Condition {
+/** eq, ne and the orderings; co, sw and ew are string-only and handled by the caller. */
+function ordered(actual: Sql, op: CompareOp, expected: Sql, label: string): Condition {
   switch (op) {
     case 'eq':
       return sql<boolean>`(${actual} = ${expected})`;
@@ -230,10 +231,8 @@ function ordered(actual: Sql, op: CompareOp, expected: Sql, label: string, order
     case 'le':
       return sql<boolean>`(${actual} <= ${expected})`;
     default:
-      if (!orderable) break;
       throw invalid(`"${op}" does not apply to ${label}.`);
   }
-  throw invalid(`"${op}" does not apply to ${label}.`);
 }
 
 function present(target: Target): Condition {
