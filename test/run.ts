@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { openEmbeddedPostgres } from '../src/db/embedded.js';
-import { buildTemplate } from './helpers/database.js';
+import { buildTemplate, dropTemplate } from './helpers/database.js';
 
 async function main(): Promise<number> {
   const given = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
@@ -16,6 +16,7 @@ async function main(): Promise<number> {
   process.stdout.write(`# tests on ${given ? 'the PostgreSQL at DATABASE_URL' : 'the embedded PostgreSQL'}\n`);
   try {
     process.env.TEST_DATABASE_URL = adminUrl;
+    process.env.TEST_TEMPLATE_DATABASE ??= `portal_scim_template_${process.pid}`;
     await buildTemplate({ replace: true });
     const child = spawn('npx', ['tap', ...process.argv.slice(2)], {
       stdio: ['inherit', 'pipe', 'inherit'],
@@ -33,6 +34,7 @@ async function main(): Promise<number> {
     if (summary) process.stdout.write(`tests: ${summary[2] ?? 0} passed, ${summary[3] ?? 0} failed\n`);
     return code;
   } finally {
+    await dropTemplate().catch(() => undefined);
     await embedded?.stop();
   }
 }

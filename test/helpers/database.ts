@@ -6,7 +6,11 @@ import type { Test } from 'tap';
 import { createDb, type Db } from '../../src/db/database.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
 
-export const TEMPLATE_DATABASE = 'portal_scim_template';
+// npm test names a template of its own per run, so runs sharing one server
+// never drop each other's template.
+function templateDatabase(): string {
+  return process.env.TEST_TEMPLATE_DATABASE ?? 'portal_scim_template';
+}
 
 export function adminUrl(): string {
   const url = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
@@ -32,20 +36,26 @@ async function withAdmin<T>(run: (client: pg.Client) => Promise<T>): Promise<T> 
 
 /** Creates the template database and migrates it; replace drops an existing one first. */
 export async function buildTemplate(options: { replace: boolean }): Promise<void> {
+  const template = templateDatabase();
   await withAdmin(async (client) => {
     await client.query('SELECT pg_advisory_lock(72027)');
     try {
-      if (options.replace) await client.query(`DROP DATABASE IF EXISTS ${TEMPLATE_DATABASE} WITH (FORCE)`);
-      const found = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [TEMPLATE_DATABASE]);
+      if (options.replace) await client.query(`DROP DATABASE IF EXISTS ${template} WITH (FORCE)`);
+      const found = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [template]);
       if (found.rowCount === 0) {
-        await client.query(`CREATE DATABASE ${TEMPLATE_DATABASE}`);
-        const { db } = createDb(databaseUrl(TEMPLATE_DATABASE), { poolSize: 1 });
+        await client.query(`CREATE DATABASE ${template}`);
+        const { db } = createDb(databaseUrl(template), { poolSize: 1 });
         await migrateToLatest(db).finally(() => db.destroy());
       }
     } finally {
       await client.query('SELECT pg_advisory_unlock(72027)');
     }
   });
+}
+
+/** Drops this run's template database. */
+export async function dropTemplate(): Promise<void> {
+  await withAdmin((client) => client.query(`DROP DATABASE IF EXISTS ${templateDatabase()} WITH (FORCE)`));
 }
 
 export interface TestDatabase {
@@ -65,7 +75,7 @@ export async function testDatabase(t: Test, options: { migrated?: boolean } = {}
     // CREATE DATABASE from a template fails while another session is cloning it.
     for (let attempt = 0; ; attempt++) {
       try {
-        await client.query(`CREATE DATABASE ${name}${migrated ? ` TEMPLATE ${TEMPLATE_DATABASE}` : ''}`);
+        await client.query(`CREATE DATABASE ${name}${migrated ? ` TEMPLATE ${templateDatabase()}` : ''}`);
         return;
       } catch (error) {
         if ((error as { code?: string }).code !== '55006' || attempt > 50) throw error;
