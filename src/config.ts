@@ -28,6 +28,12 @@ export interface Config {
   readonly databaseStatementTimeoutMs: number;
   readonly bodyLimitBytes: number;
   readonly shutdownTimeoutMs: number;
+  /** Lifetime of access tokens issued at /oauth/token. */
+  readonly oauthTokenSeconds: number;
+  /** Sustained SCIM requests per second each tenant may send; 0 turns the limit off. */
+  readonly rateLimitPerSecond: number;
+  /** Event-loop delay beyond which requests are shed with 503; 0 turns shedding off. */
+  readonly maxEventLoopDelayMs: number;
 }
 
 export class ConfigError extends Error {
@@ -125,5 +131,8 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     databaseStatementTimeoutMs: integer(env, 'DATABASE_STATEMENT_TIMEOUT_MS', 15000, 100, 600000),
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 1048576, 1024, 67108864),
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10000, 100, 600000),
+    oauthTokenSeconds: integer(env, 'OAUTH_TOKEN_SECONDS', 3600, 60, 86400),
+    rateLimitPerSecond: integer(env, 'RATE_LIMIT_PER_SECOND', 50, 0, 100000),
+    maxEventLoopDelayMs: integer(env, 'MAX_EVENT_LOOP_DELAY_MS', 1000, 0, 60000),
   });
 }

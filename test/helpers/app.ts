@@ -21,6 +21,8 @@ export function testEnv(overrides: Record<string, string> = {}): Record<string, 
     PUBLIC_URL,
     LOG_LEVEL: 'silent',
     CREDENTIAL_CACHE_SECONDS: '0',
+    // The suite sends faster than any tenant may; the rate-limit test turns it on.
+    RATE_LIMIT_PER_SECOND: '0',
     DATA_DIR: path.join(os.tmpdir(), 'portal-scim-test-unused'),
     ...overrides,
   };
