@@ -1,6 +1,9 @@
 // buildApp(): every plugin and route of the server, registered explicitly and
 // in order, so this file shows the whole architecture.
 import { randomUUID } from 'node:crypto';
+import helmet from '@fastify/helmet';
+import rateLimit from '@fastify/rate-limit';
+import underPressure from '@fastify/under-pressure';
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { SigningKeys } from './auth/keys.js';
 import type { Config } from './config.js';
@@ -8,11 +11,12 @@ import type { Db } from './db/database.js';
 import { activityPlugin } from './plugins/activity.js';
 import { authPlugin } from './plugins/auth.js';
 import secureJson from 'secure-json-parse';
-import { ScimError, notFound } from './errors.js';
+import { ScimError, notFound, RETRY_AFTER_SECONDS, unavailable } from './errors.js';
 import { errorsPlugin, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
 import { adminRoutes } from './routes/admin.js';
 import { discoveryRoutes } from './routes/discovery.js';
 import { healthRoutes } from './routes/health.js';
+import { oauthRoutes } from './routes/oauth.js';
 import { resourceRoutes } from './routes/resources.js';
 import { groups } from './scim/groups.js';
 import { users } from './scim/users.js';
@@ -26,9 +30,16 @@ export interface AppOptions {
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
+/** The rate limit counts over windows this long, so a burst may use several seconds' allowance. */
+const RATE_LIMIT_WINDOW_SECONDS = 10;
+
 declare module 'fastify' {
   interface FastifyInstance {
     routeTable: readonly { method: string; url: string }[];
+  }
+  interface FastifyContextConfig {
+    /** A route that only answers 405: left out of the documented surface. */
+    methodNotAllowed?: boolean;
   }
 }
 
@@ -50,7 +61,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   // The documented surface, for the OpenAPI test: every route but the 405s.
   const routeTable: { method: string; url: string }[] = [];
   app.addHook('onRoute', (route) => {
-    if ((route.config as { methodNotAllowed?: boolean } | undefined)?.methodNotAllowed) return;
+    if (route.config?.methodNotAllowed) return;
     for (const method of [route.method].flat()) if (method !== 'HEAD') routeTable.push({ method, url: route.url });
   });
   app.decorate('routeTable', routeTable);
@@ -77,6 +88,26 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
 
   await app.register(errorsPlugin);
+
+  // Security headers on every answer. The API serves JSON only, so the policy
+  // allows nothing to load; pages that render HTML set their own.
+  await app.register(helmet, {
+    contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+    crossOriginEmbedderPolicy: false,
+  });
+
+  // Shed load when the event loop lags: a quick 503 that Entra retries beats a
+  // slow answer past its timeout. Liveness keeps answering.
+  if (config.maxEventLoopDelayMs > 0) {
+    await app.register(underPressure, {
+      maxEventLoopDelay: config.maxEventLoopDelayMs,
+      retryAfter: RETRY_AFTER_SECONDS,
+      pressureHandler: (request) => {
+        if (request.url === '/healthz') return undefined;
+        return Promise.reject(unavailable('The server is overloaded; retry shortly.'));
+      },
+    });
+  }
   await app.register(authPlugin, {
     db,
     keys,
@@ -87,10 +118,25 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
 
   await app.register(healthRoutes, { db });
   await app.register(adminRoutes, { prefix: '/admin', config, db, keys });
+  await app.register(oauthRoutes, { prefix: '/oauth', config, db, keys });
 
   await app.register(
     async (scim) => {
       scim.addHook('onRequest', scim.authenticate);
+      // Per tenant, after authentication. The store is in memory, so each
+      // instance behind a load balancer allows this much on its own.
+      if (config.rateLimitPerSecond > 0) {
+        await scim.register(rateLimit, {
+          hook: 'preHandler',
+          timeWindow: RATE_LIMIT_WINDOW_SECONDS * 1000,
+          max: config.rateLimitPerSecond * RATE_LIMIT_WINDOW_SECONDS,
+          keyGenerator: (request) => request.auth?.tenantId ?? request.ip,
+          errorResponseBuilder: (_request, context) =>
+            new ScimError(429, undefined, `Too many requests for this tenant; retry in ${context.after}.`, {
+              'retry-after': String(Math.max(1, Math.ceil(context.ttl / 1000))),
+            }),
+        });
+      }
       await scim.register(activityPlugin, { db });
       scim.addHook('onSend', async (_request, reply, payload) => {
         if (reply.getHeader('content-type')?.toString().startsWith('application/json')) {

@@ -4,6 +4,7 @@
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { loadSigningKeys } from './auth/keys.js';
+import { generateClientSecret, hashClientSecret } from './auth/client-secrets.js';
 import { parseDuration, signAdminToken, signToken } from './auth/tokens.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { createCredential, listCredentials, revokeCredential } from './db/credentials.js';
@@ -369,15 +370,11 @@ export function buildCli(io: CliIo): Command {
       });
     });
 
-  token
-    .command('list')
-    .description("list a tenant's credentials (never their secrets)")
-    .requiredOption('--tenant <id>', 'the tenant id', uuidArgument('tenant'))
-    .option('--json', 'print JSON')
-    .action(async (options: { tenant: string; json?: boolean }) => {
+  const listCommand = (kind: 'token' | 'client') =>
+    async (options: { tenant: string; json?: boolean }): Promise<void> => {
       await withDatabase(async ({ db }) => {
         if (!(await findTenant(db, options.tenant))) throw new CliError(`No tenant ${options.tenant}.`);
-        const rows = await listCredentials(db, options.tenant);
+        const rows = (await listCredentials(db, options.tenant)).filter((r) => kind === 'token' || r.kind === 'client');
         const state = (r: (typeof rows)[number]): string =>
           r.revoked_at ? 'revoked' : r.expires_at && r.expires_at <= new Date() ? 'expired' : 'active';
         if (options.json) {
@@ -390,18 +387,26 @@ export function buildCli(io: CliIo): Command {
               createdAt: r.created_at,
               expiresAt: r.expires_at,
               revokedAt: r.revoked_at,
+              lastUsedAt: r.last_used_at,
             })),
           );
           return;
         }
         io.out(
           table([
-            ['ID', 'KIND', 'STATE', 'CREATED', 'EXPIRES', 'LABEL'],
-            ...rows.map((r) => [r.id, r.kind, state(r), iso(r.created_at), iso(r.expires_at), r.label ?? '']),
+            ['ID', 'KIND', 'STATE', 'CREATED', 'EXPIRES', 'LAST USED', 'LABEL'],
+            ...rows.map((r) => [r.id, r.kind, state(r), iso(r.created_at), iso(r.expires_at), iso(r.last_used_at), r.label ?? '']),
           ]),
         );
       });
-    });
+    };
+
+  token
+    .command('list')
+    .description("list a tenant's credentials, tokens and OAuth clients (never their secrets)")
+    .requiredOption('--tenant <id>', 'the tenant id', uuidArgument('tenant'))
+    .option('--json', 'print JSON')
+    .action(listCommand('token'));
 
   token
     .command('revoke')
@@ -412,6 +417,62 @@ export function buildCli(io: CliIo): Command {
         const row = await revokeCredential(db, id);
         if (!row) throw new CliError(`No credential ${id}.`);
         io.out(`Revoked ${row.id}; servers refuse it within ${cfg.credentialCacheSeconds} seconds.`);
+      });
+    });
+
+  const client = program.command('client').description('OAuth 2.0 clients for Entra provisioning (client credentials grant)');
+  client
+    .command('create')
+    .description('create an OAuth client for a tenant and print its id, secret and token URL')
+    .requiredOption('--tenant <id>', 'the tenant id', uuidArgument('tenant'))
+    .option('--expires <duration>', 'lifetime of the client such as 1y (default: no expiry)', durationOption)
+    .option('--label <text>', 'a note to recognise the client by')
+    .option('--json', 'print JSON')
+    .action(async (options: { tenant: string; expires?: number; label?: string; json?: boolean }) => {
+      await withDatabase(async ({ db }, cfg) => {
+        const row = await findTenant(db, options.tenant);
+        if (!row) throw new CliError(`No tenant ${options.tenant}.`);
+        if (row.disconnected_at) throw new CliError(`Tenant ${row.id} is disconnected; connect it first.`);
+        const clientSecret = generateClientSecret();
+        const expiresAt = options.expires ? new Date(Date.now() + options.expires) : null;
+        const credential = await createCredential(db, {
+          tenantId: row.id,
+          kind: 'client',
+          label: options.label ?? null,
+          secretHash: await hashClientSecret(clientSecret),
+          expiresAt,
+        });
+        const tenantUrl = `${cfg.publicUrl}/scim/v2`;
+        const tokenUrl = `${cfg.publicUrl}/oauth/token`;
+        if (options.json) {
+          json({ clientId: credential.id, clientSecret, tenantId: row.id, tenantUrl, tokenUrl, expiresAt });
+          return;
+        }
+        io.out(`Tenant URL:        ${tenantUrl}`);
+        io.out(`Token Endpoint:    ${tokenUrl}`);
+        io.out(`Client Identifier: ${credential.id}`);
+        io.out(`Client Secret:     ${clientSecret}`);
+        io.out(`Expires:           ${expiresAt ? expiresAt.toISOString() : 'never'}`);
+        io.out('Choose "OAuth2 Client Credentials Grant" in Entra and paste these. The secret is not shown again.');
+      });
+    });
+
+  client
+    .command('list')
+    .description("list a tenant's OAuth clients (never their secrets)")
+    .requiredOption('--tenant <id>', 'the tenant id', uuidArgument('tenant'))
+    .option('--json', 'print JSON')
+    .action(listCommand('client'));
+
+  client
+    .command('revoke')
+    .description('revoke an OAuth client; it and the access tokens issued to it stop working within seconds')
+    .argument('<client-id>', 'the client id', uuidArgument('client'))
+    .action(async (id: string) => {
+      await withDatabase(async ({ db }, cfg) => {
+        const row = await revokeCredential(db, id, 'client');
+        if (!row) throw new CliError(`No OAuth client ${id}.`);
+        io.out(`Revoked ${row.id}; servers refuse it and its access tokens within ${cfg.credentialCacheSeconds} seconds.`);
       });
     });
 

@@ -65,12 +65,44 @@ export async function findActiveCredential(
     : undefined;
 }
 
-/** Revokes a credential by id; returns it, or undefined when no such credential exists. */
-export async function revokeCredential(db: Db, id: string): Promise<CredentialRow | undefined> {
+/** Revokes a credential by id (of the given kind); returns it, or undefined when no such credential exists. */
+export async function revokeCredential(db: Db, id: string, kind?: 'token' | 'client'): Promise<CredentialRow | undefined> {
   return db
     .updateTable('credentials')
     .set((eb) => ({ revoked_at: eb.fn.coalesce('revoked_at', eb.val(new Date())) }))
     .where('id', '=', id)
+    .$if(kind !== undefined, (qb) => qb.where('kind', '=', kind ?? 'token'))
     .returningAll()
     .executeTakeFirst();
+}
+
+export interface ClientCredential {
+  id: string;
+  tenantId: string;
+  secretHash: string | null;
+}
+
+/** A live OAuth client by its client id (the credential id), with the hash to verify its secret against. */
+export async function findActiveClient(db: Db, id: string): Promise<ClientCredential | undefined> {
+  const row = await db
+    .selectFrom('credentials as c')
+    .innerJoin('tenants as t', 't.id', 'c.tenant_id')
+    .select(['c.id', 'c.tenant_id', 'c.secret_hash'])
+    .where('c.id', '=', id)
+    .where('c.kind', '=', 'client')
+    .where('c.revoked_at', 'is', null)
+    .where('t.disconnected_at', 'is', null)
+    .where((eb) => eb.or([eb('c.expires_at', 'is', null), eb('c.expires_at', '>', new Date())]))
+    .executeTakeFirst();
+  return row ? { id: row.id, tenantId: row.tenant_id, secretHash: row.secret_hash } : undefined;
+}
+
+/** Records when a client last obtained a token. */
+export async function markCredentialUsed(db: Db, tenantId: string, id: string): Promise<void> {
+  await db
+    .updateTable('credentials')
+    .set({ last_used_at: new Date() })
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', id)
+    .execute();
 }
