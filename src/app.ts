@@ -12,13 +12,14 @@ import { activityPlugin } from './plugins/activity.js';
 import { authPlugin } from './plugins/auth.js';
 import secureJson from 'secure-json-parse';
 import { ScimError, notFound, RETRY_AFTER_SECONDS, unavailable } from './errors.js';
-import { errorsPlugin, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
+import { errorsPlugin, frameworkError, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
 import { adminRoutes } from './routes/admin.js';
 import { discoveryRoutes } from './routes/discovery.js';
 import { healthRoutes } from './routes/health.js';
 import { oauthRoutes } from './routes/oauth.js';
 import { resourceRoutes } from './routes/resources.js';
 import { groups } from './scim/groups.js';
+import { MAX_JSON_DEPTH, MAX_PARAM_LENGTH, exceedsJsonDepth } from './scim/limits.js';
 import { users } from './scim/users.js';
 
 export interface AppOptions {
@@ -54,7 +55,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       const given = req.headers['x-request-id'] ?? req.headers['client-request-id'];
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     },
-    routerOptions: { ignoreTrailingSlash: true, caseSensitive: false },
+    routerOptions: { ignoreTrailingSlash: true, caseSensitive: false, maxParamLength: MAX_PARAM_LENGTH },
+    frameworkErrors: frameworkError,
     return503OnClosing: true,
   }).withTypeProvider();
 
@@ -78,6 +80,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     const text = typeof body === 'string' ? body : body.toString('utf8');
     if (text.trim() === '') {
       done(null, undefined);
+      return;
+    }
+    if (exceedsJsonDepth(text)) {
+      done(new ScimError(400, 'invalidSyntax', `The request body nests deeper than ${MAX_JSON_DEPTH} levels.`), undefined);
       return;
     }
     try {

@@ -64,6 +64,18 @@ export function sendScimError(reply: FastifyReply, error: ScimError): FastifyRep
     .send(errorBody(error));
 }
 
+/**
+ * Fastify's frameworkErrors: a URL the router cannot read (bad percent-encoding,
+ * a path parameter past the router's limit) answers a SCIM error too.
+ */
+export function frameworkError(error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
+  const scimError =
+    error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+      ? new ScimError(414, undefined, 'The request URL is longer than this server accepts.')
+      : new ScimError(400, undefined, 'The request URL is not valid (check its percent-encoding).');
+  void sendScimError(reply, scimError);
+}
+
 async function errors(app: FastifyInstance): Promise<void> {
   app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const scimError = toScimError(error);

@@ -17,8 +17,14 @@ function listResponse(resources: Json[]): Json {
 
 export async function discoveryRoutes(app: FastifyInstance, options: { config: Config }): Promise<void> {
   const base = `${options.config.publicUrl}/scim/v2`;
+  const provider = await serviceProviderConfigDocument();
   const spc = located(
-    { ...(await serviceProviderConfigDocument()), documentationUri: `${options.config.publicUrl}/docs/entra-setup` },
+    {
+      ...provider,
+      // The largest body this server accepts (BODY_LIMIT_BYTES).
+      bulk: { ...(provider.bulk as Json), maxPayloadSize: options.config.bodyLimitBytes },
+      documentationUri: `${options.config.publicUrl}/docs/entra-setup`,
+    },
     `${base}/ServiceProviderConfig`,
   );
   const schemas = (await schemaDocuments()).map((s) => located(s, `${base}/Schemas/${String(s.id)}`));

@@ -7,14 +7,14 @@ import { ScimError, badRequest } from '../errors.js';
 import { parseFilter, parsePatchPath } from '../scim/filter.js';
 import { excludesMembers, project, type Projection } from '../scim/projection.js';
 import type { Json, ListParams, RequestContext, ResourceHandler } from '../scim/resource.js';
-import { LIST_RESPONSE_SCHEMA, MAX_PAGE_SIZE, SEARCH_REQUEST_SCHEMA } from '../scim/schemas.js';
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_START_INDEX } from '../scim/limits.js';
+import { LIST_RESPONSE_SCHEMA, SEARCH_REQUEST_SCHEMA } from '../scim/schemas.js';
 
-export const DEFAULT_PAGE_SIZE = 100;
-
+/** An integer of any size (a huge one may come back as Infinity; callers bound it). */
 function integerParam(name: string, value: unknown): number | undefined {
   if (value === undefined || value === null || value === '') return undefined;
   if (typeof value === 'number' && Number.isInteger(value)) return value;
-  if (typeof value === 'string' && /^\s*-?\d{1,15}\s*$/.test(value)) return Number(value);
+  if (typeof value === 'string' && /^\s*[-+]?\d+\s*$/.test(value)) return Number(value);
   throw badRequest('invalidValue', `${name} must be an integer.`);
 }
 
@@ -37,7 +37,10 @@ interface ListInput {
 
 function listParams(input: ListInput): { params: ListParams; projection: Projection } {
   const filterText = stringParam('filter', input.filter);
+  // RFC 7644 §3.4.2.4: below 1 means 1, a negative count means 0, and a
+  // server may return fewer than count; past the largest startIndex is an error.
   const startIndex = Math.max(1, integerParam('startIndex', input.startIndex) ?? 1);
+  if (startIndex > MAX_START_INDEX) throw badRequest('invalidValue', `startIndex must be at most ${MAX_START_INDEX}.`);
   const count = Math.min(MAX_PAGE_SIZE, Math.max(0, integerParam('count', input.count) ?? DEFAULT_PAGE_SIZE));
   const sortByText = stringParam('sortBy', input.sortBy);
   const sortOrder = stringParam('sortOrder', input.sortOrder)?.toLowerCase();

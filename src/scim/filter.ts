@@ -1,5 +1,6 @@
 // Owns the SCIM filter (RFC 7644 §3.4.2.2) and PATCH path (§3.5.2) syntax: text in, AST out.
 import { ScimError, type ScimType } from '../errors.js';
+import { MAX_FILTER_DEPTH, MAX_FILTER_LENGTH, MAX_PATH_LENGTH } from './limits.js';
 
 export type CompareOp = 'eq' | 'ne' | 'co' | 'sw' | 'ew' | 'gt' | 'ge' | 'lt' | 'le';
 export type FilterValue = string | number | boolean | null;
@@ -28,8 +29,8 @@ export interface FilterLimits {
   maxDepth?: number;
 }
 
-export const DEFAULT_MAX_FILTER_LENGTH = 4096;
-export const DEFAULT_MAX_FILTER_DEPTH = 32;
+export const DEFAULT_MAX_FILTER_LENGTH = MAX_FILTER_LENGTH;
+export const DEFAULT_MAX_FILTER_DEPTH = MAX_FILTER_DEPTH;
 
 const COMPARE_OPS: ReadonlySet<string> = new Set<CompareOp>(['eq', 'ne', 'co', 'sw', 'ew', 'gt', 'ge', 'lt', 'le']);
 // Words that can never be attribute names here, so a misplaced operator gets a
@@ -440,7 +441,7 @@ export function parseFilter(text: string, limits?: FilterLimits): FilterNode {
  * A bare schema URN comes back as {uri: <before the last ':'>, name: <last segment>};
  * the caller decides whether that name is really a schema name. */
 /** PATCH paths may name many members (members[value eq "a" or value eq "b" ...]), so they may be longer than filters. */
-export const DEFAULT_MAX_PATH_LENGTH = 65_536;
+export const DEFAULT_MAX_PATH_LENGTH = MAX_PATH_LENGTH;
 
 export function parsePatchPath(text: string, maxLength: number = DEFAULT_MAX_PATH_LENGTH): PatchPath {
   try {

@@ -29,11 +29,11 @@ import type { FilterNode } from './filter.js';
 import { filterToSql, sortExpression } from './filter-sql.js';
 import { normalisePatch, normaliseResource, readPatchOperations, resolvePatchPath, type RawOperation } from './normalise.js';
 import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
+import { MAX_MEMBERS_PER_REQUEST, checkStringLengths } from './limits.js';
 import { GROUP_SCHEMA, PATCH_OP_SCHEMA, coerceResource, toScimError } from './schemas.js';
 
 const ENDPOINT = '/Groups';
-/** The most members one request may name. */
-export const MAX_MEMBERS_PER_REQUEST = 10_000;
+export { MAX_MEMBERS_PER_REQUEST } from './limits.js';
 
 export function toScimGroup(row: ClassRow, baseUrl: string, members: Member[] | undefined): Json {
   const { schemas, ...rest } = row.scim as Json & { schemas?: string[] };
@@ -67,7 +67,7 @@ function changedGroupAttributes(before: ClassRow, after: ClassRow): string[] {
 function fromScimGroup(resource: Json): ClassValues {
   const displayName = typeof resource.displayName === 'string' ? resource.displayName.trim() : '';
   if (displayName === '') throw badRequest('invalidValue', 'displayName is required and must not be empty.');
-  if (displayName.length > 512) throw badRequest('invalidValue', 'displayName must be at most 512 characters.');
+  checkStringLengths(resource);
   const { externalId, displayName: _d, members: _m, id: _id, meta: _meta, ...scim } = resource;
   const external = typeof externalId === 'string' && externalId !== '' ? externalId : null;
   return {
@@ -81,15 +81,19 @@ function fromScimGroup(resource: Json): ClassValues {
 /** Member ids of a members value ([{value}], {value}, or "id"); anything else is invalidValue. */
 function memberIds(value: unknown): string[] {
   const list: unknown[] = Array.isArray(value) ? (value as unknown[]) : value === undefined || value === null ? [] : [value];
+  tooManyMembers(list.length);
   const ids = list.map((m) => {
     const id = typeof m === 'string' ? m : typeof m === 'object' && m !== null ? Object.entries(m as Record<string, unknown>).find(([k]) => k.toLowerCase() === 'value')?.[1] : undefined;
     if (typeof id !== 'string' || id.trim() === '') throw badRequest('invalidValue', 'Every member needs a "value" with the id of a user.');
     return id.trim().toLowerCase();
   });
-  if (ids.length > MAX_MEMBERS_PER_REQUEST) {
-    throw badRequest('invalidValue', `At most ${MAX_MEMBERS_PER_REQUEST} members may be named in one request.`);
-  }
   return [...new Set(ids)];
+}
+
+function tooManyMembers(count: number): void {
+  if (count > MAX_MEMBERS_PER_REQUEST) {
+    throw badRequest('invalidValue', `At most ${MAX_MEMBERS_PER_REQUEST} members may be named in one request; this one names ${count}.`);
+  }
 }
 
 /** Rule 5: a member must be a user of this tenant; nested groups are not supported. */
@@ -165,6 +169,7 @@ function splitPatch(body: unknown): SplitPatch {
     }
     others.push(raw);
   }
+  tooManyMembers(memberChanges.reduce((n, change) => n + (change.kind === 'removeAll' ? 0 : change.ids.length), 0));
   return { memberChanges, others };
 }
 

@@ -6,6 +6,7 @@
 import SCIMMY from 'scimmy';
 import { ScimError, badRequest } from '../errors.js';
 import { parsePatchPath, type AttrPath, type FilterNode } from './filter.js';
+import { MAX_PATCH_OPERATIONS } from './limits.js';
 import { ENTERPRISE_SCHEMA, PATCH_OP_SCHEMA, definitionOf, type ResourceName } from './schemas.js';
 
 type Json = Record<string, unknown>;
@@ -362,6 +363,12 @@ export function readPatchOperations(body: unknown): RawOperation[] {
   const key = Object.keys(body).find((k) => k.toLowerCase() === 'operations');
   const operations = key === undefined ? [] : body[key];
   if (!Array.isArray(operations)) throw badRequest('invalidSyntax', 'Operations must be an array.');
+  if (operations.length > MAX_PATCH_OPERATIONS) {
+    throw badRequest(
+      'invalidValue',
+      `A PATCH request may carry at most ${MAX_PATCH_OPERATIONS} operations; this one has ${operations.length}. Send them in several requests.`,
+    );
+  }
   return operations.map((raw, i) => {
     if (!isObject(raw)) throw badRequest('invalidSyntax', `Operation ${i + 1} must be an object.`);
     const get = (name: string): unknown => Object.entries(raw).find(([k]) => k.toLowerCase() === name)?.[1];

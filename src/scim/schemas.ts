@@ -6,6 +6,7 @@ import path from 'node:path';
 import SCIMMY from 'scimmy';
 import { ScimError, badRequest } from '../errors.js';
 import { projectRoot } from '../paths.js';
+import { MAX_PAGE_SIZE, MAX_PATCH_OPERATIONS } from './limits.js';
 
 export const USER_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:User';
 export const GROUP_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:Group';
@@ -15,8 +16,7 @@ export const LIST_RESPONSE_SCHEMA = 'urn:ietf:params:scim:api:messages:2.0:ListR
 export const PATCH_OP_SCHEMA = 'urn:ietf:params:scim:api:messages:2.0:PatchOp';
 export const SEARCH_REQUEST_SCHEMA = 'urn:ietf:params:scim:api:messages:2.0:SearchRequest';
 
-/** The most resources one list response carries (advertised as filter.maxResults). */
-export const MAX_PAGE_SIZE = 1000;
+export { MAX_PAGE_SIZE } from './limits.js';
 
 interface AttributeDocument {
   name: string;
@@ -96,7 +96,8 @@ function configure(): void {
     filter: MAX_PAGE_SIZE,
     sort: true,
     etag: true,
-    bulk: false,
+    // Bulk is not offered; its limits still say what one request may carry.
+    bulk: { supported: false, maxOperations: MAX_PATCH_OPERATIONS },
     changePassword: false,
   });
   SCIMMY.Config.set('authenticationSchemes', [

@@ -21,6 +21,7 @@ import { ScimError, badRequest, notFound } from '../errors.js';
 import { filterToSql, sortExpression } from './filter-sql.js';
 import { dedupeMultiValued, normalisePatch, normaliseResource } from './normalise.js';
 import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
+import { checkStringLengths } from './limits.js';
 import { resolveRole } from './roles.js';
 import { PATCH_OP_SCHEMA, PORTAL_SCHEMA, USER_SCHEMA, coerceResource, toScimError } from './schemas.js';
 
@@ -56,7 +57,7 @@ function linkEmail(emails: unknown): string | null {
 export function fromScimUser(resource: Json, roleMapping: Readonly<Record<string, string>>): AccountValues {
   const userName = str(resource.userName);
   if (userName === null) throw badRequest('invalidValue', 'userName is required and must not be empty.');
-  if (userName.length > 512) throw badRequest('invalidValue', 'userName must be at most 512 characters.');
+  checkStringLengths(resource);
   const name = (resource.name ?? {}) as Json;
   const portal = (resource[PORTAL_SCHEMA] ?? {}) as Json;
   const { externalId, active, ...scim } = resource;

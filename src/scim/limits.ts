@@ -1,0 +1,92 @@
+// Every bound the server puts on what one request may carry, in one place, so
+// hostile input meets a clear SCIM error instead of a slow or failed query.
+// ServiceProviderConfig advertises the ones SCIM has a field for.
+import { badRequest } from '../errors.js';
+
+/** Nesting of a JSON body. A SCIM PatchOp nests six levels deep at most. */
+export const MAX_JSON_DEPTH = 32;
+
+/** A filter's length in characters, and its nesting of (), not () and []. */
+export const MAX_FILTER_LENGTH = 4096;
+export const MAX_FILTER_DEPTH = 32;
+
+/** A PATCH path may name many members (members[value eq "a" or value eq "b" ...]). */
+export const MAX_PATH_LENGTH = 65_536;
+
+/** Operations in one PATCH request; also advertised as bulk.maxOperations. */
+export const MAX_PATCH_OPERATIONS = 1000;
+
+/** Member ids one request may name, over all its operations. */
+export const MAX_MEMBERS_PER_REQUEST = 10_000;
+
+/** Resources in one list response (advertised as filter.maxResults); a larger count is lowered to it. */
+export const MAX_PAGE_SIZE = 1000;
+export const DEFAULT_PAGE_SIZE = 100;
+/** The largest startIndex: PostgreSQL's integer range, far beyond any tenant's size. */
+export const MAX_START_INDEX = 2_147_483_647;
+
+/** A path parameter (an id) the router accepts; longer ones never name anything, and answer 404. */
+export const MAX_PARAM_LENGTH = 8192;
+
+/**
+ * Characters of string values. The named attributes sit in indexed columns (a
+ * btree entry holds at most 2704 bytes) or under a CHECK of the database;
+ * every other string in a stored resource is held to MAX_STRING_LENGTH.
+ */
+export const MAX_USER_NAME_LENGTH = 512;
+export const MAX_DISPLAY_NAME_LENGTH = 512;
+export const MAX_EXTERNAL_ID_LENGTH = 512;
+export const MAX_EMAIL_LENGTH = 320;
+export const MAX_STRING_LENGTH = 4096;
+
+const ATTRIBUTE_LENGTHS: Readonly<Record<string, number>> = {
+  username: MAX_USER_NAME_LENGTH,
+  displayname: MAX_DISPLAY_NAME_LENGTH,
+  externalid: MAX_EXTERNAL_ID_LENGTH,
+  'emails.value': MAX_EMAIL_LENGTH,
+};
+
+/**
+ * Refuses a resource holding a string longer than its attribute allows, with
+ * 400 invalidValue naming the attribute. Walks the whole document, so
+ * extension attributes and elements of multi-valued ones are covered too.
+ */
+export function checkStringLengths(resource: Record<string, unknown>): void {
+  const visit = (value: unknown, path: string, key: string): void => {
+    if (typeof value === 'string') {
+      const limit = ATTRIBUTE_LENGTHS[key.toLowerCase()] ?? MAX_STRING_LENGTH;
+      if (value.length > limit) {
+        throw badRequest('invalidValue', `${path} is too long: ${value.length} characters, the limit is ${limit}.`);
+      }
+    } else if (Array.isArray(value)) {
+      value.forEach((element, i) => visit(element, `${path}[${i}]`, key));
+    } else if (typeof value === 'object' && value !== null) {
+      for (const [name, inner] of Object.entries(value)) {
+        // Extension attributes are keyed by name alone, as in the core schema.
+        const nested = path === '' || key.startsWith('urn:') ? name : `${key}.${name}`;
+        visit(inner, path === '' ? name : `${path}.${name}`, nested);
+      }
+    }
+  };
+  visit(resource, '', '');
+}
+
+/**
+ * True when JSON text nests arrays and objects deeper than max. One pass over
+ * the characters, before parsing, so a deep body costs no more than a flat one.
+ */
+export function exceedsJsonDepth(text: string, max: number = MAX_JSON_DEPTH): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > max) return true;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return false;
+}
