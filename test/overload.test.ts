@@ -1,0 +1,103 @@
+// Overload and disclosure: the per-tenant rate limit (429 with Retry-After),
+// shedding with 503 when the event loop lags, and the security headers every
+// answer carries.
+import { setTimeout as sleep } from 'node:timers/promises';
+import t from 'tap';
+import { testApp, tenantWithToken } from './helpers/app.js';
+import { USER } from './helpers/scim.js';
+
+t.test('each tenant has its own request budget; past it, 429 with Retry-After and a SCIM body', async (t) => {
+  // 3 a second over a 10-second window: 30 requests.
+  const { app, headers, db, config, keys } = await testApp(t, { RATE_LIMIT_PER_SECOND: '3' });
+  const other = await tenantWithToken(db, config, keys, 'Other School', ['other.example']);
+  const get = (h: Record<string, string>) => app.inject({ method: 'GET', url: '/scim/v2/Users?count=1', headers: h });
+  for (let i = 0; i < 30; i++) {
+    const res = await get(headers);
+    t.equal(res.statusCode, 200, `request ${i + 1} is within the budget`);
+  }
+  const limited = await get(headers);
+  t.equal(limited.statusCode, 429);
+  const retryAfter = Number(limited.headers['retry-after']);
+  t.ok(retryAfter >= 1 && retryAfter <= 10, `Retry-After is ${retryAfter}`);
+  t.match(limited.headers['content-type'], /^application\/scim\+json/);
+  t.match(limited.json(), { schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: '429', detail: /Too many requests/ });
+
+  const write = await app.inject({
+    method: 'POST',
+    url: '/scim/v2/Users',
+    headers,
+    payload: JSON.stringify({ schemas: [USER], userName: 'limited@school.example' }),
+  });
+  t.equal(write.statusCode, 429, 'writes are limited too');
+  t.equal(await db.selectFrom('accounts').where('user_name', '=', 'limited@school.example').select('id').executeTakeFirst(), undefined, 'and nothing is written');
+
+  t.equal((await get(other.headers)).statusCode, 200, 'another tenant is not affected');
+  const noToken = await app.inject({ method: 'GET', url: '/scim/v2/Users' });
+  t.equal(noToken.statusCode, 401, 'a request without a credential is refused before the limit');
+});
+
+t.test('the default budget carries an Entra cycle of 25 requests a second and more', async (t) => {
+  const { app, config, db, keys } = await testApp(t, { RATE_LIMIT_PER_SECOND: '' });
+  t.ok(config.rateLimitPerSecond >= 25, `the default is ${config.rateLimitPerSecond} a second`);
+  // Ten seconds of a 40-per-second cycle, sent as fast as the app takes them:
+  // Entra's own pace is far below this, and all of it must pass.
+  const { headers } = await tenantWithToken(db, config, keys, 'Busy School', ['busy.example']);
+  const answers = await Promise.all(
+    Array.from({ length: 400 }, () => app.inject({ method: 'GET', url: '/scim/v2/Users?count=1', headers })),
+  );
+  t.same([...new Set(answers.map((a) => a.statusCode))], [200]);
+});
+
+t.test('a lagging event loop sheds requests with 503 and Retry-After, then recovers', async (t) => {
+  const { app, headers } = await testApp(t, { MAX_EVENT_LOOP_DELAY_MS: '20' });
+  // The fault: the event loop is blocked 50 ms at a time for two sampling
+  // periods, so the measured delay stays far above the 20 ms limit.
+  const until = Date.now() + 2200;
+  while (Date.now() < until) {
+    const stop = Date.now() + 50;
+    while (Date.now() < stop) {
+      // busy
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  const shed = await app.inject({ method: 'GET', url: '/scim/v2/Users', headers });
+  t.equal(shed.statusCode, 503);
+  t.equal(shed.headers['retry-after'], '5');
+  t.match(shed.json(), { schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: '503', detail: /overloaded/ });
+  const live = await app.inject({ method: 'GET', url: '/healthz' });
+  t.equal(live.statusCode, 200, 'liveness still answers, so the instance is not restarted for being busy');
+
+  // With the loop idle again the next sample clears the pressure.
+  let status = 503;
+  for (let i = 0; i < 20 && status === 503; i++) {
+    await sleep(500);
+    status = (await app.inject({ method: 'GET', url: '/scim/v2/Users', headers })).statusCode;
+  }
+  t.equal(status, 200, 'requests are served again');
+});
+
+t.test('every answer carries security headers and discloses no version or stack', async (t) => {
+  const { app, headers } = await testApp(t);
+  const requests: [string, string, Record<string, string>, string?][] = [
+    ['GET', '/scim/v2/Users', headers],
+    ['GET', '/scim/v2/Users/not-a-uuid', headers],
+    ['GET', '/scim/v2/Users', {}],
+    ['POST', '/scim/v2/Users', headers, '{"broken'],
+    ['GET', '/healthz', {}],
+    ['GET', '/nowhere', {}],
+    ['POST', '/oauth/token', { 'content-type': 'application/x-www-form-urlencoded' }, 'grant_type=client_credentials'],
+    ['GET', '/admin/tenants', {}],
+  ];
+  for (const [method, url, h, payload] of requests) {
+    const res = await app.inject({ method: method as 'GET', url, headers: h, ...(payload ? { payload } : {}) });
+    const name = `${method} ${url} (${res.statusCode})`;
+    t.equal(res.headers['x-content-type-options'], 'nosniff', name);
+    t.match(res.headers['content-security-policy'], /default-src 'none'/, name);
+    t.match(res.headers['strict-transport-security'], /max-age=\d+/, name);
+    t.equal(res.headers['x-frame-options'], 'SAMEORIGIN', name);
+    t.equal(res.headers['referrer-policy'], 'no-referrer', name);
+    t.equal(res.headers['x-powered-by'], undefined, name);
+    t.equal(res.headers.server, undefined, name);
+    t.notMatch(res.body, /\bat .+\.(?:ts|js):\d+|node_modules|fastify@|v\d+\.\d+\.\d+/, `${name}: no stack or version in the body`);
+  }
+});
