@@ -34,6 +34,8 @@ export interface Config {
   readonly rateLimitPerSecond: number;
   /** Event-loop delay beyond which requests are shed with 503; 0 turns shedding off. */
   readonly maxEventLoopDelayMs: number;
+  /** A second port serving GET /metrics without a credential (private network only); undefined for none. */
+  readonly metricsPort: number | undefined;
 }
 
 export class ConfigError extends Error {
@@ -89,6 +91,8 @@ function secret(env: Env, name: string): string | undefined {
 
 export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Config {
   const port = integer(env, 'PORT', 8080, 0, 65535);
+  const metricsPort = read(env, 'METRICS_PORT') === undefined ? undefined : integer(env, 'METRICS_PORT', 0, 1, 65535);
+  if (metricsPort !== undefined && metricsPort === port) throw new ConfigError('METRICS_PORT', `must differ from PORT (${port})`);
   const host = read(env, 'HOST') ?? '127.0.0.1';
   const databaseUrl = url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
   const dataDir = path.resolve(cwd, read(env, 'DATA_DIR') ?? '.data');
@@ -134,5 +138,6 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     oauthTokenSeconds: integer(env, 'OAUTH_TOKEN_SECONDS', 3600, 60, 86400),
     rateLimitPerSecond: integer(env, 'RATE_LIMIT_PER_SECOND', 50, 0, 100000),
     maxEventLoopDelayMs: integer(env, 'MAX_EVENT_LOOP_DELAY_MS', 1000, 0, 60000),
+    metricsPort,
   });
 }
