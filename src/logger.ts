@@ -12,10 +12,14 @@ export const REDACTED_PATHS = [
   'secret',
   'password',
   'client_secret',
+  'access_token',
+  'clientSecret',
   '*.token',
   '*.secret',
   '*.password',
   '*.client_secret',
+  '*.access_token',
+  '*.clientSecret',
 ];
 
 /** A URL with its query values removed: only parameter names are kept. */
