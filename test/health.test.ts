@@ -67,6 +67,9 @@ t.test('readyz is 503 while PostgreSQL is stopped and recovers when it returns',
     t.equal(res.statusCode, 503, `${method} ${url}: a failing query in the handler is 503, never 404`);
     t.equal(res.headers['retry-after'], '5');
   }
+  const lost = await cached.inject({ method: 'POST', url: '/scim/v2/Users', headers: { ...auth, 'content-type': 'application/scim+json' }, payload: { userName: 'during-outage@school.example' } });
+  t.equal(lost.statusCode, 503, 'a create while down answers 503, so Entra retries it');
+  t.equal(lost.headers['retry-after'], '5');
   const tenantRequest = await app.inject({ method: 'GET', url: '/scim/v2/Users', headers: { authorization: `Bearer ${token}` } });
   t.equal(tenantRequest.statusCode, 503, 'a SCIM request answers 503 while the database is down');
   t.equal(tenantRequest.headers['retry-after'], '5');
@@ -77,4 +80,8 @@ t.test('readyz is 503 while PostgreSQL is stopped and recovers when it returns',
   const back = await app.inject({ method: 'GET', url: '/readyz' });
   t.equal(back.statusCode, 200, 'ready again without a restart of the app');
   t.equal((await cached.inject({ method: 'GET', url: `/scim/v2/Users/${userId}`, headers: auth })).statusCode, 200, 'the user was never lost');
+  const rows = await db.selectFrom('accounts').select(['user_name', 'deleted_at']).orderBy('user_name').execute();
+  t.same(rows, [{ user_name: 'kept@school.example', deleted_at: null }], 'the DELETE sent while down changed nothing, and the create left no row');
+  const retried = await cached.inject({ method: 'POST', url: '/scim/v2/Users', headers: { ...auth, 'content-type': 'application/scim+json' }, payload: { userName: 'during-outage@school.example' } });
+  t.equal(retried.statusCode, 201, "Entra's retry succeeds once the database is back");
 });
