@@ -5,11 +5,17 @@ import helmet from '@fastify/helmet';
 import rateLimit from '@fastify/rate-limit';
 import underPressure from '@fastify/under-pressure';
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type pg from 'pg';
+import { createAdminAuth } from './auth/admin.js';
 import type { SigningKeys } from './auth/keys.js';
 import type { Config } from './config.js';
+import { observeAudit } from './db/audit.js';
 import type { Db } from './db/database.js';
+import { createMetrics } from './metrics.js';
 import { activityPlugin } from './plugins/activity.js';
 import { authPlugin } from './plugins/auth.js';
+import { metricsPlugin } from './plugins/metrics.js';
+import { requestCountsPlugin } from './plugins/request-counts.js';
 import secureJson from 'secure-json-parse';
 import { ScimError, notFound, RETRY_AFTER_SECONDS, unavailable } from './errors.js';
 import { errorsPlugin, frameworkError, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
@@ -17,7 +23,9 @@ import { adminRoutes } from './routes/admin.js';
 import { discoveryRoutes } from './routes/discovery.js';
 import { healthRoutes } from './routes/health.js';
 import { oauthRoutes } from './routes/oauth.js';
+import { openapiRoutes } from './routes/openapi.js';
 import { resourceRoutes } from './routes/resources.js';
+import { statusRoutes } from './routes/status.js';
 import { groups } from './scim/groups.js';
 import { MAX_JSON_DEPTH, MAX_PARAM_LENGTH, exceedsJsonDepth } from './scim/limits.js';
 import { users } from './scim/users.js';
@@ -26,6 +34,8 @@ export interface AppOptions {
   config: Config;
   db: Db;
   keys: SigningKeys;
+  /** The pool behind db, for the pool metrics. */
+  pool?: pg.Pool;
   logger?: FastifyServerOptions['loggerInstance'];
 }
 
@@ -45,7 +55,11 @@ declare module 'fastify' {
 }
 
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
-  const { config, db, keys } = options;
+  const { config, keys } = options;
+  // Every audit event written through this app's db is counted by its metrics.
+  const metrics = createMetrics({ db: options.db, pool: options.pool });
+  const db = observeAudit(options.db, metrics.countAudit);
+  const adminAuth = createAdminAuth({ config, db, keys });
   const app = Fastify({
     ...(options.logger ? { loggerInstance: options.logger } : { logger: false }),
     bodyLimit: config.bodyLimitBytes,
@@ -114,6 +128,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       },
     });
   }
+  await app.register(metricsPlugin, { metrics, adminAuth });
+  await app.register(requestCountsPlugin, { db });
   await app.register(authPlugin, {
     db,
     keys,
@@ -123,7 +139,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
 
   await app.register(healthRoutes, { db });
-  await app.register(adminRoutes, { prefix: '/admin', config, db, keys });
+  await app.register(adminRoutes, { prefix: '/admin', db, adminAuth });
+  await app.register(statusRoutes, { config, db, adminAuth });
+  await app.register(openapiRoutes);
   await app.register(oauthRoutes, { prefix: '/oauth', config, db, keys });
 
   await app.register(

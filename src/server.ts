@@ -13,6 +13,7 @@ import { purgeDeletedAccounts } from './db/accounts.js';
 import { recordAudit } from './db/audit.js';
 import { countTenants } from './db/tenants.js';
 import { createLogger } from './logger.js';
+import { listenMetrics } from './metrics.js';
 
 const PURGE_EVERY_MS = 60 * 60 * 1000;
 
@@ -38,8 +39,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     if (!config.jwtSecret && config.databaseUrl) {
       logger.warn('JWT_SECRET is not set: using the key generated in the data directory; set JWT_SECRET when several instances share the database');
     }
-    const app = await buildApp({ config, db: database.db, keys, logger });
+    const app = await buildApp({ config, db: database.db, pool: database.pool, keys, logger });
     const url = await app.listen({ port: config.port, host: config.host });
+    // No credential on this port: it must only be reachable from the private network.
+    const metricsServer = config.metricsPort === undefined ? undefined : await listenMetrics(app.metricsRegistry, config.host, config.metricsPort);
+    if (metricsServer) logger.info({ port: config.metricsPort }, 'metrics on their own port at /metrics, without a credential; keep it private');
     logger.info({ url, tenantUrl: `${config.publicUrl}/scim/v2` }, 'portal-scim listening');
 
     if ((await countTenants(database.db)) === 0) {
@@ -67,6 +71,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       url,
       async close() {
         clearInterval(purge);
+        metricsServer?.closeAllConnections();
+        await new Promise((resolve) => (metricsServer ? metricsServer.close(resolve) : resolve(undefined)));
         await app.close();
         await database.close();
       },

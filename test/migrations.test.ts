@@ -17,7 +17,7 @@ t.test('migrations go up, down and up again', async (t) => {
   const { db } = await testDatabase(t, { migrated: false });
   t.same(await tables(db), [], 'an empty database');
   const applied = await migrateToLatest(db);
-  t.same(applied, ['0001_initial', '0002_admin_credentials'], 'every migration is applied in order');
+  t.same(applied, ['0001_initial', '0002_admin_credentials', '0004_request_counts'], 'every migration is applied in order');
   t.same(await tables(db), [
     'accounts',
     'admin_credentials',
@@ -28,6 +28,7 @@ t.test('migrations go up, down and up again', async (t) => {
     'portal_accounts',
     'portal_class_memberships',
     'portal_classes',
+    'request_counts',
     'sync_conflicts',
     'tenants',
   ]);
@@ -41,7 +42,7 @@ t.test('migrations go up, down and up again', async (t) => {
   const reverted = await migrateDown(db);
   t.equal(reverted.length, 1, 'migrate down reverts one migration');
   await migrateToLatest(db);
-  t.equal((await tables(db)).length, 11);
+  t.equal((await tables(db)).length, 12);
 });
 
 t.test('instances starting at once apply each migration exactly once', async (t) => {
@@ -68,7 +69,7 @@ t.test('every tenant-owned table is keyed by tenant first', async (t) => {
      ORDER BY c.relname`.execute(db);
   t.same(
     result.rows.map((r) => r.table),
-    ['accounts', 'audit_events', 'class_memberships', 'classes', 'credentials', 'sync_conflicts'],
+    ['accounts', 'audit_events', 'class_memberships', 'classes', 'credentials', 'request_counts', 'sync_conflicts'],
   );
   for (const row of result.rows) t.equal(row.first, 'tenant_id', `${row.table} primary key starts with tenant_id`);
 

@@ -2,7 +2,7 @@
 // (credential), in which request, with what outcome. Only what finds the
 // object (its id and a reference such as the userName) is written; never
 // attribute values or secrets.
-import { sql, type Selectable, type Transaction } from 'kysely';
+import { sql, type KyselyPlugin, type Selectable, type Transaction } from 'kysely';
 import type { AuditEventsTable, AuditOutcome, Database, Db, JsonObject, SyncConflictsTable } from './database.js';
 
 type Executor = Db | Transaction<Database>;
@@ -35,6 +35,21 @@ export interface AuditEvent {
   details?: JsonObject;
 }
 
+/** Told of every event recorded through a Db from observeAudit (the metrics count them). */
+export type AuditObserver = (event: AuditEvent) => void;
+
+// Rides on the Db (and so on every transaction begun from it) as a no-op
+// Kysely plugin: each app observes its own events, with no global registry.
+class AuditObserverPlugin implements KyselyPlugin {
+  constructor(readonly observe: AuditObserver) {}
+  transformQuery: KyselyPlugin['transformQuery'] = (args) => args.node;
+  transformResult: KyselyPlugin['transformResult'] = async (args) => args.result;
+}
+
+export function observeAudit(db: Db, observe: AuditObserver): Db {
+  return db.withPlugin(new AuditObserverPlugin(observe));
+}
+
 export async function recordAudit(db: Executor, event: AuditEvent): Promise<void> {
   await db
     .insertInto('audit_events')
@@ -50,6 +65,7 @@ export async function recordAudit(db: Executor, event: AuditEvent): Promise<void
       details: JSON.stringify(event.details ?? {}),
     })
     .execute();
+  for (const plugin of db.getExecutor().plugins) if (plugin instanceof AuditObserverPlugin) plugin.observe(event);
 }
 
 export interface AuditPage {

@@ -115,6 +115,14 @@ export interface AdminCredentialsTable {
   created_at: Generated<Date>;
 }
 
+/** SCIM requests per tenant and hour (migration 0004), for the status page. */
+export interface RequestCountsTable {
+  tenant_id: string;
+  hour: Date;
+  requests: ColumnType<string, number, number>;
+  failures: ColumnType<string, number, number>;
+}
+
 export interface Database {
   admin_credentials: AdminCredentialsTable;
   tenants: TenantsTable;
@@ -124,6 +132,7 @@ export interface Database {
   class_memberships: ClassMembershipsTable;
   audit_events: AuditEventsTable;
   sync_conflicts: SyncConflictsTable;
+  request_counts: RequestCountsTable;
 }
 
 export type Db = Kysely<Database>;

@@ -1,12 +1,8 @@
 // The admin API for the portal team's screens: tenants' sync health, audit
 // events with paging, open conflicts. It has its own credentials (admin
 // tokens, audience "<aud>:admin"); a tenant's SCIM token never opens it.
-import { createVerifier } from 'fast-jwt';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { secretFor, type SigningKeys } from '../auth/keys.js';
-import { TOKEN_ALGORITHM, adminAudience } from '../auth/tokens.js';
-import type { Config } from '../config.js';
-import { findActiveAdminCredential } from '../db/admin-credentials.js';
+import { bearerToken, type AdminAuth } from '../auth/admin.js';
 import { listAuditEvents, listOpenConflicts, tenantStatus } from '../db/audit.js';
 import type { Db } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
@@ -14,43 +10,23 @@ import { findTenant, listTenants } from '../db/tenants.js';
 import { ScimError, badRequest, notFound } from '../errors.js';
 
 export interface AdminOptions {
-  config: Config;
   db: Db;
-  keys: SigningKeys;
+  adminAuth: AdminAuth;
 }
 
 const CHALLENGE = 'Bearer realm="portal-scim-admin"';
 
 export async function adminRoutes(app: FastifyInstance, options: AdminOptions): Promise<void> {
-  const { config, db, keys } = options;
-  const verify = createVerifier({
-    key: async (decoded: { header: { kid?: unknown } }) => secretFor(keys, decoded.header.kid),
-    algorithms: [TOKEN_ALGORITHM],
-    allowedIss: config.jwtIssuer,
-    allowedAud: adminAudience(config.jwtAudience),
-    requiredClaims: ['jti', 'iss', 'aud'],
-  });
-  const cache = new Map<string, { ok: boolean; until: number }>();
-
+  const { db, adminAuth } = options;
   const unauthorized = (detail: string) => new ScimError(401, undefined, detail, { 'www-authenticate': CHALLENGE });
 
   app.addHook('onRequest', async (request: FastifyRequest) => {
-    const match = /^bearer\s+(\S+)$/i.exec(request.headers.authorization?.trim() ?? '');
-    if (!match?.[1]) throw unauthorized('The admin API needs an admin token: "Authorization: Bearer <token>" (portal-scim admin-token issue).');
-    let claims: { jti?: unknown };
-    try {
-      claims = (await verify(match[1])) as { jti?: unknown };
-    } catch {
-      throw unauthorized('The admin token is not valid for this server.');
+    const token = bearerToken(request.headers.authorization);
+    if (!token) throw unauthorized('The admin API needs an admin token: "Authorization: Bearer <token>" (portal-scim admin-token issue).');
+    const check = await adminAuth.checkToken(token);
+    if (!check.ok) {
+      throw unauthorized(check.reason === 'revoked' ? 'The admin token has been revoked or has expired.' : 'The admin token is not valid for this server.');
     }
-    if (!isUuid(claims.jti)) throw unauthorized('The admin token is not valid for this server.');
-    const now = Date.now();
-    let hit = cache.get(claims.jti);
-    if (!hit || hit.until <= now) {
-      hit = { ok: (await findActiveAdminCredential(db, claims.jti)) !== undefined, until: now + config.credentialCacheSeconds * 1000 };
-      cache.set(claims.jti, hit);
-    }
-    if (!hit.ok) throw unauthorized('The admin token has been revoked or has expired.');
   });
 
   /** The tenant named in the path; 404 when there is none. */

@@ -1,0 +1,61 @@
+// Counts SCIM requests per tenant and hour for the status page's chart. The
+// counts gather in memory and are added to the database every few seconds,
+// before the status page reads them, and when the app closes.
+import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import type { Db } from '../db/database.js';
+import { addRequestCounts, type RequestCount } from '../db/request-counts.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Writes the counts gathered so far; the status page calls it before it reads. */
+    flushRequestCounts: () => Promise<void>;
+  }
+}
+
+const FLUSH_EVERY_MS = 10_000;
+const HOUR_MS = 3_600_000;
+
+async function requestCounts(app: FastifyInstance, options: { db: Db }): Promise<void> {
+  let pending = new Map<string, RequestCount>();
+
+  app.addHook('onResponse', async (request, reply) => {
+    const tenantId = request.auth?.tenantId;
+    if (!tenantId) return;
+    const hour = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
+    const key = `${tenantId}/${hour}`;
+    const count = pending.get(key) ?? { tenantId, hour: new Date(hour), requests: 0, failures: 0 };
+    count.requests += 1;
+    if (reply.statusCode >= 400) count.failures += 1;
+    pending.set(key, count);
+  });
+
+  async function flush(): Promise<void> {
+    if (pending.size === 0) return;
+    const counts = [...pending.values()];
+    pending = new Map();
+    try {
+      await addRequestCounts(options.db, counts);
+    } catch (error) {
+      // Kept for the next flush: the database may be back by then.
+      for (const c of counts) {
+        const key = `${c.tenantId}/${c.hour.getTime()}`;
+        const later = pending.get(key);
+        pending.set(key, later ? { ...c, requests: c.requests + later.requests, failures: c.failures + later.failures } : c);
+      }
+      throw error;
+    }
+  }
+
+  const timer = setInterval(() => {
+    flush().catch((error: unknown) => app.log.warn({ err: error }, 'could not store request counts; retrying'));
+  }, FLUSH_EVERY_MS);
+  timer.unref();
+  app.decorate('flushRequestCounts', flush);
+  app.addHook('onClose', async () => {
+    clearInterval(timer);
+    await flush().catch((error: unknown) => app.log.warn({ err: error }, 'request counts of the last seconds were not stored'));
+  });
+}
+
+export const requestCountsPlugin = fp(requestCounts, { name: 'request-counts', fastify: '5.x' });

@@ -1,0 +1,217 @@
+// HTML of the status pages, rendered on the server: no script, one stylesheet
+// allowed by its hash, every value escaped (tenant, class and user names come
+// from schools).
+import { createHash } from 'node:crypto';
+import type { AuditEventRow, ConflictRow, TenantStatus } from '../db/audit.js';
+import type { HourlyRequests } from '../db/request-counts.js';
+
+const STYLE = `
+body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 72rem; padding: 1rem 1.5rem; color: #1b1f24; }
+header { display: flex; justify-content: space-between; align-items: center; border-bottom: 1px solid #d0d7de; margin-bottom: 1rem; }
+h1 { font-size: 1.4rem; } h2 { font-size: 1.1rem; margin-top: 2rem; }
+table { border-collapse: collapse; width: 100%; } th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #d0d7de; vertical-align: top; }
+th { background: #f6f8fa; } td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+.warn { color: #9a3412; font-weight: 600; } .ok { color: #166534; } .muted { color: #57606a; }
+code { font-size: .85em; word-break: break-all; }
+form.signin { display: grid; gap: .6rem; max-width: 36rem; } input[type=password] { font: inherit; padding: .4rem; }
+button { font: inherit; padding: .35rem .9rem; cursor: pointer; }
+.error { background: #fff1f0; border: 1px solid #f5a3a3; padding: .6rem .8rem; }
+svg { max-width: 100%; height: auto; } .legend span { margin-right: 1rem; }
+.swatch-requests { color: #2563eb; } .swatch-failures { color: #dc2626; }
+`;
+
+/** The Content-Security-Policy of every status page: nothing but this stylesheet and forms to ourselves. */
+export const STATUS_CSP = [
+  "default-src 'none'",
+  `style-src 'sha256-${createHash('sha256').update(STYLE).digest('base64')}'`,
+  "img-src 'self'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+  "base-uri 'none'",
+].join('; ');
+
+const ENTITIES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+
+export function escapeHtml(value: unknown): string {
+  const text =
+    typeof value === 'string' ? value : typeof value === 'number' || typeof value === 'boolean' ? String(value) : value === null || value === undefined ? '' : JSON.stringify(value);
+  return text.replace(/[&<>"']/g, (c) => ENTITIES[c] ?? c);
+}
+
+/** A trusted HTML fragment, built only by the functions here from escaped values. */
+class Html {
+  constructor(readonly text: string) {}
+  toString(): string {
+    return this.text;
+  }
+}
+
+/** Template tag: interpolated values are escaped unless they are Html (or arrays of it). */
+function html(strings: TemplateStringsArray, ...values: unknown[]): Html {
+  let out = strings[0] ?? '';
+  values.forEach((value, i) => {
+    const parts = Array.isArray(value) ? value : [value];
+    out += parts.map((v) => (v instanceof Html ? v.text : escapeHtml(v))).join('');
+    out += strings[i + 1] ?? '';
+  });
+  return new Html(out);
+}
+
+function time(at: Date | null): string {
+  return at ? `${at.toISOString().slice(0, 16).replace('T', ' ')} UTC` : 'never';
+}
+
+function page(title: string, body: Html, signedIn: boolean): string {
+  const signOut = signedIn
+    ? html`<form method="post" action="/status/sign-out"><button type="submit">Sign out</button></form>`
+    : html``;
+  return `<!doctype html>\n${html`<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>${title} · portal-scim</title>
+<style>${new Html(STYLE)}</style>
+</head>
+<body>
+<header><h1><a href="/status">portal-scim status</a></h1>${signOut}</header>
+<main>
+${body}
+</main>
+</body>
+</html>
+`.text}`;
+}
+
+export function signInPage(options: { message?: string; next: string }): string {
+  const message = options.message ? html`<p class="error" role="alert">${options.message}</p>` : html``;
+  return page(
+    'Sign in',
+    html`<h2>Sign in</h2>
+${message}
+<form class="signin" method="post" action="/status/session">
+<label for="token">Admin token (from <code>portal-scim admin-token issue</code>)</label>
+<input id="token" type="password" name="token" autocomplete="off" required>
+<input type="hidden" name="next" value="${options.next}">
+<button type="submit">Sign in</button>
+</form>`,
+    false,
+  );
+}
+
+export function errorPage(status: number, message: string, signedIn: boolean): string {
+  return page(`Error ${status}`, html`<h2>Error ${status}</h2><p class="error">${message}</p><p><a href="/status">Back to all tenants</a></p>`, signedIn);
+}
+
+const HOUR_MS = 3_600_000;
+
+/** Requests per hour over the last 24 hours as an inline SVG bar chart; failures drawn over their hour's bar. */
+export function requestChart(hourly: readonly HourlyRequests[], now: Date, label: string): Html {
+  const last = Math.floor(now.getTime() / HOUR_MS) * HOUR_MS;
+  const byHour = new Map(hourly.map((h) => [h.hour.getTime(), h]));
+  const slots = Array.from({ length: 24 }, (_, i) => {
+    const hour = last - (23 - i) * HOUR_MS;
+    return { hour: new Date(hour), requests: byHour.get(hour)?.requests ?? 0, failures: byHour.get(hour)?.failures ?? 0 };
+  });
+  const total = slots.reduce((sum, s) => sum + s.requests, 0);
+  const max = Math.max(1, ...slots.map((s) => s.requests));
+  const [width, height, left, bottom, top] = [720, 190, 48, 24, 10];
+  const plot = height - bottom - top;
+  const step = (width - left - 8) / slots.length;
+  const y = (n: number) => (top + plot - (n / max) * plot).toFixed(1);
+  const bars = slots.map((s, i) => {
+    const x = (left + i * step + 3).toFixed(1);
+    const w = (step - 6).toFixed(1);
+    const tip = `${time(s.hour)}: ${s.requests} requests, ${s.failures} failed`;
+    const hourLabel = i % 3 === 0 ? html`<text x="${(left + i * step + step / 2).toFixed(1)}" y="${height - 6}" text-anchor="middle" font-size="11" fill="#57606a">${s.hour.toISOString().slice(11, 13)}</text>` : html``;
+    return html`<g data-hour="${s.hour.toISOString()}" data-requests="${s.requests}" data-failures="${s.failures}"><title>${tip}</title>
+<rect x="${x}" y="${y(s.requests)}" width="${w}" height="${((s.requests / max) * plot).toFixed(1)}" fill="#2563eb"/>
+<rect x="${x}" y="${y(s.failures)}" width="${w}" height="${((s.failures / max) * plot).toFixed(1)}" fill="#dc2626"/>${hourLabel}</g>`;
+  });
+  return html`<figure>
+<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" role="img" aria-label="${`${label}: ${total} requests in the last 24 hours`}">
+<line x1="${left}" y1="${top + plot}" x2="${width - 8}" y2="${top + plot}" stroke="#8c959f"/>
+<text x="${left - 6}" y="${top + 10}" text-anchor="end" font-size="11" fill="#57606a">${max}</text>
+<text x="${left - 6}" y="${top + plot}" text-anchor="end" font-size="11" fill="#57606a">0</text>
+${bars}
+</svg>
+<figcaption class="legend">${label}, last 24 hours by hour (UTC): <span class="swatch-requests">■ requests</span><span class="swatch-failures">■ failed (4xx/5xx)</span> total ${total}</figcaption>
+</figure>`;
+}
+
+export interface TenantRowView {
+  status: TenantStatus;
+  memberships: number;
+}
+
+const accountTotal = (status: TenantStatus) => status.accounts.reduce((sum, a) => sum + a.count, 0);
+
+function flagged(n: number): Html {
+  return n > 0 ? html`<td class="n warn">${n}</td>` : html`<td class="n">${n}</td>`;
+}
+
+export function overviewPage(rows: readonly TenantRowView[], hourly: readonly HourlyRequests[], now: Date): string {
+  const body = rows.map(
+    ({ status, memberships }) => html`<tr data-tenant="${status.tenantId}">
+<td><a href="/status/tenants/${status.tenantId}">${status.name}</a>${status.connected ? html`` : html` <span class="muted">(disconnected)</span>`}</td>
+<td>${time(status.lastRequestAt)}</td>
+<td class="n">${accountTotal(status)}</td><td class="n">${status.classes}</td><td class="n">${memberships}</td>
+${flagged(status.failures24h)}${flagged(status.openConflicts24h)}${flagged(status.openConflicts)}
+</tr>`,
+  );
+  return page(
+    'Tenants',
+    html`${requestChart(hourly, now, 'SCIM requests of all tenants')}
+<h2>Tenants</h2>
+<table>
+<thead><tr><th>Tenant</th><th>Last sync</th><th class="n">Accounts</th><th class="n">Classes</th><th class="n">Memberships</th><th class="n">Failures 24 h</th><th class="n">Conflicts 24 h</th><th class="n">Open conflicts</th></tr></thead>
+<tbody>
+${rows.length > 0 ? body : html`<tr><td colspan="8" class="muted">No tenants yet: portal-scim tenant create.</td></tr>`}
+</tbody>
+</table>`,
+    true,
+  );
+}
+
+export interface TenantPageView {
+  status: TenantStatus;
+  memberships: number;
+  conflicts: readonly ConflictRow[];
+  events: readonly AuditEventRow[];
+  hourly: readonly HourlyRequests[];
+  now: Date;
+}
+
+export function tenantPage(view: TenantPageView): string {
+  const { status } = view;
+  const accounts = status.accounts.map((a) => html`<tr><td>${a.role}</td><td>${a.active ? 'active' : 'deactivated'}</td><td class="n">${a.count}</td></tr>`);
+  const conflicts = view.conflicts.map(
+    (c) => html`<tr><td>${time(c.at)}</td><td>${c.kind}</td><td>${c.object_type}</td><td>${c.object_ref ?? ''}</td><td>${c.detail}</td><td><code>${c.request_id ?? ''}</code></td></tr>`,
+  );
+  const events = view.events.map(
+    (e) => html`<tr class="${e.outcome === 'success' ? '' : 'warn'}"><td>${time(e.at)}</td><td>${e.action}</td><td>${e.object_type}</td><td>${e.object_ref ?? ''}</td><td>${e.outcome}</td><td><code>${JSON.stringify(e.details)}</code></td><td><code>${e.request_id ?? ''}</code></td></tr>`,
+  );
+  return page(
+    status.name,
+    html`<h2>${status.name}</h2>
+<p><span class="muted">Tenant</span> <code>${status.tenantId}</code> · ${status.connected ? html`<span class="ok">connected</span>` : html`<span class="warn">disconnected</span>`} · <span class="muted">last sync</span> ${time(status.lastRequestAt)}</p>
+<table>
+<thead><tr><th class="n">Accounts</th><th class="n">Deleted</th><th class="n">Classes</th><th class="n">Memberships</th><th class="n">Failures 24 h</th><th class="n">Conflicts 24 h</th><th class="n">Open conflicts</th></tr></thead>
+<tbody><tr><td class="n">${accountTotal(status)}</td><td class="n">${status.deletedAccounts}</td><td class="n">${status.classes}</td><td class="n">${view.memberships}</td>${flagged(status.failures24h)}${flagged(status.openConflicts24h)}${flagged(status.openConflicts)}</tr></tbody>
+</table>
+${requestChart(view.hourly, view.now, `SCIM requests of ${status.name}`)}
+<h2>Accounts by role</h2>
+<table><thead><tr><th>Role</th><th>State</th><th class="n">Accounts</th></tr></thead><tbody>
+${accounts.length > 0 ? accounts : html`<tr><td colspan="3" class="muted">No synced accounts.</td></tr>`}
+</tbody></table>
+<h2 id="conflicts">Open conflicts</h2>
+<table><thead><tr><th>At</th><th>Kind</th><th>Object</th><th>Reference</th><th>Detail</th><th>Request</th></tr></thead><tbody>
+${conflicts.length > 0 ? conflicts : html`<tr><td colspan="6" class="muted">No open conflicts.</td></tr>`}
+</tbody></table>
+<h2 id="audit">Recent audit events</h2>
+<table><thead><tr><th>At</th><th>Action</th><th>Object</th><th>Reference</th><th>Outcome</th><th>Details</th><th>Request</th></tr></thead><tbody>
+${events.length > 0 ? events : html`<tr><td colspan="7" class="muted">No audit events yet.</td></tr>`}
+</tbody></table>`,
+    true,
+  );
+}

@@ -1,0 +1,127 @@
+// The status pages for the portal team: every tenant's sync health and a
+// tenant's recent audit events and open conflicts, as server-rendered HTML.
+// Browsers cannot send a bearer header, so the sign-in form trades an admin
+// token for a short-lived signed session cookie; the Authorization header
+// works too.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { SESSION_SECONDS, bearerToken, type AdminAuth } from '../auth/admin.js';
+import type { Config } from '../config.js';
+import { listAuditEvents, listOpenConflicts, tenantStatus, type TenantStatus } from '../db/audit.js';
+import type { Db } from '../db/database.js';
+import { isUuid } from '../db/ids.js';
+import { countMembershipsByTenant, listRequestsPerHour } from '../db/request-counts.js';
+import { listTenants } from '../db/tenants.js';
+import { toScimError } from '../plugins/errors.js';
+import { STATUS_CSP, errorPage, overviewPage, signInPage, tenantPage } from './status-view.js';
+
+export interface StatusOptions {
+  config: Config;
+  db: Db;
+  adminAuth: AdminAuth;
+}
+
+const COOKIE = 'portal_scim_status';
+const CHALLENGE = 'Bearer realm="portal-scim-admin"';
+const DAY_MS = 24 * 3_600_000;
+/** Where a sign-in may send the browser back to: our own pages only. */
+const NEXT = /^\/status(?:\/tenants\/[0-9a-fA-F-]{36})?$/;
+
+function cookieValue(header: string | undefined, name: string): string | undefined {
+  for (const part of (header ?? '').split(';')) {
+    const [key, ...rest] = part.trim().split('=');
+    if (key === name) return rest.join('=');
+  }
+  return undefined;
+}
+
+export async function statusRoutes(app: FastifyInstance, options: StatusOptions): Promise<void> {
+  const { db, adminAuth } = options;
+  const secure = options.config.publicUrl.startsWith('https:') ? '; Secure' : '';
+  const cookie = (value: string, maxAge: number) => `${COOKIE}=${value}; Path=/status; HttpOnly; SameSite=Strict; Max-Age=${maxAge}${secure}`;
+
+  // Only the sign-in form posts here; the rest of the server keeps its parsers.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 16384 }, (_request, body, done) => {
+    done(null, Object.fromEntries(new URLSearchParams(typeof body === 'string' ? body : body.toString('utf8'))));
+  });
+
+  app.addHook('onSend', async (_request, reply, payload) => {
+    reply.header('content-security-policy', STATUS_CSP).header('cache-control', 'no-store');
+    return payload;
+  });
+
+  const sendHtml = (reply: FastifyReply, status: number, body: string) => reply.code(status).type('text/html; charset=utf-8').send(body);
+
+  const signedIn = async (request: FastifyRequest): Promise<boolean> => {
+    const token = bearerToken(request.headers.authorization);
+    if (token !== undefined) return (await adminAuth.checkToken(token)).ok;
+    const session = cookieValue(request.headers.cookie, COOKIE);
+    return session !== undefined && session !== '' && (await adminAuth.checkSession(session)).ok;
+  };
+
+  /** Answers 401 with the sign-in form when the request is not signed in; true when it is. */
+  const requireSignIn = async (request: FastifyRequest, reply: FastifyReply): Promise<boolean> => {
+    if (await signedIn(request)) return true;
+    const path = request.url.split('?')[0] ?? '';
+    reply.header('www-authenticate', CHALLENGE);
+    await sendHtml(reply, 401, signInPage({ next: NEXT.test(path) ? path : '/status' }));
+    return false;
+  };
+
+  app.setErrorHandler(async (error, request, reply) => {
+    const known = toScimError(error);
+    const status = known?.status ?? 500;
+    if (status >= 500) request.log.warn({ err: error }, 'status page failed');
+    const message = status >= 500 ? 'The status could not be read now; try again shortly.' : (known?.detail ?? 'The request could not be served.');
+    return sendHtml(reply, status, errorPage(status, message, false));
+  });
+
+  app.get('/status', async (request, reply) => {
+    if (!(await requireSignIn(request, reply))) return reply;
+    await app.flushRequestCounts().catch((error: unknown) => request.log.warn({ err: error }, 'could not store request counts'));
+    const now = new Date();
+    const tenants = await listTenants(db);
+    const [statuses, memberships, hourly] = await Promise.all([
+      Promise.all(tenants.map((t) => tenantStatus(db, t.id))),
+      countMembershipsByTenant(db),
+      listRequestsPerHour(db, new Date(now.getTime() - DAY_MS)),
+    ]);
+    const rows = statuses
+      .filter((s): s is TenantStatus => s !== undefined)
+      .map((status) => ({ status, memberships: memberships.get(status.tenantId) ?? 0 }));
+    return sendHtml(reply, 200, overviewPage(rows, hourly, now));
+  });
+
+  app.get('/status/tenants/:id', async (request, reply) => {
+    if (!(await requireSignIn(request, reply))) return reply;
+    const { id } = request.params as { id: string };
+    const status = isUuid(id) ? await tenantStatus(db, id) : undefined;
+    if (!status) return sendHtml(reply, 404, errorPage(404, `No tenant ${id}.`, true));
+    await app.flushRequestCounts().catch((error: unknown) => request.log.warn({ err: error }, 'could not store request counts'));
+    const now = new Date();
+    const [conflicts, events, memberships, hourly] = await Promise.all([
+      listOpenConflicts(db, id, 100),
+      listAuditEvents(db, id, { limit: 50 }),
+      countMembershipsByTenant(db),
+      listRequestsPerHour(db, new Date(now.getTime() - DAY_MS), id),
+    ]);
+    return sendHtml(reply, 200, tenantPage({ status, memberships: memberships.get(id) ?? 0, conflicts, events: events.events, hourly, now }));
+  });
+
+  app.post('/status/session', async (request, reply) => {
+    const form = (request.body ?? {}) as { token?: unknown; next?: unknown };
+    const next = typeof form.next === 'string' && NEXT.test(form.next) ? form.next : '/status';
+    const token = typeof form.token === 'string' ? form.token.trim() : '';
+    const check = token === '' ? undefined : await adminAuth.checkToken(token);
+    if (!check?.ok) {
+      const message =
+        check?.reason === 'revoked' ? 'That admin token has been revoked or has expired.' : 'That is not an admin token of this server (portal-scim admin-token issue).';
+      return sendHtml(reply, 401, signInPage({ message, next }));
+    }
+    return reply.code(303).header('set-cookie', cookie(adminAuth.signSession(check.credentialId), SESSION_SECONDS)).header('location', next).send();
+  });
+
+  app.post('/status/sign-out', async (_request, reply) =>
+    reply.code(303).header('set-cookie', cookie('', 0)).header('location', '/status').send(),
+  );
+}
