@@ -68,7 +68,7 @@ export async function testApp(t: Test, env: Record<string, string> = {}): Promis
   const database = await testDatabase(t);
   const config = loadConfig(testEnv(env));
   const keys = signingKeys(TEST_SECRET, config.jwtPreviousSecrets);
-  const app = await buildApp({ config, db: database.db, keys });
+  const app = await buildApp({ config, db: database.db, pool: database.pool, keys });
   // No request in the suite may answer 500: every failure has a SCIM status.
   const serverErrors: string[] = [];
   app.addHook('onResponse', async (request, reply) => {
