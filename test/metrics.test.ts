@@ -1,0 +1,150 @@
+// Prometheus metrics: only the admin credential reads them; requests count by
+// route pattern, method, status and tenant; audit outcomes count by tenant;
+// each app has its own registry; METRICS_PORT serves them without a credential.
+import type { AddressInfo } from 'node:net';
+import { Registry } from 'prom-client';
+import t from 'tap';
+import { signAdminToken } from '../src/auth/tokens.js';
+import { ConfigError, loadConfig } from '../src/config.js';
+import { createAdminCredential } from '../src/db/admin-credentials.js';
+import { listenMetrics } from '../src/metrics.js';
+import { testApp, testEnv, tenantWithToken, type TestApp } from './helpers/app.js';
+import { GROUP, client, entraUser, patch } from './helpers/scim.js';
+
+async function adminToken(env: TestApp): Promise<string> {
+  const credential = await createAdminCredential(env.db, 'metrics test', null);
+  return signAdminToken({ keys: env.keys, issuer: env.config.jwtIssuer, audience: env.config.jwtAudience }, credential.id);
+}
+
+/** The value of one series in the exposition text; undefined when it is not there. */
+function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
+  for (const line of text.split('\n')) {
+    const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const found = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]));
+    if (Object.entries(labels).every(([k, v]) => found[k] === v) && Object.keys(found).length === Object.keys(labels).length) return Number(match[3]);
+  }
+  return undefined;
+}
+
+t.test('GET /metrics needs the admin credential', async (t) => {
+  const env = await testApp(t);
+  const token = await adminToken(env);
+  for (const [label, authorization] of [
+    ['no credential', undefined],
+    ["a tenant's SCIM token", `Bearer ${env.token}`],
+    ['garbage', 'Bearer a.b.c'],
+  ] as const) {
+    const res = await env.app.inject({ method: 'GET', url: '/metrics', headers: authorization ? { authorization } : {} });
+    t.equal(res.statusCode, 401, label);
+    t.match(res.headers['www-authenticate'], /portal-scim-admin/, label);
+    t.notMatch(res.body, /portal_scim_http_requests_total/, `${label}: no metrics in the answer`);
+  }
+  const res = await env.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${token}` } });
+  t.equal(res.statusCode, 200);
+  t.equal(res.headers['content-type'], Registry.PROMETHEUS_CONTENT_TYPE);
+  t.match(res.body, /# TYPE portal_scim_http_requests_total counter/);
+  t.match(res.body, /# TYPE portal_scim_http_request_duration_seconds histogram/);
+  t.match(res.body, /# TYPE portal_scim_provisioning_events_total counter/);
+  t.ok((sample(res.body, 'portal_scim_db_pool_connections', {}) ?? 0) >= 1, 'the pool holds a connection');
+  t.equal(sample(res.body, 'portal_scim_db_pool_waiting_requests', {}), 0, 'nothing waits for the pool');
+  t.ok(sample(res.body, 'portal_scim_db_pool_idle_connections', {}) !== undefined);
+});
+
+t.test('SCIM requests and provisioning outcomes are counted per tenant, route and status', async (t) => {
+  const env = await testApp(t);
+  const token = await adminToken(env);
+  const scim = client(env.app, env.headers);
+  const tenant = env.tenant.id;
+
+  // A portal admin whose e-mail Entra's user 3 collides with (a conflict), and
+  // a manual account Entra's user 4 adopts.
+  await env.db
+    .insertInto('accounts')
+    .values([
+      { tenant_id: tenant, managed_by: 'manual', role: 'admin', user_name: 'head', email: 'pupil3@school.example', scim: '{}' },
+      { tenant_id: tenant, managed_by: 'manual', role: 'student', user_name: 'old-4', email: 'pupil4@school.example', scim: '{}' },
+    ])
+    .execute();
+  const first = await scim('POST', '/Users', entraUser(1));
+  t.equal(first.statusCode, 201);
+  t.equal((await scim('POST', '/Users', entraUser(2))).statusCode, 201);
+  t.equal((await scim('POST', '/Users', entraUser(3))).statusCode, 409);
+  t.equal((await scim('POST', '/Users', entraUser(4))).statusCode, 201);
+  const id = first.json().id as string;
+  t.equal((await scim('GET', `/Users/${id}`)).statusCode, 200);
+  t.equal((await scim('PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'active', value: false }))).statusCode, 200);
+  t.equal((await scim('DELETE', `/Users/${id}`)).statusCode, 204);
+  t.equal((await scim('GET', `/Users/${id}`)).statusCode, 404);
+  t.equal((await scim('PUT', `/Users/${id}`, entraUser(1))).statusCode, 404);
+  const group = await scim('POST', '/Groups', { schemas: [GROUP], displayName: '7A', externalId: 'class-7a' });
+  t.equal(group.statusCode, 201);
+  t.equal((await scim('DELETE', `/Groups/${group.json().id as string}`)).statusCode, 204);
+
+  // A second tenant that has synced before but sends nothing now.
+  const quiet = await tenantWithToken(env.db, env.config, env.keys, 'Quiet School');
+  await env.db.updateTable('tenants').set({ last_request_at: new Date('2024-01-02T03:04:05Z') }).where('id', '=', quiet.tenant.id).execute();
+
+  const res = await env.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${token}` } });
+  t.equal(res.statusCode, 200);
+  const text = res.body;
+  const requests = (route: string, method: string, status: number) =>
+    sample(text, 'portal_scim_http_requests_total', { route, method, status: String(status), tenant });
+  t.equal(requests('/scim/v2/Users', 'POST', 201), 3, 'three creates answered 201');
+  t.equal(requests('/scim/v2/Users', 'POST', 409), 1, 'the conflict answered 409');
+  t.equal(requests('/scim/v2/Users/:id', 'GET', 200), 1);
+  t.equal(requests('/scim/v2/Users/:id', 'GET', 404), 1);
+  t.equal(requests('/scim/v2/Users/:id', 'DELETE', 204), 1);
+  t.equal(requests('/scim/v2/Groups', 'POST', 201), 1);
+  t.notMatch(text, new RegExp(id), 'raw URLs never become labels');
+  t.equal(
+    sample(text, 'portal_scim_http_request_duration_seconds_count', { route: '/scim/v2/Users', method: 'POST' }),
+    4,
+    'every POST /Users is timed',
+  );
+
+  const outcome = (object: string, action: string, result: string) =>
+    sample(text, 'portal_scim_provisioning_events_total', { tenant, object, action, outcome: result });
+  t.equal(outcome('user', 'create', 'success'), 2, 'created');
+  t.equal(outcome('user', 'adopt', 'success'), 1, 'adopted');
+  t.equal(outcome('user', 'conflict', 'conflict'), 1, 'conflicts');
+  t.equal(outcome('user', 'deactivate', 'success'), 1, 'deactivated');
+  t.equal(outcome('user', 'delete', 'success'), 1, 'deleted');
+  t.equal(outcome('user', 'update', 'failure'), 1, 'the failed PUT');
+  t.equal(outcome('group', 'create', 'success'), 1);
+  t.equal(outcome('group', 'delete', 'success'), 1);
+
+  t.equal(
+    sample(text, 'portal_scim_tenant_last_request_timestamp_seconds', { tenant: quiet.tenant.id }),
+    Date.parse('2024-01-02T03:04:05Z') / 1000,
+    "a tenant's last request comes from the database",
+  );
+
+  // A second app in the same process keeps its own registry.
+  const other = await testApp(t);
+  const otherToken = await adminToken(other);
+  const otherText = (await other.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${otherToken}` } })).body;
+  t.notMatch(otherText, new RegExp(tenant), "the other app counted none of this app's requests");
+  t.equal(sample(otherText, 'portal_scim_provisioning_events_total', { tenant, object: 'user', action: 'create', outcome: 'success' }), undefined);
+});
+
+t.test('METRICS_PORT serves the registry without a credential, and is validated', async (t) => {
+  const env = await testApp(t);
+  await client(env.app, env.headers)('GET', '/Users');
+  const server = await listenMetrics(env.app.metricsRegistry, '127.0.0.1', 0);
+  t.teardown(() => new Promise((resolve) => server.close(resolve)));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const res = await fetch(`${base}/metrics`);
+  t.equal(res.status, 200);
+  t.equal(res.headers.get('content-type'), Registry.PROMETHEUS_CONTENT_TYPE);
+  t.equal(
+    sample(await res.text(), 'portal_scim_http_requests_total', { route: '/scim/v2/Users', method: 'GET', status: '200', tenant: env.tenant.id }),
+    1,
+  );
+  t.equal((await fetch(`${base}/`)).status, 404, 'nothing else is served there');
+
+  t.equal(loadConfig(testEnv({ METRICS_PORT: '9464' })).metricsPort, 9464);
+  t.equal(loadConfig(testEnv()).metricsPort, undefined);
+  t.throws(() => loadConfig(testEnv({ METRICS_PORT: 'abc' })), ConfigError);
+  t.throws(() => loadConfig(testEnv({ METRICS_PORT: '8080', PORT: '8080' })), { variable: 'METRICS_PORT' });
+});
