@@ -19,15 +19,18 @@ const HOUR_MS = 3_600_000;
 async function requestCounts(app: FastifyInstance, options: { db: Db }): Promise<void> {
   let pending = new Map<string, RequestCount>();
 
-  app.addHook('onResponse', async (request, reply) => {
+  // onSend, not onResponse: counted before the client has its answer, so a
+  // status page read right after sees it.
+  app.addHook('onSend', async (request, reply, payload) => {
     const tenantId = request.auth?.tenantId;
-    if (!tenantId) return;
+    if (!tenantId) return payload;
     const hour = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
     const key = `${tenantId}/${hour}`;
     const count = pending.get(key) ?? { tenantId, hour: new Date(hour), requests: 0, failures: 0 };
     count.requests += 1;
     if (reply.statusCode >= 400) count.failures += 1;
     pending.set(key, count);
+    return payload;
   });
 
   async function flush(): Promise<void> {
