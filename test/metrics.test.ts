@@ -145,6 +145,14 @@ t.test('METRICS_PORT serves the registry without a credential, and is validated'
 
   t.equal(loadConfig(testEnv({ METRICS_PORT: '9464' })).metricsPort, 9464);
   t.equal(loadConfig(testEnv()).metricsPort, undefined);
-  t.throws(() => loadConfig(testEnv({ METRICS_PORT: 'abc' })), ConfigError);
-  t.throws(() => loadConfig(testEnv({ METRICS_PORT: '8080', PORT: '8080' })), { variable: 'METRICS_PORT' });
+  for (const bad of [{ METRICS_PORT: 'abc' }, { METRICS_PORT: '70000' }, { METRICS_PORT: '8080', PORT: '8080' }]) {
+    let caught: unknown;
+    try {
+      loadConfig(testEnv(bad));
+    } catch (error) {
+      caught = error;
+    }
+    t.type(caught, ConfigError, JSON.stringify(bad));
+    t.equal((caught as ConfigError).variable, 'METRICS_PORT');
+  }
 });

@@ -104,7 +104,7 @@ t.test('status pages: sign-in, tenant overview with a conflict, tenant page, sig
   t.equal(await row.locator('td.warn').count(), 2, 'conflicts are flagged');
   t.equal(await page.locator('script').count(), 0, 'no script element, not even the school name');
   t.equal(
-    await page.evaluate(() => getComputedStyle(document.querySelector('th') as Element).backgroundColor),
+    await page.evaluate<string>('getComputedStyle(document.querySelector("th")).backgroundColor'),
     'rgb(246, 248, 250)',
     'the stylesheet applies under the Content-Security-Policy',
   );
