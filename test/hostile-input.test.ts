@@ -252,3 +252,26 @@ t.test('a long query string and many parameters are served', async (t) => {
   const projected = await f.scim('GET', `/Users?attributes=${attributes},userName`);
   t.same(Object.keys(projected.json().Resources[0] as object).sort(), ['id', 'schemas', 'userName'], 'unknown attribute names are ignored');
 });
+
+t.test('attributes and excludedAttributes given twice are one list on every route, not a 500', async (t) => {
+  const f = await fixture(t);
+  const got = await f.scim('GET', `/Users/${f.userId}?attributes=userName&attributes=displayName`);
+  t.equal(got.statusCode, 200);
+  t.same(Object.keys(got.json() as object).sort(), ['displayName', 'id', 'schemas', 'userName']);
+  const group = await f.scim('GET', `/Groups/${f.groupId}?excludedAttributes=members&excludedAttributes=meta`);
+  t.equal(group.statusCode, 200);
+  t.notOk(group.json().members, 'members left out');
+  t.notOk(group.json().meta, 'meta left out');
+  const created = await f.scim('POST', '/Users?attributes=userName&attributes=externalId', entraUser(8));
+  t.equal(created.statusCode, 201);
+  t.same(Object.keys(created.json() as object).sort(), ['externalId', 'id', 'schemas', 'userName']);
+  const replaced = await f.scim('PUT', `/Users/${f.userId}?excludedAttributes=emails&excludedAttributes=name`, entraUser(1));
+  t.equal(replaced.statusCode, 200);
+  t.notOk(replaced.json().emails);
+  t.notOk(replaced.json().name);
+  const patched = await f.scim('PATCH', `/Users/${f.userId}?attributes=title&attributes=active`, patch({ op: 'replace', path: 'title', value: 'Pupil' }));
+  t.equal(patched.statusCode, 200);
+  t.same(patched.json(), { schemas: [USER, ENTERPRISE], id: f.userId, title: 'Pupil', active: true });
+  const listed = await f.scim('GET', '/Groups?attributes=displayName&attributes=externalId');
+  t.same(Object.keys(listed.json().Resources[0] as object).sort(), ['displayName', 'id', 'schemas']);
+});

@@ -25,6 +25,14 @@ function stringParam(name: string, value: unknown): string | undefined {
   return value;
 }
 
+/** attributes= and excludedAttributes=; a parameter given twice is one list. */
+function projectionParams(input: { attributes?: unknown; excludedAttributes?: unknown }): Projection {
+  return {
+    attributes: stringParam('attributes', input.attributes),
+    excludedAttributes: stringParam('excludedAttributes', input.excludedAttributes),
+  };
+}
+
 interface ListInput {
   filter?: unknown;
   startIndex?: unknown;
@@ -57,10 +65,7 @@ function listParams(input: ListInput): { params: ListParams; projection: Project
       throw badRequest('invalidValue', `sortBy "${sortByText}" is not an attribute name.`);
     }
   }
-  const projection: Projection = {
-    attributes: stringParam('attributes', input.attributes),
-    excludedAttributes: stringParam('excludedAttributes', input.excludedAttributes),
-  };
+  const projection = projectionParams(input);
   return {
     params: {
       filter: filterText !== undefined ? parseFilter(filterText) : undefined,
@@ -140,7 +145,7 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
   });
 
   app.post(endpoint, async (request, reply) => {
-    const query = request.query as Projection;
+    const query = projectionParams(request.query as Projection);
     const created = await handler.create(context(request), request.body);
     reply.header('location', (created.meta as { location: string }).location);
     return sendResource(reply, project(handler.name, created, query), 201);
@@ -148,7 +153,7 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
 
   app.get(`${endpoint}/:id`, async (request, reply) => {
     const { id } = request.params as { id: string };
-    const query = request.query as Projection;
+    const query = projectionParams(request.query as Projection);
     const resource = await handler.get(context(request), id, !excludesMembers(query));
     const version = (resource.meta as { version: string }).version;
     const ifNoneMatch = header(request, 'if-none-match');
@@ -160,15 +165,17 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
 
   app.put(`${endpoint}/:id`, async (request, reply) => {
     const { id } = request.params as { id: string };
+    const query = projectionParams(request.query as Projection);
     const resource = await handler.replace(context(request), id, request.body, header(request, 'if-match'));
-    return sendResource(reply, project(handler.name, resource, request.query as Projection));
+    return sendResource(reply, project(handler.name, resource, query));
   });
 
   app.patch(`${endpoint}/:id`, async (request, reply) => {
     const { id } = request.params as { id: string };
+    const query = projectionParams(request.query as Projection);
     const resource = await handler.patch(context(request), id, request.body, header(request, 'if-match'));
     if (resource === undefined) return reply.code(204).send();
-    return sendResource(reply, project(handler.name, resource, request.query as Projection));
+    return sendResource(reply, project(handler.name, resource, query));
   });
 
   app.delete(`${endpoint}/:id`, async (request, reply) => {
