@@ -1,7 +1,7 @@
 // OAuth 2.0 client credentials at POST /oauth/token: clients made by the CLI,
 // both client authentication methods, RFC 6749 errors, the access token on the
 // SCIM routes, revocation, and the stored secret being a slow hash.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { runCli } from '../src/cli.js';
 import { testApp, testEnv } from './helpers/app.js';
 
@@ -19,7 +19,7 @@ interface CreatedClient {
   tenantUrl: string;
 }
 
-async function setup(t: Parameters<Parameters<typeof t.test>[1]>[0]) {
+async function setup(t: Test) {
   const ctx = await testApp(t);
   const env = testEnv({ DATABASE_URL: ctx.database.url });
   const created = await cli(env, 'client', 'create', '--tenant', ctx.tenant.id, '--label', 'entra', '--json');
