@@ -243,8 +243,35 @@ function present(target: Target): Condition {
   return target.type === 'string' ? sql<boolean>`(${target.text} IS NOT NULL AND ${target.text} <> '')` : sql<boolean>`(${target.text} IS NOT NULL)`;
 }
 
-// Two-valued logic: a comparison on a missing value is false, so "not" matches it.
+// Two-valued logic: a comparison on a missing value is false, so "not" matches
+// it. Only "not" needs the COALESCE: under and/or, and in a WHERE, unknown
+// already acts as false, and a bare comparison keeps its index usable.
 const definite = (condition: Condition): Condition => sql<boolean>`COALESCE(${condition}, false)`;
+
+/** The value of a `value eq "x"` condition (alone or in an and), for the e-mail prefilter. */
+function valueEquals(node: FilterNode): string | undefined {
+  if (node.kind === 'compare') {
+    const { path, op, value } = node;
+    return op === 'eq' && typeof value === 'string' && !path.uri && !path.sub && path.name.toLowerCase() === 'value' ? value : undefined;
+  }
+  return node.kind === 'and' ? node.nodes.map(valueEquals).find((v) => v !== undefined) : undefined;
+}
+
+/**
+ * An indexed condition every account matching an e-mail value filter meets:
+ * the link e-mail column holds the value, or the account has more than one
+ * address (accounts_several_emails_idx). With a single address the column is
+ * that address (fromScimUser), so nothing is lost.
+ */
+function emailPrefilter(resource: ResourceName, node: FilterNode): Condition | undefined {
+  if (resource !== 'User') return undefined;
+  const path = node.kind === 'compare' || node.kind === 'valuePath' ? node.path : undefined;
+  if (!path || path.name.toLowerCase() !== 'emails' || (path.uri && !/^urn:ietf:params:scim:schemas:core:2\.0:user$/i.test(path.uri))) return undefined;
+  let value: string | undefined;
+  if (node.kind === 'compare' && (!path.sub || path.sub.toLowerCase() === 'value')) value = valueEquals({ ...node, path: { name: 'value' } });
+  if (node.kind === 'valuePath' && !path.sub) value = valueEquals(node.filter);
+  return value === undefined ? undefined : sql<boolean>`(lower(a.email) = lower(${value}) OR ((a.scim -> 'emails') -> 1) IS NOT NULL)`;
+}
 
 function compile(resource: ResourceName, node: FilterNode, element?: (path: AttrPath) => Target): Condition {
   const lookup = element ?? ((path: AttrPath) => resolve(resource, path));
@@ -257,19 +284,19 @@ function compile(resource: ResourceName, node: FilterNode, element?: (path: Attr
         return target.exists((field) => {
           const value = target.attribute?.type === 'complex' || target.attribute === undefined ? field('value') : field('');
           if (!value) throw invalid(`${label} has no value to compare; name a sub-attribute.`);
-          return definite(compareScalar(value, node.op, node.value, label));
+          return compareScalar(value, node.op, node.value, label);
         });
       }
-      return definite(compareScalar(target, node.op, node.value, label));
+      return compareScalar(target, node.op, node.value, label);
     }
     case 'present':
-      return definite(present(lookup(node.path)));
+      return present(lookup(node.path));
     case 'and':
       return sql<boolean>`(${sql.join(node.nodes.map((n) => compile(resource, n, element)), sql` AND `)})`;
     case 'or':
       return sql<boolean>`(${sql.join(node.nodes.map((n) => compile(resource, n, element)), sql` OR `)})`;
     case 'not':
-      return sql<boolean>`(NOT ${compile(resource, node.node, element)})`;
+      return sql<boolean>`(NOT ${definite(compile(resource, node.node, element))})`;
     case 'valuePath': {
       if (element) throw invalid('A filter in brackets cannot hold another one.');
       const target = resolve(resource, node.path);
@@ -288,7 +315,9 @@ function compile(resource: ResourceName, node: FilterNode, element?: (path: Attr
 
 /** The SQL condition for a filter over Users (alias a) or Groups (alias c). */
 export function filterToSql(resource: ResourceName, node: FilterNode): Condition {
-  return compile(resource, node);
+  const condition = compile(resource, node);
+  const prefilter = emailPrefilter(resource, node);
+  return prefilter ? sql<boolean>`(${prefilter} AND ${condition})` : condition;
 }
 
 /** The SQL expression to sort by, for sortBy. Multi-valued attributes sort by their primary (or first) value. */

@@ -1,0 +1,129 @@
+// The plans of the hot queries: Entra's lookups, creates, changes and member
+// batches run through the real app on a database seeded with many tenants; every
+// statement they send is captured by kysely's query log and explained. None may
+// read accounts, classes or class_memberships sequentially, and each reads
+// them through an index led by tenant_id.
+import { Kysely, PostgresDialect, sql, type CompiledQuery } from 'kysely';
+import t from 'tap';
+import { buildApp } from '../src/app.js';
+import { signingKeys } from '../src/auth/keys.js';
+import { loadConfig } from '../src/config.js';
+import type { Database } from '../src/db/database.js';
+import { TEST_SECRET, tenantWithToken, testEnv } from './helpers/app.js';
+import { testDatabase } from './helpers/database.js';
+import { GROUP, client, entraUser, patch } from './helpers/scim.js';
+
+const WATCHED = new Set(['accounts', 'classes', 'class_memberships']);
+const OTHER_TENANTS = 30;
+const ACCOUNTS_PER_TENANT = 3000;
+
+interface PlanNode {
+  'Node Type': string;
+  'Relation Name'?: string;
+  'Index Name'?: string;
+  'Index Cond'?: string;
+  Plans?: PlanNode[];
+}
+
+function nodes(plan: PlanNode): PlanNode[] {
+  return [plan, ...(plan.Plans ?? []).flatMap(nodes)];
+}
+
+t.test('hot queries use indexes led by tenant_id, never a sequential scan', async (t) => {
+  const database = await testDatabase(t);
+  const captured: CompiledQuery[] = [];
+  const db = new Kysely<Database>({
+    dialect: new PostgresDialect({ pool: database.pool }),
+    log: (event) => {
+      if (event.level === 'query') captured.push(event.query);
+    },
+  });
+  const config = loadConfig(testEnv({ RATE_LIMIT_PER_SECOND: '0' }));
+  const keys = signingKeys(TEST_SECRET);
+  const app = await buildApp({ config, db, keys });
+  t.teardown(() => app.close());
+  const { tenant, headers } = await tenantWithToken(db, config, keys, 'Plan School', ['school.example']);
+  const scim = client(app, headers);
+
+  // Other tenants hold most rows, as in a shared database; the tenant under
+  // test has as many as each of them.
+  await sql`INSERT INTO tenants (name) SELECT 'Other ' || g FROM generate_series(1, ${OTHER_TENANTS}::int) g`.execute(database.db);
+  await sql`
+    INSERT INTO accounts (tenant_id, managed_by, user_name, external_id, email, display_name, scim)
+    SELECT t.id, 'sync', 'u' || g || '.' || t.n || '@school.example', md5(g || '.' || t.n), 'u' || g || '.' || t.n || '@school.example', 'User ' || g,
+           jsonb_build_object('emails', jsonb_build_array(jsonb_build_object('value', 'u' || g || '.' || t.n || '@school.example', 'type', 'work')))
+      FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM tenants) t, generate_series(1, ${ACCOUNTS_PER_TENANT}::int) g`.execute(database.db);
+  await sql`
+    INSERT INTO classes (tenant_id, managed_by, display_name, external_id)
+    SELECT t.id, 'sync', 'Class ' || g, md5('class' || g || t.id) FROM tenants t, generate_series(1, 100) g`.execute(database.db);
+  await sql`
+    INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
+    SELECT c.tenant_id, c.id, a.id, true
+      FROM classes c JOIN LATERAL (SELECT id FROM accounts WHERE tenant_id = c.tenant_id ORDER BY id OFFSET (hashtext(c.id::text) & 1023) LIMIT 25) a ON true`.execute(database.db);
+  await sql`ANALYZE`.execute(database.db);
+
+  // The indexes of the watched tables, and whether each is led by tenant_id.
+  const watchedIndexes = new Map(
+    (
+      await sql<{ name: string; def: string }>`SELECT indexname AS name, indexdef AS def FROM pg_indexes
+        WHERE schemaname = 'public' AND tablename IN ('accounts', 'classes', 'class_memberships')`.execute(database.db)
+    ).rows.map((r) => [r.name, { tenantFirst: /\(tenant_id[,)]/.test(r.def), documentPredicate: / WHERE .*\bscim\b/.test(r.def) }]),
+  );
+  const userId = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+  const classId = (await scim('POST', '/Groups', { schemas: [GROUP], externalId: 'e0000000-0000-4000-8000-000000000001', displayName: 'Plan class' })).json().id as string;
+  const members = (
+    await db.selectFrom('accounts').select('id').where('tenant_id', '=', tenant.id).where('managed_by', '=', 'sync').limit(50).execute()
+  ).map((r) => ({ value: r.id }));
+
+  // A lookup must narrow the index beyond the tenant: a condition on a second
+  // column, or a partial index on the stored document. A list page reads the
+  // tenant's rows in id order and only needs the tenant.
+  const cases: [string, () => Promise<{ statusCode: number; body: string }>, number, ('list' | undefined)?][] = [
+    ['user lookup by userName filter', () => scim('GET', `/Users?filter=${encodeURIComponent('userName eq "u7.1@school.example"')}`), 200],
+    ['user lookup by externalId filter', () => scim('GET', `/Users?filter=${encodeURIComponent('externalId eq "00000000-0000-4000-8000-000000000001"')}`), 200],
+    ['user lookup by e-mail filter', () => scim('GET', `/Users?filter=${encodeURIComponent('emails[type eq "work"].value eq "pupil1@school.example"')}`), 200],
+    ['user lookup by emails.value filter', () => scim('GET', `/Users?filter=${encodeURIComponent('emails.value eq "pupil1@school.example"')}`), 200],
+    ['user create (admin collision and adoption lookups)', () => scim('POST', '/Users', entraUser(2)), 201],
+    ['user read', () => scim('GET', `/Users/${userId}`), 200],
+    ['user change', () => scim('PATCH', `/Users/${userId}`, patch({ op: 'Replace', path: 'displayName', value: 'Changed' })), 200],
+    ['user list page', () => scim('GET', '/Users?startIndex=1&count=100'), 200, 'list'],
+    ['class lookup by displayName', () => scim('GET', `/Groups?excludedAttributes=members&filter=${encodeURIComponent('displayName eq "Plan class"')}`), 200],
+    ['class lookup by externalId', () => scim('GET', `/Groups?excludedAttributes=members&filter=${encodeURIComponent('externalId eq "e0000000-0000-4000-8000-000000000001"')}`), 200],
+    ['membership add', () => scim('PATCH', `/Groups/${classId}`, patch({ op: 'Add', path: 'members', value: members })), 204],
+    ['membership list', () => scim('GET', `/Groups/${classId}`), 200],
+    ['membership remove', () => scim('PATCH', `/Groups/${classId}`, patch({ op: 'Remove', path: 'members', value: members.slice(0, 10) })), 204],
+    ['class list page with members', () => scim('GET', '/Groups?startIndex=1&count=20'), 200, 'list'],
+    ['user delete', () => scim('DELETE', `/Users/${userId}`), 204],
+  ];
+
+  for (const [name, request, status, kind] of cases) {
+    await t.test(name, async (t) => {
+      captured.length = 0;
+      const response = await request();
+      t.equal(response.statusCode, status, response.statusCode === status ? `answers ${status}` : response.body.slice(0, 500));
+      const statements = captured.filter((q) => /^\s*(select|insert|update|delete|with)\b/i.test(q.sql));
+      t.ok(statements.length > 0, 'the request ran queries');
+      let indexed = 0;
+      for (const query of statements) {
+        const explained = await database.pool.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(`EXPLAIN (FORMAT JSON) ${query.sql}`, [...query.parameters]);
+        const plan = explained.rows[0]?.['QUERY PLAN'][0]?.Plan;
+        if (!plan) throw new Error(`no plan for ${query.sql}`);
+        for (const node of nodes(plan)) {
+          if (node['Relation Name'] && WATCHED.has(node['Relation Name'])) {
+            t.not(node['Node Type'], 'Seq Scan', `no sequential scan of ${node['Relation Name']} in: ${query.sql}`);
+          }
+          const index = node['Index Name'];
+          const known = index === undefined ? undefined : watchedIndexes.get(index);
+          if (index === undefined || known === undefined) continue;
+          t.ok(known.tenantFirst, `${index} is led by tenant_id`);
+          if (kind !== 'list') {
+            const narrowed = / AND /.test(node['Index Cond'] ?? '') || known.documentPredicate;
+            t.ok(narrowed, `${index} is searched by more than the tenant (${node['Index Cond'] ?? 'no condition'}) in: ${query.sql}`);
+          }
+          indexed++;
+        }
+      }
+      t.ok(indexed > 0, 'an index led by tenant_id is read');
+    });
+  }
+});
