@@ -1,0 +1,689 @@
+// npm run bench: the SCIM server and a reference server (plain fastify + pg,
+// one statement per request, bench/reference.ts) under the same Entra-shaped
+// workloads over loopback HTTP, each in a process of its own on a fresh
+// database. Prints req/s, p50 and p99 per operation with the ratio to the
+// reference of the same run, the server's memory, a scale check with a
+// million accounts, and PASS/MISS per target. Only ratios of one run compare:
+// the machine's speed and noise cancel out of them.
+//   npm run bench -- [--quick] [--users 20000] [--scale-accounts 1000000] ...
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { readdir } from 'node:fs/promises';
+import { randomBytes, randomUUID } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs, promisify } from 'node:util';
+import pg from 'pg';
+import { signingKeys } from '../src/auth/keys.js';
+import { signToken } from '../src/auth/tokens.js';
+import { loadConfig } from '../src/config.js';
+import { createCredential } from '../src/db/credentials.js';
+import { createDb } from '../src/db/database.js';
+import { openEmbeddedPostgres } from '../src/db/embedded.js';
+import { migrateToLatest } from '../src/db/migrate.js';
+import { createTenant } from '../src/db/tenants.js';
+import { Client, expect, median, percentile, run, throughput, type Measured, type Reply } from './driver.js';
+import { createReferenceSchema } from './reference.js';
+import type { ServerMessage } from './serve.js';
+
+const USER = 'urn:ietf:params:scim:schemas:core:2.0:User';
+const GROUP = 'urn:ietf:params:scim:schemas:core:2.0:Group';
+const ENTERPRISE = 'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User';
+const PATCH_OP = 'urn:ietf:params:scim:api:messages:2.0:PatchOp';
+const DOMAIN = 'bench.example';
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+// ---------------------------------------------------------------- sizes
+
+const FULL = {
+  users: 20_000,
+  classes: 800,
+  'class-size': 25,
+  'large-classes': '5000,2000,1000',
+  requests: 3000,
+  concurrency: 16,
+  'member-classes': 300,
+  grow: 5000,
+  'grow-max': 10_000,
+  batch: 50,
+  cycles: 20,
+  'full-gets': 20,
+  'scale-accounts': 1_000_000,
+  'scale-tenants': 300,
+};
+const QUICK: typeof FULL = {
+  ...FULL,
+  users: 1000,
+  classes: 40,
+  'large-classes': '300,200',
+  requests: 300,
+  'member-classes': 30,
+  grow: 300,
+  'grow-max': 600,
+  cycles: 5,
+  'full-gets': 5,
+  'scale-accounts': 20_000,
+  'scale-tenants': 10,
+};
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    profile: { type: 'string' },
+    ...Object.fromEntries(Object.keys(FULL).map((k) => [k, { type: 'string' as const }])),
+  },
+});
+const base = args.quick ? QUICK : FULL;
+const option = (name: keyof typeof FULL): string => (args as unknown as Record<string, string | undefined>)[name] ?? String(base[name]);
+const count = (name: keyof typeof FULL): number => {
+  const n = Number(option(name));
+  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a whole number`);
+  return n;
+};
+const sizes = {
+  users: count('users'),
+  classes: count('classes'),
+  classSize: count('class-size'),
+  largeClasses: option('large-classes')
+    .split(',')
+    .filter((s) => s.trim() !== '')
+    .map(Number),
+  requests: count('requests'),
+  concurrency: Math.max(1, count('concurrency')),
+  memberClasses: count('member-classes'),
+  grow: count('grow'),
+  growMax: count('grow-max'),
+  batch: Math.max(1, count('batch')),
+  cycles: Math.max(1, count('cycles')),
+  fullGets: Math.max(1, count('full-gets')),
+  scaleAccounts: count('scale-accounts'),
+  scaleTenants: Math.max(1, count('scale-tenants')),
+};
+if (sizes.growMax + sizes.batch > sizes.users || Math.max(0, ...sizes.largeClasses) > sizes.users || sizes.requests > sizes.users) {
+  throw new Error('--users must be at least --grow-max + --batch, every large class, and --requests');
+}
+
+// ---------------------------------------------------------------- servers
+
+interface Server {
+  child: ChildProcess;
+  url: string;
+  rss(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+function message<T extends ServerMessage['type']>(child: ChildProcess, type: T): Promise<Extract<ServerMessage, { type: T }>> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (m: ServerMessage): void => {
+      if (m.type !== type) return;
+      cleanup();
+      resolve(m as Extract<ServerMessage, { type: T }>);
+    };
+    const onExit = (code: number | null): void => {
+      cleanup();
+      reject(new Error(`the server process exited (code ${code})`));
+    };
+    const cleanup = (): void => {
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+    };
+    child.on('message', onMessage);
+    child.on('exit', onExit);
+  });
+}
+
+const BUILD = path.join(root, '.data/bench/build');
+
+/**
+ * Compiles the servers to JavaScript, as npm start runs them: a TypeScript
+ * loader in the server process would add its own memory to the figure.
+ */
+async function build(): Promise<void> {
+  const migrations = (await readdir(path.join(root, 'migrations'))).filter((f) => f.endsWith('.ts')).map((f) => path.join('migrations', f));
+  const options = ['--ignoreConfig', '--outDir', BUILD, '--rootDir', '.', '--module', 'NodeNext', '--moduleResolution', 'NodeNext', '--target', 'ES2023'];
+  options.push('--esModuleInterop', '--skipLibCheck', '--resolveJsonModule', '--types', 'node', '--noCheck');
+  await promisify(execFile)(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), ...options, 'bench/serve.ts', ...migrations], { cwd: root });
+}
+
+async function startServerProcess(kind: 'scim' | 'reference', env: NodeJS.ProcessEnv, nodeArgs: string[] = []): Promise<Server> {
+  const child = spawn(process.execPath, [...nodeArgs, path.join(BUILD, 'bench/serve.js'), kind], {
+    cwd: root,
+    env,
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const { url } = await message(child, 'ready');
+  return {
+    child,
+    url,
+    async rss() {
+      const reply = message(child, 'rss');
+      child.send({ type: 'rss' });
+      return (await reply).rss;
+    },
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.disconnect();
+      await exited;
+    },
+  };
+}
+
+// ---------------------------------------------------------------- the two sides
+
+interface Found {
+  reply: Reply;
+  found: number;
+}
+interface Created {
+  reply: Reply;
+  id: string;
+}
+
+/** The operations of a workload, as each server spells them. */
+interface Side {
+  label: string;
+  findUser(userName: string): Promise<Found>;
+  findUserByEmail(email: string): Promise<Found>;
+  createUser(prefix: string, n: number): Promise<Created>;
+  patchUser(id: string, n: number): Promise<Reply>;
+  deleteUser(id: string): Promise<Reply>;
+  findClass(displayName: string): Promise<Found>;
+  createClass(displayName: string): Promise<Created>;
+  addMembers(classId: string, ids: readonly string[]): Promise<Reply>;
+  removeMembers(classId: string, ids: readonly string[]): Promise<Reply>;
+  getClass(classId: string): Promise<Found>;
+}
+
+const userName = (prefix: string, n: number): string => `${prefix}${n}@${DOMAIN}`;
+
+/** A user as Entra's default mappings send it, with the enterprise extension. */
+function entraUser(prefix: string, n: number): Record<string, unknown> {
+  const name = `${prefix}${n}`;
+  return {
+    schemas: [USER, ENTERPRISE],
+    externalId: randomUUID(),
+    userName: userName(prefix, n),
+    active: true,
+    displayName: `Pupil ${name}`,
+    name: { givenName: 'Pupil', familyName: name, formatted: `Pupil ${name}` },
+    emails: [{ primary: true, type: 'work', value: userName(prefix, n) }],
+    [ENTERPRISE]: { employeeNumber: String(100000 + n), department: 'Norra skolan', organization: 'Bench kommun' },
+  };
+}
+
+const json = (reply: Reply): Record<string, unknown> => JSON.parse(reply.body) as Record<string, unknown>;
+const total = (reply: Reply): number => Number(json(reply).totalResults);
+const filter = (text: string): string => encodeURIComponent(text);
+
+function scimSide(client: Client): Side {
+  const members = (ids: readonly string[]) => ids.map((value) => ({ value }));
+  return {
+    label: 'SCIM',
+    async findUser(name) {
+      const reply = expect(await client.send('GET', `/Users?filter=${filter(`userName eq "${name}"`)}`), 200);
+      return { reply, found: total(reply) };
+    },
+    async findUserByEmail(email) {
+      const reply = expect(await client.send('GET', `/Users?filter=${filter(`emails[type eq "work"].value eq "${email}"`)}`), 200);
+      return { reply, found: total(reply) };
+    },
+    async createUser(prefix, n) {
+      const reply = expect(await client.send('POST', '/Users', entraUser(prefix, n)), 201);
+      return { reply, id: String(json(reply).id) };
+    },
+    async patchUser(id, n) {
+      return expect(
+        await client.send('PATCH', `/Users/${id}`, {
+          schemas: [PATCH_OP],
+          Operations: [
+            { op: 'Replace', path: 'displayName', value: `Changed ${n}` },
+            { op: 'Replace', path: 'name.givenName', value: `Given ${n}` },
+            { op: 'Replace', path: 'name.familyName', value: `Family ${n}` },
+          ],
+        }),
+        200,
+      );
+    },
+    async deleteUser(id) {
+      return expect(await client.send('DELETE', `/Users/${id}`), 204);
+    },
+    async findClass(displayName) {
+      const reply = expect(await client.send('GET', `/Groups?filter=${filter(`displayName eq "${displayName}"`)}&excludedAttributes=members`), 200);
+      return { reply, found: total(reply) };
+    },
+    async createClass(displayName) {
+      const reply = expect(await client.send('POST', '/Groups', { schemas: [GROUP], externalId: randomUUID(), displayName }), 201);
+      return { reply, id: String(json(reply).id) };
+    },
+    async addMembers(classId, ids) {
+      return expect(await client.send('PATCH', `/Groups/${classId}`, { schemas: [PATCH_OP], Operations: [{ op: 'Add', path: 'members', value: members(ids) }] }), 204);
+    },
+    async removeMembers(classId, ids) {
+      return expect(await client.send('PATCH', `/Groups/${classId}`, { schemas: [PATCH_OP], Operations: [{ op: 'Remove', path: 'members', value: members(ids) }] }), 204);
+    },
+    async getClass(classId) {
+      const reply = expect(await client.send('GET', `/Groups/${classId}`), 200);
+      return { reply, found: (json(reply).members as unknown[] | undefined)?.length ?? 0 };
+    },
+  };
+}
+
+function referenceSide(client: Client): Side {
+  return {
+    label: 'reference',
+    async findUser(name) {
+      const reply = expect(await client.send('GET', `/users?userName=${encodeURIComponent(name)}`), 200);
+      return { reply, found: total(reply) };
+    },
+    async findUserByEmail(email) {
+      const reply = expect(await client.send('GET', `/users?email=${encodeURIComponent(email)}`), 200);
+      return { reply, found: total(reply) };
+    },
+    async createUser(prefix, n) {
+      const reply = expect(await client.send('POST', '/users', entraUser(prefix, n)), 201);
+      return { reply, id: String(json(reply).id) };
+    },
+    async patchUser(id, n) {
+      return expect(await client.send('PATCH', `/users/${id}`, { displayName: `Changed ${n}`, givenName: `Given ${n}`, familyName: `Family ${n}` }), 200);
+    },
+    async deleteUser(id) {
+      return expect(await client.send('DELETE', `/users/${id}`), 204);
+    },
+    async findClass(displayName) {
+      const reply = expect(await client.send('GET', `/classes?displayName=${encodeURIComponent(displayName)}`), 200);
+      return { reply, found: total(reply) };
+    },
+    async createClass(displayName) {
+      const reply = expect(await client.send('POST', '/classes', { externalId: randomUUID(), displayName }), 201);
+      return { reply, id: String(json(reply).id) };
+    },
+    async addMembers(classId, ids) {
+      return expect(await client.send('PATCH', `/classes/${classId}/members`, { add: ids }), 204);
+    },
+    async removeMembers(classId, ids) {
+      return expect(await client.send('PATCH', `/classes/${classId}/members`, { remove: ids }), 204);
+    },
+    async getClass(classId) {
+      const reply = expect(await client.send('GET', `/classes/${classId}`), 200);
+      return { reply, found: (json(reply).members as unknown[] | undefined)?.length ?? 0 };
+    },
+  };
+}
+
+const check = (found: Found, expected: number, what: string): Reply => {
+  if (found.found !== expected) throw new Error(`${what}: found ${found.found}, expected ${expected}`);
+  return found.reply;
+};
+
+// ---------------------------------------------------------------- workloads
+
+interface Sync {
+  measured: Measured;
+  userIds: string[];
+  classIds: Map<string, string>;
+}
+
+const chunks = <T>(list: readonly T[], size: number): T[][] => Array.from({ length: Math.ceil(list.length / size) }, (_, i) => list.slice(i * size, (i + 1) * size));
+
+/**
+ * Entra's initial cycle: for every user a lookup by userName then a create;
+ * for every class a lookup by displayName then a create; then the members in
+ * PATCH batches, the batches of one class in order, several classes at once.
+ */
+async function initialSync(side: Side): Promise<Sync> {
+  const c = sizes.concurrency;
+  const started = performance.now();
+  const userIds: string[] = [];
+  const users = await run(sizes.users, c, async (i) => {
+    const lookup = check(await side.findUser(userName('s', i)), 0, 'user lookup');
+    const created = await side.createUser('s', i);
+    userIds[i] = created.id;
+    return [lookup, created.reply];
+  });
+  const classes = [
+    ...sizes.largeClasses.map((size) => ({ name: `Large class ${size}`, members: userIds.slice(0, size) })),
+    ...Array.from({ length: sizes.classes }, (_, i) => ({
+      name: `Class ${i}`,
+      members: Array.from({ length: sizes.classSize }, (_, k) => userIds[(i * sizes.classSize + k) % sizes.users] ?? ''),
+    })),
+  ];
+  const classIds = new Map<string, string>();
+  const created = await run(classes.length, c, async (i) => {
+    const spec = classes[i];
+    if (!spec) return [];
+    const lookup = check(await side.findClass(spec.name), 0, 'class lookup');
+    const made = await side.createClass(spec.name);
+    classIds.set(spec.name, made.id);
+    return [lookup, made.reply];
+  });
+  // Largest classes first, so their sequential batches do not trail at the end.
+  const members = await run(classes.length, c, async (i) => {
+    const spec = classes[i];
+    const id = spec ? classIds.get(spec.name) : undefined;
+    if (!spec || !id) return [];
+    const replies: Reply[] = [];
+    for (const batch of chunks(spec.members, sizes.batch)) replies.push(await side.addMembers(id, batch));
+    return replies;
+  });
+  const parts = [users, created, members];
+  return {
+    measured: {
+      count: parts.reduce((n, m) => n + m.count, 0),
+      errors: parts.reduce((n, m) => n + m.errors, 0),
+      wallMs: performance.now() - started,
+      latencies: parts.flatMap((m) => m.latencies),
+      failures: parts.flatMap((m) => m.failures),
+    },
+    userIds,
+    classIds,
+  };
+}
+
+/** Adds a batch of members at a fixed class size, then removes it again: the cost of adding at that size. */
+async function addAtSize(side: Side, classId: string, batch: readonly string[]): Promise<Measured> {
+  return run(sizes.cycles, 1, async () => {
+    const added = await side.addMembers(classId, batch);
+    await side.removeMembers(classId, batch);
+    return [added];
+  });
+}
+
+async function grow(side: Side, classId: string, members: readonly string[]): Promise<Measured> {
+  const batches = chunks(members, sizes.batch);
+  return run(batches.length, 1, async (i) => [await side.addMembers(classId, batches[i] ?? [])]);
+}
+
+/** Spreads i over 0..n-1 so consecutive requests hit different rows. */
+const spread = (i: number, n: number): number => (i * 7919) % n;
+
+// ---------------------------------------------------------------- report
+
+interface Row {
+  name: string;
+  scim: Measured;
+  reference: Measured;
+}
+
+const rows: Row[] = [];
+const targets: { name: string; figure: string; pass: boolean }[] = [];
+
+const stats = (m: Measured) => ({ rps: throughput(m), p50: median(m.latencies), p99: percentile(m.latencies, 99) });
+const fmt = (x: number, digits = 1): string => (Number.isFinite(x) ? x.toFixed(digits) : '-');
+const ratio = (a: number, b: number): string => `${fmt(a / b, 2)}x`;
+
+function pad(cells: string[][]): string {
+  const widths = cells[0]?.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length))) ?? [];
+  return cells.map((r) => r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0))).join('  ')).join('\n');
+}
+
+function printRows(): void {
+  const header = ['operation', 'req/s', 'x ref', 'p50 ms', 'x ref', 'p99 ms', 'x ref', 'ref req/s', 'ref p50', 'ref p99', 'errors'];
+  const body = rows.map(({ name, scim, reference }) => {
+    const s = stats(scim);
+    const r = stats(reference);
+    return [name, fmt(s.rps, 0), ratio(s.rps, r.rps), fmt(s.p50), ratio(s.p50, r.p50), fmt(s.p99), ratio(s.p99, r.p99), fmt(r.rps, 0), fmt(r.p50), fmt(r.p99), String(scim.errors + reference.errors)];
+  });
+  process.stdout.write(`\n${pad([header, ...body])}\n`);
+}
+
+function target(name: string, figure: string, pass: boolean): void {
+  targets.push({ name, figure, pass });
+}
+
+function log(text: string): void {
+  process.stderr.write(`# ${text}\n`);
+}
+
+async function measure(name: string, scim: () => Promise<Measured>, reference: () => Promise<Measured>): Promise<Row> {
+  const row = { name, scim: await scim(), reference: await reference() };
+  rows.push(row);
+  const s = stats(row.scim);
+  const r = stats(row.reference);
+  log(`${name}: ${fmt(s.rps, 0)} req/s (reference ${fmt(r.rps, 0)}), p99 ${fmt(s.p99)} ms (reference ${fmt(r.p99)})`);
+  for (const failure of [...row.scim.failures, ...row.reference.failures]) log(`  failure: ${failure}`);
+  return row;
+}
+
+/** The throughput and p99 targets of an operation (>= 0.5x reference req/s, p99 <= 3x). */
+function userTargets(row: Row): void {
+  const s = stats(row.scim);
+  const r = stats(row.reference);
+  target(`${row.name}: req/s >= 0.5x reference`, ratio(s.rps, r.rps), s.rps / r.rps >= 0.5 && row.scim.errors === 0);
+  target(`${row.name}: p99 <= 3x reference`, ratio(s.p99, r.p99), s.p99 / r.p99 <= 3);
+}
+
+// ---------------------------------------------------------------- scale
+
+/** Set-based seed: accounts spread over tenants of their own, interleaved on the heap. */
+async function seedScale(pool: pg.Pool, accounts: number, tenants: number): Promise<void> {
+  await pool.query(`INSERT INTO tenants (name, verified_domains) SELECT 'Scale school ' || g, ARRAY['scale' || g || '.example'] FROM generate_series(1, $1::int) g`, [tenants]);
+  const ids = (await pool.query<{ id: string }>(`SELECT id FROM tenants WHERE name LIKE 'Scale school %' ORDER BY id`)).rows.map((r) => r.id);
+  const columns = (g: string) => `
+      (ARRAY[${ids.map((id) => `'${id}'::uuid`).join(',')}])[1 + ${g} % ${ids.length}] AS tenant_id,
+      'user' || ${g} || '@scale.example' AS user_name,
+      md5(${g}::text)::uuid::text AS external_id,
+      'Scale ' || ${g} AS display_name`;
+  const step = 100_000;
+  for (let from = 1; from <= accounts; from += step) {
+    const to = Math.min(accounts, from + step - 1);
+    await Promise.all([
+      pool.query(`
+        INSERT INTO accounts (tenant_id, managed_by, role, user_name, external_id, email, given_name, family_name, display_name, active, scim)
+        SELECT tenant_id, 'sync', CASE WHEN g % 12 = 0 THEN 'teacher' ELSE 'student' END, user_name, external_id, user_name, 'Scale', display_name, display_name, true,
+               jsonb_build_object('schemas', jsonb_build_array('${USER}'), 'userName', user_name, 'externalId', external_id, 'displayName', display_name,
+                                  'name', jsonb_build_object('givenName', 'Scale', 'familyName', display_name),
+                                  'emails', jsonb_build_array(jsonb_build_object('value', user_name, 'type', 'work', 'primary', true)))
+          FROM (SELECT g, ${columns('g')} FROM generate_series(${from}, ${to}) g) s`),
+      pool.query(`
+        INSERT INTO reference.accounts (tenant_id, user_name, external_id, email, given_name, family_name, display_name, scim)
+        SELECT tenant_id, user_name, external_id, user_name, 'Scale', display_name, display_name,
+               jsonb_build_object('userName', user_name, 'displayName', display_name,
+                                  'emails', jsonb_build_array(jsonb_build_object('value', user_name, 'type', 'work', 'primary', true)))
+          FROM (SELECT g, ${columns('g')} FROM generate_series(${from}, ${to}) g) s`),
+    ]);
+    log(`seeded ${to} of ${accounts} accounts`);
+  }
+  await pool.query('ANALYZE accounts');
+  await pool.query('ANALYZE reference.accounts');
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const startedAt = performance.now();
+  log('compiling the servers');
+  await build();
+  const embedded = process.env.DATABASE_URL ? undefined : await openEmbeddedPostgres({ dataDir: path.resolve(root, '.data/bench'), database: 'postgres' });
+  const adminUrl = process.env.DATABASE_URL ?? embedded?.adminUrl ?? '';
+  const name = `portal_scim_bench_${process.pid}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  const version = (await admin.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version ?? '?';
+  await admin.query(`CREATE DATABASE ${name}`);
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  const databaseUrl = url.toString();
+  const { db, pool } = createDb(databaseUrl, { poolSize: 4, statementTimeoutMs: 600_000 });
+  const servers: Server[] = [];
+  try {
+    await migrateToLatest(db);
+    await createReferenceSchema(pool);
+    const secret = randomBytes(32).toString('hex');
+    const config = loadConfig({ JWT_SECRET: secret });
+    const tenant = await createTenant(db, { name: 'Bench School', verifiedDomains: [DOMAIN] });
+    const credential = await createCredential(db, { tenantId: tenant.id, kind: 'token' });
+    const token = signToken({ keys: signingKeys(secret), issuer: config.jwtIssuer, audience: config.jwtAudience }, { tid: tenant.id, jti: credential.id });
+
+    // The per-tenant rate limit is a policy, not a capacity: off, so the
+    // benchmark measures what the server can do.
+    const env = { ...process.env, DATABASE_URL: databaseUrl, JWT_SECRET: secret, LOG_LEVEL: 'warn', PORT: '0', HOST: '127.0.0.1', PUBLIC_URL: 'http://127.0.0.1', RATE_LIMIT_PER_SECOND: '0' };
+    const profile = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args.profile)}`] : [];
+    const scimServer = await startServerProcess('scim', env, profile);
+    servers.push(scimServer);
+    const referenceServer = await startServerProcess('reference', env);
+    servers.push(referenceServer);
+    const scimClient = new Client(`${scimServer.url}/scim/v2`, { authorization: `Bearer ${token}` });
+    const referenceClient = new Client(referenceServer.url, { 'x-tenant': randomUUID() });
+    const scim = scimSide(scimClient);
+    const reference = referenceSide(referenceClient);
+    const c = sizes.concurrency;
+    const n = sizes.requests;
+
+    process.stdout.write(
+      `portal-scim benchmark: ${os.cpus().length} cores, ${fmt(os.totalmem() / 2 ** 30, 0)} GiB, node ${process.version}, ` +
+        `PostgreSQL ${version} (${process.env.DATABASE_URL ? 'DATABASE_URL' : 'embedded'}), concurrency ${c}\n` +
+        `sizes: ${JSON.stringify(sizes)}\n`,
+    );
+
+    // (7) Initial sync first, on an empty tenant, as Entra's first cycle.
+    log(`initial sync: ${sizes.users} users, ${sizes.classes} classes of ${sizes.classSize} and classes of ${sizes.largeClasses.join(', ')}`);
+    const syncs: Sync[] = [];
+    const sync = await measure(
+      'initial sync (all requests)',
+      async () => {
+        const s = await initialSync(scim);
+        syncs[0] = s;
+        return s.measured;
+      },
+      async () => {
+        const s = await initialSync(reference);
+        syncs[1] = s;
+        return s.measured;
+      },
+    );
+    const [scimSync, referenceSync] = syncs;
+    if (!scimSync || !referenceSync) throw new Error('initial sync did not finish');
+    const rss = await scimServer.rss();
+    const referenceRss = await referenceServer.rss();
+    log(`initial sync wall: ${fmt(sync.scim.wallMs / 1000)} s (reference ${fmt(sync.reference.wallMs / 1000)} s); RSS ${fmt(rss / 2 ** 20)} MB`);
+
+    // (1)-(3), (6): users, on the tenant the sync filled.
+    const created: [string[], string[]] = [[], []];
+    const createUsers = (side: Side, into: string[]) =>
+      run(n, c, async (i) => {
+        const made = await side.createUser('p', i);
+        into[i] = made.id;
+        return [made.reply];
+      });
+    const post = await measure('POST /Users', () => createUsers(scim, created[0]), () => createUsers(reference, created[1]));
+    const lookupUser = (side: Side) => run(n, c, async (i) => [check(await side.findUser(userName('s', spread(i, sizes.users))), 1, 'userName lookup')]);
+    const get = await measure('GET /Users?filter=userName eq', () => lookupUser(scim), () => lookupUser(reference));
+    const lookupEmail = (side: Side) => run(n, c, async (i) => [check(await side.findUserByEmail(userName('s', spread(i, sizes.users))), 1, 'e-mail lookup')]);
+    await measure('GET /Users?filter=emails[type eq "work"].value eq', () => lookupEmail(scim), () => lookupEmail(reference));
+    const patchUsers = (side: Side, ids: string[]) => run(n, c, async (i) => [await side.patchUser(ids[i] ?? '', i)]);
+    const patchRow = await measure('PATCH /Users (3 Replace)', () => patchUsers(scim, created[0]), () => patchUsers(reference, created[1]));
+    const deleteUsers = (side: Side, ids: string[]) => run(n, c, async (i) => [await side.deleteUser(ids[i] ?? '')]);
+    const del = await measure('DELETE /Users', () => deleteUsers(scim, created[0]), () => deleteUsers(reference, created[1]));
+
+    // (5) Class lookups, Entra's before every class change, and a full read.
+    const lookupClass = (side: Side) => run(n, c, async (i) => [check(await side.findClass(`Class ${spread(i, Math.max(1, sizes.classes))}`), 1, 'class lookup')]);
+    const classLookup = sizes.classes > 0 ? await measure('GET /Groups?filter=displayName eq (excl. members)', () => lookupClass(scim), () => lookupClass(reference)) : undefined;
+    const largest = Math.max(0, ...sizes.largeClasses);
+    const largeName = `Large class ${largest}`;
+    const lookupLarge = (side: Side) => run(n, c, async () => [check(await side.findClass(largeName), 1, 'large class lookup')]);
+    const largeLookup = largest > 0 ? await measure(`  same, the ${largest}-member class`, () => lookupLarge(scim), () => lookupLarge(reference)) : undefined;
+    const fullGet = (side: Side, id: string) => run(sizes.fullGets, 1, async () => [check(await side.getClass(id), largest, 'full class')]);
+    const full =
+      largest > 0
+        ? await measure(
+            `GET /Groups/{id}, ${largest} members`,
+            () => fullGet(scim, scimSync.classIds.get(largeName) ?? ''),
+            () => fullGet(reference, referenceSync.classIds.get(largeName) ?? ''),
+          )
+        : undefined;
+
+    // (4) Membership: many classes at once, then one class growing.
+    const parallelMembers = async (side: Side, ids: string[]) => {
+      const classIds: string[] = [];
+      await run(sizes.memberClasses, c, async (i) => {
+        const made = await side.createClass(`Member class ${i}`);
+        classIds[i] = made.id;
+        return [made.reply];
+      });
+      return run(sizes.memberClasses, c, async (i) => [
+        await side.addMembers(classIds[i] ?? '', Array.from({ length: sizes.classSize }, (_, k) => ids[spread(i * sizes.classSize + k, sizes.users)] ?? '')),
+      ]);
+    };
+    await measure(`PATCH /Groups add ${sizes.classSize}, ${sizes.memberClasses} classes`, () => parallelMembers(scim, scimSync.userIds), () => parallelMembers(reference, referenceSync.userIds));
+
+    const growing = await Promise.all([scim.createClass('Growing class'), reference.createClass('Growing class')]);
+    const sides = [scim, reference] as const;
+    const ids = [scimSync.userIds, referenceSync.userIds] as const;
+    const cycleBatch = (k: 0 | 1) => ids[k].slice(sizes.users - sizes.batch);
+    const growTo = async (k: 0 | 1, from: number, to: number) => grow(sides[k], growing[k].id, ids[k].slice(from, to));
+    const sizesAt: Row[] = [];
+    let current = 0;
+    for (const size of [...new Set([100, sizes.grow, sizes.growMax])].filter((s) => s <= sizes.growMax).sort((a, b) => a - b)) {
+      await measure(
+        `PATCH /Groups add ${sizes.batch}, growing ${current} -> ${size}`,
+        () => growTo(0, current, size),
+        () => growTo(1, current, size),
+      );
+      current = size;
+      sizesAt.push(await measure(`PATCH /Groups add ${sizes.batch} at ${size} members`, () => addAtSize(scim, growing[0].id, cycleBatch(0)), () => addAtSize(reference, growing[1].id, cycleBatch(1))));
+    }
+
+    // (3) Scale: a million accounts of other tenants in the same tables.
+    let scaleGet: Row | undefined;
+    let scalePost: Row | undefined;
+    if (sizes.scaleAccounts > 0) {
+      log(`seeding ${sizes.scaleAccounts} accounts over ${sizes.scaleTenants} tenants`);
+      const seedStarted = performance.now();
+      await seedScale(pool, sizes.scaleAccounts, sizes.scaleTenants);
+      log(`seeded in ${fmt((performance.now() - seedStarted) / 1000)} s`);
+      scaleGet = await measure(`GET /Users?filter=userName eq, +${sizes.scaleAccounts} accounts`, () => lookupUser(scim), () => lookupUser(reference));
+      scalePost = await measure(
+        `POST /Users, +${sizes.scaleAccounts} accounts`,
+        () => run(n, c, async (i) => [(await scim.createUser('q', i)).reply]),
+        () => run(n, c, async (i) => [(await reference.createUser('q', i)).reply]),
+      );
+    }
+
+    // ------------------------------------------------------------ targets
+    const syncRatio = sync.scim.wallMs / sync.reference.wallMs;
+    target('initial sync wall time <= 2.0x reference, no errors', `${fmt(sync.scim.wallMs / 1000)} s / ${fmt(sync.reference.wallMs / 1000)} s = ${fmt(syncRatio, 2)}x, ${sync.scim.errors} errors`, syncRatio <= 2 && sync.scim.errors === 0);
+    for (const row of [post, get, patchRow, del]) userTargets(row);
+    const at = (size: number) => sizesAt.find((r) => r.name.endsWith(` at ${size} members`));
+    const small = at(100);
+    const big = at(sizes.growMax);
+    if (small && big) {
+      const costRatio = median(big.scim.latencies) / median(small.scim.latencies);
+      target(`add ${sizes.batch} members: at ${sizes.growMax} within 20% of at 100`, `${fmt(median(big.scim.latencies))} ms / ${fmt(median(small.scim.latencies))} ms = ${fmt(costRatio, 2)}x`, Math.abs(costRatio - 1) <= 0.2);
+      for (const row of [small, big]) {
+        const r = median(row.reference.latencies) / median(row.scim.latencies);
+        target(`${row.name.replace('PATCH /Groups ', '')}: >= 0.5x reference`, `${fmt(r, 2)}x`, r >= 0.5);
+      }
+    }
+    for (const row of [classLookup, largeLookup]) {
+      if (!row) continue;
+      const r = stats(row.scim).rps / stats(row.reference).rps;
+      target(`${row.name.trim()}: req/s >= 0.5x reference`, `${fmt(r, 2)}x`, r >= 0.5 && row.scim.errors === 0);
+    }
+    if (full) target(`full GET of the ${largest}-member class < 50 ms (p50)`, `${fmt(median(full.scim.latencies))} ms (p99 ${fmt(percentile(full.scim.latencies, 99))} ms)`, median(full.scim.latencies) < 50);
+    target('server RSS after initial sync <= 150 MB', `${fmt(rss / 2 ** 20)} MB (reference ${fmt(referenceRss / 2 ** 20)} MB)`, rss <= 150 * 2 ** 20);
+    for (const [row, before] of [
+      [scaleGet, get],
+      [scalePost, post],
+    ] as const) {
+      if (!row) continue;
+      const r = stats(before.scim).rps / stats(row.scim).rps;
+      target(`${row.name}: req/s within 1.5x of ${sizes.users} accounts`, `${fmt(stats(row.scim).rps, 0)} vs ${fmt(stats(before.scim).rps, 0)} req/s = ${fmt(r, 2)}x`, r <= 1.5 && row.scim.errors === 0);
+    }
+
+    printRows();
+    process.stdout.write(`\nserver RSS after initial sync: ${fmt(rss / 2 ** 20)} MB (reference ${fmt(referenceRss / 2 ** 20)} MB); now ${fmt((await scimServer.rss()) / 2 ** 20)} MB\n\n`);
+    process.stdout.write(`${pad([['target', 'figure', 'result'], ...targets.map((t) => [t.name, t.figure, t.pass ? 'PASS' : 'MISS'])])}\n`);
+    process.stdout.write(`\n${targets.filter((t) => t.pass).length} of ${targets.length} targets met; whole run ${fmt((performance.now() - startedAt) / 1000, 0)} s\n`);
+    scimClient.close();
+    referenceClient.close();
+  } finally {
+    for (const server of servers) await server.stop().catch(() => undefined);
+    await db.destroy();
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await admin.end();
+    await embedded?.stop();
+  }
+}
+
+await main();

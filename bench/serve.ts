@@ -1,0 +1,49 @@
+// One server of the benchmark in a process of its own, so its memory is
+// measured alone and the load driver never shares its event loop. bench/run.ts
+// compiles it (with src/) to .data/bench/build and starts
+//   node .data/bench/build/bench/serve.js scim        the real server (startServer)
+//   node .data/bench/build/bench/serve.js reference   the reference server
+// Configuration comes from the environment (DATABASE_URL, JWT_SECRET, ...).
+// The process reports its URL over IPC, answers {type: 'rss'} with its
+// resident set size, and stops when the parent disconnects.
+import pg from 'pg';
+import { loadConfig } from '../src/config.js';
+import { createLogger } from '../src/logger.js';
+import { startServer } from '../src/server.js';
+import { buildReferenceApp } from './reference.js';
+
+export type ServerMessage = { type: 'ready'; url: string } | { type: 'rss'; rss: number };
+
+const kind = process.argv[2];
+const send = (message: ServerMessage): void => {
+  process.send?.(message);
+};
+
+let close: () => Promise<void>;
+if (kind === 'scim') {
+  const config = loadConfig(process.env);
+  const server = await startServer(config, createLogger(config.logLevel));
+  close = () => server.close();
+  send({ type: 'ready', url: server.url });
+} else if (kind === 'reference') {
+  const config = loadConfig(process.env);
+  const pool = new pg.Pool({ connectionString: config.databaseUrl, max: config.databasePoolSize });
+  const app = buildReferenceApp(pool);
+  const url = await app.listen({ port: config.port, host: config.host });
+  close = async () => {
+    await app.close();
+    await pool.end();
+  };
+  send({ type: 'ready', url });
+} else {
+  throw new Error('usage: bench/serve.ts scim|reference');
+}
+
+process.on('message', (message: { type?: string }) => {
+  if (message.type === 'rss') {
+    send({ type: 'rss', rss: process.memoryUsage().rss });
+  }
+});
+process.on('disconnect', () => {
+  void close().finally(() => process.exit(0));
+});
