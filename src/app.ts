@@ -18,7 +18,7 @@ import { metricsPlugin } from './plugins/metrics.js';
 import { requestCountsPlugin } from './plugins/request-counts.js';
 import secureJson from 'secure-json-parse';
 import { ScimError, notFound, RETRY_AFTER_SECONDS, unavailable } from './errors.js';
-import { errorsPlugin, frameworkError, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
+import { clientError, errorsPlugin, frameworkError, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
 import { adminRoutes } from './routes/admin.js';
 import { discoveryRoutes } from './routes/discovery.js';
 import { healthRoutes } from './routes/health.js';
@@ -71,6 +71,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     },
     routerOptions: { ignoreTrailingSlash: true, caseSensitive: false, maxParamLength: MAX_PARAM_LENGTH },
     frameworkErrors: frameworkError,
+    clientErrorHandler: clientError,
+    trustProxy: config.trustProxy,
     return503OnClosing: true,
   }).withTypeProvider();
 
@@ -90,6 +92,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   // type on bodiless requests (DELETE), so an empty body is no body, not an error.
   // secure-json-parse refuses __proto__ and constructor.prototype poisoning.
   app.removeContentTypeParser('application/json');
+  // Fastify reads text/plain by default; SCIM has no use for it, so it is 415.
+  app.removeContentTypeParser('text/plain');
   app.addContentTypeParser(['application/json', 'application/scim+json'], { parseAs: 'string' }, (_request, body, done) => {
     const text = typeof body === 'string' ? body : body.toString('utf8');
     if (text.trim() === '') {

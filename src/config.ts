@@ -32,6 +32,8 @@ export interface Config {
   readonly oauthTokenSeconds: number;
   /** Sustained SCIM requests per second each tenant may send; 0 turns the limit off. */
   readonly rateLimitPerSecond: number;
+  /** Which proxies' X-Forwarded-For to believe: false, true, or addresses and CIDR ranges. */
+  readonly trustProxy: boolean | string;
   /** Event-loop delay beyond which requests are shed with 503; 0 turns shedding off. */
   readonly maxEventLoopDelayMs: number;
   /** A second port serving GET /metrics without a credential (private network only); undefined for none. */
@@ -89,6 +91,17 @@ function secret(env: Env, name: string): string | undefined {
   return value;
 }
 
+function trustProxy(env: Env): boolean | string {
+  const raw = read(env, 'TRUST_PROXY');
+  if (raw === undefined || raw.toLowerCase() === 'false') return false;
+  if (raw.toLowerCase() === 'true') return true;
+  const entries = raw.split(',').map((s) => s.trim());
+  if (entries.some((e) => !/^[0-9a-f.:]+(?:\/\d{1,3})?$/i.test(e))) {
+    throw new ConfigError('TRUST_PROXY', 'must be true, false, or comma-separated addresses and CIDR ranges of the proxies');
+  }
+  return entries.join(',');
+}
+
 export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Config {
   const port = integer(env, 'PORT', 8080, 0, 65535);
   const metricsPort = read(env, 'METRICS_PORT') === undefined ? undefined : integer(env, 'METRICS_PORT', 0, 1, 65535);
@@ -139,5 +152,6 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     rateLimitPerSecond: integer(env, 'RATE_LIMIT_PER_SECOND', 50, 0, 100000),
     maxEventLoopDelayMs: integer(env, 'MAX_EVENT_LOOP_DELAY_MS', 1000, 0, 60000),
     metricsPort,
+    trustProxy: trustProxy(env),
   });
 }

@@ -1,7 +1,9 @@
 // Overload and disclosure: the per-tenant rate limit (429 with Retry-After),
 // shedding with 503 when the event loop lags, and the security headers every
 // answer carries.
+import { connect, type AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { FastifyInstance } from 'fastify';
 import t from 'tap';
 import { testApp, tenantWithToken } from './helpers/app.js';
 import { USER } from './helpers/scim.js';
@@ -100,4 +102,53 @@ t.test('every answer carries security headers and discloses no version or stack'
     t.equal(res.headers.server, undefined, name);
     t.notMatch(res.body, /\bat .+\.(?:ts|js):\d+|node_modules|fastify@|v\d+\.\d+\.\d+/, `${name}: no stack or version in the body`);
   }
+});
+
+t.test('headers past Node’s limit answer 431 with a SCIM body; text/plain is 415', async (t) => {
+  const { app, headers } = await testApp(t);
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const { port } = app.server.address() as AddressInfo;
+  const raw = await new Promise<string>((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      socket.write(`GET /scim/v2/Users HTTP/1.1\r\nHost: x\r\nX-Padding: ${'a'.repeat(20_000)}\r\n\r\n`);
+    });
+    let text = '';
+    socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
+    socket.on('end', () => resolve(text));
+    socket.on('error', reject);
+  });
+  t.match(raw, /^HTTP\/1\.1 431 /);
+  t.match(raw, /Content-Type: application\/scim\+json/);
+  const body = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;
+  t.match(body, { schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: '431', detail: /headers are larger/ });
+
+  const plain = await app.inject({
+    method: 'POST',
+    url: '/scim/v2/Users',
+    headers: { ...headers, 'content-type': 'text/plain' },
+    payload: '{"userName":"plain@school.example"}',
+  });
+  t.equal(plain.statusCode, 415);
+  t.match(plain.json(), { status: '415', detail: /application\/scim\+json/ });
+});
+
+t.test('the token endpoint limits each client address, read from X-Forwarded-For only when TRUST_PROXY says so', async (t) => {
+  const send = (app: FastifyInstance, from: string) =>
+    app.inject({
+      method: 'POST',
+      url: '/oauth/token',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-forwarded-for': from },
+      payload: 'scope=scim',
+    });
+  const { app } = await testApp(t, { TRUST_PROXY: '127.0.0.1' });
+  for (let i = 0; i < 60; i++) t.equal((await send(app, '203.0.113.7')).statusCode, 400);
+  const limited = await send(app, '203.0.113.7');
+  t.equal(limited.statusCode, 429);
+  t.ok(Number(limited.headers['retry-after']) > 0);
+  t.equal(limited.json<{ error: string }>().error, 'invalid_request');
+  t.equal((await send(app, '203.0.113.8')).statusCode, 400, 'another school behind the same proxy is not limited');
+
+  const direct = await testApp(t);
+  for (let i = 0; i < 60; i++) await send(direct.app, `203.0.113.${i}`);
+  t.equal((await send(direct.app, '203.0.113.99')).statusCode, 429, 'without TRUST_PROXY the header is ignored');
 });

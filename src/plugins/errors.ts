@@ -1,5 +1,6 @@
 // The one error renderer: every failure leaves as a SCIM error body with the
 // right status and scimType. 5xx details are logged, never sent.
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { databaseError } from '../db/errors.js';
@@ -74,6 +75,24 @@ export function frameworkError(error: FastifyError, _request: FastifyRequest, re
       ? new ScimError(414, undefined, 'The request URL is longer than this server accepts.')
       : new ScimError(400, undefined, 'The request URL is not valid (check its percent-encoding).');
   void sendScimError(reply, scimError);
+}
+
+/**
+ * Fastify's clientErrorHandler: requests Node's HTTP parser refuses before any
+ * route runs (headers too large, malformed request lines) still get a SCIM body.
+ */
+export function clientError(error: Error & { code?: string }, socket: Socket): void {
+  if (!socket.writable) return;
+  const scimError =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? new ScimError(431, undefined, 'The request headers are larger than this server accepts.')
+      : new ScimError(400, 'invalidSyntax', 'The request is not valid HTTP.');
+  const body = JSON.stringify(errorBody(scimError));
+  const reason = scimError.status === 431 ? 'Request Header Fields Too Large' : 'Bad Request';
+  socket.end(
+    `HTTP/1.1 ${scimError.status} ${reason}\r\nContent-Type: ${SCIM_CONTENT_TYPE}\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }
 
 async function errors(app: FastifyInstance): Promise<void> {
