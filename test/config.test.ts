@@ -45,6 +45,9 @@ const bad: [Record<string, string>, string, RegExp][] = [
   [{ PUBLIC_URL: 'ftp://scim.example.com' }, 'PUBLIC_URL', /http/],
   [{ PUBLIC_URL: 'https://scim.example.com/?a=b' }, 'PUBLIC_URL', /query/],
   [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL', /one of/],
+  [{ TRUST_PROXY: 'the load balancer' }, 'TRUST_PROXY', /addresses and CIDR ranges/],
+  [{ RATE_LIMIT_PER_SECOND: '-1' }, 'RATE_LIMIT_PER_SECOND', /whole number/],
+  [{ OAUTH_TOKEN_SECONDS: '10' }, 'OAUTH_TOKEN_SECONDS', /between 60 and 86400/],
   [{ JWT_SECRET: 'short' }, 'JWT_SECRET', /32 characters/],
   [{ JWT_PREVIOUS_SECRETS: 'short' }, 'JWT_PREVIOUS_SECRETS', /32 characters/],
   [{ CREDENTIAL_CACHE_SECONDS: '-1' }, 'CREDENTIAL_CACHE_SECONDS', /whole number/],
@@ -65,3 +68,13 @@ for (const [env, variable, message] of bad) {
     t.match((caught as ConfigError).message, message);
   });
 }
+
+t.test('TRUST_PROXY reads false, true, or a list of proxies', async (t) => {
+  t.equal(loadConfig({}).trustProxy, false);
+  t.equal(loadConfig({ TRUST_PROXY: 'true' }).trustProxy, true);
+  t.equal(loadConfig({ TRUST_PROXY: 'False' }).trustProxy, false);
+  t.equal(loadConfig({ TRUST_PROXY: '10.0.0.0/8, 192.168.1.5' }).trustProxy, '10.0.0.0/8,192.168.1.5');
+  t.equal(loadConfig({}).rateLimitPerSecond, 50);
+  t.equal(loadConfig({}).oauthTokenSeconds, 3600);
+  t.equal(loadConfig({ MAX_EVENT_LOOP_DELAY_MS: '0' }).maxEventLoopDelayMs, 0);
+});
