@@ -6,11 +6,9 @@
 // Configuration comes from the environment (DATABASE_URL, JWT_SECRET, ...).
 // The process reports its URL over IPC, answers {type: 'rss'} with its
 // resident set size, and stops when the parent disconnects.
-import pg from 'pg';
 import { loadConfig } from '../src/config.js';
-import { createLogger } from '../src/logger.js';
-import { startServer } from '../src/server.js';
-import { buildReferenceApp } from './reference.js';
+
+// Each kind loads only its own code, so the reference's memory holds no SCIM server.
 
 export type ServerMessage = { type: 'ready'; url: string } | { type: 'rss'; rss: number };
 
@@ -21,11 +19,13 @@ const send = (message: ServerMessage): void => {
 
 let close: () => Promise<void>;
 if (kind === 'scim') {
+  const [{ createLogger }, { startServer }] = await Promise.all([import('../src/logger.js'), import('../src/server.js')]);
   const config = loadConfig(process.env);
   const server = await startServer(config, createLogger(config.logLevel));
   close = () => server.close();
   send({ type: 'ready', url: server.url });
 } else if (kind === 'reference') {
+  const [{ default: pg }, { buildReferenceApp }] = await Promise.all([import('pg'), import('./reference.js')]);
   const config = loadConfig(process.env);
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: config.databasePoolSize });
   const app = buildReferenceApp(pool);

@@ -1,6 +1,7 @@
 // Queries on accounts. SCIM sees only synced, live accounts of its tenant.
 import { sql, type Expression, type Selectable, type SqlBool, type Transaction } from 'kysely';
 import { conflict } from '../errors.js';
+import { auditRecorded, type AuditEvent } from './audit.js';
 import type { AccountsTable, Database, Db, JsonObject } from './database.js';
 import { isUniqueViolation } from './errors.js';
 import { readPage, type Page } from './paging.js';
@@ -35,6 +36,134 @@ export async function insertSyncedAccount(db: Executor, tenantId: string, values
   } catch (error) {
     return uniqueness(error, values.user_name);
   }
+}
+
+/** Who made a write, for the audit row a statement writes beside it. */
+export interface Actor {
+  credentialId: string;
+  requestId: string;
+}
+
+/**
+ * The usual create in one statement, the account and its audit event: unless
+ * an admin has one of the known addresses (rule 3), or a manual account could
+ * be adopted by Entra object id (rule 8) or by one of the adoptable addresses
+ * (rule 2). Then nothing is written and undefined returned, for the caller's
+ * full path (which decides between 409 and adoption).
+ */
+export async function insertUnclaimedAccount(
+  db: Executor,
+  tenantId: string,
+  values: AccountValues,
+  addresses: { known: readonly string[]; adoptable: readonly string[] },
+  actor: Actor,
+): Promise<AccountRow | undefined> {
+  const known = [...addresses.known];
+  const adoptable = [...addresses.adoptable];
+  let row: AccountRow | undefined;
+  try {
+    const result = await sql<AccountRow>`
+      WITH claimed AS (
+        SELECT 1 FROM accounts
+         WHERE tenant_id = ${tenantId}::uuid AND deleted_at IS NULL
+           AND (lower(user_name) = ANY(${known}::text[]) OR lower(email) = ANY(${known}::text[]))
+           AND (role = 'admin' OR (managed_by = 'manual' AND external_id IS NULL
+                AND (lower(user_name) = ANY(${adoptable}::text[]) OR lower(email) = ANY(${adoptable}::text[]))))
+        UNION ALL
+        SELECT 1 FROM accounts
+         WHERE tenant_id = ${tenantId}::uuid AND deleted_at IS NULL AND managed_by = 'manual' AND role <> 'admin'
+           AND external_id = ${values.external_id}::text
+      ), created AS (
+        INSERT INTO accounts (tenant_id, managed_by, user_name, external_id, email, given_name, family_name, display_name, school_id, grade, active, role, scim)
+        SELECT ${tenantId}::uuid, 'sync', ${values.user_name}::text, ${values.external_id}::text, ${values.email}::text, ${values.given_name}::text,
+               ${values.family_name}::text, ${values.display_name}::text, ${values.school_id}::text, ${values.grade}::text, ${values.active}::boolean,
+               ${values.role}::text, ${JSON.stringify(values.scim)}::jsonb
+         WHERE NOT EXISTS (SELECT 1 FROM claimed)
+        RETURNING *
+      ), audited AS (
+        INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
+        SELECT tenant_id, 'create', 'user', id, user_name, 'success', ${actor.credentialId}::uuid, ${actor.requestId}::text, jsonb_build_object('role', role)
+          FROM created
+      )
+      SELECT * FROM created`.execute(db);
+    row = result.rows[0];
+  } catch (error) {
+    return uniqueness(error, values.user_name);
+  }
+  if (row) {
+    auditRecorded(db, { tenantId, action: 'create', objectType: 'user', objectId: row.id, objectRef: row.user_name, outcome: 'success', ...actor, details: { role: row.role } });
+  }
+  return row;
+}
+
+/**
+ * A change read without a lock, written in one statement with its audit
+ * event: only while the row still has the version it was read at and no
+ * other admin account has one of its addresses (rule 3). Undefined (nothing
+ * written) when either does not hold, for the caller's locked path.
+ */
+export async function updateAccountAtVersion(
+  db: Executor,
+  tenantId: string,
+  id: string,
+  version: number,
+  values: AccountValues,
+  addresses: readonly string[],
+  audit: AuditEvent | undefined,
+): Promise<AccountRow | undefined> {
+  const known = [...addresses];
+  let row: AccountRow | undefined;
+  try {
+    const result = await sql<AccountRow>`
+      WITH updated AS (
+        UPDATE accounts
+           SET user_name = ${values.user_name}::text, external_id = ${values.external_id}::text, email = ${values.email}::text,
+               given_name = ${values.given_name}::text, family_name = ${values.family_name}::text, display_name = ${values.display_name}::text,
+               school_id = ${values.school_id}::text, grade = ${values.grade}::text, active = ${values.active}::boolean, role = ${values.role}::text,
+               scim = ${JSON.stringify(values.scim)}::jsonb, version = version + 1, updated_at = clock_timestamp()
+         WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid AND version = ${version}::integer
+           AND NOT EXISTS (
+             SELECT 1 FROM accounts
+              WHERE tenant_id = ${tenantId}::uuid AND role = 'admin' AND deleted_at IS NULL AND id <> ${id}::uuid
+                AND (lower(user_name) = ANY(${known}::text[]) OR lower(email) = ANY(${known}::text[])))
+        RETURNING *
+      ), audited AS (
+        INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
+        SELECT tenant_id, ${audit?.action ?? 'update'}::text, 'user', id, user_name, 'success', ${audit?.credentialId ?? null}::uuid,
+               ${audit?.requestId ?? null}::text, ${JSON.stringify(audit?.details ?? {})}::jsonb
+          FROM updated WHERE ${audit !== undefined}::boolean
+      )
+      SELECT * FROM updated`.execute(db);
+    row = result.rows[0];
+  } catch (error) {
+    return uniqueness(error, values.user_name);
+  }
+  if (row && audit) auditRecorded(db, audit);
+  return row;
+}
+
+/**
+ * Rule 7 in one statement with its audit event: the live synced account
+ * leaves SCIM and the portal's view, its memberships go. False when there is
+ * no such account.
+ */
+export async function deleteSyncedAccountNow(db: Executor, tenantId: string, id: string, actor: Actor): Promise<boolean> {
+  const result = await sql<{ id: string; user_name: string }>`
+    WITH deleted AS (
+      UPDATE accounts SET deleted_at = clock_timestamp(), version = version + 1, updated_at = clock_timestamp()
+       WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid AND managed_by = 'sync' AND deleted_at IS NULL
+      RETURNING tenant_id, id, user_name
+    ), memberships AS (
+      DELETE FROM class_memberships m USING deleted d WHERE m.tenant_id = d.tenant_id AND m.account_id = d.id
+    ), audited AS (
+      INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
+      SELECT tenant_id, 'delete', 'user', id, user_name, 'success', ${actor.credentialId}::uuid, ${actor.requestId}::text, '{}'::jsonb FROM deleted
+    )
+    SELECT id, user_name FROM deleted`.execute(db);
+  const row = result.rows[0];
+  if (!row) return false;
+  auditRecorded(db, { tenantId, action: 'delete', objectType: 'user', objectId: row.id, objectRef: row.user_name, outcome: 'success', ...actor });
+  return true;
 }
 
 export async function findSyncedAccount(db: Executor, tenantId: string, id: string, forUpdate = false): Promise<AccountRow | undefined> {

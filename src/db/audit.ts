@@ -65,6 +65,11 @@ export async function recordAudit(db: Executor, event: AuditEvent): Promise<void
       details: JSON.stringify(event.details ?? {}),
     })
     .execute();
+  auditRecorded(db, event);
+}
+
+/** Tells the observers of an event whose row a statement of its own wrote (a write and its audit in one statement). */
+export function auditRecorded(db: Executor, event: AuditEvent): void {
   for (const plugin of db.getExecutor().plugins) if (plugin instanceof AuditObserverPlugin) plugin.observe(event);
 }
 

@@ -2,6 +2,7 @@
 // member changes are set operations in SQL that never read the member list.
 import { sql, type Expression, type Selectable, type SqlBool, type Transaction } from 'kysely';
 import { conflict } from '../errors.js';
+import { auditRecorded } from './audit.js';
 import type { ClassesTable, Database, Db, JsonObject } from './database.js';
 import { isUniqueViolation } from './errors.js';
 import { readPage, type Page } from './paging.js';
@@ -149,6 +150,69 @@ export async function addSyncedMembers(db: Executor, tenantId: string, classId: 
     ON CONFLICT (tenant_id, class_id, account_id) DO UPDATE SET synced = true WHERE NOT class_memberships.synced
     RETURNING account_id`.execute(db);
   return result.rows.length;
+}
+
+/**
+ * Entra's member batch in one statement: adds synced members to a synced
+ * class, moves the class's version and writes the audit event, only when the
+ * class exists and every id is a live synced user of the tenant (rule 5).
+ * Otherwise nothing is written and undefined returned, for the caller's full
+ * path and its errors. Resolves to the number of memberships added.
+ */
+export async function addSyncedMembersNow(
+  db: Executor,
+  tenantId: string,
+  classId: string,
+  accountIds: readonly string[],
+  actor: { credentialId: string; requestId: string },
+): Promise<number | undefined> {
+  let result;
+  try {
+    result = await sql<{ ok: boolean; added: string; display_name: string | null }>`
+      WITH class AS (
+        SELECT id FROM classes WHERE tenant_id = ${tenantId}::uuid AND id = ${classId}::uuid AND managed_by = 'sync'
+      ), valid AS (
+        SELECT id FROM accounts
+         WHERE tenant_id = ${tenantId}::uuid AND id = ANY(${[...accountIds]}::uuid[]) AND managed_by = 'sync' AND deleted_at IS NULL
+      ), checked AS (
+        SELECT EXISTS (SELECT 1 FROM class) AND (SELECT count(*) FROM valid) = ${accountIds.length}::integer AS ok
+      ), added AS (
+        INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
+        SELECT ${tenantId}::uuid, ${classId}::uuid, id, true FROM valid WHERE (SELECT ok FROM checked)
+        ON CONFLICT (tenant_id, class_id, account_id) DO UPDATE SET synced = true WHERE NOT class_memberships.synced
+        RETURNING account_id
+      ), bumped AS (
+        UPDATE classes SET version = version + 1, updated_at = clock_timestamp()
+         WHERE tenant_id = ${tenantId}::uuid AND id = ${classId}::uuid AND EXISTS (SELECT 1 FROM added)
+        RETURNING tenant_id, id, display_name
+      ), audited AS (
+        INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
+        SELECT tenant_id, 'update', 'group', id, display_name, 'success', ${actor.credentialId}::uuid, ${actor.requestId}::text,
+               jsonb_build_object('changed', jsonb_build_array('members'), 'memberChanges', (SELECT count(*) FROM added))
+          FROM bumped
+      )
+      SELECT (SELECT ok FROM checked) AS ok, (SELECT count(*) FROM added) AS added, (SELECT display_name FROM bumped) AS display_name`.execute(db);
+  } catch (error) {
+    // The class went away after this statement's snapshot: the full path says 404.
+    if ((error as { code?: unknown }).code === '23503') return undefined;
+    throw error;
+  }
+  const row = result.rows[0];
+  if (!row?.ok) return undefined;
+  const added = Number(row.added);
+  if (added > 0) {
+    auditRecorded(db, {
+      tenantId,
+      action: 'update',
+      objectType: 'group',
+      objectId: classId,
+      objectRef: row.display_name,
+      outcome: 'success',
+      ...actor,
+      details: { changed: ['members'], memberChanges: added },
+    });
+  }
+  return added;
 }
 
 /** Removes synced memberships; a member also added by hand in the portal stays (rule 5). */

@@ -5,6 +5,7 @@
 import SCIMMY from 'scimmy';
 import {
   addSyncedMembers,
+  addSyncedMembersNow,
   adoptClass,
   findAdoptableClass,
   deleteSyncedClass,
@@ -271,6 +272,13 @@ export const groups: ResourceHandler = {
   async patch(ctx, id, body, ifMatch) {
     // The message is read and checked before the database is touched.
     const { memberChanges, others } = splitPatch(body);
+    // Entra's member batch (one add and nothing else) is one statement when
+    // the class and every member are valid; anything else takes the path below.
+    const [only, ...more] = memberChanges;
+    if (ifMatch === undefined && others.length === 0 && more.length === 0 && only?.kind === 'add' && isUuid(id) && only.ids.every((m) => isUuid(m))) {
+      const added = await addSyncedMembersNow(ctx.db, ctx.tenantId, id, only.ids, { credentialId: ctx.credentialId, requestId: ctx.requestId });
+      if (added !== undefined) return undefined;
+    }
     await ctx.db.transaction().execute(async (trx) => {
       const row = await requireClass(ctx, id, true, trx);
       checkIfMatch(ifMatch, row.version);

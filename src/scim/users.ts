@@ -8,14 +8,17 @@ import {
   findAdoptableByAddress,
   findAdoptableByExternalId,
   deleteSyncedAccount,
+  deleteSyncedAccountNow,
   findSyncedAccount,
   insertSyncedAccount,
+  insertUnclaimedAccount,
   listSyncedAccounts,
+  updateAccountAtVersion,
   updateSyncedAccount,
   type AccountRow,
   type AccountValues,
 } from '../db/accounts.js';
-import { recordAudit, recordConflict } from '../db/audit.js';
+import { recordAudit, recordConflict, type AuditEvent } from '../db/audit.js';
 import { isUuid } from '../db/ids.js';
 import { ScimError, badRequest, notFound } from '../errors.js';
 import { filterToSql, sortExpression } from './filter-sql.js';
@@ -176,10 +179,22 @@ function auditAction(before: AccountRow, after: AccountRow): 'deactivate' | 'rea
   return 'update';
 }
 
-async function auditUpdate(trx: Parameters<typeof recordAudit>[0], ctx: RequestContext, before: AccountRow, after: AccountRow): Promise<void> {
-  const changed = changedAttributes(toScimUser(before, ctx.baseUrl), toScimUser(after, ctx.baseUrl));
-  if (changed.length === 0) return;
-  await recordAudit(trx, {
+/** Object keys in one order at every depth: a stored document (jsonb) does not keep the order it was written in. */
+function sortedKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(sortedKeys);
+  if (typeof value !== 'object' || value === null) return value;
+  return Object.fromEntries(
+    Object.keys(value)
+      .sort()
+      .map((k) => [k, sortedKeys((value as Json)[k])]),
+  );
+}
+
+/** The audit event of a change, or undefined when no attribute changed. */
+function updateEvent(ctx: RequestContext, before: AccountRow, after: AccountRow): AuditEvent | undefined {
+  const changed = changedAttributes(sortedKeys(toScimUser(before, ctx.baseUrl)) as Json, sortedKeys(toScimUser(after, ctx.baseUrl)) as Json);
+  if (changed.length === 0) return undefined;
+  return {
     tenantId: ctx.tenantId,
     action: auditAction(before, after),
     objectType: 'user',
@@ -189,7 +204,12 @@ async function auditUpdate(trx: Parameters<typeof recordAudit>[0], ctx: RequestC
     credentialId: ctx.credentialId,
     requestId: ctx.requestId,
     details: { changed, ...(before.role !== after.role ? { role: after.role } : {}) },
-  });
+  };
+}
+
+async function auditUpdate(trx: Parameters<typeof recordAudit>[0], ctx: RequestContext, before: AccountRow, after: AccountRow): Promise<void> {
+  const event = updateEvent(ctx, before, after);
+  if (event) await recordAudit(trx, event);
 }
 
 /** Stores a changed account after rule 3's check, and audits what changed. */
@@ -207,6 +227,12 @@ export const users: ResourceHandler = {
 
   async create(ctx, body) {
     const values = fromScimUser(inbound(body), ctx.roleMapping);
+    // Most creates collide with no admin and adopt nothing: one statement
+    // writes the account and its audit event. Otherwise the path below decides.
+    const known = addresses(values);
+    const adoptable = known.filter((a) => inVerifiedDomain(a, ctx.verifiedDomains));
+    const created = await insertUnclaimedAccount(ctx.db, ctx.tenantId, values, { known, adoptable }, { credentialId: ctx.credentialId, requestId: ctx.requestId });
+    if (created) return toScimUser(created, ctx.baseUrl);
     return withAdminGuard(ctx, () =>
       ctx.db.transaction().execute(async (trx) => {
         const known = addresses(values);
@@ -270,6 +296,18 @@ export const users: ResourceHandler = {
   },
 
   async patch(ctx, id, body, ifMatch) {
+    // Read without a lock and write only if the row kept its version and no
+    // admin collides; a concurrent change or a collision takes the locked path.
+    const row = await requireAccount(ctx, id, false);
+    checkIfMatch(ifMatch, row.version);
+    const current = toScimUser(row, ctx.baseUrl);
+    const patched = await applyPatch(current, body);
+    if (patched === undefined) return current;
+    const resource = coerceResource('User', patched);
+    delete resource.meta;
+    const values = fromScimUser(resource, ctx.roleMapping);
+    const saved = await updateAccountAtVersion(ctx.db, ctx.tenantId, row.id, row.version, values, addresses(values), updateEvent(ctx, row, { ...row, ...values }));
+    if (saved) return toScimUser(saved, ctx.baseUrl);
     return withAdminGuard(ctx, () =>
       ctx.db.transaction().execute(async (trx) => {
         const row = await requireAccount(ctx, id, true, trx);
@@ -285,6 +323,11 @@ export const users: ResourceHandler = {
   },
 
   async remove(ctx, id, ifMatch) {
+    // Without If-Match the delete and its audit event are one statement.
+    if (ifMatch === undefined && isUuid(id)) {
+      if (await deleteSyncedAccountNow(ctx.db, ctx.tenantId, id, { credentialId: ctx.credentialId, requestId: ctx.requestId })) return;
+      throw notFound(`No user ${id}.`);
+    }
     await ctx.db.transaction().execute(async (trx) => {
       const row = await requireAccount(ctx, id, true, trx);
       checkIfMatch(ifMatch, row.version);
