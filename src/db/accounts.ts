@@ -60,19 +60,23 @@ export async function insertUnclaimedAccount(
 ): Promise<AccountRow | undefined> {
   const known = [...addresses.known];
   const adoptable = [...addresses.adoptable];
+  // One arm per index (userName, e-mail, external id), so each is an index
+  // lookup even before the table has statistics.
   let row: AccountRow | undefined;
   try {
     const result = await sql<AccountRow>`
       WITH claimed AS (
         SELECT 1 FROM accounts
-         WHERE tenant_id = ${tenantId}::uuid AND deleted_at IS NULL
-           AND (lower(user_name) = ANY(${known}::text[]) OR lower(email) = ANY(${known}::text[]))
-           AND (role = 'admin' OR (managed_by = 'manual' AND external_id IS NULL
-                AND (lower(user_name) = ANY(${adoptable}::text[]) OR lower(email) = ANY(${adoptable}::text[]))))
+         WHERE tenant_id = ${tenantId}::uuid AND lower(user_name) = ANY(${known}::text[]) AND deleted_at IS NULL
+           AND (role = 'admin' OR (managed_by = 'manual' AND external_id IS NULL AND lower(user_name) = ANY(${adoptable}::text[])))
         UNION ALL
         SELECT 1 FROM accounts
-         WHERE tenant_id = ${tenantId}::uuid AND deleted_at IS NULL AND managed_by = 'manual' AND role <> 'admin'
-           AND external_id = ${values.external_id}::text
+         WHERE tenant_id = ${tenantId}::uuid AND lower(email) = ANY(${known}::text[]) AND deleted_at IS NULL
+           AND (role = 'admin' OR (managed_by = 'manual' AND external_id IS NULL AND lower(email) = ANY(${adoptable}::text[])))
+        UNION ALL
+        SELECT 1 FROM accounts
+         WHERE tenant_id = ${tenantId}::uuid AND external_id = ${values.external_id}::text AND deleted_at IS NULL
+           AND managed_by = 'manual' AND role <> 'admin'
       ), created AS (
         INSERT INTO accounts (tenant_id, managed_by, user_name, external_id, email, given_name, family_name, display_name, school_id, grade, active, role, scim)
         SELECT ${tenantId}::uuid, 'sync', ${values.user_name}::text, ${values.external_id}::text, ${values.email}::text, ${values.given_name}::text,
