@@ -15,7 +15,7 @@ import { purgeDeletedAccounts } from './db/accounts.js';
 import { createAdminCredential, revokeAdminCredential } from './db/admin-credentials.js';
 import { listOpenConflicts, recordAudit, tenantStatus } from './db/audit.js';
 import type { Role } from './db/database.js';
-import { connectTenant, createTenant, disconnectTenant, findTenant, listTenants, updateTenantSettings } from './db/tenants.js';
+import { connectTenant, createTenant, disconnectTenant, findTenant, listTenants, updateTenantSettings, type TenantRow } from './db/tenants.js';
 
 export interface CliIo {
   out: (text: string) => void;
@@ -46,6 +46,14 @@ function durationOption(value: string): number {
   } catch (error) {
     throw new InvalidArgumentError((error as Error).message);
   }
+}
+
+/** A tenant that may be given credentials: it exists and is connected. */
+async function connectedTenant(db: OpenDatabase['db'], id: string): Promise<TenantRow> {
+  const row = await findTenant(db, id);
+  if (!row) throw new CliError(`No tenant ${id}.`);
+  if (row.disconnected_at) throw new CliError(`Tenant ${row.id} is disconnected; connect it first.`);
+  return row;
 }
 
 function table(rows: readonly (readonly string[])[]): string {
@@ -341,9 +349,7 @@ export function buildCli(io: CliIo): Command {
     .option('--json', 'print JSON')
     .action(async (options: { tenant: string; expires?: number; label?: string; json?: boolean }) => {
       await withDatabase(async ({ db }, cfg) => {
-        const row = await findTenant(db, options.tenant);
-        if (!row) throw new CliError(`No tenant ${options.tenant}.`);
-        if (row.disconnected_at) throw new CliError(`Tenant ${row.id} is disconnected; connect it first.`);
+        const row = await connectedTenant(db, options.tenant);
         const expiresAt = options.expires ? new Date(Date.now() + options.expires) : null;
         const credential = await createCredential(db, {
           tenantId: row.id,
@@ -430,9 +436,7 @@ export function buildCli(io: CliIo): Command {
     .option('--json', 'print JSON')
     .action(async (options: { tenant: string; expires?: number; label?: string; json?: boolean }) => {
       await withDatabase(async ({ db }, cfg) => {
-        const row = await findTenant(db, options.tenant);
-        if (!row) throw new CliError(`No tenant ${options.tenant}.`);
-        if (row.disconnected_at) throw new CliError(`Tenant ${row.id} is disconnected; connect it first.`);
+        const row = await connectedTenant(db, options.tenant);
         const clientSecret = generateClientSecret();
         const expiresAt = options.expires ? new Date(Date.now() + options.expires) : null;
         const credential = await createCredential(db, {
