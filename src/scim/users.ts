@@ -116,6 +116,15 @@ async function applyPatch(current: Json, body: unknown): Promise<Json | undefine
   return dedupeMultiValued(stripServerAttributes(JSON.parse(JSON.stringify(patched)) as Json));
 }
 
+/** The account's values after a PatchOp message, or undefined when it changes nothing. */
+async function patchedValues(ctx: RequestContext, row: AccountRow, body: unknown): Promise<AccountValues | undefined> {
+  const patched = await applyPatch(toScimUser(row, ctx.baseUrl), body);
+  if (patched === undefined) return undefined;
+  const resource = coerceResource('User', patched);
+  delete resource.meta;
+  return fromScimUser(resource, ctx.roleMapping);
+}
+
 /** The addresses (lower-case) an account is known by: its userName and link e-mail. */
 function addresses(values: AccountValues): string[] {
   return [...new Set([values.user_name, values.email].filter((a): a is string => a !== null).map((a) => a.toLowerCase()))];
@@ -300,24 +309,17 @@ export const users: ResourceHandler = {
     // admin collides; a concurrent change or a collision takes the locked path.
     const row = await requireAccount(ctx, id, false);
     checkIfMatch(ifMatch, row.version);
-    const current = toScimUser(row, ctx.baseUrl);
-    const patched = await applyPatch(current, body);
-    if (patched === undefined) return current;
-    const resource = coerceResource('User', patched);
-    delete resource.meta;
-    const values = fromScimUser(resource, ctx.roleMapping);
+    const values = await patchedValues(ctx, row, body);
+    if (values === undefined) return toScimUser(row, ctx.baseUrl);
     const saved = await updateAccountAtVersion(ctx.db, ctx.tenantId, row.id, row.version, values, addresses(values), updateEvent(ctx, row, { ...row, ...values }));
     if (saved) return toScimUser(saved, ctx.baseUrl);
     return withAdminGuard(ctx, () =>
       ctx.db.transaction().execute(async (trx) => {
         const row = await requireAccount(ctx, id, true, trx);
         checkIfMatch(ifMatch, row.version);
-        const current = toScimUser(row, ctx.baseUrl);
-        const patched = await applyPatch(current, body);
-        if (patched === undefined) return current;
-        const resource = coerceResource('User', patched);
-        delete resource.meta;
-        return toScimUser(await saveUpdate(trx, ctx, row, fromScimUser(resource, ctx.roleMapping)), ctx.baseUrl);
+        const values = await patchedValues(ctx, row, body);
+        if (values === undefined) return toScimUser(row, ctx.baseUrl);
+        return toScimUser(await saveUpdate(trx, ctx, row, values), ctx.baseUrl);
       }),
     );
   },
