@@ -34,7 +34,6 @@ import { MAX_MEMBERS_PER_REQUEST, checkStringLengths } from './limits.js';
 import { GROUP_SCHEMA, PATCH_OP_SCHEMA, coerceResource, toScimError } from './schemas.js';
 
 const ENDPOINT = '/Groups';
-export { MAX_MEMBERS_PER_REQUEST } from './limits.js';
 
 export function toScimGroup(row: ClassRow, baseUrl: string, members: Member[] | undefined): Json {
   const { schemas, ...rest } = row.scim as Json & { schemas?: string[] };

@@ -244,7 +244,6 @@ export const users: ResourceHandler = {
     if (created) return toScimUser(created, ctx.baseUrl);
     return withAdminGuard(ctx, () =>
       ctx.db.transaction().execute(async (trx) => {
-        const known = addresses(values);
         const admin = await findAdminCollision(trx, ctx.tenantId, known);
         if (admin) throw new AdminCollision(admin.id, values.user_name);
         // Rule 8, then rule 2: an account that was ours (same Entra object), else
@@ -252,7 +251,7 @@ export const users: ResourceHandler = {
         const byExternalId = values.external_id ? await findAdoptableByExternalId(trx, ctx.tenantId, values.external_id) : undefined;
         const candidate =
           byExternalId ??
-          (await findAdoptableByAddress(trx, ctx.tenantId, known.filter((a) => inVerifiedDomain(a, ctx.verifiedDomains))));
+          (await findAdoptableByAddress(trx, ctx.tenantId, adoptable));
         const audit = { tenantId: ctx.tenantId, objectType: 'user' as const, outcome: 'success' as const, credentialId: ctx.credentialId, requestId: ctx.requestId };
         if (candidate) {
           const adopted = await adoptAccount(trx, ctx.tenantId, candidate.id, values);
