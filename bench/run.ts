@@ -7,7 +7,7 @@
 // the machine's speed and noise cancel out of them.
 //   npm run bench -- [--quick] [--users 20000] [--scale-accounts 1000000] ...
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { randomBytes, randomUUID } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
@@ -109,6 +109,8 @@ interface Server {
   child: ChildProcess;
   url: string;
   rss(): Promise<number>;
+  /** CPU time the process has used so far, microseconds. */
+  cpu(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -159,6 +161,11 @@ async function startServerProcess(kind: 'scim' | 'reference', env: NodeJS.Proces
       const reply = message(child, 'rss');
       child.send({ type: 'rss' });
       return (await reply).rss;
+    },
+    async cpu() {
+      const reply = message(child, 'cpu');
+      child.send({ type: 'cpu' });
+      return (await reply).micros;
     },
     async stop() {
       if (child.exitCode !== null) return;
@@ -416,6 +423,47 @@ interface Row {
   name: string;
   scim: Measured;
   reference: Measured;
+  /** CPU microseconds per request of each side's server and of PostgreSQL, where measured. */
+  cpu?: { scim: Cpu; reference: Cpu };
+}
+
+interface Cpu {
+  server: number;
+  postgres: number;
+}
+
+/**
+ * CPU time of every PostgreSQL process on this machine so far, microseconds
+ * (Linux /proc; NaN elsewhere or for a remote server). Only the side being
+ * measured sends queries, so a difference belongs to it.
+ */
+async function postgresCpu(): Promise<number> {
+  let ticks = 0;
+  try {
+    for (const pid of await readdir('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+      const close = stat.lastIndexOf(')');
+      if (!stat.slice(0, close).endsWith('(postgres')) continue;
+      const fields = stat.slice(close + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    }
+  } catch {
+    return NaN;
+  }
+  return ticks * 10_000; // USER_HZ is 100 on Linux
+}
+
+/** Probes of each side's server CPU, set once the servers run. */
+let cpuProbes: { scim: () => Promise<number>; reference: () => Promise<number> } | undefined;
+
+async function measuredCpu(server: () => Promise<number>, work: () => Promise<Measured>): Promise<[Measured, Cpu | undefined]> {
+  if (!cpuProbes) return [await work(), undefined];
+  const [s0, p0] = [await server(), await postgresCpu()];
+  const measured = await work();
+  const [s1, p1] = [await server(), await postgresCpu()];
+  const n = Math.max(1, measured.count);
+  return [measured, { server: (s1 - s0) / n, postgres: (p1 - p0) / n }];
 }
 
 const rows: Row[] = [];
@@ -431,13 +479,17 @@ function pad(cells: string[][]): string {
 }
 
 function printRows(): void {
-  const header = ['operation', 'req/s', 'x ref', 'p50 ms', 'x ref', 'p99 ms', 'x ref', 'ref req/s', 'ref p50', 'ref p99', 'errors'];
-  const body = rows.map(({ name, scim, reference }) => {
+  const header = ['operation', 'req/s', 'x ref', 'p50 ms', 'x ref', 'p99 ms', 'x ref', 'ref req/s', 'ref p50', 'ref p99', 'errors', 'cpu us', 'x ref', 'pg us', 'x ref'];
+  const body = rows.map(({ name, scim, reference, cpu }) => {
     const s = stats(scim);
     const r = stats(reference);
-    return [name, fmt(s.rps, 0), ratio(s.rps, r.rps), fmt(s.p50), ratio(s.p50, r.p50), fmt(s.p99), ratio(s.p99, r.p99), fmt(r.rps, 0), fmt(r.p50), fmt(r.p99), String(scim.errors + reference.errors)];
+    const cpuCells = cpu
+      ? [fmt(cpu.scim.server, 0), ratio(cpu.scim.server, cpu.reference.server), fmt(cpu.scim.postgres, 0), ratio(cpu.scim.postgres, cpu.reference.postgres)]
+      : ['', '', '', ''];
+    return [name, fmt(s.rps, 0), ratio(s.rps, r.rps), fmt(s.p50), ratio(s.p50, r.p50), fmt(s.p99), ratio(s.p99, r.p99), fmt(r.rps, 0), fmt(r.p50), fmt(r.p99), String(scim.errors + reference.errors), ...cpuCells];
   });
   process.stdout.write(`\n${pad([header, ...body])}\n`);
+  process.stdout.write('cpu us: CPU microseconds per request of the server process; pg us: of all PostgreSQL processes (local servers only)\n');
 }
 
 function target(name: string, figure: string, pass: boolean): void {
@@ -449,7 +501,9 @@ function log(text: string): void {
 }
 
 async function measure(name: string, scim: () => Promise<Measured>, reference: () => Promise<Measured>): Promise<Row> {
-  const row = { name, scim: await scim(), reference: await reference() };
+  const [scimMeasured, scimCpu] = await measuredCpu(() => cpuProbes?.scim() ?? Promise.resolve(NaN), scim);
+  const [referenceMeasured, referenceCpu] = await measuredCpu(() => cpuProbes?.reference() ?? Promise.resolve(NaN), reference);
+  const row: Row = { name, scim: scimMeasured, reference: referenceMeasured, ...(scimCpu && referenceCpu ? { cpu: { scim: scimCpu, reference: referenceCpu } } : {}) };
   rows.push(row);
   const s = stats(row.scim);
   const r = stats(row.reference);
@@ -548,6 +602,7 @@ async function main(): Promise<void> {
     servers.push(scimServer);
     const referenceServer = await startServerProcess('reference', env);
     servers.push(referenceServer);
+    cpuProbes = { scim: () => scimServer.cpu(), reference: () => referenceServer.cpu() };
     const scimClient = new Client(`${scimServer.url}/scim/v2`, { authorization: `Bearer ${token}` });
     const referenceClient = new Client(referenceServer.url, { 'x-tenant': randomUUID() });
     const scim = scimSide(scimClient);

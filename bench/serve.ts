@@ -5,12 +5,13 @@
 //   node .data/bench/build/bench/serve.js reference   the reference server
 // Configuration comes from the environment (DATABASE_URL, JWT_SECRET, ...).
 // The process reports its URL over IPC, answers {type: 'rss'} with its
-// resident set size, and stops when the parent disconnects.
+// resident set size and {type: 'cpu'} with its CPU time so far, and stops
+// when the parent disconnects.
 import { loadConfig } from '../src/config.js';
 
 // Each kind loads only its own code, so the reference's memory holds no SCIM server.
 
-export type ServerMessage = { type: 'ready'; url: string } | { type: 'rss'; rss: number };
+export type ServerMessage = { type: 'ready'; url: string } | { type: 'rss'; rss: number } | { type: 'cpu'; micros: number };
 
 const kind = process.argv[2];
 const send = (message: ServerMessage): void => {
@@ -42,6 +43,9 @@ if (kind === 'scim') {
 process.on('message', (message: { type?: string }) => {
   if (message.type === 'rss') {
     send({ type: 'rss', rss: process.memoryUsage().rss });
+  } else if (message.type === 'cpu') {
+    const { user, system } = process.cpuUsage();
+    send({ type: 'cpu', micros: user + system });
   }
 });
 process.on('disconnect', () => {

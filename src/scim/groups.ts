@@ -28,7 +28,7 @@ import { badRequest, notFound } from '../errors.js';
 import type { Transaction } from 'kysely';
 import type { FilterNode } from './filter.js';
 import { filterToSql, sortExpression } from './filter-sql.js';
-import { normalisePatch, normaliseResource, readPatchOperations, resolvePatchPath, type RawOperation } from './normalise.js';
+import { normalisePatch, normaliseResource, readPatchOperations, resolvePatchPath, scimmyOperation, type RawOperation } from './normalise.js';
 import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { MAX_MEMBERS_PER_REQUEST, checkStringLengths } from './limits.js';
 import { GROUP_SCHEMA, PATCH_OP_SCHEMA, coerceResource, toScimError } from './schemas.js';
@@ -296,7 +296,7 @@ export const groups: ResourceHandler = {
         if (operations.length > 0) {
           let patched: unknown;
           try {
-            patched = await new SCIMMY.Messages.PatchOp({ schemas: [PATCH_OP_SCHEMA], Operations: operations }).apply(
+            patched = await new SCIMMY.Messages.PatchOp({ schemas: [PATCH_OP_SCHEMA], Operations: operations.map(scimmyOperation) }).apply(
               new SCIMMY.Schemas.Group(current, 'both'),
             );
           } catch (error) {

@@ -159,6 +159,13 @@ export interface PatchOperation {
   op: 'add' | 'replace' | 'remove';
   path?: string;
   value?: unknown;
+  /** The attribute the path names, when it has no filter (for the direct path in simple-patch.ts). */
+  target?: ResolvedPath;
+}
+
+/** The operation as scimmy's PatchOp message takes it. */
+export function scimmyOperation({ op, path, value }: PatchOperation): Omit<PatchOperation, 'target'> {
+  return { op, ...(path !== undefined ? { path } : {}), ...(value !== undefined ? { value } : {}) };
 }
 
 /** A resolved PATCH path: canonical names and the scimmy attribute it targets. */
@@ -438,11 +445,12 @@ function expand(resource: ResourceName, op: PatchOperation['op'], pathText: stri
   const target = resolved.sub ?? resolved.definition;
   const normalised = normaliseValue(target, value);
 
-  if (op === 'remove') return [{ op, path: resolved.text, ...(value !== undefined ? { value: normaliseValue(target, value) } : {}) }];
+  const direct = resolved.filter ? {} : { target: resolved };
+  if (op === 'remove') return [{ op, path: resolved.text, ...(value !== undefined ? { value: normaliseValue(target, value) } : {}), ...direct }];
 
   // null or "" for a simple attribute means "no value": remove it.
   if (normalised === null || (normalised === '' && target.type !== 'complex')) {
-    return readAttribute(current, resolved) === undefined ? [] : [{ op: 'remove', path: resolved.text }];
+    return readAttribute(current, resolved) === undefined ? [] : [{ op: 'remove', path: resolved.text, ...direct }];
   }
 
   if (resolved.filter) {
@@ -473,9 +481,13 @@ function expand(resource: ResourceName, op: PatchOperation['op'], pathText: stri
 
   // Replace of a singular complex attribute merges its sub-attributes.
   if (op === 'replace' && !resolved.sub && target.type === 'complex' && !target.config.multiValued && isObject(normalised)) {
-    return Object.entries(normalised).map(([k, v]) => ({ op: 'replace' as const, path: `${resolved.text}.${k}`, value: v }));
+    return Object.entries(normalised).map(([k, v]) => {
+      const sub = findSub(target, k);
+      const text = `${resolved.text}.${k}`;
+      return { op: 'replace' as const, path: text, value: v, ...(sub ? { target: { ...resolved, text, sub } } : {}) };
+    });
   }
-  return [{ op, path: resolved.text, value: normalised }];
+  return [{ op, path: resolved.text, value: normalised, ...direct }];
 }
 
 /** Removes exact duplicates that an add to a multi-valued attribute can leave. */

@@ -22,7 +22,8 @@ import { recordAudit, recordConflict, type AuditEvent } from '../db/audit.js';
 import { isUuid } from '../db/ids.js';
 import { ScimError, badRequest, notFound } from '../errors.js';
 import { filterToSql, sortExpression } from './filter-sql.js';
-import { dedupeMultiValued, normalisePatch, normaliseResource } from './normalise.js';
+import { dedupeMultiValued, normalisePatch, normaliseResource, scimmyOperation } from './normalise.js';
+import { applySimplePatch } from './simple-patch.js';
 import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { checkStringLengths } from './limits.js';
 import { resolveRole } from './roles.js';
@@ -102,27 +103,34 @@ async function requireAccount(ctx: RequestContext, id: string, forUpdate: boolea
   return row;
 }
 
-async function applyPatch(current: Json, body: unknown): Promise<Json | undefined> {
+/**
+ * The document a PatchOp message makes of the stored one (toScimUser), ready
+ * for fromScimUser, or undefined when it changes nothing. Simple operations
+ * take the direct path (simple-patch.ts); the rest go through scimmy, which
+ * validates the whole result. `scimmyOnly` is for the test that compares them.
+ */
+export async function patchUserDocument(current: Json, body: unknown, options: { scimmyOnly?: boolean } = {}): Promise<Json | undefined> {
   const operations = normalisePatch('User', body, current);
   if (operations.length === 0) return undefined;
+  const simple = options.scimmyOnly ? undefined : applySimplePatch(current, operations);
+  if (simple) return simple.document && stripServerAttributes(simple.document);
   let patched: unknown;
   try {
     const instance = new SCIMMY.Schemas.User(current, 'both');
-    patched = await new SCIMMY.Messages.PatchOp({ schemas: [PATCH_OP_SCHEMA], Operations: operations }).apply(instance);
+    patched = await new SCIMMY.Messages.PatchOp({ schemas: [PATCH_OP_SCHEMA], Operations: operations.map(scimmyOperation) }).apply(instance);
   } catch (error) {
     throw toScimError(error);
   }
   if (patched === undefined) return undefined;
-  return dedupeMultiValued(stripServerAttributes(JSON.parse(JSON.stringify(patched)) as Json));
+  const resource = coerceResource('User', dedupeMultiValued(stripServerAttributes(JSON.parse(JSON.stringify(patched)) as Json)));
+  delete resource.meta;
+  return resource;
 }
 
 /** The account's values after a PatchOp message, or undefined when it changes nothing. */
 async function patchedValues(ctx: RequestContext, row: AccountRow, body: unknown): Promise<AccountValues | undefined> {
-  const patched = await applyPatch(toScimUser(row, ctx.baseUrl), body);
-  if (patched === undefined) return undefined;
-  const resource = coerceResource('User', patched);
-  delete resource.meta;
-  return fromScimUser(resource, ctx.roleMapping);
+  const patched = await patchUserDocument(toScimUser(row, ctx.baseUrl), body);
+  return patched === undefined ? undefined : fromScimUser(patched, ctx.roleMapping);
 }
 
 /** The addresses (lower-case) an account is known by: its userName and link e-mail. */
