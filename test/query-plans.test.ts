@@ -4,7 +4,7 @@
 // read accounts, classes or class_memberships sequentially, and each reads
 // them through an index led by tenant_id.
 import { Kysely, PostgresDialect, sql, type CompiledQuery } from 'kysely';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { buildApp } from '../src/app.js';
 import { signingKeys } from '../src/auth/keys.js';
 import { loadConfig } from '../src/config.js';
@@ -29,7 +29,17 @@ function nodes(plan: PlanNode): PlanNode[] {
   return [plan, ...(plan.Plans ?? []).flatMap(nodes)];
 }
 
-t.test('hot queries use indexes led by tenant_id, never a sequential scan', async (t) => {
+/**
+ * With statistics: as a running database has them. Without: a new database
+ * before autovacuum's first ANALYZE, when the planner cannot tell a tenant's
+ * rows from none and every index led by tenant_id looks as good as the next.
+ * Lookups by id and Entra's userName and displayName lookups must still take
+ * the narrow index then. The user filters on e-mail and externalId are left
+ * out of that pass: the planner sees every new partial index as empty, so they
+ * need statistics to prefer their own index, and Entra matches users on
+ * userName.
+ */
+async function hotQueries(t: Test, analyzed: boolean): Promise<void> {
   const database = await testDatabase(t);
   const captured: CompiledQuery[] = [];
   const db = new Kysely<Database>({
@@ -60,7 +70,7 @@ t.test('hot queries use indexes led by tenant_id, never a sequential scan', asyn
     INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
     SELECT c.tenant_id, c.id, a.id, true
       FROM classes c JOIN LATERAL (SELECT id FROM accounts WHERE tenant_id = c.tenant_id ORDER BY id OFFSET (hashtext(c.id::text) & 1023) LIMIT 25) a ON true`.execute(database.db);
-  await sql`ANALYZE`.execute(database.db);
+  if (analyzed) await sql`ANALYZE`.execute(database.db);
 
   // The indexes of the watched tables, and whether each is led by tenant_id.
   const watchedIndexes = new Map(
@@ -97,6 +107,7 @@ t.test('hot queries use indexes led by tenant_id, never a sequential scan', asyn
   ];
 
   for (const [name, request, status, kind] of cases) {
+    if (!analyzed && /^user lookup by (e-mail|emails|externalId)/.test(name)) continue;
     await t.test(name, async (t) => {
       captured.length = 0;
       const response = await request();
@@ -126,4 +137,7 @@ t.test('hot queries use indexes led by tenant_id, never a sequential scan', asyn
       t.ok(indexed > 0, 'an index led by tenant_id is read');
     });
   }
-});
+}
+
+t.test('hot queries use indexes led by tenant_id, never a sequential scan', (t) => hotQueries(t, true));
+t.test('before the first ANALYZE, lookups still narrow the index beyond the tenant', (t) => hotQueries(t, false));

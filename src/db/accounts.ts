@@ -9,6 +9,16 @@ import { readPage, type Page } from './paging.js';
 export type AccountRow = Selectable<AccountsTable>;
 type Executor = Db | Transaction<Database>;
 
+/**
+ * "Live" for statements that find accounts by id. `deleted_at IS NULL` would
+ * let the planner pick a partial index led by tenant_id instead of the
+ * primary key whenever it cannot tell them apart: before the table's first
+ * ANALYZE (a new database) or for a tenant the statistics have not seen yet.
+ * It then reads every account of the tenant. This form matches no partial
+ * index, so the primary key is the only way in.
+ */
+export const LIVE_BY_ID = sql<boolean>`coalesce(deleted_at, 'infinity') = 'infinity'`;
+
 /** The columns a SCIM write sets, derived from the resource by the mapper; scim as an object. */
 export type AccountValues = Pick<
   AccountRow,
@@ -128,8 +138,12 @@ export async function updateAccountAtVersion(
          WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid AND version = ${version}::integer
            AND NOT EXISTS (
              SELECT 1 FROM accounts
-              WHERE tenant_id = ${tenantId}::uuid AND role = 'admin' AND deleted_at IS NULL AND id <> ${id}::uuid
-                AND (lower(user_name) = ANY(${known}::text[]) OR lower(email) = ANY(${known}::text[])))
+              WHERE tenant_id = ${tenantId}::uuid AND lower(user_name) = ANY(${known}::text[]) AND deleted_at IS NULL
+                AND role = 'admin' AND id <> ${id}::uuid)
+           AND NOT EXISTS (
+             SELECT 1 FROM accounts
+              WHERE tenant_id = ${tenantId}::uuid AND lower(email) = ANY(${known}::text[]) AND deleted_at IS NULL
+                AND role = 'admin' AND id <> ${id}::uuid)
         RETURNING *
       ), audited AS (
         INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
@@ -155,7 +169,7 @@ export async function deleteSyncedAccountNow(db: Executor, tenantId: string, id:
   const result = await sql<{ id: string; user_name: string }>`
     WITH deleted AS (
       UPDATE accounts SET deleted_at = clock_timestamp(), version = version + 1, updated_at = clock_timestamp()
-       WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid AND managed_by = 'sync' AND deleted_at IS NULL
+       WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid AND managed_by = 'sync' AND ${LIVE_BY_ID}
       RETURNING tenant_id, id, user_name
     ), memberships AS (
       DELETE FROM class_memberships m USING deleted d WHERE m.tenant_id = d.tenant_id AND m.account_id = d.id
@@ -170,16 +184,12 @@ export async function deleteSyncedAccountNow(db: Executor, tenantId: string, id:
   return true;
 }
 
+/** A synced, live account by id. The row is read by primary key alone (see LIVE_BY_ID) and checked here. */
 export async function findSyncedAccount(db: Executor, tenantId: string, id: string, forUpdate = false): Promise<AccountRow | undefined> {
-  let query = db
-    .selectFrom('accounts')
-    .selectAll()
-    .where('tenant_id', '=', tenantId)
-    .where('id', '=', id)
-    .where('managed_by', '=', 'sync')
-    .where('deleted_at', 'is', null);
+  let query = db.selectFrom('accounts').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id);
   if (forUpdate) query = query.forUpdate();
-  return query.executeTakeFirst();
+  const row = await query.executeTakeFirst();
+  return row && row.managed_by === 'sync' && row.deleted_at === null ? row : undefined;
 }
 
 export async function updateSyncedAccount(db: Executor, tenantId: string, id: string, values: AccountValues): Promise<AccountRow> {

@@ -2,6 +2,7 @@
 // member changes are set operations in SQL that never read the member list.
 import { sql, type Expression, type Selectable, type SqlBool, type Transaction } from 'kysely';
 import { conflict } from '../errors.js';
+import { LIVE_BY_ID } from './accounts.js';
 import { auditRecorded } from './audit.js';
 import type { ClassesTable, Database, Db, JsonObject } from './database.js';
 import { isUniqueViolation } from './errors.js';
@@ -136,7 +137,7 @@ export async function findMemberCandidates(db: Executor, tenantId: string, ids: 
     .where('tenant_id', '=', tenantId)
     .where('id', 'in', ids)
     .where('managed_by', '=', 'sync')
-    .where('deleted_at', 'is', null)
+    .where(LIVE_BY_ID)
     .execute();
   return new Set(rows.map((r) => r.id));
 }
@@ -173,7 +174,7 @@ export async function addSyncedMembersNow(
         SELECT id FROM classes WHERE tenant_id = ${tenantId}::uuid AND id = ${classId}::uuid AND managed_by = 'sync'
       ), valid AS (
         SELECT id FROM accounts
-         WHERE tenant_id = ${tenantId}::uuid AND id = ANY(${[...accountIds]}::uuid[]) AND managed_by = 'sync' AND deleted_at IS NULL
+         WHERE tenant_id = ${tenantId}::uuid AND id = ANY(${[...accountIds]}::uuid[]) AND managed_by = 'sync' AND ${LIVE_BY_ID}
       ), checked AS (
         SELECT EXISTS (SELECT 1 FROM class) AND (SELECT count(*) FROM valid) = ${accountIds.length}::integer AS ok
       ), added AS (
