@@ -2,9 +2,9 @@
 import { sql, type Expression, type Selectable, type SqlBool, type Transaction } from 'kysely';
 import { conflict } from '../errors.js';
 import { auditRecorded, type AuditEvent } from './audit.js';
-import { prepare, type AccountsTable, type Database, type Db, type JsonObject } from './database.js';
+import type { AccountsTable, Database, Db, JsonObject } from './database.js';
 import { isUniqueViolation } from './errors.js';
-import { executePage, readPage, type Page } from './paging.js';
+import { readPage, type Page } from './paging.js';
 
 export type AccountRow = Selectable<AccountsTable>;
 type Executor = Db | Transaction<Database>;
@@ -17,29 +17,6 @@ type Executor = Db | Transaction<Database>;
  * It then reads every account of the tenant. This form matches no partial
  * index, so the primary key is the only way in.
  */
-/** The columns of accounts, named for the prepared statements (see PREPARED). */
-export const ACCOUNT_COLUMN_NAMES = [
-  'tenant_id',
-  'id',
-  'managed_by',
-  'role',
-  'user_name',
-  'external_id',
-  'email',
-  'given_name',
-  'family_name',
-  'display_name',
-  'school_id',
-  'grade',
-  'active',
-  'scim',
-  'version',
-  'created_at',
-  'updated_at',
-  'deleted_at',
-] as const;
-const ACCOUNT_COLUMNS = sql.raw(ACCOUNT_COLUMN_NAMES.join(', '));
-
 export const LIVE_BY_ID = sql<boolean>`coalesce(deleted_at, 'infinity') = 'infinity'`;
 
 /** The columns a SCIM write sets, derived from the resource by the mapper; scim as an object. */
@@ -97,7 +74,7 @@ export async function insertUnclaimedAccount(
   // lookup even before the table has statistics.
   let row: AccountRow | undefined;
   try {
-    const result = await sql<AccountRow>`${prepare}
+    const result = await sql<AccountRow>`
       WITH claimed AS (
         SELECT 1 FROM accounts
          WHERE tenant_id = ${tenantId}::uuid AND lower(user_name) = ANY(${known}::text[]) AND deleted_at IS NULL
@@ -116,13 +93,13 @@ export async function insertUnclaimedAccount(
                ${values.family_name}::text, ${values.display_name}::text, ${values.school_id}::text, ${values.grade}::text, ${values.active}::boolean,
                ${values.role}::text, ${JSON.stringify(values.scim)}::jsonb
          WHERE NOT EXISTS (SELECT 1 FROM claimed)
-        RETURNING ${ACCOUNT_COLUMNS}
+        RETURNING *
       ), audited AS (
         INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
         SELECT tenant_id, 'create', 'user', id, user_name, 'success', ${actor.credentialId}::uuid, ${actor.requestId}::text, jsonb_build_object('role', role)
           FROM created
       )
-      SELECT ${ACCOUNT_COLUMNS} FROM created`.execute(db);
+      SELECT * FROM created`.execute(db);
     row = result.rows[0];
   } catch (error) {
     return uniqueness(error, values.user_name);
@@ -151,7 +128,7 @@ export async function updateAccountAtVersion(
   const known = [...addresses];
   let row: AccountRow | undefined;
   try {
-    const result = await sql<AccountRow>`${prepare}
+    const result = await sql<AccountRow>`
       WITH updated AS (
         UPDATE accounts
            SET user_name = ${values.user_name}::text, external_id = ${values.external_id}::text, email = ${values.email}::text,
@@ -167,14 +144,14 @@ export async function updateAccountAtVersion(
              SELECT 1 FROM accounts
               WHERE tenant_id = ${tenantId}::uuid AND lower(email) = ANY(${known}::text[]) AND deleted_at IS NULL
                 AND role = 'admin' AND id <> ${id}::uuid)
-        RETURNING ${ACCOUNT_COLUMNS}
+        RETURNING *
       ), audited AS (
         INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
         SELECT tenant_id, ${audit?.action ?? 'update'}::text, 'user', id, user_name, 'success', ${audit?.credentialId ?? null}::uuid,
                ${audit?.requestId ?? null}::text, ${JSON.stringify(audit?.details ?? {})}::jsonb
           FROM updated WHERE ${audit !== undefined}::boolean
       )
-      SELECT ${ACCOUNT_COLUMNS} FROM updated`.execute(db);
+      SELECT * FROM updated`.execute(db);
     row = result.rows[0];
   } catch (error) {
     return uniqueness(error, values.user_name);
@@ -189,7 +166,7 @@ export async function updateAccountAtVersion(
  * no such account.
  */
 export async function deleteSyncedAccountNow(db: Executor, tenantId: string, id: string, actor: Actor): Promise<boolean> {
-  const result = await sql<{ id: string; user_name: string }>`${prepare}
+  const result = await sql<{ id: string; user_name: string }>`
     WITH deleted AS (
       UPDATE accounts SET deleted_at = clock_timestamp(), version = version + 1, updated_at = clock_timestamp()
        WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid AND managed_by = 'sync' AND ${LIVE_BY_ID}
@@ -209,9 +186,9 @@ export async function deleteSyncedAccountNow(db: Executor, tenantId: string, id:
 
 /** A synced, live account by id. The row is read by primary key alone (see LIVE_BY_ID) and checked here. */
 export async function findSyncedAccount(db: Executor, tenantId: string, id: string, forUpdate = false): Promise<AccountRow | undefined> {
-  const { rows } = await sql<AccountRow>`${prepare}
-    SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid ${forUpdate ? sql`FOR UPDATE` : sql``}`.execute(db);
-  const row = rows[0];
+  let query = db.selectFrom('accounts').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id);
+  if (forUpdate) query = query.forUpdate();
+  const row = await query.executeTakeFirst();
   return row && row.managed_by === 'sync' && row.deleted_at === null ? row : undefined;
 }
 
@@ -252,8 +229,6 @@ export async function deleteSyncedAccount(db: Executor, tenantId: string, id: st
 
 export interface ListQuery {
   where?: Expression<SqlBool>;
-  /** The filter's SQL has one of a few fixed shapes (one comparison), so the page query may be prepared. */
-  fixedShape?: boolean;
   orderBy?: Expression<unknown>;
   descending?: boolean;
   offset: number;
@@ -276,11 +251,9 @@ export async function listSyncedAccounts(db: Executor, tenantId: string, q: List
     q.limit,
     q.offset,
     () => {
-      let query = synced(db, tenantId, q.where)
-        .select(ACCOUNT_COLUMN_NAMES.map((c) => `a.${c}` as const))
-        .select(sql<string>`count(*) over ()`.as('total_count'));
+      let query = synced(db, tenantId, q.where).selectAll('a').select(sql<string>`count(*) over ()`.as('total_count'));
       if (q.orderBy) query = query.orderBy(q.orderBy, (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
-      return executePage(db, query.orderBy('a.id').offset(q.offset).limit(q.limit), q.fixedShape === true && !q.orderBy);
+      return query.orderBy('a.id').offset(q.offset).limit(q.limit).execute();
     },
     async () => {
       const row = await synced(db, tenantId, q.where)

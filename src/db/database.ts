@@ -1,7 +1,6 @@
 // Row types of every table and the Kysely instance over a pg pool. Nothing here
 // knows about HTTP or SCIM.
-import { createHash } from 'node:crypto';
-import { Kysely, PostgresDialect, sql, type ColumnType, type Generated } from 'kysely';
+import { Kysely, PostgresDialect, type ColumnType, type Generated } from 'kysely';
 import pg from 'pg';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
@@ -146,44 +145,6 @@ export interface DatabaseOptions {
   applicationName?: string;
 }
 
-/**
- * Hot statements of a fixed text start with this comment: Entra's create,
- * change, delete, member batch and read by id, and the one-condition lookups.
- * Each is prepared once per connection under a name derived from its text and
- * then only bound and executed, so PostgreSQL plans it once rather than on
- * every request (planning the create costs more than running it). Only fixed
- * texts may carry it, as each stays prepared for the connection's life, and
- * they name their columns: a migration that adds a column does not change
- * what a prepared statement returns.
- */
-export const PREPARED = '/* prepared */';
-
-/** PREPARED as the head of a sql`` template. */
-export const prepare = sql.raw(PREPARED);
-
-const statementNames = new Map<string, string>();
-
-function statementName(text: string): string {
-  let name = statementNames.get(text);
-  if (name === undefined) {
-    name = `portal_scim_${createHash('sha256').update(text).digest('base64url').slice(0, 24)}`;
-    statementNames.set(text, name);
-  }
-  return name;
-}
-
-/** Sends the client's marked statements (kysely's query(text, values)) as named ones. */
-function prepareMarked(client: pg.PoolClient): void {
-  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
-  (client as { query: unknown }).query = (...args: unknown[]) => {
-    const [text, values] = args;
-    if (args.length === 2 && typeof text === 'string' && text.startsWith(PREPARED) && Array.isArray(values)) {
-      return query({ name: statementName(text), text, values });
-    }
-    return query(...args);
-  };
-}
-
 export function createDb(url: string, options: DatabaseOptions = {}): { db: Db; pool: pg.Pool } {
   const pool = new pg.Pool({
     connectionString: url,
@@ -196,7 +157,6 @@ export function createDb(url: string, options: DatabaseOptions = {}): { db: Db; 
   // An idle client losing its server (restart, failover) must not crash the
   // process; the pool drops it and the next checkout connects again.
   pool.on('error', () => undefined);
-  pool.on('connect', prepareMarked);
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return { db, pool };
 }

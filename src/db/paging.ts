@@ -2,15 +2,6 @@
 // query carries count(*) over () so Entra's lookups (one filter, one page)
 // cost a single query. Only an empty page past the first, or count=0, needs a
 // separate count.
-import type { Compilable, Kysely } from 'kysely';
-import { PREPARED, type Database } from './database.js';
-
-/** Runs a page query, as a prepared statement when its text is one of a few fixed shapes (see PREPARED). */
-export async function executePage<R>(db: Kysely<Database>, query: Compilable<R>, prepared: boolean): Promise<R[]> {
-  if (!prepared) return (await db.executeQuery(query.compile())).rows;
-  const compiled = query.compile();
-  return (await db.executeQuery<R>({ ...compiled, sql: `${PREPARED} ${compiled.sql}` })).rows;
-}
 
 export interface Page<R> {
   rows: R[];

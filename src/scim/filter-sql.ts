@@ -314,14 +314,6 @@ function compile(resource: ResourceName, node: FilterNode, element?: (path: Attr
 }
 
 /** The SQL condition for a filter over Users (alias a) or Groups (alias c). */
-/**
- * A lookup (one attribute eq a string): the SQL of such a filter has a fixed
- * text per attribute, so its page query may be a prepared statement.
- */
-export function isLookup(node: FilterNode): boolean {
-  return node.kind === 'compare' && node.op === 'eq' && typeof node.value === 'string';
-}
-
 export function filterToSql(resource: ResourceName, node: FilterNode): Condition {
   const condition = compile(resource, node);
   const prefilter = emailPrefilter(resource, node);
