@@ -463,7 +463,8 @@ async function measuredCpu(server: () => Promise<number>, work: () => Promise<Me
   const measured = await work();
   const [s1, p1] = [await server(), await postgresCpu()];
   const n = Math.max(1, measured.count);
-  return [measured, { server: (s1 - s0) / n, postgres: (p1 - p0) / n }];
+  // A PostgreSQL process that ended meanwhile (the seed's connections) takes its time along: no figure then.
+  return [measured, { server: (s1 - s0) / n, postgres: p1 >= p0 ? (p1 - p0) / n : NaN }];
 }
 
 const rows: Row[] = [];
