@@ -17,7 +17,7 @@ export const MANAGER_PATH = `${ENTERPRISE_SCHEMA}:manager`;
 /** Attributes no client may change. */
 const READ_ONLY = new Set(['id', 'meta', 'groups']);
 
-const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+export const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function toBoolean(value: unknown): unknown {
   if (typeof value === 'string' && /^(true|false)$/i.test(value.trim())) return value.trim().toLowerCase() === 'true';

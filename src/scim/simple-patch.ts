@@ -8,13 +8,12 @@
 // yet) answers undefined, and the caller hands the whole message to scimmy.
 // test/simple-patch.test.ts checks over generated documents and messages that
 // both paths give the same account.
+import { isDeepStrictEqual } from 'node:util';
 import type SCIMMY from 'scimmy';
-import type { PatchOperation } from './normalise.js';
+import { isObject, type PatchOperation } from './normalise.js';
 
 type Json = Record<string, unknown>;
 type Attribute = SCIMMY.Types.Attribute;
-
-const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** A singular, writable string or boolean attribute without canonical values. */
 function isSimple(attribute: Attribute): boolean {
@@ -25,16 +24,6 @@ function isSimple(attribute: Attribute): boolean {
 
 function fits(attribute: Attribute, value: unknown): boolean {
   return attribute.type === 'string' ? typeof value === 'string' : typeof value === 'boolean';
-}
-
-function deepEqual(a: unknown, b: unknown): boolean {
-  if (a === b) return true;
-  if (Array.isArray(a) || Array.isArray(b)) {
-    return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((v, i) => deepEqual(v, b[i]));
-  }
-  if (!isObject(a) || !isObject(b)) return false;
-  const keys = Object.keys(a);
-  return keys.length === Object.keys(b).length && keys.every((k) => Object.hasOwn(b, k) && deepEqual(a[k], b[k]));
 }
 
 /** One change: the container (the document, an extension or a complex attribute) and the key in it. */
@@ -57,10 +46,7 @@ function step(operation: PatchOperation): Step | undefined {
   const leaf = target.sub ?? top;
   if (!isSimple(leaf) || (remove && leaf.config.required)) return undefined;
   if (!remove && !fits(leaf, operation.value)) return undefined;
-  if (target.sub) {
-    if (top.type !== 'complex') return undefined;
-    return { container: [...base, top.name], key: target.sub.name, value: remove ? undefined : operation.value };
-  }
+  if (target.sub) return { container: [...base, top.name], key: target.sub.name, value: remove ? undefined : operation.value };
   return { container: base, key: top.name, value: remove ? undefined : operation.value };
 }
 
@@ -77,19 +63,19 @@ export function applySimplePatch(current: Json, operations: readonly PatchOperat
     steps.push(s);
   }
   const document: Json = { ...current };
-  const copied = new Set<string>();
+  // Containers copied so far; the others are still current's and must not change.
+  const copies = new Set<Json>([document]);
   const touched = new Set<string>();
   for (const { container, key, value } of steps) {
     let holder = document;
-    for (let depth = 0; depth < container.length; depth++) {
-      const name = container[depth] as string;
-      const path = container.slice(0, depth + 1).join('\u0000');
+    for (const name of container) {
       const next = holder[name];
       // A container that does not exist yet is scimmy's to create.
       if (!isObject(next)) return undefined;
-      if (!copied.has(path)) {
-        holder[name] = { ...next };
-        copied.add(path);
+      if (!copies.has(next)) {
+        const copy = { ...next };
+        copies.add(copy);
+        holder[name] = copy;
       }
       holder = holder[name] as Json;
     }
@@ -103,6 +89,6 @@ export function applySimplePatch(current: Json, operations: readonly PatchOperat
       holder[key] = value;
     }
   }
-  const changed = [...touched].some((k) => !deepEqual(document[k], current[k]));
+  const changed = [...touched].some((k) => !isDeepStrictEqual(document[k], current[k]));
   return { document: changed ? document : undefined };
 }
