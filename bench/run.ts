@@ -109,6 +109,8 @@ interface Server {
   child: ChildProcess;
   url: string;
   rss(): Promise<number>;
+  /** The V8 heap's spaces and memory outside it, as one line for the log. */
+  memory(): Promise<string>;
   /** CPU time the process has used so far, microseconds. */
   cpu(): Promise<number>;
   stop(): Promise<void>;
@@ -161,6 +163,13 @@ async function startServerProcess(kind: 'scim' | 'reference', env: NodeJS.Proces
       const reply = message(child, 'rss');
       child.send({ type: 'rss' });
       return (await reply).rss;
+    },
+    async memory() {
+      const reply = message(child, 'rss');
+      child.send({ type: 'rss' });
+      const { detail } = await reply;
+      const spaces = Object.entries(detail.spaces).map(([name, s]) => `${name} ${s.usedMb}/${s.committedMb}`);
+      return `heap MB used/committed: ${spaces.join(', ')}; external ${detail.externalMb}`;
     },
     async cpu() {
       const reply = message(child, 'cpu');
@@ -638,6 +647,7 @@ async function main(): Promise<void> {
     const rss = await scimServer.rss();
     const referenceRss = await referenceServer.rss();
     log(`initial sync wall: ${fmt(sync.scim.wallMs / 1000)} s (reference ${fmt(sync.reference.wallMs / 1000)} s); RSS ${fmt(rss / 2 ** 20)} MB`);
+    log(`server memory after initial sync: ${await scimServer.memory()}`);
 
     // (1)-(3), (6): users, on the tenant the sync filled.
     const created: [string[], string[]] = [[], []];

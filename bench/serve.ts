@@ -7,11 +7,18 @@
 // The process reports its URL over IPC, answers {type: 'rss'} with its
 // resident set size and {type: 'cpu'} with its CPU time so far, and stops
 // when the parent disconnects.
+import { getHeapSpaceStatistics } from 'node:v8';
 import { loadConfig } from '../src/config.js';
 
 // Each kind loads only its own code, so the reference's memory holds no SCIM server.
 
-export type ServerMessage = { type: 'ready'; url: string } | { type: 'rss'; rss: number } | { type: 'cpu'; micros: number };
+/** Where the memory is, for the log: the V8 heap's spaces (used of committed) and memory outside it, MB. */
+export interface MemoryDetail {
+  spaces: Record<string, { usedMb: number; committedMb: number }>;
+  externalMb: number;
+}
+
+export type ServerMessage = { type: 'ready'; url: string } | { type: 'rss'; rss: number; detail: MemoryDetail } | { type: 'cpu'; micros: number };
 
 const kind = process.argv[2];
 const send = (message: ServerMessage): void => {
@@ -42,7 +49,14 @@ if (kind === 'scim') {
 
 process.on('message', (message: { type?: string }) => {
   if (message.type === 'rss') {
-    send({ type: 'rss', rss: process.memoryUsage().rss });
+    const usage = process.memoryUsage();
+    const mb = (bytes: number): number => Math.round(bytes / 2 ** 20);
+    const spaces = Object.fromEntries(
+      getHeapSpaceStatistics()
+        .filter((space) => space.physical_space_size > 2 ** 20)
+        .map((space) => [space.space_name.replace(/_space$/, ''), { usedMb: mb(space.space_used_size), committedMb: mb(space.physical_space_size) }]),
+    );
+    send({ type: 'rss', rss: usage.rss, detail: { spaces, externalMb: mb(usage.external) } });
   } else if (message.type === 'cpu') {
     const { user, system } = process.cpuUsage();
     send({ type: 'cpu', micros: user + system });

@@ -2,13 +2,16 @@
 // batches run through the real app on a database seeded with many tenants; every
 // statement they send is captured by kysely's query log and explained. None may
 // read accounts, classes or class_memberships sequentially, and each reads
-// them through an index led by tenant_id.
+// them through an index led by tenant_id. Once the tables have statistics,
+// statements the server prepares are also checked in the plan PostgreSQL may
+// cache for them, planned without their parameters' values.
 import { Kysely, PostgresDialect, sql, type CompiledQuery } from 'kysely';
+import type pg from 'pg';
 import t, { type Test } from 'tap';
 import { buildApp } from '../src/app.js';
 import { signingKeys } from '../src/auth/keys.js';
 import { loadConfig } from '../src/config.js';
-import type { Database } from '../src/db/database.js';
+import { PREPARED, analyzedTables, type Database } from '../src/db/database.js';
 import { TEST_SECRET, tenantWithToken, testEnv } from './helpers/app.js';
 import { testDatabase } from './helpers/database.js';
 import { GROUP, client, entraUser, patch } from './helpers/scim.js';
@@ -29,6 +32,39 @@ function nodes(plan: PlanNode): PlanNode[] {
   return [plan, ...(plan.Plans ?? []).flatMap(nodes)];
 }
 
+/** A value as an SQL literal, for EXECUTE: every parameter of a prepared statement is cast in its text. */
+function literal(value: unknown): string {
+  if (value === null || value === undefined) return 'NULL';
+  const quote = (text: string): string => `'${text.replace(/'/g, "''")}'`;
+  if (Array.isArray(value)) return quote(`{${value.map((v) => `"${String(v).replace(/["\\]/g, '\\$&')}"`).join(',')}}`);
+  if (value instanceof Date) return quote(value.toISOString());
+  if (typeof value === 'number' || typeof value === 'boolean') return quote(String(value));
+  return quote(typeof value === 'string' ? value : JSON.stringify(value));
+}
+
+/**
+ * The plan PostgreSQL caches for a prepared statement once it stops planning
+ * it per execution (plan_cache_mode "auto" may choose it after five runs):
+ * planned without the parameters' values.
+ */
+async function genericPlan(pool: pg.Pool, query: CompiledQuery): Promise<PlanNode> {
+  const client = await pool.connect();
+  try {
+    await client.query(`PREPARE generic_check AS ${query.sql}`);
+    await client.query('SET plan_cache_mode = force_generic_plan');
+    const explained = await client.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(
+      `EXPLAIN (FORMAT JSON) EXECUTE generic_check(${query.parameters.map(literal).join(', ')})`,
+    );
+    const plan = explained.rows[0]?.['QUERY PLAN'][0]?.Plan;
+    if (!plan) throw new Error(`no generic plan for ${query.sql}`);
+    return plan;
+  } finally {
+    await client.query('DEALLOCATE generic_check');
+    await client.query('RESET plan_cache_mode');
+    client.release();
+  }
+}
+
 /**
  * With statistics: as a running database has them. Without: a new database
  * before autovacuum's first ANALYZE, when the planner cannot tell a tenant's
@@ -40,7 +76,9 @@ function nodes(plan: PlanNode): PlanNode[] {
  * userName.
  */
 async function hotQueries(t: Test, analyzed: boolean): Promise<void> {
-  const database = await testDatabase(t);
+  // The server would analyze the tables itself; this pass is about the moments before that.
+  const database = await testDatabase(t, { analyzeNewTables: analyzed });
+  const preparedTexts = new Set<string>();
   const captured: CompiledQuery[] = [];
   const db = new Kysely<Database>({
     dialect: new PostgresDialect({ pool: database.pool }),
@@ -71,6 +109,8 @@ async function hotQueries(t: Test, analyzed: boolean): Promise<void> {
     SELECT c.tenant_id, c.id, a.id, true
       FROM classes c JOIN LATERAL (SELECT id FROM accounts WHERE tenant_id = c.tenant_id ORDER BY id OFFSET (hashtext(c.id::text) & 1023) LIMIT 25) a ON true`.execute(database.db);
   if (analyzed) await sql`ANALYZE`.execute(database.db);
+  // Statements are prepared (and their generic plans may be used) only once their tables have statistics.
+  t.equal((await analyzedTables(database.pool)).size, analyzed ? 3 : 0, analyzed ? 'statements are prepared' : 'statements are planned on every run');
 
   // The indexes of the watched tables, and whether each is led by tenant_id.
   const watchedIndexes = new Map(
@@ -112,16 +152,14 @@ async function hotQueries(t: Test, analyzed: boolean): Promise<void> {
       captured.length = 0;
       const response = await request();
       t.equal(response.statusCode, status, response.statusCode === status ? `answers ${status}` : response.body.slice(0, 500));
-      const statements = captured.filter((q) => /^\s*(select|insert|update|delete|with)\b/i.test(q.sql));
+      const statements = captured.filter((q) => /^\s*(\/\*[^*]*\*\/\s*)?(select|insert|update|delete|with)\b/i.test(q.sql));
       t.ok(statements.length > 0, 'the request ran queries');
       let indexed = 0;
-      for (const query of statements) {
-        const explained = await database.pool.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(`EXPLAIN (FORMAT JSON) ${query.sql}`, [...query.parameters]);
-        const plan = explained.rows[0]?.['QUERY PLAN'][0]?.Plan;
-        if (!plan) throw new Error(`no plan for ${query.sql}`);
+      const check = (plan: PlanNode, sqlText: string, generic: boolean): void => {
+        const label = `${generic ? 'generic plan of' : 'plan of'}: ${sqlText}`;
         for (const node of nodes(plan)) {
           if (node['Relation Name'] && WATCHED.has(node['Relation Name'])) {
-            t.not(node['Node Type'], 'Seq Scan', `no sequential scan of ${node['Relation Name']} in: ${query.sql}`);
+            t.not(node['Node Type'], 'Seq Scan', `no sequential scan of ${node['Relation Name']} in the ${label}`);
           }
           const index = node['Index Name'];
           const known = index === undefined ? undefined : watchedIndexes.get(index);
@@ -129,14 +167,27 @@ async function hotQueries(t: Test, analyzed: boolean): Promise<void> {
           t.ok(known.tenantFirst, `${index} is led by tenant_id`);
           if (kind !== 'list') {
             const narrowed = / AND /.test(node['Index Cond'] ?? '') || known.documentPredicate;
-            t.ok(narrowed, `${index} is searched by more than the tenant (${node['Index Cond'] ?? 'no condition'}) in: ${query.sql}`);
+            t.ok(narrowed, `${index} is searched by more than the tenant (${node['Index Cond'] ?? 'no condition'}) in the ${label}`);
           }
           indexed++;
+        }
+      };
+      for (const query of statements) {
+        const explained = await database.pool.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(`EXPLAIN (FORMAT JSON) ${query.sql}`, [...query.parameters]);
+        const plan = explained.rows[0]?.['QUERY PLAN'][0]?.Plan;
+        if (!plan) throw new Error(`no plan for ${query.sql}`);
+        check(plan, query.sql, false);
+        if (analyzed && query.sql.startsWith(PREPARED)) {
+          check(await genericPlan(database.pool, query), query.sql, true);
+          preparedTexts.add(query.sql);
         }
       }
       t.ok(indexed > 0, 'an index led by tenant_id is read');
     });
   }
+  // Entra's create, read, change and delete of a user, its userName and
+  // displayName lookups and the member batch are prepared statements.
+  if (analyzed) t.ok(preparedTexts.size >= 7, `the generic plans of ${preparedTexts.size} prepared statements were checked`);
 }
 
 t.test('hot queries use indexes led by tenant_id, never a sequential scan', (t) => hotQueries(t, true));

@@ -2,12 +2,35 @@
 import { sql, type Expression, type Selectable, type SqlBool, type Transaction } from 'kysely';
 import { conflict } from '../errors.js';
 import { auditRecorded, type AuditEvent } from './audit.js';
-import type { AccountsTable, Database, Db, JsonObject } from './database.js';
+import { preparedOn, type AccountsTable, type Database, type Db, type JsonObject } from './database.js';
 import { isUniqueViolation } from './errors.js';
-import { readPage, type Page } from './paging.js';
+import { executePage, readPage, type Page } from './paging.js';
 
 export type AccountRow = Selectable<AccountsTable>;
 type Executor = Db | Transaction<Database>;
+
+/** The columns of accounts, named for the prepared statements (see PREPARED). */
+export const ACCOUNT_COLUMN_NAMES = [
+  'tenant_id',
+  'id',
+  'managed_by',
+  'role',
+  'user_name',
+  'external_id',
+  'email',
+  'given_name',
+  'family_name',
+  'display_name',
+  'school_id',
+  'grade',
+  'active',
+  'scim',
+  'version',
+  'created_at',
+  'updated_at',
+  'deleted_at',
+] as const;
+const ACCOUNT_COLUMNS = sql.raw(ACCOUNT_COLUMN_NAMES.join(', '));
 
 /**
  * "Live" for statements that find accounts by id. `deleted_at IS NULL` would
@@ -74,7 +97,7 @@ export async function insertUnclaimedAccount(
   // lookup even before the table has statistics.
   let row: AccountRow | undefined;
   try {
-    const result = await sql<AccountRow>`
+    const result = await sql<AccountRow>`${preparedOn('accounts')}
       WITH claimed AS (
         SELECT 1 FROM accounts
          WHERE tenant_id = ${tenantId}::uuid AND lower(user_name) = ANY(${known}::text[]) AND deleted_at IS NULL
@@ -93,13 +116,13 @@ export async function insertUnclaimedAccount(
                ${values.family_name}::text, ${values.display_name}::text, ${values.school_id}::text, ${values.grade}::text, ${values.active}::boolean,
                ${values.role}::text, ${JSON.stringify(values.scim)}::jsonb
          WHERE NOT EXISTS (SELECT 1 FROM claimed)
-        RETURNING *
+        RETURNING ${ACCOUNT_COLUMNS}
       ), audited AS (
         INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
         SELECT tenant_id, 'create', 'user', id, user_name, 'success', ${actor.credentialId}::uuid, ${actor.requestId}::text, jsonb_build_object('role', role)
           FROM created
       )
-      SELECT * FROM created`.execute(db);
+      SELECT ${ACCOUNT_COLUMNS} FROM created`.execute(db);
     row = result.rows[0];
   } catch (error) {
     return uniqueness(error, values.user_name);
@@ -128,7 +151,7 @@ export async function updateAccountAtVersion(
   const known = [...addresses];
   let row: AccountRow | undefined;
   try {
-    const result = await sql<AccountRow>`
+    const result = await sql<AccountRow>`${preparedOn('accounts')}
       WITH updated AS (
         UPDATE accounts
            SET user_name = ${values.user_name}::text, external_id = ${values.external_id}::text, email = ${values.email}::text,
@@ -144,14 +167,14 @@ export async function updateAccountAtVersion(
              SELECT 1 FROM accounts
               WHERE tenant_id = ${tenantId}::uuid AND lower(email) = ANY(${known}::text[]) AND deleted_at IS NULL
                 AND role = 'admin' AND id <> ${id}::uuid)
-        RETURNING *
+        RETURNING ${ACCOUNT_COLUMNS}
       ), audited AS (
         INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
         SELECT tenant_id, ${audit?.action ?? 'update'}::text, 'user', id, user_name, 'success', ${audit?.credentialId ?? null}::uuid,
                ${audit?.requestId ?? null}::text, ${JSON.stringify(audit?.details ?? {})}::jsonb
           FROM updated WHERE ${audit !== undefined}::boolean
       )
-      SELECT * FROM updated`.execute(db);
+      SELECT ${ACCOUNT_COLUMNS} FROM updated`.execute(db);
     row = result.rows[0];
   } catch (error) {
     return uniqueness(error, values.user_name);
@@ -166,7 +189,7 @@ export async function updateAccountAtVersion(
  * no such account.
  */
 export async function deleteSyncedAccountNow(db: Executor, tenantId: string, id: string, actor: Actor): Promise<boolean> {
-  const result = await sql<{ id: string; user_name: string }>`
+  const result = await sql<{ id: string; user_name: string }>`${preparedOn('accounts', 'class_memberships')}
     WITH deleted AS (
       UPDATE accounts SET deleted_at = clock_timestamp(), version = version + 1, updated_at = clock_timestamp()
        WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid AND managed_by = 'sync' AND ${LIVE_BY_ID}
@@ -186,9 +209,9 @@ export async function deleteSyncedAccountNow(db: Executor, tenantId: string, id:
 
 /** A synced, live account by id. The row is read by primary key alone (see LIVE_BY_ID) and checked here. */
 export async function findSyncedAccount(db: Executor, tenantId: string, id: string, forUpdate = false): Promise<AccountRow | undefined> {
-  let query = db.selectFrom('accounts').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id);
-  if (forUpdate) query = query.forUpdate();
-  const row = await query.executeTakeFirst();
+  const { rows } = await sql<AccountRow>`${preparedOn('accounts')}
+    SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid ${forUpdate ? sql`FOR UPDATE` : sql``}`.execute(db);
+  const row = rows[0];
   return row && row.managed_by === 'sync' && row.deleted_at === null ? row : undefined;
 }
 
@@ -229,6 +252,8 @@ export async function deleteSyncedAccount(db: Executor, tenantId: string, id: st
 
 export interface ListQuery {
   where?: Expression<SqlBool>;
+  /** The filter's SQL has one of a few fixed shapes (one comparison), so the page query may be prepared. */
+  fixedShape?: boolean;
   orderBy?: Expression<unknown>;
   descending?: boolean;
   offset: number;
@@ -251,9 +276,11 @@ export async function listSyncedAccounts(db: Executor, tenantId: string, q: List
     q.limit,
     q.offset,
     () => {
-      let query = synced(db, tenantId, q.where).selectAll('a').select(sql<string>`count(*) over ()`.as('total_count'));
+      let query = synced(db, tenantId, q.where)
+        .select(ACCOUNT_COLUMN_NAMES.map((c) => `a.${c}` as const))
+        .select(sql<string>`count(*) over ()`.as('total_count'));
       if (q.orderBy) query = query.orderBy(q.orderBy, (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
-      return query.orderBy('a.id').offset(q.offset).limit(q.limit).execute();
+      return executePage(db, query.orderBy('a.id').offset(q.offset).limit(q.limit), q.fixedShape === true && !q.orderBy ? ['accounts'] : undefined);
     },
     async () => {
       const row = await synced(db, tenantId, q.where)

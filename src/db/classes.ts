@@ -4,9 +4,9 @@ import { sql, type Expression, type Selectable, type SqlBool, type Transaction }
 import { conflict } from '../errors.js';
 import { LIVE_BY_ID } from './accounts.js';
 import { auditRecorded } from './audit.js';
-import type { ClassesTable, Database, Db, JsonObject } from './database.js';
+import { preparedOn, type ClassesTable, type Database, type Db, type JsonObject } from './database.js';
 import { isUniqueViolation } from './errors.js';
-import { readPage, type Page } from './paging.js';
+import { executePage, readPage, type Page } from './paging.js';
 
 export type ClassRow = Selectable<ClassesTable>;
 type Executor = Db | Transaction<Database>;
@@ -85,8 +85,13 @@ function synced(db: Executor, tenantId: string, where?: Expression<SqlBool>) {
   return query;
 }
 
+/** The columns of classes, named for the prepared statements (see PREPARED). */
+const CLASS_COLUMN_NAMES = ['tenant_id', 'id', 'managed_by', 'display_name', 'external_id', 'school_id', 'scim', 'version', 'created_at', 'updated_at'] as const;
+
 export interface ClassListQuery {
   where?: Expression<SqlBool>;
+  /** The filter's SQL has one of a few fixed shapes (one comparison), so the page query may be prepared. */
+  fixedShape?: boolean;
   orderBy?: Expression<unknown>;
   descending?: boolean;
   offset: number;
@@ -99,9 +104,11 @@ export async function listSyncedClasses(db: Executor, tenantId: string, q: Class
     q.limit,
     q.offset,
     () => {
-      let query = synced(db, tenantId, q.where).selectAll('c').select(sql<string>`count(*) over ()`.as('total_count'));
+      let query = synced(db, tenantId, q.where)
+        .select(CLASS_COLUMN_NAMES.map((c) => `c.${c}` as const))
+        .select(sql<string>`count(*) over ()`.as('total_count'));
       if (q.orderBy) query = query.orderBy(q.orderBy, (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
-      return query.orderBy('c.id').offset(q.offset).limit(q.limit).execute();
+      return executePage(db, query.orderBy('c.id').offset(q.offset).limit(q.limit), q.fixedShape === true && !q.orderBy ? ['classes'] : undefined);
     },
     async () => {
       const row = await synced(db, tenantId, q.where)
@@ -169,7 +176,7 @@ export async function addSyncedMembersNow(
 ): Promise<number | undefined> {
   let result;
   try {
-    result = await sql<{ ok: boolean; added: string; display_name: string | null }>`
+    result = await sql<{ ok: boolean; added: string; display_name: string | null }>`${preparedOn('classes', 'accounts', 'class_memberships')}
       WITH class AS (
         SELECT id FROM classes WHERE tenant_id = ${tenantId}::uuid AND id = ${classId}::uuid AND managed_by = 'sync'
       ), valid AS (

@@ -1,6 +1,7 @@
 // Row types of every table and the Kysely instance over a pg pool. Nothing here
 // knows about HTTP or SCIM.
-import { Kysely, PostgresDialect, type ColumnType, type Generated } from 'kysely';
+import { createHash } from 'node:crypto';
+import { Kysely, PostgresDialect, sql, type ColumnType, type Generated, type RawBuilder } from 'kysely';
 import pg from 'pg';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
@@ -143,6 +144,144 @@ export interface DatabaseOptions {
   /** How long to wait for a connection before the request fails with 503. */
   connectionTimeoutMs?: number;
   applicationName?: string;
+  /** Whether a SCIM table without statistics is analyzed once it has rows (see PlanStatistics); tests of plans without statistics turn it off. */
+  analyzeNewTables?: boolean;
+}
+
+/** The tables whose statistics decide the plans of prepared statements. */
+export type PlannedTable = 'accounts' | 'classes' | 'class_memberships';
+const PLANNED_TABLES: readonly PlannedTable[] = ['accounts', 'classes', 'class_memberships'];
+
+/**
+ * Hot statements of a fixed text start with a comment made by preparedOn:
+ * Entra's create, change, delete, member batch and read by id, and the
+ * one-condition lookups. Once PostgreSQL has statistics on the tables the
+ * comment names (see PlanStatistics), each is prepared once per connection
+ * under a name derived from its text and then only bound and executed, so
+ * PostgreSQL may plan it once rather than on every request (planning the
+ * create costs more than running it). Only fixed texts may carry it, as each
+ * stays prepared for the connection's life, and they name their columns: a
+ * migration that adds a column does not change what a prepared statement
+ * returns.
+ */
+export const PREPARED = '/* prepared on ';
+
+/** The comment that marks a statement as prepared, naming the tables whose plans it depends on. */
+export function preparedComment(tables: readonly PlannedTable[]): string {
+  return `${PREPARED}${tables.join(', ')} */`;
+}
+
+/** preparedComment as the head of a sql`` template. */
+export function preparedOn(...tables: PlannedTable[]): RawBuilder<unknown> {
+  return sql.raw(preparedComment(tables));
+}
+
+interface Statement {
+  name: string;
+  tables: PlannedTable[];
+}
+
+const statements = new Map<string, Statement>();
+
+function statement(text: string): Statement {
+  let found = statements.get(text);
+  if (found === undefined) {
+    const head = text.slice(PREPARED.length, text.indexOf(' */'));
+    found = {
+      name: `portal_scim_${createHash('sha256').update(text).digest('base64url').slice(0, 24)}`,
+      tables: PLANNED_TABLES.filter((table) => head.split(', ').includes(table)),
+    };
+    statements.set(text, found);
+  }
+  return found;
+}
+
+const STATISTICS_CHECK_MS = 10_000;
+/** Autovacuum's default: a table is analyzed once it has this many rows. */
+const ANALYZE_AT_ROWS = 50;
+
+/**
+ * Which of the planned tables have column statistics. After a few runs
+ * PostgreSQL may reuse a prepared statement's generic plan, made without the
+ * parameters' values and kept until the table's next ANALYZE. Without
+ * statistics every index led by tenant_id looks alike and that plan can read
+ * a whole tenant, so until then marked statements are sent unnamed and
+ * planned on every run.
+ *
+ * A new database would wait for autovacuum's first round (a minute or more,
+ * most of Entra's first cycle) or never get one where autovacuum is off: a
+ * table without statistics is analyzed here as soon as it has
+ * ANALYZE_AT_ROWS rows. The check runs beside the statements, at most every
+ * few seconds, until every table has statistics.
+ */
+class PlanStatistics {
+  private readonly analyzed = new Set<PlannedTable>();
+  private checkedAt = 0;
+  private checking: Promise<ReadonlySet<PlannedTable>> | undefined;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly analyzeNewTables: boolean,
+  ) {}
+
+  /** Whether the tables had statistics at the last check; starts a new check in the background when it is old. */
+  cover(tables: readonly PlannedTable[]): boolean {
+    if (tables.every((table) => this.analyzed.has(table))) return true;
+    if (Date.now() - this.checkedAt >= STATISTICS_CHECK_MS) void this.check().catch(() => undefined);
+    return false;
+  }
+
+  /** Checks now, analyzing the tables that have enough rows and no statistics. */
+  async check(): Promise<ReadonlySet<PlannedTable>> {
+    if (this.analyzed.size === PLANNED_TABLES.length) return this.analyzed;
+    this.checking ??= (async () => {
+      this.checkedAt = Date.now();
+      try {
+        for (const table of PLANNED_TABLES) {
+          if (this.analyzed.has(table)) continue;
+          if (!(await this.hasStatistics(table))) {
+            const { rows } = await this.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM (SELECT 1 FROM ${table} LIMIT ${ANALYZE_AT_ROWS}) t`);
+            if (!this.analyzeNewTables || (rows[0]?.n ?? 0) < ANALYZE_AT_ROWS) continue;
+            await this.pool.query(`ANALYZE ${table}`);
+            if (!(await this.hasStatistics(table))) continue;
+          }
+          this.analyzed.add(table);
+        }
+        return this.analyzed;
+      } finally {
+        this.checking = undefined;
+      }
+    })();
+    return this.checking;
+  }
+
+  private async hasStatistics(table: PlannedTable): Promise<boolean> {
+    const { rowCount } = await this.pool.query(
+      `SELECT 1 FROM pg_stats WHERE schemaname = current_schema() AND tablename = $1 AND attname = 'tenant_id'`,
+      [table],
+    );
+    return (rowCount ?? 0) > 0;
+  }
+}
+
+const planStatistics = new WeakMap<pg.Pool, PlanStatistics>();
+
+/** Checks now which tables have statistics, for the pool's marked statements (see PlanStatistics). */
+export async function analyzedTables(pool: pg.Pool): Promise<ReadonlySet<PlannedTable>> {
+  return (await planStatistics.get(pool)?.check()) ?? new Set();
+}
+
+/** Sends the client's marked statements (kysely's query(text, values)) as named ones once their tables have statistics. */
+function prepareMarked(client: pg.PoolClient, statistics: PlanStatistics): void {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  (client as { query: unknown }).query = (...args: unknown[]) => {
+    const [text, values] = args;
+    if (args.length === 2 && typeof text === 'string' && text.startsWith(PREPARED) && Array.isArray(values)) {
+      const { name, tables } = statement(text);
+      if (statistics.cover(tables)) return query({ name, text, values });
+    }
+    return query(...args);
+  };
 }
 
 export function createDb(url: string, options: DatabaseOptions = {}): { db: Db; pool: pg.Pool } {
@@ -157,6 +296,9 @@ export function createDb(url: string, options: DatabaseOptions = {}): { db: Db; 
   // An idle client losing its server (restart, failover) must not crash the
   // process; the pool drops it and the next checkout connects again.
   pool.on('error', () => undefined);
+  const statistics = new PlanStatistics(pool, options.analyzeNewTables ?? true);
+  planStatistics.set(pool, statistics);
+  pool.on('connect', (client) => prepareMarked(client, statistics));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return { db, pool };
 }

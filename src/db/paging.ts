@@ -2,6 +2,15 @@
 // query carries count(*) over () so Entra's lookups (one filter, one page)
 // cost a single query. Only an empty page past the first, or count=0, needs a
 // separate count.
+import type { Compilable, Kysely } from 'kysely';
+import { preparedComment, type Database, type PlannedTable } from './database.js';
+
+/** Runs a page query, as a prepared statement on these tables when its text is one of a few fixed shapes (see PREPARED). */
+export async function executePage<R>(db: Kysely<Database>, query: Compilable<R>, preparedOnTables: PlannedTable[] | undefined): Promise<R[]> {
+  const compiled = query.compile();
+  if (!preparedOnTables) return (await db.executeQuery(compiled)).rows;
+  return (await db.executeQuery<R>({ ...compiled, sql: `${preparedComment(preparedOnTables)} ${compiled.sql}` })).rows;
+}
 
 export interface Page<R> {
   rows: R[];

@@ -313,6 +313,14 @@ function compile(resource: ResourceName, node: FilterNode, element?: (path: Attr
   }
 }
 
+/**
+ * A lookup (one attribute eq a string): the SQL of such a filter has a fixed
+ * text per attribute, so its page query may be a prepared statement.
+ */
+export function isLookup(node: FilterNode): boolean {
+  return node.kind === 'compare' && node.op === 'eq' && typeof node.value === 'string';
+}
+
 /** The SQL condition for a filter over Users (alias a) or Groups (alias c). */
 export function filterToSql(resource: ResourceName, node: FilterNode): Condition {
   const condition = compile(resource, node);

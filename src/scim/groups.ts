@@ -27,7 +27,7 @@ import { isUuid } from '../db/ids.js';
 import { badRequest, notFound } from '../errors.js';
 import type { Transaction } from 'kysely';
 import type { FilterNode } from './filter.js';
-import { filterToSql, sortExpression } from './filter-sql.js';
+import { filterToSql, isLookup, sortExpression } from './filter-sql.js';
 import { normalisePatch, normaliseResource, readPatchOperations, resolvePatchPath, scimmyOperation, type RawOperation } from './normalise.js';
 import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { MAX_MEMBERS_PER_REQUEST, checkStringLengths } from './limits.js';
@@ -241,6 +241,7 @@ export const groups: ResourceHandler = {
     const orderBy = params.sortBy ? sortExpression('Group', params.sortBy) : undefined;
     const { rows, total } = await listSyncedClasses(ctx.db, ctx.tenantId, {
       ...(where ? { where } : {}),
+      fixedShape: params.filter !== undefined && isLookup(params.filter),
       ...(orderBy ? { orderBy } : {}),
       descending: params.descending,
       offset: params.startIndex - 1,

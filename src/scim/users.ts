@@ -21,7 +21,7 @@ import {
 import { recordAudit, recordConflict, type AuditEvent } from '../db/audit.js';
 import { isUuid } from '../db/ids.js';
 import { ScimError, badRequest, notFound } from '../errors.js';
-import { filterToSql, sortExpression } from './filter-sql.js';
+import { filterToSql, isLookup, sortExpression } from './filter-sql.js';
 import { dedupeMultiValued, normalisePatch, normaliseResource, scimmyOperation } from './normalise.js';
 import { applySimplePatch } from './simple-patch.js';
 import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
@@ -292,6 +292,7 @@ export const users: ResourceHandler = {
     const orderBy = params.sortBy ? sortExpression('User', params.sortBy) : undefined;
     const { rows, total } = await listSyncedAccounts(ctx.db, ctx.tenantId, {
       ...(where ? { where } : {}),
+      fixedShape: params.filter !== undefined && isLookup(params.filter),
       ...(orderBy ? { orderBy } : {}),
       descending: params.descending,
       offset: params.startIndex - 1,

@@ -66,7 +66,7 @@ export interface TestDatabase {
 }
 
 /** A fresh, migrated database for this test, dropped in teardown. */
-export async function testDatabase(t: Test, options: { migrated?: boolean } = {}): Promise<TestDatabase> {
+export async function testDatabase(t: Test, options: { migrated?: boolean; analyzeNewTables?: boolean } = {}): Promise<TestDatabase> {
   const name = `test_${process.pid}_${randomBytes(4).toString('hex')}`;
   const migrated = options.migrated ?? true;
   // A run started by tap alone (not npm test) builds the template on demand.
@@ -84,7 +84,7 @@ export async function testDatabase(t: Test, options: { migrated?: boolean } = {}
     }
   });
   const url = databaseUrl(name);
-  const { db, pool } = createDb(url, { poolSize: 5 });
+  const { db, pool } = createDb(url, { poolSize: 5, analyzeNewTables: options.analyzeNewTables ?? true });
   t.teardown(async () => {
     await db.destroy();
     await withAdmin((client) => client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));

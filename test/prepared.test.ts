@@ -1,0 +1,50 @@
+// Statements marked by preparedOn are prepared once per connection under a
+// name of their text and reused, but only once the tables they name have
+// statistics; the server analyzes a table without them as soon as it has 50
+// rows. Every other statement stays unnamed.
+import { sql, type Kysely } from 'kysely';
+import t, { type Test } from 'tap';
+import { analyzedTables, preparedOn, type Database } from '../src/db/database.js';
+import { testDatabase } from './helpers/database.js';
+
+/** Runs the marked statements on one connection; the statements then prepared on it. */
+async function preparedAfter(db: Kysely<Database>, run: (connection: Kysely<Database>) => Promise<void>): Promise<string[]> {
+  return db.connection().execute(async (connection) => {
+    await run(connection);
+    return (await sql<{ statement: string; name: string }>`SELECT name, statement FROM pg_prepared_statements ORDER BY statement`.execute(connection)).rows.map(
+      (r) => `${/^portal_scim_[\w-]{24}$/.test(r.name) ? 'named' : r.name}: ${r.statement}`,
+    );
+  });
+}
+
+const onAccounts = (connection: Kysely<Database>, n: number) => sql<{ n: number }>`${preparedOn('accounts')} SELECT ${n}::integer AS n`.execute(connection);
+const onAccountsAndMemberships = (connection: Kysely<Database>, n: number) =>
+  sql<{ n: number }>`${preparedOn('accounts', 'class_memberships')} SELECT ${n}::integer + 1 AS n`.execute(connection);
+
+async function runMarked(t: Test, connection: Kysely<Database>): Promise<void> {
+  for (const n of [1, 2, 3]) {
+    t.same((await onAccounts(connection, n)).rows, [{ n }], 'the marked statement answers with its parameters');
+    t.same((await onAccountsAndMemberships(connection, n)).rows, [{ n: n + 1 }], 'so does the one on two tables');
+  }
+  await sql`SELECT 42 AS unmarked`.execute(connection);
+}
+
+t.test('a marked statement is planned on every run until its tables have statistics, then prepared once and reused', async (t) => {
+  const { db, pool } = await testDatabase(t);
+  t.same([...(await analyzedTables(pool))], [], 'a new database has no statistics');
+  t.same(await preparedAfter(db, (c) => runMarked(t, c)), [], 'nothing is prepared without statistics');
+
+  const tenant = (await sql<{ id: string }>`INSERT INTO tenants (name) VALUES ('Statistics School') RETURNING id`.execute(db)).rows[0]?.id;
+  const addAccounts = (from: number, to: number) =>
+    sql`INSERT INTO accounts (tenant_id, managed_by, user_name)
+        SELECT ${tenant}::uuid, 'sync', 'a' || g || '@school.example' FROM generate_series(${from}::int, ${to}::int) g`.execute(db);
+  await addAccounts(1, 49);
+  t.same([...(await analyzedTables(pool))], [], '49 accounts are not yet analyzed');
+  await addAccounts(50, 50);
+  t.same([...(await analyzedTables(pool))], ['accounts'], 'at 50 accounts the server analyzes the table');
+  const stats = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stats WHERE tablename = 'accounts' AND attname = 'tenant_id'`.execute(db);
+  t.equal(stats.rows[0]?.n, 1, 'PostgreSQL has statistics on accounts');
+
+  const prepared = await preparedAfter(db, (c) => runMarked(t, c));
+  t.same(prepared, ['named: /* prepared on accounts */ SELECT $1::integer AS n'], 'only the statement on accounts alone is prepared, once');
+});
