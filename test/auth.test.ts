@@ -92,6 +92,25 @@ t.test('a revoked credential is refused once the cache window passes', async (t)
   t.match(res.json().detail, /revoked/);
 });
 
+t.test('an accepted token is remembered for the cache window, but never past its expiry', async (t) => {
+  const { app, config, tenant, credentialId, db } = await testApp(t, { CREDENTIAL_CACHE_SECONDS: '300' });
+  const settings = { keys: signingKeys(TEST_SECRET), issuer: config.jwtIssuer, audience: config.jwtAudience };
+  const expiring = signToken(settings, { tid: tenant.id, jti: credentialId }, new Date(Date.now() + 1500));
+  const headers = { authorization: `Bearer ${expiring}` };
+  t.equal((await app.inject({ method: 'GET', url: SPC, headers })).statusCode, 200, 'accepted while valid');
+  t.equal((await app.inject({ method: 'GET', url: SPC, headers })).statusCode, 200, 'and again from the cache');
+  await new Promise((r) => setTimeout(r, 1600));
+  const late = await app.inject({ method: 'GET', url: SPC, headers });
+  t.equal(late.statusCode, 401, 'refused once it has expired, inside the cache window');
+  t.match(late.json().detail, /expired/);
+
+  // Within the window a revoked credential's token is still remembered (the documented bound).
+  const lasting = `Bearer ${signToken(settings, { tid: tenant.id, jti: credentialId })}`;
+  t.equal((await app.inject({ method: 'GET', url: SPC, headers: { authorization: lasting } })).statusCode, 200);
+  await revokeCredential(db, credentialId);
+  t.equal((await app.inject({ method: 'GET', url: SPC, headers: { authorization: lasting } })).statusCode, 200, 'remembered within the window');
+});
+
 t.test('tokens signed with a previous key still work during a rotation', async (t) => {
   const previous = 'previous-signing-key-0123456789abcdefghij';
   const { app, config, tenant, credentialId } = await testApp(t, { JWT_PREVIOUS_SECRETS: previous });

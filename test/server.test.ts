@@ -53,6 +53,10 @@ t.test('first start on the embedded database, CLI alongside, reuse on restart', 
   t.equal(bad.status, 401);
   t.match(await bad.json(), { schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: '401' });
   t.notOk(log.lines.some((l) => l.includes(token)), 'the token never reaches the log');
+  t.ok(
+    log.lines.some((l) => l.includes('request completed') && l.includes(`"tenantId":"${tenantId}"`) && l.includes('"requestId"')),
+    'an authenticated request logs its tenant and request id',
+  );
 
   await server.close();
   t.notOk(existsSync(path.join(dataDir, 'postgres', 'postmaster.pid')), 'the embedded PostgreSQL stopped with the server');

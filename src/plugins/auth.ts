@@ -1,9 +1,11 @@
 // Authenticates SCIM requests: a bearer JWT verified by @fastify/jwt with the
 // algorithm, issuer and audience pinned, whose credential row must still be
 // live. Lookups are cached for a few seconds, which bounds how long a revoked
-// credential keeps working on any instance.
+// credential keeps working on any instance; so is a token that passed both
+// checks, never past its expiry, so Entra's stream of requests with one token
+// is not verified again on each.
 import fastifyJwt from '@fastify/jwt';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { secretFor, type SigningKeys } from '../auth/keys.js';
 import { TOKEN_ALGORITHM } from '../auth/tokens.js';
@@ -70,8 +72,9 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
     },
   });
 
-  // Per app, never global: two apps in one process keep their own cache.
+  // Per app, never global: two apps in one process keep their own caches.
   const cache = new Map<string, CacheEntry>();
+  const accepted = new Map<string, { auth: RequestAuth; until: number }>();
 
   async function lookup(tenantId: string, credentialId: string): Promise<RequestAuth | null> {
     const key = `${tenantId}/${credentialId}`;
@@ -92,15 +95,21 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
   app.decorateRequest('auth', null);
   app.decorate('authenticate', async (request: FastifyRequest) => {
     const header = request.headers.authorization;
+    const now = Date.now();
+    const known = header === undefined ? undefined : accepted.get(header);
+    if (known && known.until > now) {
+      admit(request, known.auth);
+      return;
+    }
     if (header === undefined || header.trim() === '') {
       throw unauthorized('Authentication required: send the Secret Token as "Authorization: Bearer <token>".');
     }
     if (!/^bearer\s+\S+$/i.test(header.trim())) {
       throw unauthorized('The Authorization header must be "Bearer <token>".', 'invalid_token');
     }
-    let claims: { tid: string; jti: string };
+    let claims: { tid: string; jti: string; exp?: unknown };
     try {
-      claims = await request.jwtVerify<{ tid: string; jti: string }>();
+      claims = await request.jwtVerify<{ tid: string; jti: string; exp?: unknown }>();
     } catch (error) {
       const code = (error as { code?: string }).code ?? '';
       const expired = code.includes('EXPIRED');
@@ -111,9 +120,22 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
     }
     const found = await lookup(claims.tid, claims.jti);
     if (!found) throw unauthorized('The token has been revoked or its tenant is disconnected.', 'invalid_token');
-    request.auth = found;
-    request.log = request.log.child({ tenantId: found.tenantId });
+    if (options.cacheSeconds > 0) {
+      const expires = typeof claims.exp === 'number' ? claims.exp * 1000 : Infinity;
+      if (accepted.size > 10_000) accepted.clear();
+      accepted.set(header, { auth: found, until: Math.min(now + options.cacheSeconds * 1000, expires) });
+    }
+    admit(request, found);
   });
+}
+
+function admit(request: FastifyRequest, auth: RequestAuth): void {
+  request.auth = auth;
+  // The request's own logger (fastify makes one per request) gains the
+  // tenant; a logger without setBindings (logging off) gets a child.
+  const log = request.log as FastifyBaseLogger & { setBindings?: (bindings: Record<string, unknown>) => void };
+  if (typeof log.setBindings === 'function') log.setBindings({ tenantId: auth.tenantId });
+  else request.log = log.child({ tenantId: auth.tenantId });
 }
 
 export const authPlugin = fp(auth, { name: 'scim-auth', fastify: '5.x' });
