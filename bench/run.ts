@@ -149,6 +149,12 @@ async function build(): Promise<void> {
   await promisify(execFile)(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), ...options, 'bench/serve.ts', ...migrations], { cwd: root });
 }
 
+/** The node flags of npm start (package.json), so the server runs here as it does in production. */
+async function startFlags(): Promise<string[]> {
+  const start = (JSON.parse(await readFile(path.join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start ?? '';
+  return /\bnode((?:\s+--[\w-]+(?:=\S+)?)*)\s+dist\//.exec(start)?.[1]?.trim().split(/\s+/) ?? [];
+}
+
 async function startServerProcess(kind: 'scim' | 'reference', env: NodeJS.ProcessEnv, nodeArgs: string[] = []): Promise<Server> {
   const child = spawn(process.execPath, [...nodeArgs, path.join(BUILD, 'bench/serve.js'), kind], {
     cwd: root,
@@ -608,7 +614,7 @@ async function main(): Promise<void> {
     // benchmark measures what the server can do.
     const env = { ...process.env, DATABASE_URL: databaseUrl, JWT_SECRET: secret, LOG_LEVEL: 'warn', PORT: '0', HOST: '127.0.0.1', PUBLIC_URL: 'http://127.0.0.1', RATE_LIMIT_PER_SECOND: '0' };
     const profile = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args.profile)}`] : [];
-    const scimServer = await startServerProcess('scim', env, profile);
+    const scimServer = await startServerProcess('scim', env, [...(await startFlags()), ...profile]);
     servers.push(scimServer);
     const referenceServer = await startServerProcess('reference', env);
     servers.push(referenceServer);
@@ -623,7 +629,8 @@ async function main(): Promise<void> {
     process.stdout.write(
       `portal-scim benchmark: ${os.cpus().length} cores, ${fmt(os.totalmem() / 2 ** 30, 0)} GiB, node ${process.version}, ` +
         `PostgreSQL ${version} (${process.env.DATABASE_URL ? 'DATABASE_URL' : 'embedded'}${autovacuum ? '' : ', autovacuum off: ANALYZE every 60 s instead'}), concurrency ${c}\n` +
-        `sizes: ${JSON.stringify(sizes)}\n`,
+        `sizes: ${JSON.stringify(sizes)}\n` +
+        `server node flags (as npm start): ${(await startFlags()).join(' ') || 'none'}\n`,
     );
 
     // (7) Initial sync first, on an empty tenant, as Entra's first cycle.
