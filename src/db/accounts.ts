@@ -4,7 +4,7 @@ import { conflict } from '../errors.js';
 import { auditRecorded, type AuditEvent } from './audit.js';
 import { preparedOn, type AccountsTable, type Database, type Db, type JsonObject } from './database.js';
 import { isUniqueViolation } from './errors.js';
-import { executePage, readPage, type Page } from './paging.js';
+import { firstPage, readPage, type Page } from './paging.js';
 
 export type AccountRow = Selectable<AccountsTable>;
 type Executor = Db | Transaction<Database>;
@@ -252,8 +252,6 @@ export async function deleteSyncedAccount(db: Executor, tenantId: string, id: st
 
 export interface ListQuery {
   where?: Expression<SqlBool>;
-  /** The filter's SQL has one of a few fixed shapes (one comparison), so the page query may be prepared. */
-  fixedShape?: boolean;
   orderBy?: Expression<unknown>;
   descending?: boolean;
   offset: number;
@@ -276,11 +274,9 @@ export async function listSyncedAccounts(db: Executor, tenantId: string, q: List
     q.limit,
     q.offset,
     () => {
-      let query = synced(db, tenantId, q.where)
-        .select(ACCOUNT_COLUMN_NAMES.map((c) => `a.${c}` as const))
-        .select(sql<string>`count(*) over ()`.as('total_count'));
+      let query = synced(db, tenantId, q.where).selectAll('a').select(sql<string>`count(*) over ()`.as('total_count'));
       if (q.orderBy) query = query.orderBy(q.orderBy, (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
-      return executePage(db, query.orderBy('a.id').offset(q.offset).limit(q.limit), q.fixedShape === true && !q.orderBy ? ['accounts'] : undefined);
+      return query.orderBy('a.id').offset(q.offset).limit(q.limit).execute();
     },
     async () => {
       const row = await synced(db, tenantId, q.where)
@@ -289,6 +285,27 @@ export async function listSyncedAccounts(db: Executor, tenantId: string, q: List
       return Number(row.n);
     },
   );
+}
+
+/**
+ * The first page of Entra's user lookup (userName or externalId eq a value)
+ * in a fixed, prepared statement: the same rows and order as
+ * listSyncedAccounts with filterToSql's condition.
+ */
+export async function lookupSyncedAccounts(
+  db: Executor,
+  tenantId: string,
+  lookup: { column: 'user_name' | 'external_id'; value: string; caseExact: boolean },
+  limit: number,
+): Promise<Page<AccountRow>> {
+  const condition = lookup.caseExact
+    ? sql`${sql.ref(lookup.column)} = ${lookup.value}::text`
+    : sql`lower(${sql.ref(lookup.column)}) = lower(${lookup.value}::text)`;
+  const { rows } = await sql<AccountRow & { total_count: string }>`${preparedOn('accounts')}
+    SELECT ${ACCOUNT_COLUMNS}, count(*) OVER () AS total_count FROM accounts
+     WHERE tenant_id = ${tenantId}::uuid AND managed_by = 'sync' AND deleted_at IS NULL AND ${condition}
+     ORDER BY id LIMIT ${limit}::integer`.execute(db);
+  return firstPage(rows);
 }
 
 /** Rule 3: an admin account of the tenant that has one of these addresses as userName or e-mail. */

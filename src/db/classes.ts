@@ -6,7 +6,7 @@ import { LIVE_BY_ID } from './accounts.js';
 import { auditRecorded } from './audit.js';
 import { preparedOn, type ClassesTable, type Database, type Db, type JsonObject } from './database.js';
 import { isUniqueViolation } from './errors.js';
-import { executePage, readPage, type Page } from './paging.js';
+import { firstPage, readPage, type Page } from './paging.js';
 
 export type ClassRow = Selectable<ClassesTable>;
 type Executor = Db | Transaction<Database>;
@@ -87,15 +87,35 @@ function synced(db: Executor, tenantId: string, where?: Expression<SqlBool>) {
 
 /** The columns of classes, named for the prepared statements (see PREPARED). */
 const CLASS_COLUMN_NAMES = ['tenant_id', 'id', 'managed_by', 'display_name', 'external_id', 'school_id', 'scim', 'version', 'created_at', 'updated_at'] as const;
+const CLASS_COLUMNS = sql.raw(CLASS_COLUMN_NAMES.join(', '));
 
 export interface ClassListQuery {
   where?: Expression<SqlBool>;
-  /** The filter's SQL has one of a few fixed shapes (one comparison), so the page query may be prepared. */
-  fixedShape?: boolean;
   orderBy?: Expression<unknown>;
   descending?: boolean;
   offset: number;
   limit: number;
+}
+
+/**
+ * The first page of Entra's class lookup (displayName or externalId eq a
+ * value) in a fixed, prepared statement: the same rows and order as
+ * listSyncedClasses with filterToSql's condition.
+ */
+export async function lookupSyncedClasses(
+  db: Executor,
+  tenantId: string,
+  lookup: { column: 'display_name' | 'external_id'; value: string; caseExact: boolean },
+  limit: number,
+): Promise<Page<ClassRow>> {
+  const condition = lookup.caseExact
+    ? sql`${sql.ref(lookup.column)} = ${lookup.value}::text`
+    : sql`lower(${sql.ref(lookup.column)}) = lower(${lookup.value}::text)`;
+  const { rows } = await sql<ClassRow & { total_count: string }>`${preparedOn('classes')}
+    SELECT ${CLASS_COLUMNS}, count(*) OVER () AS total_count FROM classes
+     WHERE tenant_id = ${tenantId}::uuid AND managed_by = 'sync' AND ${condition}
+     ORDER BY id LIMIT ${limit}::integer`.execute(db);
+  return firstPage(rows);
 }
 
 /** A page of synced classes matching the filter, with the exact total. */
@@ -104,11 +124,9 @@ export async function listSyncedClasses(db: Executor, tenantId: string, q: Class
     q.limit,
     q.offset,
     () => {
-      let query = synced(db, tenantId, q.where)
-        .select(CLASS_COLUMN_NAMES.map((c) => `c.${c}` as const))
-        .select(sql<string>`count(*) over ()`.as('total_count'));
+      let query = synced(db, tenantId, q.where).selectAll('c').select(sql<string>`count(*) over ()`.as('total_count'));
       if (q.orderBy) query = query.orderBy(q.orderBy, (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
-      return executePage(db, query.orderBy('c.id').offset(q.offset).limit(q.limit), q.fixedShape === true && !q.orderBy ? ['classes'] : undefined);
+      return query.orderBy('c.id').offset(q.offset).limit(q.limit).execute();
     },
     async () => {
       const row = await synced(db, tenantId, q.where)

@@ -2,15 +2,6 @@
 // query carries count(*) over () so Entra's lookups (one filter, one page)
 // cost a single query. Only an empty page past the first, or count=0, needs a
 // separate count.
-import type { Compilable, Kysely } from 'kysely';
-import { preparedComment, type Database, type PlannedTable } from './database.js';
-
-/** Runs a page query, as a prepared statement on these tables when its text is one of a few fixed shapes (see PREPARED). */
-export async function executePage<R>(db: Kysely<Database>, query: Compilable<R>, preparedOnTables: PlannedTable[] | undefined): Promise<R[]> {
-  const compiled = query.compile();
-  if (!preparedOnTables) return (await db.executeQuery(compiled)).rows;
-  return (await db.executeQuery<R>({ ...compiled, sql: `${preparedComment(preparedOnTables)} ${compiled.sql}` })).rows;
-}
 
 export interface Page<R> {
   rows: R[];
@@ -30,4 +21,10 @@ export async function readPage<R>(
     if (offset === 0) return { rows: [], total: 0 };
   }
   return { rows: [], total: await count() };
+}
+
+/** The first page of a lookup: when it is empty there is nothing at all, so no count is needed. */
+export function firstPage<R>(found: (R & { total_count: string })[]): Page<R> {
+  const first = found[0];
+  return first ? { rows: found.map(({ total_count: _total, ...row }) => row as unknown as R), total: Number(first.total_count) } : { rows: [], total: 0 };
 }

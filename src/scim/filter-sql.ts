@@ -313,12 +313,35 @@ function compile(resource: ResourceName, node: FilterNode, element?: (path: Attr
   }
 }
 
+/** Entra's lookups: userName, externalId or displayName eq a string, on the column that holds it. */
+export interface ColumnLookup {
+  column: 'user_name' | 'external_id' | 'display_name';
+  value: string;
+  /** Otherwise both sides are compared in lower case (lower(), as the column's index). */
+  caseExact: boolean;
+}
+
+const LOOKUP_COLUMNS = new Map<Scalar, ColumnLookup['column']>([
+  [USER_COLUMNS.username as Scalar, 'user_name'],
+  [USER_COLUMNS.externalid as Scalar, 'external_id'],
+  [GROUP_COLUMNS.displayname as Scalar, 'display_name'],
+  [GROUP_COLUMNS.externalid as Scalar, 'external_id'],
+]);
+
 /**
- * A lookup (one attribute eq a string): the SQL of such a filter has a fixed
- * text per attribute, so its page query may be a prepared statement.
+ * The filter as a lookup on one column, when it is one: the same condition
+ * filterToSql makes of it, for a statement of its own (a fixed, prepared text).
  */
-export function isLookup(node: FilterNode): boolean {
-  return node.kind === 'compare' && node.op === 'eq' && typeof node.value === 'string';
+export function columnLookup(resource: ResourceName, node: FilterNode): ColumnLookup | undefined {
+  if (node.kind !== 'compare' || node.op !== 'eq' || typeof node.value !== 'string') return undefined;
+  let target: Target;
+  try {
+    target = resolve(resource, node.path);
+  } catch {
+    return undefined;
+  }
+  const column = target.kind === 'scalar' ? LOOKUP_COLUMNS.get(target) : undefined;
+  return column && target.kind === 'scalar' ? { column, value: node.value, caseExact: target.caseExact } : undefined;
 }
 
 /** The SQL condition for a filter over Users (alias a) or Groups (alias c). */

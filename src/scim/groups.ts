@@ -13,6 +13,7 @@ import {
   findSyncedClass,
   insertSyncedClass,
   listSyncedClasses,
+  lookupSyncedClasses,
   listSyncedMembers,
   removeSyncedMembers,
   replaceSyncedMembers,
@@ -27,7 +28,7 @@ import { isUuid } from '../db/ids.js';
 import { badRequest, notFound } from '../errors.js';
 import type { Transaction } from 'kysely';
 import type { FilterNode } from './filter.js';
-import { filterToSql, isLookup, sortExpression } from './filter-sql.js';
+import { columnLookup, filterToSql, sortExpression } from './filter-sql.js';
 import { normalisePatch, normaliseResource, readPatchOperations, resolvePatchPath, scimmyOperation, type RawOperation } from './normalise.js';
 import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { MAX_MEMBERS_PER_REQUEST, checkStringLengths } from './limits.js';
@@ -237,16 +238,20 @@ export const groups: ResourceHandler = {
   },
 
   async list(ctx, params) {
-    const where = params.filter ? filterToSql('Group', params.filter) : undefined;
+    // Entra's lookup before every create: a statement of its own.
+    const found = params.filter && !params.sortBy && params.startIndex === 1 && params.count > 0 ? columnLookup('Group', params.filter) : undefined;
+    const lookup = found && found.column !== 'user_name' ? { ...found, column: found.column } : undefined;
+    const where = params.filter && !lookup ? filterToSql('Group', params.filter) : undefined;
     const orderBy = params.sortBy ? sortExpression('Group', params.sortBy) : undefined;
-    const { rows, total } = await listSyncedClasses(ctx.db, ctx.tenantId, {
-      ...(where ? { where } : {}),
-      fixedShape: params.filter !== undefined && isLookup(params.filter),
-      ...(orderBy ? { orderBy } : {}),
-      descending: params.descending,
-      offset: params.startIndex - 1,
-      limit: params.count,
-    });
+    const { rows, total } = lookup
+        ? await lookupSyncedClasses(ctx.db, ctx.tenantId, lookup, params.count)
+        : await listSyncedClasses(ctx.db, ctx.tenantId, {
+            ...(where ? { where } : {}),
+            ...(orderBy ? { orderBy } : {}),
+            descending: params.descending,
+            offset: params.startIndex - 1,
+            limit: params.count,
+          });
     if (!params.withMembers) return { total, resources: rows.map((r) => toScimGroup(r, ctx.baseUrl, undefined)) };
     const members = await listSyncedMembers(ctx.db, ctx.tenantId, rows.map((r) => r.id));
     return {

@@ -13,6 +13,7 @@ import {
   insertSyncedAccount,
   insertUnclaimedAccount,
   listSyncedAccounts,
+  lookupSyncedAccounts,
   updateAccountAtVersion,
   updateSyncedAccount,
   type AccountRow,
@@ -21,7 +22,7 @@ import {
 import { recordAudit, recordConflict, type AuditEvent } from '../db/audit.js';
 import { isUuid } from '../db/ids.js';
 import { ScimError, badRequest, notFound } from '../errors.js';
-import { filterToSql, isLookup, sortExpression } from './filter-sql.js';
+import { columnLookup, filterToSql, sortExpression } from './filter-sql.js';
 import { dedupeMultiValued, normalisePatch, normaliseResource, scimmyOperation } from './normalise.js';
 import { applySimplePatch } from './simple-patch.js';
 import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
@@ -288,11 +289,16 @@ export const users: ResourceHandler = {
   },
 
   async list(ctx, params) {
+    // Entra's lookup before every create: a statement of its own.
+    const lookup = params.filter && !params.sortBy && params.startIndex === 1 && params.count > 0 ? columnLookup('User', params.filter) : undefined;
+    if (lookup && lookup.column !== 'display_name') {
+      const { rows, total } = await lookupSyncedAccounts(ctx.db, ctx.tenantId, { ...lookup, column: lookup.column }, params.count);
+      return { total, resources: rows.map((r) => toScimUser(r, ctx.baseUrl)) };
+    }
     const where = params.filter ? filterToSql('User', params.filter) : undefined;
     const orderBy = params.sortBy ? sortExpression('User', params.sortBy) : undefined;
     const { rows, total } = await listSyncedAccounts(ctx.db, ctx.tenantId, {
       ...(where ? { where } : {}),
-      fixedShape: params.filter !== undefined && isLookup(params.filter),
       ...(orderBy ? { orderBy } : {}),
       descending: params.descending,
       offset: params.startIndex - 1,
