@@ -134,6 +134,11 @@ async function hotQueries(t: Test, analyzed: boolean): Promise<void> {
     ['user lookup by e-mail filter', () => scim('GET', `/Users?filter=${encodeURIComponent('emails[type eq "work"].value eq "pupil1@school.example"')}`), 200],
     ['user lookup by emails.value filter', () => scim('GET', `/Users?filter=${encodeURIComponent('emails.value eq "pupil1@school.example"')}`), 200],
     ['user create (admin collision and adoption lookups)', () => scim('POST', '/Users', entraUser(2)), 201],
+    [
+      'user create with an e-mail other than its userName',
+      () => scim('POST', '/Users', entraUser(3, { emails: [{ primary: true, type: 'work', value: 'third.pupil@school.example' }] })),
+      201,
+    ],
     ['user read', () => scim('GET', `/Users/${userId}`), 200],
     ['user change', () => scim('PATCH', `/Users/${userId}`, patch({ op: 'Replace', path: 'displayName', value: 'Changed' })), 200],
     ['user list page', () => scim('GET', '/Users?startIndex=1&count=100'), 200, 'list'],

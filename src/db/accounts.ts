@@ -55,6 +55,19 @@ function uniqueness(error: unknown, userName: string): never {
   throw error;
 }
 
+/**
+ * An account's addresses (userName and link e-mail, lower case) are one or
+ * two; the statements below compare them one by one, an equality per index
+ * and address. With `= ANY(array)` a prepared statement keeps being planned
+ * on every run (PostgreSQL cannot tell the array's length), and a list of two
+ * can make the planner, before the first ANALYZE, pick an index on the tenant
+ * alone. Each count is a text of its own.
+ */
+function checkedAddresses(addresses: readonly string[]): readonly string[] {
+  if (addresses.length === 0 || addresses.length > 2) throw new Error('an account has one or two addresses');
+  return addresses;
+}
+
 function toRow(values: AccountValues) {
   return { ...values, scim: JSON.stringify(values.scim) };
 }
@@ -91,21 +104,22 @@ export async function insertUnclaimedAccount(
   addresses: { known: readonly string[]; adoptable: readonly string[] },
   actor: Actor,
 ): Promise<AccountRow | undefined> {
-  const known = [...addresses.known];
-  const adoptable = [...addresses.adoptable];
-  // One arm per index (userName, e-mail, external id), so each is an index
-  // lookup even before the table has statistics.
+  // One arm per index (userName, e-mail, external id) and address, so each
+  // is an index lookup even before the table has statistics. Whether an
+  // address may be adopted (rule 2) is the caller's to say.
+  const arms = checkedAddresses(addresses.known).flatMap((address) => {
+    const adoptable = addresses.adoptable.includes(address);
+    return [sql`lower(user_name)`, sql`lower(email)`].map(
+      (column) => sql`
+        SELECT 1 FROM accounts
+         WHERE tenant_id = ${tenantId}::uuid AND ${column} = ${address}::text AND deleted_at IS NULL
+           AND (role = 'admin' OR (managed_by = 'manual' AND external_id IS NULL AND ${adoptable}::boolean))`,
+    );
+  });
   let row: AccountRow | undefined;
   try {
     const result = await sql<AccountRow>`${preparedOn('accounts')}
-      WITH claimed AS (
-        SELECT 1 FROM accounts
-         WHERE tenant_id = ${tenantId}::uuid AND lower(user_name) = ANY(${known}::text[]) AND deleted_at IS NULL
-           AND (role = 'admin' OR (managed_by = 'manual' AND external_id IS NULL AND lower(user_name) = ANY(${adoptable}::text[])))
-        UNION ALL
-        SELECT 1 FROM accounts
-         WHERE tenant_id = ${tenantId}::uuid AND lower(email) = ANY(${known}::text[]) AND deleted_at IS NULL
-           AND (role = 'admin' OR (managed_by = 'manual' AND external_id IS NULL AND lower(email) = ANY(${adoptable}::text[])))
+      WITH claimed AS (${sql.join(arms, sql` UNION ALL `)}
         UNION ALL
         SELECT 1 FROM accounts
          WHERE tenant_id = ${tenantId}::uuid AND external_id = ${values.external_id}::text AND deleted_at IS NULL
@@ -148,7 +162,16 @@ export async function updateAccountAtVersion(
   addresses: readonly string[],
   audit: AuditEvent | undefined,
 ): Promise<AccountRow | undefined> {
-  const known = [...addresses];
+  // Rule 3 per index and address (see checkedAddresses).
+  const admins = checkedAddresses(addresses).flatMap((address) =>
+    [sql`lower(user_name)`, sql`lower(email)`].map(
+      (column) => sql`
+           AND NOT EXISTS (
+             SELECT 1 FROM accounts
+              WHERE tenant_id = ${tenantId}::uuid AND ${column} = ${address}::text AND deleted_at IS NULL
+                AND role = 'admin' AND id <> ${id}::uuid)`,
+    ),
+  );
   let row: AccountRow | undefined;
   try {
     const result = await sql<AccountRow>`${preparedOn('accounts')}
@@ -158,15 +181,7 @@ export async function updateAccountAtVersion(
                given_name = ${values.given_name}::text, family_name = ${values.family_name}::text, display_name = ${values.display_name}::text,
                school_id = ${values.school_id}::text, grade = ${values.grade}::text, active = ${values.active}::boolean, role = ${values.role}::text,
                scim = ${JSON.stringify(values.scim)}::jsonb, version = version + 1, updated_at = clock_timestamp()
-         WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid AND version = ${version}::integer
-           AND NOT EXISTS (
-             SELECT 1 FROM accounts
-              WHERE tenant_id = ${tenantId}::uuid AND lower(user_name) = ANY(${known}::text[]) AND deleted_at IS NULL
-                AND role = 'admin' AND id <> ${id}::uuid)
-           AND NOT EXISTS (
-             SELECT 1 FROM accounts
-              WHERE tenant_id = ${tenantId}::uuid AND lower(email) = ANY(${known}::text[]) AND deleted_at IS NULL
-                AND role = 'admin' AND id <> ${id}::uuid)
+         WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid AND version = ${version}::integer${sql.join(admins, sql``)}
         RETURNING ${ACCOUNT_COLUMNS}
       ), audited AS (
         INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
