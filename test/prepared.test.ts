@@ -4,7 +4,7 @@
 // rows. Every other statement stays unnamed.
 import { sql, type Kysely } from 'kysely';
 import t, { type Test } from 'tap';
-import { analyzedTables, preparedOn, type Database } from '../src/db/database.js';
+import { analyzedTables, createDb, preparedOn, type Database } from '../src/db/database.js';
 import { testDatabase } from './helpers/database.js';
 
 /** Runs the marked statements on one connection; the statements then prepared on it. */
@@ -47,4 +47,28 @@ t.test('a marked statement is planned on every run until its tables have statist
 
   const prepared = await preparedAfter(db, (c) => runMarked(t, c));
   t.same(prepared, ['named: /* prepared on accounts */ SELECT $1::integer AS n'], 'only the statement on accounts alone is prepared, once');
+});
+
+t.test('a role that may not analyze the tables leaves that to autovacuum, and statements stay unprepared', async (t) => {
+  const { db, url } = await testDatabase(t);
+  const role = `scim_writer_${process.pid}_${Math.floor(Math.random() * 1e6)}`;
+  await sql`CREATE ROLE ${sql.id(role)} LOGIN`.execute(db);
+  await sql`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${sql.id(role)}`.execute(db);
+  const tenant = (await sql<{ id: string }>`INSERT INTO tenants (name) VALUES ('Writer School') RETURNING id`.execute(db)).rows[0]?.id;
+  await sql`INSERT INTO accounts (tenant_id, managed_by, user_name)
+    SELECT ${tenant}::uuid, 'sync', 'w' || g || '@school.example' FROM generate_series(1, 60) g`.execute(db);
+
+  const asRole = new URL(url);
+  asRole.username = role;
+  const writer = createDb(asRole.toString(), { poolSize: 2 });
+  t.teardown(async () => {
+    await writer.db.destroy();
+    await sql`DROP OWNED BY ${sql.id(role)}`.execute(db);
+    await sql`DROP ROLE ${sql.id(role)}`.execute(db);
+  });
+  t.same([...(await analyzedTables(writer.pool))], [], 'the ANALYZE it may not run is no error');
+  const stats = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stats WHERE tablename = 'accounts'`.execute(db);
+  t.equal(stats.rows[0]?.n, 0, 'accounts has no statistics');
+  const prepared = await preparedAfter(writer.db, (c) => runMarked(t, c));
+  t.same(prepared, [], 'nothing is prepared');
 });

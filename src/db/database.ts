@@ -221,7 +221,7 @@ class PlanStatistics {
 
   constructor(
     private readonly pool: pg.Pool,
-    private readonly analyzeNewTables: boolean,
+    private analyzeNewTables: boolean,
   ) {}
 
   /** Whether the tables had statistics at the last check; starts a new check in the background when it is old. */
@@ -242,7 +242,13 @@ class PlanStatistics {
           if (!(await this.hasStatistics(table))) {
             const { rows } = await this.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM (SELECT 1 FROM ${table} LIMIT ${ANALYZE_AT_ROWS}) t`);
             if (!this.analyzeNewTables || (rows[0]?.n ?? 0) < ANALYZE_AT_ROWS) continue;
-            await this.pool.query(`ANALYZE ${table}`);
+            try {
+              await this.pool.query(`ANALYZE ${table}`);
+            } catch {
+              // A role that does not own the tables may not analyze them: autovacuum will.
+              this.analyzeNewTables = false;
+              continue;
+            }
             if (!(await this.hasStatistics(table))) continue;
           }
           this.analyzed.add(table);
