@@ -2,6 +2,7 @@
 // name of their text and reused, but only once the tables they name have
 // statistics; the server analyzes a table without them as soon as it has 50
 // rows. Every other statement stays unnamed.
+import { randomBytes } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import t, { type Test } from 'tap';
 import { analyzedTables, createDb, preparedOn, type Database } from '../src/db/database.js';
@@ -52,7 +53,8 @@ t.test('a marked statement is planned on every run until its tables have statist
 t.test('a role that may not analyze the tables leaves that to autovacuum, and statements stay unprepared', async (t) => {
   const { db, url } = await testDatabase(t);
   const role = `scim_writer_${process.pid}_${Math.floor(Math.random() * 1e6)}`;
-  await sql`CREATE ROLE ${sql.id(role)} LOGIN`.execute(db);
+  const password = randomBytes(12).toString('hex');
+  await sql`CREATE ROLE ${sql.id(role)} LOGIN PASSWORD ${sql.lit(password)}`.execute(db);
   await sql`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${sql.id(role)}`.execute(db);
   const tenant = (await sql<{ id: string }>`INSERT INTO tenants (name) VALUES ('Writer School') RETURNING id`.execute(db)).rows[0]?.id;
   await sql`INSERT INTO accounts (tenant_id, managed_by, user_name)
@@ -60,6 +62,7 @@ t.test('a role that may not analyze the tables leaves that to autovacuum, and st
 
   const asRole = new URL(url);
   asRole.username = role;
+  asRole.password = password;
   const writer = createDb(asRole.toString(), { poolSize: 2 });
   t.teardown(async () => {
     await writer.db.destroy();
