@@ -4,13 +4,13 @@ import { conflict } from '../errors.js';
 import { auditRecorded, type AuditEvent } from './audit.js';
 import { preparedOn, type AccountsTable, type Database, type Db, type JsonObject } from './database.js';
 import { isUniqueViolation } from './errors.js';
-import { firstPage, readPage, type Page } from './paging.js';
+import { firstPage, lookupCondition, readPage, type ColumnLookup, type Page } from './paging.js';
 
 export type AccountRow = Selectable<AccountsTable>;
 type Executor = Db | Transaction<Database>;
 
 /** The columns of accounts, named for the prepared statements (see PREPARED). */
-export const ACCOUNT_COLUMN_NAMES = [
+const ACCOUNT_COLUMN_NAMES = [
   'tenant_id',
   'id',
   'managed_by',
@@ -310,15 +310,12 @@ export async function listSyncedAccounts(db: Executor, tenantId: string, q: List
 export async function lookupSyncedAccounts(
   db: Executor,
   tenantId: string,
-  lookup: { column: 'user_name' | 'external_id'; value: string; caseExact: boolean },
+  lookup: ColumnLookup<'user_name' | 'external_id'>,
   limit: number,
 ): Promise<Page<AccountRow>> {
-  const condition = lookup.caseExact
-    ? sql`${sql.ref(lookup.column)} = ${lookup.value}::text`
-    : sql`lower(${sql.ref(lookup.column)}) = lower(${lookup.value}::text)`;
   const { rows } = await sql<AccountRow & { total_count: string }>`${preparedOn('accounts')}
     SELECT ${ACCOUNT_COLUMNS}, count(*) OVER () AS total_count FROM accounts
-     WHERE tenant_id = ${tenantId}::uuid AND managed_by = 'sync' AND deleted_at IS NULL AND ${condition}
+     WHERE tenant_id = ${tenantId}::uuid AND managed_by = 'sync' AND deleted_at IS NULL AND ${lookupCondition(lookup)}
      ORDER BY id LIMIT ${limit}::integer`.execute(db);
   return firstPage(rows);
 }

@@ -6,7 +6,7 @@ import { LIVE_BY_ID } from './accounts.js';
 import { auditRecorded } from './audit.js';
 import { preparedOn, type ClassesTable, type Database, type Db, type JsonObject } from './database.js';
 import { isUniqueViolation } from './errors.js';
-import { firstPage, readPage, type Page } from './paging.js';
+import { firstPage, lookupCondition, readPage, type ColumnLookup, type Page } from './paging.js';
 
 export type ClassRow = Selectable<ClassesTable>;
 type Executor = Db | Transaction<Database>;
@@ -105,15 +105,12 @@ export interface ClassListQuery {
 export async function lookupSyncedClasses(
   db: Executor,
   tenantId: string,
-  lookup: { column: 'display_name' | 'external_id'; value: string; caseExact: boolean },
+  lookup: ColumnLookup<'display_name' | 'external_id'>,
   limit: number,
 ): Promise<Page<ClassRow>> {
-  const condition = lookup.caseExact
-    ? sql`${sql.ref(lookup.column)} = ${lookup.value}::text`
-    : sql`lower(${sql.ref(lookup.column)}) = lower(${lookup.value}::text)`;
   const { rows } = await sql<ClassRow & { total_count: string }>`${preparedOn('classes')}
     SELECT ${CLASS_COLUMNS}, count(*) OVER () AS total_count FROM classes
-     WHERE tenant_id = ${tenantId}::uuid AND managed_by = 'sync' AND ${condition}
+     WHERE tenant_id = ${tenantId}::uuid AND managed_by = 'sync' AND ${lookupCondition(lookup)}
      ORDER BY id LIMIT ${limit}::integer`.execute(db);
   return firstPage(rows);
 }

@@ -2,6 +2,7 @@
 // query carries count(*) over () so Entra's lookups (one filter, one page)
 // cost a single query. Only an empty page past the first, or count=0, needs a
 // separate count.
+import { sql, type RawBuilder } from 'kysely';
 
 export interface Page<R> {
   rows: R[];
@@ -16,15 +17,28 @@ export async function readPage<R>(
 ): Promise<Page<R>> {
   if (limit > 0) {
     const found = await rows();
-    const first = found[0];
-    if (first) return { rows: found.map(({ total_count: _total, ...row }) => row as unknown as R), total: Number(first.total_count) };
-    if (offset === 0) return { rows: [], total: 0 };
+    if (found.length > 0 || offset === 0) return firstPage(found);
   }
   return { rows: [], total: await count() };
 }
 
-/** The first page of a lookup: when it is empty there is nothing at all, so no count is needed. */
+/** A first page (or any page that is not empty): its rows carry the total, and an empty first page means none at all. */
 export function firstPage<R>(found: (R & { total_count: string })[]): Page<R> {
   const first = found[0];
   return first ? { rows: found.map(({ total_count: _total, ...row }) => row as unknown as R), total: Number(first.total_count) } : { rows: [], total: 0 };
+}
+
+/** A search for one value in one column. */
+export interface ColumnLookup<C extends string> {
+  column: C;
+  value: string;
+  /** Otherwise both sides are compared in lower case (lower(), as the column's index). */
+  caseExact: boolean;
+}
+
+/** The condition of a one-column lookup, as filterToSql writes it: lower() on both sides unless the attribute is caseExact. */
+export function lookupCondition(lookup: ColumnLookup<string>): RawBuilder<boolean> {
+  return lookup.caseExact
+    ? sql<boolean>`${sql.ref(lookup.column)} = ${lookup.value}::text`
+    : sql<boolean>`lower(${sql.ref(lookup.column)}) = lower(${lookup.value}::text)`;
 }

@@ -6,6 +6,7 @@
 import { sql, type RawBuilder } from 'kysely';
 import type SCIMMY from 'scimmy';
 import { badRequest, type ScimError } from '../errors.js';
+import type { ColumnLookup } from '../db/paging.js';
 import type { AttrPath, CompareOp, FilterNode, FilterValue } from './filter.js';
 import { resolveAttribute } from './normalise.js';
 import type { ResourceName } from './schemas.js';
@@ -313,26 +314,29 @@ function compile(resource: ResourceName, node: FilterNode, element?: (path: Attr
   }
 }
 
-/** Entra's lookups: userName, externalId or displayName eq a string, on the column that holds it. */
-export interface ColumnLookup {
-  column: 'user_name' | 'external_id' | 'display_name';
-  value: string;
-  /** Otherwise both sides are compared in lower case (lower(), as the column's index). */
-  caseExact: boolean;
-}
+export type UserLookup = ColumnLookup<'user_name' | 'external_id'>;
+export type GroupLookup = ColumnLookup<'display_name' | 'external_id'>;
 
-const LOOKUP_COLUMNS = new Map<Scalar, ColumnLookup['column']>([
-  [USER_COLUMNS.username as Scalar, 'user_name'],
-  [USER_COLUMNS.externalid as Scalar, 'external_id'],
-  [GROUP_COLUMNS.displayname as Scalar, 'display_name'],
-  [GROUP_COLUMNS.externalid as Scalar, 'external_id'],
-]);
+const LOOKUP_COLUMNS = {
+  User: new Map<Scalar | undefined, UserLookup['column']>([
+    [USER_COLUMNS.username, 'user_name'],
+    [USER_COLUMNS.externalid, 'external_id'],
+  ]),
+  Group: new Map<Scalar | undefined, GroupLookup['column']>([
+    [GROUP_COLUMNS.displayname, 'display_name'],
+    [GROUP_COLUMNS.externalid, 'external_id'],
+  ]),
+};
 
 /**
- * The filter as a lookup on one column, when it is one: the same condition
- * filterToSql makes of it, for a statement of its own (a fixed, prepared text).
+ * Entra's lookups (userName or externalId of Users, displayName or externalId
+ * of Groups, eq a string) as a search of the column that holds them: the same
+ * condition filterToSql makes of the filter, for a statement of its own (a
+ * fixed, prepared text).
  */
-export function columnLookup(resource: ResourceName, node: FilterNode): ColumnLookup | undefined {
+export function columnLookup(resource: 'User', node: FilterNode): UserLookup | undefined;
+export function columnLookup(resource: 'Group', node: FilterNode): GroupLookup | undefined;
+export function columnLookup(resource: ResourceName, node: FilterNode): UserLookup | GroupLookup | undefined {
   if (node.kind !== 'compare' || node.op !== 'eq' || typeof node.value !== 'string') return undefined;
   let target: Target;
   try {
@@ -340,8 +344,9 @@ export function columnLookup(resource: ResourceName, node: FilterNode): ColumnLo
   } catch {
     return undefined;
   }
-  const column = target.kind === 'scalar' ? LOOKUP_COLUMNS.get(target) : undefined;
-  return column && target.kind === 'scalar' ? { column, value: node.value, caseExact: target.caseExact } : undefined;
+  if (target.kind !== 'scalar') return undefined;
+  const column = LOOKUP_COLUMNS[resource].get(target);
+  return column && { column, value: node.value, caseExact: target.caseExact };
 }
 
 /** The SQL condition for a filter over Users (alias a) or Groups (alias c). */

@@ -239,8 +239,7 @@ export const groups: ResourceHandler = {
 
   async list(ctx, params) {
     // Entra's lookup before every create: a statement of its own.
-    const found = params.filter && !params.sortBy && params.startIndex === 1 && params.count > 0 ? columnLookup('Group', params.filter) : undefined;
-    const lookup = found && found.column !== 'user_name' ? { ...found, column: found.column } : undefined;
+    const lookup = params.filter && !params.sortBy && params.startIndex === 1 && params.count > 0 ? columnLookup('Group', params.filter) : undefined;
     const where = params.filter && !lookup ? filterToSql('Group', params.filter) : undefined;
     const orderBy = params.sortBy ? sortExpression('Group', params.sortBy) : undefined;
     const { rows, total } = lookup

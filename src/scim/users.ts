@@ -291,8 +291,8 @@ export const users: ResourceHandler = {
   async list(ctx, params) {
     // Entra's lookup before every create: a statement of its own.
     const lookup = params.filter && !params.sortBy && params.startIndex === 1 && params.count > 0 ? columnLookup('User', params.filter) : undefined;
-    if (lookup && lookup.column !== 'display_name') {
-      const { rows, total } = await lookupSyncedAccounts(ctx.db, ctx.tenantId, { ...lookup, column: lookup.column }, params.count);
+    if (lookup) {
+      const { rows, total } = await lookupSyncedAccounts(ctx.db, ctx.tenantId, lookup, params.count);
       return { total, resources: rows.map((r) => toScimUser(r, ctx.baseUrl)) };
     }
     const where = params.filter ? filterToSql('User', params.filter) : undefined;
