@@ -7,6 +7,7 @@ import SCIMMY from 'scimmy';
 import { ScimError, badRequest } from '../errors.js';
 import { projectRoot } from '../paths.js';
 import { MAX_PAGE_SIZE, MAX_PATCH_OPERATIONS } from './limits.js';
+import { coerceSimpleResource } from './simple-resource.js';
 
 export const USER_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:User';
 export const GROUP_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:Group';
@@ -132,10 +133,16 @@ export function toScimError(error: unknown): ScimError {
   return badRequest('invalidValue', detail);
 }
 
-/** Validates and coerces an incoming resource with scimmy; unknown attributes are dropped. */
-export function coerceResource(resource: ResourceName, body: Record<string, unknown>): Record<string, unknown> {
+/**
+ * Validates and coerces an incoming resource: directly when it is simple
+ * (simple-resource.ts), else with scimmy; unknown attributes are dropped.
+ */
+export function coerceResource(resource: ResourceName, body: Record<string, unknown>, options: { scimmyOnly?: boolean } = {}): Record<string, unknown> {
+  const definition = definitionOf(resource);
+  const simple = options.scimmyOnly ? undefined : coerceSimpleResource(definition, body);
+  if (simple) return simple;
   try {
-    return definitionOf(resource).coerce(body, 'in') as Record<string, unknown>;
+    return definition.coerce(body, 'in') as Record<string, unknown>;
   } catch (error) {
     throw toScimError(error);
   }
