@@ -342,6 +342,8 @@ const check = (found: Found, expected: number, what: string): Reply => {
 
 interface Sync {
   measured: Measured;
+  /** Wall time of each part: users (lookup and create), classes (lookup and create), members. */
+  partsMs: [number, number, number];
   userIds: string[];
   classIds: Map<string, string>;
 }
@@ -397,6 +399,7 @@ async function initialSync(side: Side): Promise<Sync> {
       latencies: parts.flatMap((m) => m.latencies),
       failures: parts.flatMap((m) => m.failures),
     },
+    partsMs: [users.wallMs, created.wallMs, members.wallMs],
     userIds,
     classIds,
   };
@@ -654,6 +657,8 @@ async function main(): Promise<void> {
     const rss = await scimServer.rss();
     const referenceRss = await referenceServer.rss();
     log(`initial sync wall: ${fmt(sync.scim.wallMs / 1000)} s (reference ${fmt(sync.reference.wallMs / 1000)} s); RSS ${fmt(rss / 2 ** 20)} MB`);
+    const parts = ['users', 'classes', 'members'].map((part, i) => `${part} ${fmt((scimSync.partsMs[i] ?? 0) / 1000)} s (reference ${fmt((referenceSync.partsMs[i] ?? 0) / 1000)} s)`);
+    log(`initial sync parts: ${parts.join(', ')}`);
     log(`server memory after initial sync: ${await scimServer.memory()}`);
 
     // (1)-(3), (6): users, on the tenant the sync filled.

@@ -11,7 +11,7 @@ async function createUsers(scim: Send, from: number, n: number): Promise<string[
 }
 
 t.test('group lifecycle as Entra drives it', async (t) => {
-  const { app, headers, db, tenant } = await testApp(t);
+  const { app, headers, db, tenant, credentialId } = await testApp(t);
   const scim = client(app, headers);
   const users = await createUsers(scim, 1, 4);
 
@@ -26,6 +26,18 @@ t.test('group lifecycle as Entra drives it', async (t) => {
   t.equal(created.headers.location, `https://scim.example.test/scim/v2/Groups/${group.id}`);
   const row = await db.selectFrom('classes').selectAll().where('id', '=', group.id).executeTakeFirstOrThrow();
   t.match(row, { tenant_id: tenant.id, managed_by: 'sync', display_name: 'Class 5C', external_id: 'aaaaaaaa-1111-4000-8000-000000000001' });
+  const createEvents = await db.selectFrom('audit_events').selectAll().where('object_id', '=', group.id).execute();
+  t.match(createEvents, [
+    { tenant_id: tenant.id, action: 'create', object_type: 'group', object_ref: 'Class 5C', outcome: 'success', credential_id: credentialId, details: { membersAdded: 0 } },
+  ]);
+  t.equal(createEvents.length, 1, 'one audit event for the create');
+  t.type(createEvents[0]?.request_id, 'string');
+  const withMembers = await scim('POST', '/Groups', { schemas: [GROUP], externalId: 'aaaaaaaa-1111-4000-8000-000000000009', displayName: 'Class 9Z', members: [{ value: users[3] }] });
+  t.equal(withMembers.statusCode, 201, withMembers.body);
+  t.same(withMembers.json().members.map((m: { value: string }) => m.value), [users[3]]);
+  t.match(await db.selectFrom('audit_events').selectAll().where('object_id', '=', withMembers.json().id).execute(), [
+    { action: 'create', object_type: 'group', object_ref: 'Class 9Z', details: { membersAdded: 1 } },
+  ]);
 
   const lookup = await scim('GET', `/Groups?excludedAttributes=members&filter=${encodeURIComponent('displayName eq "class 5c"')}`);
   t.equal(lookup.json().totalResults, 1);

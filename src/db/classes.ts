@@ -2,7 +2,7 @@
 // member changes are set operations in SQL that never read the member list.
 import { sql, type Expression, type Selectable, type SqlBool, type Transaction } from 'kysely';
 import { conflict } from '../errors.js';
-import { LIVE_BY_ID } from './accounts.js';
+import { LIVE_BY_ID, type Actor } from './accounts.js';
 import { auditRecorded } from './audit.js';
 import { preparedOn, type ClassesTable, type Database, type Db, type JsonObject } from './database.js';
 import { isUniqueViolation } from './errors.js';
@@ -43,6 +43,37 @@ export async function insertSyncedClass(db: Executor, tenantId: string, values: 
   } catch (error) {
     return uniqueness(error, values);
   }
+}
+
+/**
+ * The usual create in one statement, the class and its audit event: unless a
+ * manual class has the same Entra object id (rule 8, adopted by the caller's
+ * full path). Then nothing is written and undefined returned.
+ */
+export async function insertUnclaimedClass(db: Executor, tenantId: string, values: ClassValues, actor: Actor): Promise<ClassRow | undefined> {
+  let row: ClassRow | undefined;
+  try {
+    const result = await sql<ClassRow>`${preparedOn('classes')}
+      WITH created AS (
+        INSERT INTO classes (tenant_id, managed_by, display_name, external_id, school_id, scim)
+        SELECT ${tenantId}::uuid, 'sync', ${values.display_name}::text, ${values.external_id}::text, ${values.school_id}::text, ${JSON.stringify(values.scim)}::jsonb
+         WHERE NOT EXISTS (
+           SELECT 1 FROM classes WHERE tenant_id = ${tenantId}::uuid AND external_id = ${values.external_id}::text AND managed_by = 'manual')
+        RETURNING ${CLASS_COLUMNS}
+      ), audited AS (
+        INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
+        SELECT tenant_id, 'create', 'group', id, display_name, 'success', ${actor.credentialId}::uuid, ${actor.requestId}::text, '{"membersAdded": 0}'::jsonb
+          FROM created
+      )
+      SELECT ${CLASS_COLUMNS} FROM created`.execute(db);
+    row = result.rows[0];
+  } catch (error) {
+    return uniqueness(error, values);
+  }
+  if (row) {
+    auditRecorded(db, { tenantId, action: 'create', objectType: 'group', objectId: row.id, objectRef: row.display_name, outcome: 'success', ...actor, details: { membersAdded: 0 } });
+  }
+  return row;
 }
 
 export async function findSyncedClass(db: Executor, tenantId: string, id: string, forUpdate = false): Promise<ClassRow | undefined> {

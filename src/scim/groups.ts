@@ -12,6 +12,7 @@ import {
   findMemberCandidates,
   findSyncedClass,
   insertSyncedClass,
+  insertUnclaimedClass,
   listSyncedClasses,
   lookupSyncedClasses,
   listSyncedMembers,
@@ -219,6 +220,12 @@ export const groups: ResourceHandler = {
 
   async create(ctx, body) {
     const { values, members } = inbound(body);
+    // Most creates have no members and adopt nothing: one statement writes the
+    // class and its audit event. Otherwise the path below decides.
+    if (!members || members.length === 0) {
+      const created = await insertUnclaimedClass(ctx.db, ctx.tenantId, values, { credentialId: ctx.credentialId, requestId: ctx.requestId });
+      if (created) return toScimGroup(created, ctx.baseUrl, []);
+    }
     return ctx.db.transaction().execute(async (trx) => {
       // Rule 8: a class this tenant synced before its disconnect is adopted again.
       const previous = values.external_id ? await findAdoptableClass(trx, ctx.tenantId, values.external_id) : undefined;
