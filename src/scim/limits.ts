@@ -45,6 +45,7 @@ const ATTRIBUTE_LENGTHS: Readonly<Record<string, number>> = {
   externalid: MAX_EXTERNAL_ID_LENGTH,
   'emails.value': MAX_EMAIL_LENGTH,
 };
+const SHORTEST_LIMIT = Math.min(MAX_STRING_LENGTH, ...Object.values(ATTRIBUTE_LENGTHS));
 
 /**
  * Refuses a resource holding a string longer than its attribute allows, with
@@ -52,23 +53,32 @@ const ATTRIBUTE_LENGTHS: Readonly<Record<string, number>> = {
  * extension attributes and elements of multi-valued ones are covered too.
  */
 export function checkStringLengths(resource: Record<string, unknown>): void {
-  const visit = (value: unknown, path: string, key: string): void => {
+  // The path is joined only for the error; most strings are below every limit.
+  const path: string[] = [];
+  const visit = (value: unknown, key: string): void => {
     if (typeof value === 'string') {
+      if (value.length <= SHORTEST_LIMIT) return;
       const limit = ATTRIBUTE_LENGTHS[key.toLowerCase()] ?? MAX_STRING_LENGTH;
       if (value.length > limit) {
-        throw badRequest('invalidValue', `${path} is too long: ${value.length} characters, the limit is ${limit}.`);
+        throw badRequest('invalidValue', `${path.join('')} is too long: ${value.length} characters, the limit is ${limit}.`);
       }
     } else if (Array.isArray(value)) {
-      value.forEach((element, i) => visit(element, `${path}[${i}]`, key));
+      for (let i = 0; i < value.length; i++) {
+        path.push(`[${i}]`);
+        visit(value[i], key);
+        path.pop();
+      }
     } else if (typeof value === 'object' && value !== null) {
       for (const [name, inner] of Object.entries(value)) {
         // Extension attributes are keyed by name alone, as in the core schema.
-        const nested = path === '' || key.startsWith('urn:') ? name : `${key}.${name}`;
-        visit(inner, path === '' ? name : `${path}.${name}`, nested);
+        const nested = path.length === 0 || key.startsWith('urn:') ? name : `${key}.${name}`;
+        path.push(path.length === 0 ? name : `.${name}`);
+        visit(inner, nested);
+        path.pop();
       }
     }
   };
-  visit(resource, '', '');
+  visit(resource, '');
 }
 
 /**

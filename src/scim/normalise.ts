@@ -30,21 +30,35 @@ function members(definition: SchemaDefinition): (Attribute | SchemaDefinition)[]
   return definition.attributes;
 }
 
+// The lookups below run for every key of every request: each definition's
+// names are indexed once, lower-cased (the schemas are fixed at load).
+function indexed<K extends object, V>(cache: WeakMap<K, Map<string, V>>, owner: K, entries: () => [string, V][]): Map<string, V> {
+  let index = cache.get(owner);
+  if (index === undefined) {
+    index = new Map(entries());
+    cache.set(owner, index);
+  }
+  return index;
+}
+
+const attributeIndex = new WeakMap<SchemaDefinition, Map<string, Attribute>>();
+const subAttributeIndex = new WeakMap<Attribute, Map<string, Attribute>>();
+const extensionIndex = new WeakMap<SchemaDefinition, Map<string, SchemaDefinition>>();
+
 function findAttribute(definition: SchemaDefinition, name: string): Attribute | undefined {
-  const lower = name.toLowerCase();
-  return members(definition).find((a): a is Attribute => a instanceof SCIMMY.Types.Attribute && a.name.toLowerCase() === lower);
+  return indexed(attributeIndex, definition, () =>
+    members(definition)
+      .filter((a): a is Attribute => a instanceof SCIMMY.Types.Attribute)
+      .map((a) => [a.name.toLowerCase(), a]),
+  ).get(name.toLowerCase());
 }
 
 function findSub(attribute: Attribute, name: string): Attribute | undefined {
-  const lower = name.toLowerCase();
-  return attribute.subAttributes?.find((a) => a.name.toLowerCase() === lower);
+  return indexed(subAttributeIndex, attribute, () => (attribute.subAttributes ?? []).map((a) => [a.name.toLowerCase(), a])).get(name.toLowerCase());
 }
 
 function findExtension(definition: SchemaDefinition, uri: string): SchemaDefinition | undefined {
-  const lower = uri.toLowerCase();
-  return members(definition).find(
-    (a): a is SchemaDefinition => a instanceof SCIMMY.Types.SchemaDefinition && a.id.toLowerCase() === lower,
-  );
+  return indexed(extensionIndex, definition, () => definitionOfExtensions(definition).map((e) => [e.id.toLowerCase(), e])).get(uri.toLowerCase());
 }
 
 /** Coerces string booleans, recursively, where the schema says boolean; canonicalises sub-attribute keys. */
@@ -81,7 +95,7 @@ export function normaliseManager(value: unknown): Json | undefined {
 export function normaliseResource(resource: ResourceName, body: unknown): Json {
   if (!isObject(body)) throw badRequest('invalidSyntax', 'The request body must be a JSON object.');
   const definition = definitionOf(resource);
-  const known = new Set([definition.id.toLowerCase(), ...definitionOfExtensions(definition).map((e) => e.id.toLowerCase())]);
+  const known = (id: string): boolean => id.toLowerCase() === definition.id.toLowerCase() || findExtension(definition, id) !== undefined;
   const out: Json = {};
   for (const [key, value] of Object.entries(body)) {
     if (value === null || value === undefined) continue;
@@ -89,7 +103,7 @@ export function normaliseResource(resource: ResourceName, body: unknown): Json {
     if (lower === 'schemas') {
       // Entra adds a Microsoft schema to groups; keep only the ones we serve.
       const list = Array.isArray(value) ? value.filter((s): s is string => typeof s === 'string') : [];
-      out.schemas = list.filter((s) => known.has(s.toLowerCase())).map((s) => canonicalSchemaId(definition, s));
+      out.schemas = list.filter(known).map((s) => canonicalSchemaId(definition, s));
       continue;
     }
     if (lower.startsWith('urn:')) {
