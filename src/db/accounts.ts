@@ -33,6 +33,14 @@ const ACCOUNT_COLUMN_NAMES = [
 const ACCOUNT_COLUMNS = sql.raw(ACCOUNT_COLUMN_NAMES.join(', '));
 
 /**
+ * The columns a SCIM answer is made of (toScimUser) and the role, for the
+ * statements that only answer: fewer columns are fewer to describe and parse.
+ */
+const RESOURCE_COLUMN_NAMES = ['id', 'external_id', 'user_name', 'active', 'scim', 'version', 'created_at', 'updated_at', 'role'] as const;
+const RESOURCE_COLUMNS = sql.raw(RESOURCE_COLUMN_NAMES.join(', '));
+export type AccountResource = Pick<AccountRow, (typeof RESOURCE_COLUMN_NAMES)[number]>;
+
+/**
  * "Live" for statements that find accounts by id. `deleted_at IS NULL` would
  * let the planner pick a partial index led by tenant_id instead of the
  * primary key whenever it cannot tell them apart: before the table's first
@@ -103,7 +111,7 @@ export async function insertUnclaimedAccount(
   values: AccountValues,
   addresses: { known: readonly string[]; adoptable: readonly string[] },
   actor: Actor,
-): Promise<AccountRow | undefined> {
+): Promise<AccountResource | undefined> {
   // One arm per index (userName, e-mail, external id) and address, so each
   // is an index lookup even before the table has statistics. Whether an
   // address may be adopted (rule 2) is the caller's to say.
@@ -116,9 +124,9 @@ export async function insertUnclaimedAccount(
            AND (role = 'admin' OR (managed_by = 'manual' AND external_id IS NULL AND ${adoptable}::boolean))`,
     );
   });
-  let row: AccountRow | undefined;
+  let row: AccountResource | undefined;
   try {
-    const result = await sql<AccountRow>`${preparedOn('accounts')}
+    const result = await sql<AccountResource>`${preparedOn('accounts')}
       WITH claimed AS (${sql.join(arms, sql` UNION ALL `)}
         UNION ALL
         SELECT 1 FROM accounts
@@ -130,13 +138,13 @@ export async function insertUnclaimedAccount(
                ${values.family_name}::text, ${values.display_name}::text, ${values.school_id}::text, ${values.grade}::text, ${values.active}::boolean,
                ${values.role}::text, ${JSON.stringify(values.scim)}::jsonb
          WHERE NOT EXISTS (SELECT 1 FROM claimed)
-        RETURNING ${ACCOUNT_COLUMNS}
+        RETURNING tenant_id, ${RESOURCE_COLUMNS}
       ), audited AS (
         INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
         SELECT tenant_id, 'create', 'user', id, user_name, 'success', ${actor.credentialId}::uuid, ${actor.requestId}::text, jsonb_build_object('role', role)
           FROM created
       )
-      SELECT ${ACCOUNT_COLUMNS} FROM created`.execute(db);
+      SELECT ${RESOURCE_COLUMNS} FROM created`.execute(db);
     row = result.rows[0];
   } catch (error) {
     return uniqueness(error, values.user_name);
@@ -161,7 +169,7 @@ export async function updateAccountAtVersion(
   values: AccountValues,
   addresses: readonly string[],
   audit: AuditEvent | undefined,
-): Promise<AccountRow | undefined> {
+): Promise<AccountResource | undefined> {
   // Rule 3 per index and address (see checkedAddresses).
   const admins = checkedAddresses(addresses).flatMap((address) =>
     [sql`lower(user_name)`, sql`lower(email)`].map(
@@ -172,9 +180,9 @@ export async function updateAccountAtVersion(
                 AND role = 'admin' AND id <> ${id}::uuid)`,
     ),
   );
-  let row: AccountRow | undefined;
+  let row: AccountResource | undefined;
   try {
-    const result = await sql<AccountRow>`${preparedOn('accounts')}
+    const result = await sql<AccountResource>`${preparedOn('accounts')}
       WITH updated AS (
         UPDATE accounts
            SET user_name = ${values.user_name}::text, external_id = ${values.external_id}::text, email = ${values.email}::text,
@@ -182,14 +190,14 @@ export async function updateAccountAtVersion(
                school_id = ${values.school_id}::text, grade = ${values.grade}::text, active = ${values.active}::boolean, role = ${values.role}::text,
                scim = ${JSON.stringify(values.scim)}::jsonb, version = version + 1, updated_at = clock_timestamp()
          WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid AND version = ${version}::integer${sql.join(admins, sql``)}
-        RETURNING ${ACCOUNT_COLUMNS}
+        RETURNING tenant_id, ${RESOURCE_COLUMNS}
       ), audited AS (
         INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
         SELECT tenant_id, ${audit?.action ?? 'update'}::text, 'user', id, user_name, 'success', ${audit?.credentialId ?? null}::uuid,
                ${audit?.requestId ?? null}::text, ${JSON.stringify(audit?.details ?? {})}::jsonb
           FROM updated WHERE ${audit !== undefined}::boolean
       )
-      SELECT ${ACCOUNT_COLUMNS} FROM updated`.execute(db);
+      SELECT ${RESOURCE_COLUMNS} FROM updated`.execute(db);
     row = result.rows[0];
   } catch (error) {
     return uniqueness(error, values.user_name);
@@ -312,9 +320,9 @@ export async function lookupSyncedAccounts(
   tenantId: string,
   lookup: ColumnLookup<'user_name' | 'external_id'>,
   limit: number,
-): Promise<Page<AccountRow>> {
-  const { rows } = await sql<AccountRow & { total_count: string }>`${preparedOn('accounts')}
-    SELECT ${ACCOUNT_COLUMNS}, count(*) OVER () AS total_count FROM accounts
+): Promise<Page<AccountResource>> {
+  const { rows } = await sql<AccountResource & { total_count: string }>`${preparedOn('accounts')}
+    SELECT ${RESOURCE_COLUMNS}, count(*) OVER () AS total_count FROM accounts
      WHERE tenant_id = ${tenantId}::uuid AND managed_by = 'sync' AND deleted_at IS NULL AND ${lookupCondition(lookup)}
      ORDER BY id LIMIT ${limit}::integer`.execute(db);
   return firstPage(rows);

@@ -16,6 +16,7 @@ import {
   lookupSyncedAccounts,
   updateAccountAtVersion,
   updateSyncedAccount,
+  type AccountResource,
   type AccountRow,
   type AccountValues,
 } from '../db/accounts.js';
@@ -33,7 +34,7 @@ import { PATCH_OP_SCHEMA, PORTAL_SCHEMA, USER_SCHEMA, coerceResource, toScimErro
 const ENDPOINT = '/Users';
 
 /** The stored SCIM document plus id and meta, as clients see it. */
-export function toScimUser(row: AccountRow, baseUrl: string): Json {
+export function toScimUser(row: AccountResource, baseUrl: string): Json {
   const { schemas, ...rest } = row.scim as Json & { schemas?: string[] };
   return {
     schemas: Array.isArray(schemas) && schemas.length > 0 ? schemas : [USER_SCHEMA],
