@@ -9,32 +9,10 @@ import { firstPage, lookupCondition, readPage, type ColumnLookup, type Page } fr
 export type AccountRow = Selectable<AccountsTable>;
 type Executor = Db | Transaction<Database>;
 
-/** The columns of accounts, named for the prepared statements (see PREPARED). */
-const ACCOUNT_COLUMN_NAMES = [
-  'tenant_id',
-  'id',
-  'managed_by',
-  'role',
-  'user_name',
-  'external_id',
-  'email',
-  'given_name',
-  'family_name',
-  'display_name',
-  'school_id',
-  'grade',
-  'active',
-  'scim',
-  'version',
-  'created_at',
-  'updated_at',
-  'deleted_at',
-] as const;
-const ACCOUNT_COLUMNS = sql.raw(ACCOUNT_COLUMN_NAMES.join(', '));
-
 /**
- * The columns a SCIM answer is made of (toScimUser) and the role, for the
- * statements that only answer: fewer columns are fewer to describe and parse.
+ * The columns a SCIM answer is made of (toScimUser) and the role, named for
+ * the prepared statements (see PREPARED): fewer columns than the table's are
+ * fewer to describe and parse on every run.
  */
 const RESOURCE_COLUMN_NAMES = ['id', 'external_id', 'user_name', 'active', 'scim', 'version', 'created_at', 'updated_at', 'role'] as const;
 const RESOURCE_COLUMNS = sql.raw(RESOURCE_COLUMN_NAMES.join(', '));
@@ -231,11 +209,13 @@ export async function deleteSyncedAccountNow(db: Executor, tenantId: string, id:
 }
 
 /** A synced, live account by id. The row is read by primary key alone (see LIVE_BY_ID) and checked here. */
-export async function findSyncedAccount(db: Executor, tenantId: string, id: string, forUpdate = false): Promise<AccountRow | undefined> {
-  const { rows } = await sql<AccountRow>`${preparedOn('accounts')}
-    SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid ${forUpdate ? sql`FOR UPDATE` : sql``}`.execute(db);
+export async function findSyncedAccount(db: Executor, tenantId: string, id: string, forUpdate = false): Promise<AccountResource | undefined> {
+  const { rows } = await sql<AccountResource & Pick<AccountRow, 'managed_by' | 'deleted_at'>>`${preparedOn('accounts')}
+    SELECT ${RESOURCE_COLUMNS}, managed_by, deleted_at FROM accounts WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid ${forUpdate ? sql`FOR UPDATE` : sql``}`.execute(db);
   const row = rows[0];
-  return row && row.managed_by === 'sync' && row.deleted_at === null ? row : undefined;
+  if (!row || row.managed_by !== 'sync' || row.deleted_at !== null) return undefined;
+  const { managed_by: _managedBy, deleted_at: _deletedAt, ...resource } = row;
+  return resource;
 }
 
 export async function updateSyncedAccount(db: Executor, tenantId: string, id: string, values: AccountValues): Promise<AccountRow> {

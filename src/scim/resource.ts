@@ -68,6 +68,23 @@ export function meta(resourceType: ResourceName, id: string, created: Date, last
   };
 }
 
+/** Object keys in one order at every depth: a stored document (jsonb) does not keep the order it was written in. */
+function sortedKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(sortedKeys);
+  if (typeof value !== 'object' || value === null) return value;
+  return Object.fromEntries(
+    Object.keys(value)
+      .sort()
+      .map((k) => [k, sortedKeys((value as Json)[k])]),
+  );
+}
+
+/** Whether two JSON values differ, whatever the order of their keys. */
+function differ(x: unknown, y: unknown): boolean {
+  // Most attributes are untouched and keep their order: one comparison each.
+  return JSON.stringify(x) !== JSON.stringify(y) && JSON.stringify(sortedKeys(x)) !== JSON.stringify(sortedKeys(y));
+}
+
 /** The attribute names a write changed: top level, and extension attributes as urn:...:name. */
 export function changedAttributes(before: Json, after: Json): string[] {
   const names = new Set<string>();
@@ -78,10 +95,9 @@ export function changedAttributes(before: Json, after: Json): string[] {
       const y = b[key];
       if (key.startsWith('urn:') && typeof x === 'object' && typeof y === 'object' && x && y && !Array.isArray(x) && !Array.isArray(y)) {
         visit(x as Json, y as Json, `${key}:`);
-      } else if (JSON.stringify(x) !== JSON.stringify(y)) names.add(`${prefix}${key}`);
+      } else if (differ(x, y)) names.add(`${prefix}${key}`);
     }
   };
   visit(before, after, '');
   return [...names].sort();
 }
-

@@ -99,7 +99,7 @@ function inbound(body: unknown): Json {
   return coerced;
 }
 
-async function requireAccount(ctx: RequestContext, id: string, forUpdate: boolean, db = ctx.db): Promise<AccountRow> {
+async function requireAccount(ctx: RequestContext, id: string, forUpdate: boolean, db = ctx.db): Promise<AccountResource> {
   const row = isUuid(id) ? await findSyncedAccount(db, ctx.tenantId, id, forUpdate) : undefined;
   if (!row) throw notFound(`No user ${id}.`);
   return row;
@@ -130,7 +130,7 @@ export async function patchUserDocument(current: Json, body: unknown, options: {
 }
 
 /** The account's values after a PatchOp message, or undefined when it changes nothing. */
-async function patchedValues(ctx: RequestContext, row: AccountRow, body: unknown): Promise<AccountValues | undefined> {
+async function patchedValues(ctx: RequestContext, row: AccountResource, body: unknown): Promise<AccountValues | undefined> {
   const patched = await patchUserDocument(toScimUser(row, ctx.baseUrl), body);
   return patched === undefined ? undefined : fromScimUser(patched, ctx.roleMapping);
 }
@@ -192,26 +192,15 @@ async function withAdminGuard<T>(ctx: RequestContext, run: () => Promise<T>): Pr
   }
 }
 
-function auditAction(before: AccountRow, after: AccountRow): 'deactivate' | 'reactivate' | 'update' {
+function auditAction(before: AccountResource, after: AccountResource): 'deactivate' | 'reactivate' | 'update' {
   if (before.active && !after.active) return 'deactivate';
   if (!before.active && after.active) return 'reactivate';
   return 'update';
 }
 
-/** Object keys in one order at every depth: a stored document (jsonb) does not keep the order it was written in. */
-function sortedKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(sortedKeys);
-  if (typeof value !== 'object' || value === null) return value;
-  return Object.fromEntries(
-    Object.keys(value)
-      .sort()
-      .map((k) => [k, sortedKeys((value as Json)[k])]),
-  );
-}
-
 /** The audit event of a change, or undefined when no attribute changed. */
-function updateEvent(ctx: RequestContext, before: AccountRow, after: AccountRow): AuditEvent | undefined {
-  const changed = changedAttributes(sortedKeys(toScimUser(before, ctx.baseUrl)) as Json, sortedKeys(toScimUser(after, ctx.baseUrl)) as Json);
+function updateEvent(ctx: RequestContext, before: AccountResource, after: AccountResource): AuditEvent | undefined {
+  const changed = changedAttributes(toScimUser(before, ctx.baseUrl), toScimUser(after, ctx.baseUrl));
   if (changed.length === 0) return undefined;
   return {
     tenantId: ctx.tenantId,
@@ -226,13 +215,13 @@ function updateEvent(ctx: RequestContext, before: AccountRow, after: AccountRow)
   };
 }
 
-async function auditUpdate(trx: Parameters<typeof recordAudit>[0], ctx: RequestContext, before: AccountRow, after: AccountRow): Promise<void> {
+async function auditUpdate(trx: Parameters<typeof recordAudit>[0], ctx: RequestContext, before: AccountResource, after: AccountResource): Promise<void> {
   const event = updateEvent(ctx, before, after);
   if (event) await recordAudit(trx, event);
 }
 
 /** Stores a changed account after rule 3's check, and audits what changed. */
-async function saveUpdate(trx: Parameters<typeof recordAudit>[0], ctx: RequestContext, row: AccountRow, values: AccountValues): Promise<AccountRow> {
+async function saveUpdate(trx: Parameters<typeof recordAudit>[0], ctx: RequestContext, row: AccountResource, values: AccountValues): Promise<AccountRow> {
   const admin = await findAdminCollision(trx, ctx.tenantId, addresses(values), row.id);
   if (admin) throw new AdminCollision(admin.id, values.user_name);
   const updated = await updateSyncedAccount(trx, ctx.tenantId, row.id, values);
