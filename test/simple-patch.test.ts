@@ -11,6 +11,7 @@ import { ScimError } from '../src/errors.js';
 import { normalisePatch, normaliseResource } from '../src/scim/normalise.js';
 import { coerceResource } from '../src/scim/schemas.js';
 import { applySimplePatch } from '../src/scim/simple-patch.js';
+import { sortedKeys } from '../src/scim/resource.js';
 import { fromScimUser, patchUserDocument, toScimUser } from '../src/scim/users.js';
 import type { AccountRow } from '../src/db/accounts.js';
 import { ENTERPRISE, PATCH_OP, PORTAL, USER } from './helpers/scim.js';
@@ -145,21 +146,10 @@ function storedRow(body: Json): AccountRow {
   };
 }
 
-/** Objects with their keys in one order, as jsonb stores them. */
-function canonical(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(canonical);
-  if (typeof value !== 'object' || value === null) return value;
-  return Object.fromEntries(
-    Object.keys(value)
-      .sort()
-      .map((k) => [k, canonical((value as Json)[k])]),
-  );
-}
-
 async function outcome(current: Json, body: Json, scimmyOnly: boolean): Promise<unknown> {
   try {
     const document = await patchUserDocument(JSON.parse(JSON.stringify(current)) as Json, body, { scimmyOnly });
-    return document === undefined ? 'unchanged' : canonical(fromScimUser(document, ROLES));
+    return document === undefined ? 'unchanged' : sortedKeys(fromScimUser(document, ROLES));
   } catch (error) {
     if (error instanceof ScimError) return { status: error.status, scimType: error.scimType };
     throw error;

@@ -69,7 +69,7 @@ export function meta(resourceType: ResourceName, id: string, created: Date, last
 }
 
 /** Object keys in one order at every depth: a stored document (jsonb) does not keep the order it was written in. */
-function sortedKeys(value: unknown): unknown {
+export function sortedKeys(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(sortedKeys);
   if (typeof value !== 'object' || value === null) return value;
   return Object.fromEntries(
