@@ -28,6 +28,7 @@ import { resourceRoutes } from './routes/resources.js';
 import { statusRoutes } from './routes/status.js';
 import { groups } from './scim/groups.js';
 import { MAX_JSON_DEPTH, MAX_PARAM_LENGTH, exceedsJsonDepth } from './scim/limits.js';
+import { SeenAccounts } from './scim/seen-accounts.js';
 import { users } from './scim/users.js';
 
 export interface AppOptions {
@@ -182,8 +183,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         sendScimError(reply, notFound(`No resource at ${request.method} ${request.url.split('?')[0] ?? ''}.`)),
       );
       await scim.register(discoveryRoutes, { config });
-      await scim.register(resourceRoutes, { config, db, handler: users });
-      await scim.register(resourceRoutes, { config, db, handler: groups });
+      // Per app, like every other state: two apps in one process share nothing.
+      const seenAccounts = new SeenAccounts();
+      await scim.register(resourceRoutes, { config, db, seenAccounts, handler: users });
+      await scim.register(resourceRoutes, { config, db, seenAccounts, handler: groups });
     },
     { prefix: '/scim/v2' },
   );

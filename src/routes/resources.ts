@@ -9,6 +9,7 @@ import { excludesMembers, project, type Projection } from '../scim/projection.js
 import type { Json, ListParams, RequestContext, ResourceHandler } from '../scim/resource.js';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_START_INDEX } from '../scim/limits.js';
 import { LIST_RESPONSE_SCHEMA, SEARCH_REQUEST_SCHEMA } from '../scim/schemas.js';
+import type { SeenAccounts } from '../scim/seen-accounts.js';
 
 /** An integer of any size (a huge one may come back as Infinity; callers bound it). */
 function integerParam(name: string, value: unknown): number | undefined {
@@ -94,10 +95,11 @@ export interface ResourceRouteOptions {
   config: Config;
   db: Db;
   handler: ResourceHandler;
+  seenAccounts: SeenAccounts;
 }
 
 export async function resourceRoutes(app: FastifyInstance, options: ResourceRouteOptions): Promise<void> {
-  const { handler, config, db } = options;
+  const { handler, config, db, seenAccounts } = options;
   const baseUrl = `${config.publicUrl}/scim/v2`;
   const endpoint = handler.endpoint;
 
@@ -116,6 +118,7 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
       },
       baseUrl,
       log: request.log,
+      seenAccounts,
     };
   };
 

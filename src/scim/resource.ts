@@ -4,6 +4,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Db } from '../db/database.js';
 import { preconditionFailed } from '../errors.js';
 import type { AttrPath, FilterNode } from './filter.js';
+import type { SeenAccounts } from './seen-accounts.js';
 import type { ResourceName } from './schemas.js';
 
 export type Json = Record<string, unknown>;
@@ -22,6 +23,8 @@ export interface RequestContext {
   /** PUBLIC_URL + /scim/v2, for meta.location. */
   baseUrl: string;
   log: FastifyBaseLogger;
+  /** This app's recently seen accounts, the base of the next PATCH (seen-accounts.ts). */
+  seenAccounts: SeenAccounts;
 }
 
 export interface ListParams {
@@ -93,6 +96,8 @@ export function changedAttributes(before: Json, after: Json): string[] {
       if (key === 'schemas' || key === 'meta' || key === 'id') continue;
       const x = a[key];
       const y = b[key];
+      // A change keeps the containers it did not touch.
+      if (x === y) continue;
       if (key.startsWith('urn:') && typeof x === 'object' && typeof y === 'object' && x && y && !Array.isArray(x) && !Array.isArray(y)) {
         visit(x as Json, y as Json, `${key}:`);
       } else if (differ(x, y)) names.add(`${prefix}${key}`);

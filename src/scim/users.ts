@@ -35,6 +35,11 @@ const ENDPOINT = '/Users';
 
 /** The stored SCIM document plus id and meta, as clients see it. */
 export function toScimUser(row: AccountResource, baseUrl: string): Json {
+  return { ...userAttributes(row), meta: meta('User', row.id, row.created_at, row.updated_at, row.version, baseUrl, ENDPOINT) };
+}
+
+/** toScimUser without meta, which no comparison of attributes needs. */
+function userAttributes(row: AccountResource): Json {
   const { schemas, ...rest } = row.scim as Json & { schemas?: string[] };
   return {
     schemas: Array.isArray(schemas) && schemas.length > 0 ? schemas : [USER_SCHEMA],
@@ -43,7 +48,6 @@ export function toScimUser(row: AccountResource, baseUrl: string): Json {
     userName: row.user_name,
     ...rest,
     active: row.active,
-    meta: meta('User', row.id, row.created_at, row.updated_at, row.version, baseUrl, ENDPOINT),
   };
 }
 
@@ -200,7 +204,7 @@ function auditAction(before: AccountResource, after: AccountResource): 'deactiva
 
 /** The audit event of a change, or undefined when no attribute changed. */
 function updateEvent(ctx: RequestContext, before: AccountResource, after: AccountResource): AuditEvent | undefined {
-  const changed = changedAttributes(toScimUser(before, ctx.baseUrl), toScimUser(after, ctx.baseUrl));
+  const changed = changedAttributes(userAttributes(before), userAttributes(after));
   if (changed.length === 0) return undefined;
   return {
     tenantId: ctx.tenantId,
@@ -229,6 +233,19 @@ async function saveUpdate(trx: Parameters<typeof recordAudit>[0], ctx: RequestCo
   return updated;
 }
 
+/**
+ * Writes the values a PatchOp made of `row` in one statement with its audit
+ * event, while the account still has row's version and no admin collides.
+ * Undefined when nothing was written: no values (the PATCH changes nothing,
+ * or `row` is one this instance saw earlier and the message does not apply
+ * to it), or the account moved on.
+ */
+async function patchAtVersion(ctx: RequestContext, row: AccountResource, values: AccountValues | undefined): Promise<Json | undefined> {
+  if (values === undefined) return undefined;
+  const saved = await updateAccountAtVersion(ctx.db, ctx.tenantId, row.id, row.version, values, addresses(values), updateEvent(ctx, row, { ...row, ...values }));
+  return saved && toScimUser(ctx.seenAccounts.remember(ctx.tenantId, saved), ctx.baseUrl);
+}
+
 export const users: ResourceHandler = {
   name: 'User',
   endpoint: ENDPOINT,
@@ -240,7 +257,7 @@ export const users: ResourceHandler = {
     const known = addresses(values);
     const adoptable = known.filter((a) => inVerifiedDomain(a, ctx.verifiedDomains));
     const created = await insertUnclaimedAccount(ctx.db, ctx.tenantId, values, { known, adoptable }, { credentialId: ctx.credentialId, requestId: ctx.requestId });
-    if (created) return toScimUser(created, ctx.baseUrl);
+    if (created) return toScimUser(ctx.seenAccounts.remember(ctx.tenantId, created), ctx.baseUrl);
     return withAdminGuard(ctx, () =>
       ctx.db.transaction().execute(async (trx) => {
         const admin = await findAdminCollision(trx, ctx.tenantId, known);
@@ -275,7 +292,7 @@ export const users: ResourceHandler = {
   },
 
   async get(ctx, id) {
-    return toScimUser(await requireAccount(ctx, id, false), ctx.baseUrl);
+    return toScimUser(ctx.seenAccounts.remember(ctx.tenantId, await requireAccount(ctx, id, false)), ctx.baseUrl);
   },
 
   async list(ctx, params) {
@@ -283,7 +300,7 @@ export const users: ResourceHandler = {
     const lookup = params.filter && !params.sortBy && params.startIndex === 1 && params.count > 0 ? columnLookup('User', params.filter) : undefined;
     if (lookup) {
       const { rows, total } = await lookupSyncedAccounts(ctx.db, ctx.tenantId, lookup, params.count);
-      return { total, resources: rows.map((r) => toScimUser(r, ctx.baseUrl)) };
+      return { total, resources: rows.map((r) => toScimUser(ctx.seenAccounts.remember(ctx.tenantId, r), ctx.baseUrl)) };
     }
     const where = params.filter ? filterToSql('User', params.filter) : undefined;
     const orderBy = params.sortBy ? sortExpression('User', params.sortBy) : undefined;
@@ -299,6 +316,7 @@ export const users: ResourceHandler = {
 
   async replace(ctx, id, body, ifMatch) {
     const resource = inbound(body);
+    ctx.seenAccounts.forget(ctx.tenantId, id);
     return withAdminGuard(ctx, () =>
       ctx.db.transaction().execute(async (trx) => {
         const row = await requireAccount(ctx, id, true, trx);
@@ -309,14 +327,24 @@ export const users: ResourceHandler = {
   },
 
   async patch(ctx, id, body, ifMatch) {
+    // The account as this instance last saw it (Entra's lookup or create just
+    // before), changed in one statement if it still has that version.
+    const seen = ifMatch === undefined ? ctx.seenAccounts.get(ctx.tenantId, id) : undefined;
+    if (seen) {
+      // A message the remembered user refuses may suit the current one: the
+      // usual path below decides, and answers its own error.
+      const saved = await patchAtVersion(ctx, seen, await patchedValues(ctx, seen, body).catch(() => undefined));
+      if (saved) return saved;
+    }
     // Read without a lock and write only if the row kept its version and no
     // admin collides; a concurrent change or a collision takes the locked path.
     const row = await requireAccount(ctx, id, false);
     checkIfMatch(ifMatch, row.version);
     const values = await patchedValues(ctx, row, body);
-    if (values === undefined) return toScimUser(row, ctx.baseUrl);
-    const saved = await updateAccountAtVersion(ctx.db, ctx.tenantId, row.id, row.version, values, addresses(values), updateEvent(ctx, row, { ...row, ...values }));
-    if (saved) return toScimUser(saved, ctx.baseUrl);
+    if (values === undefined) return toScimUser(ctx.seenAccounts.remember(ctx.tenantId, row), ctx.baseUrl);
+    const saved = await patchAtVersion(ctx, row, values);
+    if (saved) return saved;
+    ctx.seenAccounts.forget(ctx.tenantId, id);
     return withAdminGuard(ctx, () =>
       ctx.db.transaction().execute(async (trx) => {
         const row = await requireAccount(ctx, id, true, trx);
@@ -329,6 +357,7 @@ export const users: ResourceHandler = {
   },
 
   async remove(ctx, id, ifMatch) {
+    ctx.seenAccounts.forget(ctx.tenantId, id);
     // Without If-Match the delete and its audit event are one statement.
     if (ifMatch === undefined && isUuid(id)) {
       if (await deleteSyncedAccountNow(ctx.db, ctx.tenantId, id, { credentialId: ctx.credentialId, requestId: ctx.requestId })) return;
