@@ -1,13 +1,12 @@
 // Queries on accounts. SCIM sees only synced, live accounts of its tenant.
-import { sql, type Expression, type Selectable, type SqlBool, type Transaction } from 'kysely';
+import { sql, type Expression, type RawBuilder, type Selectable, type SqlBool } from 'kysely';
 import { conflict } from '../errors.js';
 import { auditRecorded, type AuditEvent } from './audit.js';
-import { preparedOn, type AccountsTable, type Database, type Db, type JsonObject } from './database.js';
+import { fixedStatement, preparedOn, type AccountsTable, type Executor, type JsonObject } from './database.js';
 import { isUniqueViolation } from './errors.js';
-import { firstPage, lookupCondition, readPage, type ColumnLookup, type Page } from './paging.js';
+import { firstPage, lookupCondition, readPage, statementPerLookup, type ColumnLookup, type LookupParams, type Page } from './paging.js';
 
 export type AccountRow = Selectable<AccountsTable>;
-type Executor = Db | Transaction<Database>;
 
 /**
  * The columns a SCIM answer is made of (toScimUser) and the role, named for
@@ -47,11 +46,25 @@ function uniqueness(error: unknown, userName: string): never {
  * and address. With `= ANY(array)` a prepared statement keeps being planned
  * on every run (PostgreSQL cannot tell the array's length), and a list of two
  * can make the planner, before the first ANALYZE, pick an index on the tenant
- * alone. Each count is a text of its own.
+ * alone. Each count is a text of its own: its index in the returned pair.
  */
-function checkedAddresses(addresses: readonly string[]): readonly string[] {
+function addressCount(addresses: readonly string[]): 0 | 1 {
   if (addresses.length === 0 || addresses.length > 2) throw new Error('an account has one or two addresses');
-  return addresses;
+  return addresses.length === 1 ? 0 : 1;
+}
+
+type AddressName = 'address0' | 'address1';
+
+/** A statement for one address and one for two (see addressCount), each given its address parameters. */
+function perAddressCount<P extends object, R>(build: (names: readonly AddressName[]) => (p: P) => RawBuilder<R>) {
+  return [fixedStatement(build(['address0'])), fixedStatement(build(['address0', 'address1']))] as const;
+}
+
+/** The account columns a SCIM write sets, as parameters (scim as JSON text). */
+type ValueParams = Omit<AccountValues, 'scim'> & { scim: string };
+
+function valueParams(values: AccountValues): ValueParams {
+  return { ...values, scim: JSON.stringify(values.scim) };
 }
 
 function toRow(values: AccountValues) {
@@ -90,39 +103,19 @@ export async function insertUnclaimedAccount(
   addresses: { known: readonly string[]; adoptable: readonly string[] },
   actor: Actor,
 ): Promise<AccountResource | undefined> {
-  // One arm per index (userName, e-mail, external id) and address, so each
-  // is an index lookup even before the table has statistics. Whether an
-  // address may be adopted (rule 2) is the caller's to say.
-  const arms = checkedAddresses(addresses.known).flatMap((address) => {
-    const adoptable = addresses.adoptable.includes(address);
-    return [sql`lower(user_name)`, sql`lower(email)`].map(
-      (column) => sql`
-        SELECT 1 FROM accounts
-         WHERE tenant_id = ${tenantId}::uuid AND ${column} = ${address}::text AND deleted_at IS NULL
-           AND (role = 'admin' OR (managed_by = 'manual' AND external_id IS NULL AND ${adoptable}::boolean))`,
-    );
-  });
+  const [address0 = null, address1 = null] = addresses.known;
+  const params: CreateParams = {
+    tenantId,
+    ...valueParams(values),
+    address0,
+    address1,
+    adoptable0: address0 !== null && addresses.adoptable.includes(address0),
+    adoptable1: address1 !== null && addresses.adoptable.includes(address1),
+    ...actor,
+  };
   let row: AccountResource | undefined;
   try {
-    const result = await sql<AccountResource>`${preparedOn('accounts')}
-      WITH claimed AS (${sql.join(arms, sql` UNION ALL `)}
-        UNION ALL
-        SELECT 1 FROM accounts
-         WHERE tenant_id = ${tenantId}::uuid AND external_id = ${values.external_id}::text AND deleted_at IS NULL
-           AND managed_by = 'manual' AND role <> 'admin'
-      ), created AS (
-        INSERT INTO accounts (tenant_id, managed_by, user_name, external_id, email, given_name, family_name, display_name, school_id, grade, active, role, scim)
-        SELECT ${tenantId}::uuid, 'sync', ${values.user_name}::text, ${values.external_id}::text, ${values.email}::text, ${values.given_name}::text,
-               ${values.family_name}::text, ${values.display_name}::text, ${values.school_id}::text, ${values.grade}::text, ${values.active}::boolean,
-               ${values.role}::text, ${JSON.stringify(values.scim)}::jsonb
-         WHERE NOT EXISTS (SELECT 1 FROM claimed)
-        RETURNING tenant_id, ${RESOURCE_COLUMNS}
-      ), audited AS (
-        INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
-        SELECT tenant_id, 'create', 'user', id, user_name, 'success', ${actor.credentialId}::uuid, ${actor.requestId}::text, jsonb_build_object('role', role)
-          FROM created
-      )
-      SELECT ${RESOURCE_COLUMNS} FROM created`.execute(db);
+    const result = await insertUnclaimed[addressCount(addresses.known)](db, params);
     row = result.rows[0];
   } catch (error) {
     return uniqueness(error, values.user_name);
@@ -132,6 +125,43 @@ export async function insertUnclaimedAccount(
   }
   return row;
 }
+
+type CreateParams = ValueParams &
+  Actor & { tenantId: string; address0: string | null; address1: string | null; adoptable0: boolean; adoptable1: boolean };
+
+const insertUnclaimed = perAddressCount<CreateParams, AccountResource>((names) => (p) => {
+    // One arm per index (userName, e-mail, external id) and address, so each
+    // is an index lookup even before the table has statistics. Whether an
+    // address may be adopted (rule 2) is the caller's to say.
+    const adoptable = { address0: p.adoptable0, address1: p.adoptable1 };
+    const arms = names.flatMap((name) =>
+      [sql`lower(user_name)`, sql`lower(email)`].map(
+        (column) => sql`
+          SELECT 1 FROM accounts
+           WHERE tenant_id = ${p.tenantId}::uuid AND ${column} = ${p[name]}::text AND deleted_at IS NULL
+             AND (role = 'admin' OR (managed_by = 'manual' AND external_id IS NULL AND ${adoptable[name]}::boolean))`,
+      ),
+    );
+    return sql<AccountResource>`${preparedOn('accounts')}
+      WITH claimed AS (${sql.join(arms, sql` UNION ALL `)}
+        UNION ALL
+        SELECT 1 FROM accounts
+         WHERE tenant_id = ${p.tenantId}::uuid AND external_id = ${p.external_id}::text AND deleted_at IS NULL
+           AND managed_by = 'manual' AND role <> 'admin'
+      ), created AS (
+        INSERT INTO accounts (tenant_id, managed_by, user_name, external_id, email, given_name, family_name, display_name, school_id, grade, active, role, scim)
+        SELECT ${p.tenantId}::uuid, 'sync', ${p.user_name}::text, ${p.external_id}::text, ${p.email}::text, ${p.given_name}::text,
+               ${p.family_name}::text, ${p.display_name}::text, ${p.school_id}::text, ${p.grade}::text, ${p.active}::boolean,
+               ${p.role}::text, ${p.scim}::jsonb
+         WHERE NOT EXISTS (SELECT 1 FROM claimed)
+        RETURNING tenant_id, ${RESOURCE_COLUMNS}
+      ), audited AS (
+        INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
+        SELECT tenant_id, 'create', 'user', id, user_name, 'success', ${p.credentialId}::uuid, ${p.requestId}::text, jsonb_build_object('role', role)
+          FROM created
+      )
+      SELECT ${RESOURCE_COLUMNS} FROM created`;
+});
 
 /**
  * A change read without a lock, written in one statement with its audit
@@ -148,34 +178,22 @@ export async function updateAccountAtVersion(
   addresses: readonly string[],
   audit: AuditEvent | undefined,
 ): Promise<AccountResource | undefined> {
-  // Rule 3 per index and address (see checkedAddresses).
-  const admins = checkedAddresses(addresses).flatMap((address) =>
-    [sql`lower(user_name)`, sql`lower(email)`].map(
-      (column) => sql`
-           AND NOT EXISTS (
-             SELECT 1 FROM accounts
-              WHERE tenant_id = ${tenantId}::uuid AND ${column} = ${address}::text AND deleted_at IS NULL
-                AND role = 'admin' AND id <> ${id}::uuid)`,
-    ),
-  );
+  const [address0 = null, address1 = null] = addresses;
   let row: AccountResource | undefined;
   try {
-    const result = await sql<AccountResource>`${preparedOn('accounts')}
-      WITH updated AS (
-        UPDATE accounts
-           SET user_name = ${values.user_name}::text, external_id = ${values.external_id}::text, email = ${values.email}::text,
-               given_name = ${values.given_name}::text, family_name = ${values.family_name}::text, display_name = ${values.display_name}::text,
-               school_id = ${values.school_id}::text, grade = ${values.grade}::text, active = ${values.active}::boolean, role = ${values.role}::text,
-               scim = ${JSON.stringify(values.scim)}::jsonb, version = version + 1, updated_at = clock_timestamp()
-         WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid AND version = ${version}::integer${sql.join(admins, sql``)}
-        RETURNING tenant_id, ${RESOURCE_COLUMNS}
-      ), audited AS (
-        INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
-        SELECT tenant_id, ${audit?.action ?? 'update'}::text, 'user', id, user_name, 'success', ${audit?.credentialId ?? null}::uuid,
-               ${audit?.requestId ?? null}::text, ${JSON.stringify(audit?.details ?? {})}::jsonb
-          FROM updated WHERE ${audit !== undefined}::boolean
-      )
-      SELECT ${RESOURCE_COLUMNS} FROM updated`.execute(db);
+    const result = await updateAtVersion[addressCount(addresses)](db, {
+      tenantId,
+      id,
+      version,
+      ...valueParams(values),
+      address0,
+      address1,
+      audited: audit !== undefined,
+      action: audit?.action ?? 'update',
+      credentialId: audit?.credentialId ?? null,
+      requestId: audit?.requestId ?? null,
+      details: JSON.stringify(audit?.details ?? {}),
+    });
     row = result.rows[0];
   } catch (error) {
     return uniqueness(error, values.user_name);
@@ -184,34 +202,89 @@ export async function updateAccountAtVersion(
   return row;
 }
 
+type UpdateParams = ValueParams & {
+  tenantId: string;
+  id: string;
+  version: number;
+  address0: string | null;
+  address1: string | null;
+  audited: boolean;
+  action: string;
+  credentialId: string | null;
+  requestId: string | null;
+  details: string;
+};
+
+const updateAtVersion = perAddressCount<UpdateParams, AccountResource>((names) => (p) => {
+    // Rule 3 per index and address (see addressCount).
+    const admins: RawBuilder<unknown>[] = names.flatMap((name) =>
+      [sql`lower(user_name)`, sql`lower(email)`].map(
+        (column) => sql`
+           AND NOT EXISTS (
+             SELECT 1 FROM accounts
+              WHERE tenant_id = ${p.tenantId}::uuid AND ${column} = ${p[name]}::text AND deleted_at IS NULL
+                AND role = 'admin' AND id <> ${p.id}::uuid)`,
+      ),
+    );
+    return sql<AccountResource>`${preparedOn('accounts')}
+      WITH updated AS (
+        UPDATE accounts
+           SET user_name = ${p.user_name}::text, external_id = ${p.external_id}::text, email = ${p.email}::text,
+               given_name = ${p.given_name}::text, family_name = ${p.family_name}::text, display_name = ${p.display_name}::text,
+               school_id = ${p.school_id}::text, grade = ${p.grade}::text, active = ${p.active}::boolean, role = ${p.role}::text,
+               scim = ${p.scim}::jsonb, version = version + 1, updated_at = clock_timestamp()
+         WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid AND version = ${p.version}::integer${sql.join(admins, sql``)}
+        RETURNING tenant_id, ${RESOURCE_COLUMNS}
+      ), audited AS (
+        INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
+        SELECT tenant_id, ${p.action}::text, 'user', id, user_name, 'success', ${p.credentialId}::uuid,
+               ${p.requestId}::text, ${p.details}::jsonb
+          FROM updated WHERE ${p.audited}::boolean
+      )
+      SELECT ${RESOURCE_COLUMNS} FROM updated`;
+});
+
 /**
  * Rule 7 in one statement with its audit event: the live synced account
  * leaves SCIM and the portal's view, its memberships go. False when there is
  * no such account.
  */
 export async function deleteSyncedAccountNow(db: Executor, tenantId: string, id: string, actor: Actor): Promise<boolean> {
-  const result = await sql<{ id: string; user_name: string }>`${preparedOn('accounts', 'class_memberships')}
-    WITH deleted AS (
-      UPDATE accounts SET deleted_at = clock_timestamp(), version = version + 1, updated_at = clock_timestamp()
-       WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid AND managed_by = 'sync' AND ${LIVE_BY_ID}
-      RETURNING tenant_id, id, user_name
-    ), memberships AS (
-      DELETE FROM class_memberships m USING deleted d WHERE m.tenant_id = d.tenant_id AND m.account_id = d.id
-    ), audited AS (
-      INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
-      SELECT tenant_id, 'delete', 'user', id, user_name, 'success', ${actor.credentialId}::uuid, ${actor.requestId}::text, '{}'::jsonb FROM deleted
-    )
-    SELECT id, user_name FROM deleted`.execute(db);
+  const result = await deleteNow(db, { tenantId, id, ...actor });
   const row = result.rows[0];
   if (!row) return false;
   auditRecorded(db, { tenantId, action: 'delete', objectType: 'user', objectId: row.id, objectRef: row.user_name, outcome: 'success', ...actor });
   return true;
 }
 
+const deleteNow = fixedStatement<Actor & { tenantId: string; id: string }, { id: string; user_name: string }>(
+  (p) => sql`${preparedOn('accounts', 'class_memberships')}
+    WITH deleted AS (
+      UPDATE accounts SET deleted_at = clock_timestamp(), version = version + 1, updated_at = clock_timestamp()
+       WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid AND managed_by = 'sync' AND ${LIVE_BY_ID}
+      RETURNING tenant_id, id, user_name
+    ), memberships AS (
+      DELETE FROM class_memberships m USING deleted d WHERE m.tenant_id = d.tenant_id AND m.account_id = d.id
+    ), audited AS (
+      INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
+      SELECT tenant_id, 'delete', 'user', id, user_name, 'success', ${p.credentialId}::uuid, ${p.requestId}::text, '{}'::jsonb FROM deleted
+    )
+    SELECT id, user_name FROM deleted`,
+);
+
+/** The read by id, plain or locked (FOR UPDATE). */
+function findById(lock: RawBuilder<unknown>) {
+  return fixedStatement<{ tenantId: string; id: string }, AccountResource & Pick<AccountRow, 'managed_by' | 'deleted_at'>>(
+    (p) => sql`${preparedOn('accounts')}
+    SELECT ${RESOURCE_COLUMNS}, managed_by, deleted_at FROM accounts WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid ${lock}`,
+  );
+}
+const findPlainById = findById(sql``);
+const findLockedById = findById(sql`FOR UPDATE`);
+
 /** A synced, live account by id. The row is read by primary key alone (see LIVE_BY_ID) and checked here. */
 export async function findSyncedAccount(db: Executor, tenantId: string, id: string, forUpdate = false): Promise<AccountResource | undefined> {
-  const { rows } = await sql<AccountResource & Pick<AccountRow, 'managed_by' | 'deleted_at'>>`${preparedOn('accounts')}
-    SELECT ${RESOURCE_COLUMNS}, managed_by, deleted_at FROM accounts WHERE tenant_id = ${tenantId}::uuid AND id = ${id}::uuid ${forUpdate ? sql`FOR UPDATE` : sql``}`.execute(db);
+  const { rows } = await (forUpdate ? findLockedById : findPlainById)(db, { tenantId, id });
   const row = rows[0];
   if (!row || row.managed_by !== 'sync' || row.deleted_at !== null) return undefined;
   const { managed_by: _managedBy, deleted_at: _deletedAt, ...resource } = row;
@@ -301,12 +374,14 @@ export async function lookupSyncedAccounts(
   lookup: ColumnLookup<'user_name' | 'external_id'>,
   limit: number,
 ): Promise<Page<AccountResource>> {
-  const { rows } = await sql<AccountResource & { total_count: string }>`${preparedOn('accounts')}
-    SELECT ${RESOURCE_COLUMNS}, count(*) OVER () AS total_count FROM accounts
-     WHERE tenant_id = ${tenantId}::uuid AND managed_by = 'sync' AND deleted_at IS NULL AND ${lookupCondition(lookup)}
-     ORDER BY id LIMIT ${limit}::integer`.execute(db);
+  const { rows } = await accountLookup(lookup)(db, { tenantId, value: lookup.value, limit });
   return firstPage(rows);
 }
+
+const accountLookup = statementPerLookup((lookup, p: LookupParams) => sql<AccountResource & { total_count: string }>`${preparedOn('accounts')}
+    SELECT ${RESOURCE_COLUMNS}, count(*) OVER () AS total_count FROM accounts
+     WHERE tenant_id = ${p.tenantId}::uuid AND managed_by = 'sync' AND deleted_at IS NULL AND ${lookupCondition(lookup, p.value)}
+     ORDER BY id LIMIT ${p.limit}::integer`);
 
 /** Rule 3: an admin account of the tenant that has one of these addresses as userName or e-mail. */
 export async function findAdminCollision(db: Executor, tenantId: string, addresses: readonly string[], exceptId?: string): Promise<AccountRow | undefined> {

@@ -1,15 +1,14 @@
 // Queries on classes and class memberships. SCIM sees synced classes only;
 // member changes are set operations in SQL that never read the member list.
-import { sql, type Expression, type Selectable, type SqlBool, type Transaction } from 'kysely';
+import { sql, type Expression, type Selectable, type SqlBool } from 'kysely';
 import { conflict } from '../errors.js';
 import { LIVE_BY_ID, type Actor } from './accounts.js';
 import { auditRecorded } from './audit.js';
-import { preparedOn, type ClassesTable, type Database, type Db, type JsonObject } from './database.js';
+import { fixedStatement, preparedOn, type ClassesTable, type Executor, type JsonObject } from './database.js';
 import { isUniqueViolation } from './errors.js';
-import { firstPage, lookupCondition, readPage, type ColumnLookup, type Page } from './paging.js';
+import { firstPage, lookupCondition, readPage, statementPerLookup, type ColumnLookup, type LookupParams, type Page } from './paging.js';
 
 export type ClassRow = Selectable<ClassesTable>;
-type Executor = Db | Transaction<Database>;
 
 export interface ClassValues {
   display_name: string;
@@ -53,19 +52,7 @@ export async function insertSyncedClass(db: Executor, tenantId: string, values: 
 export async function insertUnclaimedClass(db: Executor, tenantId: string, values: ClassValues, actor: Actor): Promise<ClassRow | undefined> {
   let row: ClassRow | undefined;
   try {
-    const result = await sql<ClassRow>`${preparedOn('classes')}
-      WITH created AS (
-        INSERT INTO classes (tenant_id, managed_by, display_name, external_id, school_id, scim)
-        SELECT ${tenantId}::uuid, 'sync', ${values.display_name}::text, ${values.external_id}::text, ${values.school_id}::text, ${JSON.stringify(values.scim)}::jsonb
-         WHERE NOT EXISTS (
-           SELECT 1 FROM classes WHERE tenant_id = ${tenantId}::uuid AND external_id = ${values.external_id}::text AND managed_by = 'manual')
-        RETURNING ${CLASS_COLUMNS}
-      ), audited AS (
-        INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
-        SELECT tenant_id, 'create', 'group', id, display_name, 'success', ${actor.credentialId}::uuid, ${actor.requestId}::text, '{"membersAdded": 0}'::jsonb
-          FROM created
-      )
-      SELECT ${CLASS_COLUMNS} FROM created`.execute(db);
+    const result = await insertUnclaimed(db, { tenantId, ...values, scim: JSON.stringify(values.scim), ...actor });
     row = result.rows[0];
   } catch (error) {
     return uniqueness(error, values);
@@ -75,6 +62,22 @@ export async function insertUnclaimedClass(db: Executor, tenantId: string, value
   }
   return row;
 }
+
+const insertUnclaimed = fixedStatement<Omit<ClassValues, 'scim'> & Actor & { tenantId: string; scim: string }, ClassRow>(
+  (p) => sql`${preparedOn('classes')}
+      WITH created AS (
+        INSERT INTO classes (tenant_id, managed_by, display_name, external_id, school_id, scim)
+        SELECT ${p.tenantId}::uuid, 'sync', ${p.display_name}::text, ${p.external_id}::text, ${p.school_id}::text, ${p.scim}::jsonb
+         WHERE NOT EXISTS (
+           SELECT 1 FROM classes WHERE tenant_id = ${p.tenantId}::uuid AND external_id = ${p.external_id}::text AND managed_by = 'manual')
+        RETURNING ${CLASS_COLUMNS}
+      ), audited AS (
+        INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
+        SELECT tenant_id, 'create', 'group', id, display_name, 'success', ${p.credentialId}::uuid, ${p.requestId}::text, '{"membersAdded": 0}'::jsonb
+          FROM created
+      )
+      SELECT ${CLASS_COLUMNS} FROM created`,
+);
 
 export async function findSyncedClass(db: Executor, tenantId: string, id: string, forUpdate = false): Promise<ClassRow | undefined> {
   let query = db
@@ -139,12 +142,14 @@ export async function lookupSyncedClasses(
   lookup: ColumnLookup<'display_name' | 'external_id'>,
   limit: number,
 ): Promise<Page<ClassRow>> {
-  const { rows } = await sql<ClassRow & { total_count: string }>`${preparedOn('classes')}
-    SELECT ${CLASS_COLUMNS}, count(*) OVER () AS total_count FROM classes
-     WHERE tenant_id = ${tenantId}::uuid AND managed_by = 'sync' AND ${lookupCondition(lookup)}
-     ORDER BY id LIMIT ${limit}::integer`.execute(db);
+  const { rows } = await classLookup(lookup)(db, { tenantId, value: lookup.value, limit });
   return firstPage(rows);
 }
+
+const classLookup = statementPerLookup((lookup, p: LookupParams) => sql<ClassRow & { total_count: string }>`${preparedOn('classes')}
+    SELECT ${CLASS_COLUMNS}, count(*) OVER () AS total_count FROM classes
+     WHERE tenant_id = ${p.tenantId}::uuid AND managed_by = 'sync' AND ${lookupCondition(lookup, p.value)}
+     ORDER BY id LIMIT ${p.limit}::integer`);
 
 /** A page of synced classes matching the filter, with the exact total. */
 export async function listSyncedClasses(db: Executor, tenantId: string, q: ClassListQuery): Promise<Page<ClassRow>> {
@@ -222,30 +227,7 @@ export async function addSyncedMembersNow(
 ): Promise<number | undefined> {
   let result;
   try {
-    result = await sql<{ ok: boolean; added: string; display_name: string | null }>`${preparedOn('classes', 'accounts', 'class_memberships')}
-      WITH class AS (
-        SELECT id FROM classes WHERE tenant_id = ${tenantId}::uuid AND id = ${classId}::uuid AND managed_by = 'sync'
-      ), valid AS (
-        SELECT id FROM accounts
-         WHERE tenant_id = ${tenantId}::uuid AND id = ANY(${[...accountIds]}::uuid[]) AND managed_by = 'sync' AND ${LIVE_BY_ID}
-      ), checked AS (
-        SELECT EXISTS (SELECT 1 FROM class) AND (SELECT count(*) FROM valid) = ${accountIds.length}::integer AS ok
-      ), added AS (
-        INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
-        SELECT ${tenantId}::uuid, ${classId}::uuid, id, true FROM valid WHERE (SELECT ok FROM checked)
-        ON CONFLICT (tenant_id, class_id, account_id) DO UPDATE SET synced = true WHERE NOT class_memberships.synced
-        RETURNING account_id
-      ), bumped AS (
-        UPDATE classes SET version = version + 1, updated_at = clock_timestamp()
-         WHERE tenant_id = ${tenantId}::uuid AND id = ${classId}::uuid AND EXISTS (SELECT 1 FROM added)
-        RETURNING tenant_id, id, display_name
-      ), audited AS (
-        INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
-        SELECT tenant_id, 'update', 'group', id, display_name, 'success', ${actor.credentialId}::uuid, ${actor.requestId}::text,
-               jsonb_build_object('changed', jsonb_build_array('members'), 'memberChanges', (SELECT count(*) FROM added))
-          FROM bumped
-      )
-      SELECT (SELECT ok FROM checked) AS ok, (SELECT count(*) FROM added) AS added, (SELECT display_name FROM bumped) AS display_name`.execute(db);
+    result = await addMembersNow(db, { tenantId, classId, accountIds: [...accountIds], count: accountIds.length, ...actor });
   } catch (error) {
     // The class went away after this statement's snapshot: the full path says 404.
     if ((error as { code?: unknown }).code === '23503') return undefined;
@@ -268,6 +250,33 @@ export async function addSyncedMembersNow(
   }
   return added;
 }
+
+const addMembersNow = fixedStatement<Actor & { tenantId: string; classId: string; accountIds: string[]; count: number }, { ok: boolean; added: string; display_name: string | null }>(
+  (p) => sql`${preparedOn('classes', 'accounts', 'class_memberships')}
+      WITH class AS (
+        SELECT id FROM classes WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.classId}::uuid AND managed_by = 'sync'
+      ), valid AS (
+        SELECT id FROM accounts
+         WHERE tenant_id = ${p.tenantId}::uuid AND id = ANY(${p.accountIds}::uuid[]) AND managed_by = 'sync' AND ${LIVE_BY_ID}
+      ), checked AS (
+        SELECT EXISTS (SELECT 1 FROM class) AND (SELECT count(*) FROM valid) = ${p.count}::integer AS ok
+      ), added AS (
+        INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
+        SELECT ${p.tenantId}::uuid, ${p.classId}::uuid, id, true FROM valid WHERE (SELECT ok FROM checked)
+        ON CONFLICT (tenant_id, class_id, account_id) DO UPDATE SET synced = true WHERE NOT class_memberships.synced
+        RETURNING account_id
+      ), bumped AS (
+        UPDATE classes SET version = version + 1, updated_at = clock_timestamp()
+         WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.classId}::uuid AND EXISTS (SELECT 1 FROM added)
+        RETURNING tenant_id, id, display_name
+      ), audited AS (
+        INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
+        SELECT tenant_id, 'update', 'group', id, display_name, 'success', ${p.credentialId}::uuid, ${p.requestId}::text,
+               jsonb_build_object('changed', jsonb_build_array('members'), 'memberChanges', (SELECT count(*) FROM added))
+          FROM bumped
+      )
+      SELECT (SELECT ok FROM checked) AS ok, (SELECT count(*) FROM added) AS added, (SELECT display_name FROM bumped) AS display_name`,
+);
 
 /** Removes synced memberships; a member also added by hand in the portal stays (rule 5). */
 export async function removeSyncedMembers(db: Executor, tenantId: string, classId: string, accountIds: readonly string[] | 'all'): Promise<number> {

@@ -3,6 +3,7 @@
 // cost a single query. Only an empty page past the first, or count=0, needs a
 // separate count.
 import { sql, type RawBuilder } from 'kysely';
+import { fixedStatement } from './database.js';
 
 export interface Page<R> {
   rows: R[];
@@ -37,8 +38,25 @@ export interface ColumnLookup<C extends string> {
 }
 
 /** The condition of a one-column lookup, as filterToSql writes it: lower() on both sides unless the attribute is caseExact. */
-export function lookupCondition(lookup: ColumnLookup<string>): RawBuilder<boolean> {
-  return lookup.caseExact
-    ? sql<boolean>`${sql.ref(lookup.column)} = ${lookup.value}::text`
-    : sql<boolean>`lower(${sql.ref(lookup.column)}) = lower(${lookup.value}::text)`;
+export function lookupCondition(lookup: Omit<ColumnLookup<string>, 'value'>, value: unknown): RawBuilder<boolean> {
+  return lookup.caseExact ? sql<boolean>`${sql.ref(lookup.column)} = ${value}::text` : sql<boolean>`lower(${sql.ref(lookup.column)}) = lower(${value}::text)`;
+}
+
+/** The values of a lookup statement. */
+export type LookupParams = { tenantId: string; value: string; limit: number };
+
+/** A fixed statement (see fixedStatement) per column and case rule of a lookup, made at its first use. */
+export function statementPerLookup<C extends string, R>(
+  build: (lookup: Omit<ColumnLookup<C>, 'value'>, p: LookupParams) => RawBuilder<R>,
+): (lookup: ColumnLookup<C>) => ReturnType<typeof fixedStatement<LookupParams, R>> {
+  const statements = new Map<string, ReturnType<typeof fixedStatement<LookupParams, R>>>();
+  return ({ column, caseExact }) => {
+    const key = `${column} ${caseExact}`;
+    let statement = statements.get(key);
+    if (statement === undefined) {
+      statement = fixedStatement<LookupParams, R>((p) => build({ column, caseExact }, p));
+      statements.set(key, statement);
+    }
+    return statement;
+  };
 }
