@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import t, { type Test } from 'tap';
-import { analyzedTables, createDb, preparedOn, type Database } from '../src/db/database.js';
+import { analyzedTables, createDb, fixedStatement, preparedOn, type Database } from '../src/db/database.js';
 import { testDatabase } from './helpers/database.js';
 
 /** Runs the marked statements on one connection; the statements then prepared on it. */
@@ -74,4 +74,21 @@ t.test('a role that may not analyze the tables leaves that to autovacuum, and st
   t.equal(stats.rows[0]?.n, 0, 'accounts has no statistics');
   const prepared = await preparedAfter(writer.db, (c) => runMarked(t, c));
   t.same(prepared, [], 'nothing is prepared');
+});
+
+t.test('a fixed statement is compiled once and binds each run its own values, a transaction too', async (t) => {
+  const database = await testDatabase(t, { migrated: false });
+  let builds = 0;
+  const sum = fixedStatement<{ a: number; b: number; label: string }, { total: number; label: string; again: string }>((p) => {
+    builds++;
+    return sql`SELECT ${p.a}::integer + ${p.b}::integer AS total, ${p.label}::text AS label, ${p.label}::text AS again`;
+  });
+  t.same((await sum(database.db, { a: 1, b: 2, label: 'one' })).rows, [{ total: 3, label: 'one', again: 'one' }]);
+  t.same((await sum(database.db, { a: 40, b: 2, label: 'two' })).rows, [{ total: 42, label: 'two', again: 'two' }]);
+  const inTransaction = await database.db.transaction().execute((trx) => sum(trx, { a: 5, b: 5, label: 'three' }));
+  t.same(inTransaction.rows, [{ total: 10, label: 'three', again: 'three' }]);
+  t.equal(builds, 1, 'the template was built and compiled once');
+
+  const withValue = fixedStatement<{ a: number }, { n: number }>((p) => sql`SELECT ${p.a}::integer + ${1}::integer AS n`);
+  await t.rejects(withValue(database.db, { a: 1 }), /takes every value as a parameter/, 'a value that is not a parameter is refused');
 });

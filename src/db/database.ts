@@ -156,7 +156,7 @@ class Parameter {
  */
 export function fixedStatement<P extends object, R>(build: (p: P) => RawBuilder<R>): (db: Executor, params: P) => Promise<QueryResult<R>> {
   let compiled: { sql: string; names: string[] } | undefined;
-  return (db, params) => {
+  return async (db, params) => {
     if (compiled === undefined) {
       const standIns = new Proxy({}, { get: (_target, name) => new Parameter(String(name)) }) as P;
       const query = build(standIns).compile(db);
