@@ -26,9 +26,28 @@ function lookup(mapping: Readonly<Record<string, string>>, value: unknown): Sync
   return role !== undefined && SYNC_ROLES.has(role) ? (role as SyncRole) : undefined;
 }
 
-export function resolveRole(resource: Record<string, unknown>, tenantMapping: Readonly<Record<string, string>> = {}): SyncRole {
-  const mapping: Record<string, string> = { ...DEFAULT_ROLE_MAPPING };
-  for (const [k, v] of Object.entries(tenantMapping)) mapping[k.toLowerCase()] = v;
+/**
+ * The defaults with a tenant's mapping over them, made once per mapping
+ * object: a tenant's settings are read once per credential check and shared
+ * by its requests, and every create and change resolves a role.
+ */
+const mergedMappings = new WeakMap<Readonly<Record<string, string>>, Readonly<Record<string, string>>>();
+
+function merged(tenantMapping: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
+  let mapping = mergedMappings.get(tenantMapping);
+  if (mapping === undefined) {
+    const built: Record<string, string> = { ...DEFAULT_ROLE_MAPPING };
+    for (const [k, v] of Object.entries(tenantMapping)) built[k.toLowerCase()] = v;
+    mapping = built;
+    mergedMappings.set(tenantMapping, mapping);
+  }
+  return mapping;
+}
+
+const NO_MAPPING: Readonly<Record<string, string>> = {};
+
+export function resolveRole(resource: Record<string, unknown>, tenantMapping: Readonly<Record<string, string>> = NO_MAPPING): SyncRole {
+  const mapping = merged(tenantMapping);
 
   const roles = Array.isArray(resource.roles) ? (resource.roles as { value?: unknown; primary?: unknown }[]) : [];
   const ordered = [...roles.filter((r) => r.primary === true), ...roles.filter((r) => r.primary !== true)];
