@@ -472,10 +472,14 @@ async function postgresCpu(): Promise<number> {
   return ticks * 10_000; // USER_HZ is 100 on Linux
 }
 
+/** Runs ANALYZE when it is due (see main); called only between measurements. */
+let analyzeIfDue = async (): Promise<void> => undefined;
+
 /** Probes of each side's server CPU, set once the servers run. */
 let cpuProbes: { scim: () => Promise<number>; reference: () => Promise<number> } | undefined;
 
 async function measuredCpu(server: () => Promise<number>, work: () => Promise<Measured>): Promise<[Measured, Cpu | undefined]> {
+  await analyzeIfDue();
   if (!cpuProbes) return [await work(), undefined];
   const [s0, p0] = [await server(), await postgresCpu()];
   const measured = await work();
@@ -524,10 +528,57 @@ async function measure(name: string, scim: () => Promise<Measured>, reference: (
   const [referenceMeasured, referenceCpu] = await measuredCpu(() => cpuProbes?.reference() ?? Promise.resolve(NaN), reference);
   const row: Row = { name, scim: scimMeasured, reference: referenceMeasured, ...(scimCpu && referenceCpu ? { cpu: { scim: scimCpu, reference: referenceCpu } } : {}) };
   rows.push(row);
+  logRow(row);
+  return row;
+}
+
+function logRow(row: Row): void {
   const s = stats(row.scim);
   const r = stats(row.reference);
-  log(`${name}: ${fmt(s.rps, 0)} req/s (reference ${fmt(r.rps, 0)}), p99 ${fmt(s.p99)} ms (reference ${fmt(r.p99)})`);
+  log(`${row.name}: ${fmt(s.rps, 0)} req/s (reference ${fmt(r.rps, 0)}), p99 ${fmt(s.p99)} ms (reference ${fmt(r.p99)})`);
   for (const failure of [...row.scim.failures, ...row.reference.failures]) log(`  failure: ${failure}`);
+}
+
+/** How many turns a measurement in turns takes (see measureInTurns). */
+const TURNS = 6;
+
+type Task = (i: number) => Promise<Reply[]>;
+
+/**
+ * Requests 0..n-1 of an operation on both servers, in turns: a sixth on the
+ * SCIM server, the same sixth on the reference, and so on. This machine's
+ * speed drifts by tens of percent over seconds; in turns, a drift falls on
+ * both sides instead of on whichever ran second.
+ */
+async function measureInTurns(name: string, n: number, scim: Task, reference: Task): Promise<Row> {
+  const sides = [scim, reference].map((task) => ({
+    task,
+    measured: { count: 0, errors: 0, wallMs: 0, latencies: [] as number[], failures: [] as string[] } satisfies Measured,
+    cpu: { server: 0, postgres: 0 },
+  }));
+  const probes = [() => cpuProbes?.scim() ?? Promise.resolve(NaN), () => cpuProbes?.reference() ?? Promise.resolve(NaN)];
+  for (let turn = 0; turn < TURNS; turn++) {
+    const from = Math.floor((turn * n) / TURNS);
+    const to = Math.floor(((turn + 1) * n) / TURNS);
+    for (const [k, side] of sides.entries()) {
+      const [m, cpu] = await measuredCpu(probes[k] ?? (() => Promise.resolve(NaN)), () => run(to - from, sizes.concurrency, (j) => side.task(from + j)));
+      side.measured.count += m.count;
+      side.measured.errors += m.errors;
+      side.measured.wallMs += m.wallMs;
+      side.measured.latencies.push(...m.latencies);
+      side.measured.failures.push(...m.failures.slice(0, 5 - side.measured.failures.length));
+      side.cpu.server += (cpu?.server ?? NaN) * m.count;
+      side.cpu.postgres += (cpu?.postgres ?? NaN) * m.count;
+    }
+  }
+  const [s, r] = sides.map(({ measured, cpu }) => ({
+    measured,
+    cpu: { server: cpu.server / Math.max(1, measured.count), postgres: cpu.postgres / Math.max(1, measured.count) },
+  }));
+  if (!s || !r) throw new Error('two sides');
+  const row: Row = { name, scim: s.measured, reference: r.measured, ...(cpuProbes ? { cpu: { scim: s.cpu, reference: r.cpu } } : {}) };
+  rows.push(row);
+  logRow(row);
   return row;
 }
 
@@ -594,18 +645,21 @@ async function main(): Promise<void> {
   const databaseUrl = url.toString();
   const { db, pool } = createDb(databaseUrl, { poolSize: 4, statementTimeoutMs: 600_000 });
   const servers: Server[] = [];
-  let analyzer: NodeJS.Timeout | undefined;
   try {
     await migrateToLatest(db);
     await createReferenceSchema(pool);
     // PostgreSQL analyzes a growing table by itself (autovacuum, every minute
     // by default). Where a server has that turned off, the benchmark does it
-    // at the same pace, so plans rest on statistics as they would in production.
+    // at the same pace, so plans rest on statistics as they would in
+    // production: between measurements, where its own CPU falls on neither side.
     const autovacuum = (await pool.query<{ autovacuum: string }>('SHOW autovacuum')).rows[0]?.autovacuum === 'on';
     if (!autovacuum) {
-      analyzer = setInterval(() => {
-        pool.query('ANALYZE').catch((error: unknown) => log(`ANALYZE failed: ${String(error)}`));
-      }, 60_000);
+      let analyzedAt = performance.now();
+      analyzeIfDue = async () => {
+        if (performance.now() - analyzedAt < 60_000) return;
+        await pool.query('ANALYZE').catch((error: unknown) => log(`ANALYZE failed: ${String(error)}`));
+        analyzedAt = performance.now();
+      };
     }
     const secret = randomBytes(32).toString('hex');
     const config = loadConfig({ JWT_SECRET: secret });
@@ -662,30 +716,30 @@ async function main(): Promise<void> {
     log(`server memory after initial sync: ${await scimServer.memory()}`);
 
     // (1)-(3), (6): users, on the tenant the sync filled.
+    // Each measured in turns (measureInTurns).
     const created: [string[], string[]] = [[], []];
-    const createUsers = (side: Side, into: string[]) =>
-      run(n, c, async (i) => {
-        const made = await side.createUser('p', i);
-        into[i] = made.id;
-        return [made.reply];
-      });
-    const post = await measure('POST /Users', () => createUsers(scim, created[0]), () => createUsers(reference, created[1]));
-    const lookupUser = (side: Side) => run(n, c, async (i) => [check(await side.findUser(userName('s', spread(i, sizes.users))), 1, 'userName lookup')]);
-    const get = await measure('GET /Users?filter=userName eq', () => lookupUser(scim), () => lookupUser(reference));
-    const lookupEmail = (side: Side) => run(n, c, async (i) => [check(await side.findUserByEmail(userName('s', spread(i, sizes.users))), 1, 'e-mail lookup')]);
-    await measure('GET /Users?filter=emails[type eq "work"].value eq', () => lookupEmail(scim), () => lookupEmail(reference));
-    const patchUsers = (side: Side, ids: string[]) => run(n, c, async (i) => [await side.patchUser(ids[i] ?? '', i)]);
-    const patchRow = await measure('PATCH /Users (3 Replace)', () => patchUsers(scim, created[0]), () => patchUsers(reference, created[1]));
-    const deleteUsers = (side: Side, ids: string[]) => run(n, c, async (i) => [await side.deleteUser(ids[i] ?? '')]);
-    const del = await measure('DELETE /Users', () => deleteUsers(scim, created[0]), () => deleteUsers(reference, created[1]));
+    const createUser = (side: Side, into: string[]) => async (i: number) => {
+      const made = await side.createUser('p', i);
+      into[i] = made.id;
+      return [made.reply];
+    };
+    const post = await measureInTurns('POST /Users', n, createUser(scim, created[0]), createUser(reference, created[1]));
+    const lookupUser = (side: Side) => async (i: number) => [check(await side.findUser(userName('s', spread(i, sizes.users))), 1, 'userName lookup')];
+    const get = await measureInTurns('GET /Users?filter=userName eq', n, lookupUser(scim), lookupUser(reference));
+    const lookupEmail = (side: Side) => async (i: number) => [check(await side.findUserByEmail(userName('s', spread(i, sizes.users))), 1, 'e-mail lookup')];
+    await measureInTurns('GET /Users?filter=emails[type eq "work"].value eq', n, lookupEmail(scim), lookupEmail(reference));
+    const patchUser = (side: Side, ids: string[]) => async (i: number) => [await side.patchUser(ids[i] ?? '', i)];
+    const patchRow = await measureInTurns('PATCH /Users (3 Replace)', n, patchUser(scim, created[0]), patchUser(reference, created[1]));
+    const deleteUser = (side: Side, ids: string[]) => async (i: number) => [await side.deleteUser(ids[i] ?? '')];
+    const del = await measureInTurns('DELETE /Users', n, deleteUser(scim, created[0]), deleteUser(reference, created[1]));
 
     // (5) Class lookups, Entra's before every class change, and a full read.
-    const lookupClass = (side: Side) => run(n, c, async (i) => [check(await side.findClass(`Class ${spread(i, Math.max(1, sizes.classes))}`), 1, 'class lookup')]);
-    const classLookup = sizes.classes > 0 ? await measure('GET /Groups?filter=displayName eq (excl. members)', () => lookupClass(scim), () => lookupClass(reference)) : undefined;
+    const lookupClass = (side: Side) => async (i: number) => [check(await side.findClass(`Class ${spread(i, Math.max(1, sizes.classes))}`), 1, 'class lookup')];
+    const classLookup = sizes.classes > 0 ? await measureInTurns('GET /Groups?filter=displayName eq (excl. members)', n, lookupClass(scim), lookupClass(reference)) : undefined;
     const largest = Math.max(0, ...sizes.largeClasses);
     const largeName = `Large class ${largest}`;
-    const lookupLarge = (side: Side) => run(n, c, async () => [check(await side.findClass(largeName), 1, 'large class lookup')]);
-    const largeLookup = largest > 0 ? await measure(`  same, the ${largest}-member class`, () => lookupLarge(scim), () => lookupLarge(reference)) : undefined;
+    const lookupLarge = (side: Side) => async () => [check(await side.findClass(largeName), 1, 'large class lookup')];
+    const largeLookup = largest > 0 ? await measureInTurns(`  same, the ${largest}-member class`, n, lookupLarge(scim), lookupLarge(reference)) : undefined;
     const fullGet = (side: Side, id: string) => run(sizes.fullGets, 1, async () => [check(await side.getClass(id), largest, 'full class')]);
     const full =
       largest > 0
@@ -742,12 +796,9 @@ async function main(): Promise<void> {
       const seedStarted = performance.now();
       await seedScale(pool, sizes.scaleAccounts, sizes.scaleTenants);
       log(`seeded in ${fmt((performance.now() - seedStarted) / 1000)} s`);
-      scaleGet = await measure(`GET /Users?filter=userName eq, +${sizes.scaleAccounts} accounts`, () => lookupUser(scim), () => lookupUser(reference));
-      scalePost = await measure(
-        `POST /Users, +${sizes.scaleAccounts} accounts`,
-        () => run(n, c, async (i) => [(await scim.createUser('q', i)).reply]),
-        () => run(n, c, async (i) => [(await reference.createUser('q', i)).reply]),
-      );
+      scaleGet = await measureInTurns(`GET /Users?filter=userName eq, +${sizes.scaleAccounts} accounts`, n, lookupUser(scim), lookupUser(reference));
+      const createOther = (side: Side) => async (i: number) => [(await side.createUser('q', i)).reply];
+      scalePost = await measureInTurns(`POST /Users, +${sizes.scaleAccounts} accounts`, n, createOther(scim), createOther(reference));
     }
 
     // ------------------------------------------------------------ targets
@@ -790,7 +841,6 @@ async function main(): Promise<void> {
     scimClient.close();
     referenceClient.close();
   } finally {
-    clearInterval(analyzer);
     for (const server of servers) await server.stop().catch(() => undefined);
     await db.destroy();
     await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
