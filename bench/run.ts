@@ -4,7 +4,9 @@
 // database. Prints req/s, p50 and p99 per operation with the ratio to the
 // reference of the same run, the server's memory, a scale check with a
 // million accounts, and PASS/MISS per target. Only ratios of one run compare:
-// the machine's speed and noise cancel out of them.
+// the machine's speed and noise cancel out of them, the more so as the
+// initial sync, the user operations and the class lookups run in turns of
+// both servers (measureTurns).
 //   npm run bench -- [--quick] [--users 20000] [--scale-accounts 1000000] ...
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
@@ -341,7 +343,6 @@ const check = (found: Found, expected: number, what: string): Reply => {
 // ---------------------------------------------------------------- workloads
 
 interface Sync {
-  measured: Measured;
   /** Wall time of each part: users (lookup and create), classes (lookup and create), members. */
   partsMs: [number, number, number];
   userIds: string[];
@@ -350,59 +351,72 @@ interface Sync {
 
 const chunks = <T>(list: readonly T[], size: number): T[][] => Array.from({ length: Math.ceil(list.length / size) }, (_, i) => list.slice(i * size, (i + 1) * size));
 
+/** 0..n-1 in TURNS ranges [from, to). */
+const turnRanges = (n: number): [number, number][] => Array.from({ length: TURNS }, (_, turn) => [Math.floor((turn * n) / TURNS), Math.floor(((turn + 1) * n) / TURNS)]);
+
 /**
- * Entra's initial cycle: for every user a lookup by userName then a create;
- * for every class a lookup by displayName then a create; then the members in
- * PATCH batches, the batches of one class in order, several classes at once.
+ * Entra's initial cycle as turns (see measureTurns): for every user a lookup
+ * by userName then a create; for every class a lookup by displayName then a
+ * create; then the members in PATCH batches, the batches of one class in
+ * order, several classes at once. Each part in TURNS turns; run in order, the
+ * turns are the whole cycle, and the Sync fills as they run.
  */
-async function initialSync(side: Side): Promise<Sync> {
+function initialSyncTurns(side: Side): { turns: (() => Promise<Measured>)[]; sync: Sync } {
   const c = sizes.concurrency;
-  const started = performance.now();
-  const userIds: string[] = [];
-  const users = await run(sizes.users, c, async (i) => {
-    const lookup = check(await side.findUser(userName('s', i)), 0, 'user lookup');
-    const created = await side.createUser('s', i);
-    userIds[i] = created.id;
-    return [lookup, created.reply];
-  });
-  const classes = [
-    ...sizes.largeClasses.map((size) => ({ name: `Large class ${size}`, members: userIds.slice(0, size) })),
-    ...Array.from({ length: sizes.classes }, (_, i) => ({
-      name: `Class ${i}`,
-      members: Array.from({ length: sizes.classSize }, (_, k) => userIds[(i * sizes.classSize + k) % sizes.users] ?? ''),
-    })),
-  ];
-  const classIds = new Map<string, string>();
-  const created = await run(classes.length, c, async (i) => {
-    const spec = classes[i];
-    if (!spec) return [];
-    const lookup = check(await side.findClass(spec.name), 0, 'class lookup');
-    const made = await side.createClass(spec.name);
-    classIds.set(spec.name, made.id);
-    return [lookup, made.reply];
-  });
-  // Largest classes first, so their sequential batches do not trail at the end.
-  const members = await run(classes.length, c, async (i) => {
-    const spec = classes[i];
-    const id = spec ? classIds.get(spec.name) : undefined;
-    if (!spec || !id) return [];
-    const replies: Reply[] = [];
-    for (const batch of chunks(spec.members, sizes.batch)) replies.push(await side.addMembers(id, batch));
-    return replies;
-  });
-  const parts = [users, created, members];
-  return {
-    measured: {
-      count: parts.reduce((n, m) => n + m.count, 0),
-      errors: parts.reduce((n, m) => n + m.errors, 0),
-      wallMs: performance.now() - started,
-      latencies: parts.flatMap((m) => m.latencies),
-      failures: parts.flatMap((m) => m.failures),
-    },
-    partsMs: [users.wallMs, created.wallMs, members.wallMs],
-    userIds,
-    classIds,
+  const sync: Sync = { partsMs: [0, 0, 0], userIds: [], classIds: new Map() };
+  const part = (k: 0 | 1 | 2, work: () => Promise<Measured>) => async () => {
+    const measured = await work();
+    sync.partsMs[k] += measured.wallMs;
+    return measured;
   };
+  // The classes and their members, once every user has its id.
+  let classList: { name: string; members: string[] }[] | undefined;
+  const classes = () =>
+    (classList ??= [
+      ...sizes.largeClasses.map((size) => ({ name: `Large class ${size}`, members: sync.userIds.slice(0, size) })),
+      ...Array.from({ length: sizes.classes }, (_, i) => ({
+        name: `Class ${i}`,
+        members: Array.from({ length: sizes.classSize }, (_, k) => sync.userIds[(i * sizes.classSize + k) % sizes.users] ?? ''),
+      })),
+    ]);
+  const classCount = sizes.largeClasses.length + sizes.classes;
+  const users = turnRanges(sizes.users).map(([from, to]) =>
+    part(0, () =>
+      run(to - from, c, async (j) => {
+        const i = from + j;
+        const lookup = check(await side.findUser(userName('s', i)), 0, 'user lookup');
+        const created = await side.createUser('s', i);
+        sync.userIds[i] = created.id;
+        return [lookup, created.reply];
+      }),
+    ),
+  );
+  const created = turnRanges(classCount).map(([from, to]) =>
+    part(1, () =>
+      run(to - from, c, async (j) => {
+        const spec = classes()[from + j];
+        if (!spec) return [];
+        const lookup = check(await side.findClass(spec.name), 0, 'class lookup');
+        const made = await side.createClass(spec.name);
+        sync.classIds.set(spec.name, made.id);
+        return [lookup, made.reply];
+      }),
+    ),
+  );
+  // Largest classes first, so their sequential batches do not trail at the end.
+  const members = turnRanges(classCount).map(([from, to]) =>
+    part(2, () =>
+      run(to - from, c, async (j) => {
+        const spec = classes()[from + j];
+        const id = spec ? sync.classIds.get(spec.name) : undefined;
+        if (!spec || !id) return [];
+        const replies: Reply[] = [];
+        for (const batch of chunks(spec.members, sizes.batch)) replies.push(await side.addMembers(id, batch));
+        return replies;
+      }),
+    ),
+  );
+  return { turns: [...users, ...created, ...members], sync };
 }
 
 /**
@@ -546,27 +560,36 @@ type Task = (i: number) => Promise<Reply[]>;
 
 /**
  * Requests 0..n-1 of an operation on both servers, in turns: a sixth on the
- * SCIM server, the same sixth on the reference, and so on. This machine's
- * speed drifts by tens of percent over seconds; in turns, a drift falls on
- * both sides instead of on whichever ran second.
+ * SCIM server, the same sixth on the reference, and so on.
  */
 async function measureInTurns(name: string, n: number, scim: Task, reference: Task): Promise<Row> {
-  const sides = [scim, reference].map((task) => ({
-    task,
+  const c = sizes.concurrency;
+  return measureTurns(
+    name,
+    turnRanges(n).map(([from, to]) => [() => run(to - from, c, (j) => scim(from + j)), () => run(to - from, c, (j) => reference(from + j))] as const),
+  );
+}
+
+/**
+ * A workload cut into turns, each run on the SCIM server and then on the
+ * reference. This machine's speed drifts by tens of percent over seconds; in
+ * turns, a drift falls on both sides instead of on whichever ran second. A
+ * side's figures add up its turns.
+ */
+async function measureTurns(name: string, turns: readonly (readonly [() => Promise<Measured>, () => Promise<Measured>])[]): Promise<Row> {
+  const sides = [0, 1].map(() => ({
     measured: { count: 0, errors: 0, wallMs: 0, latencies: [] as number[], failures: [] as string[] } satisfies Measured,
     cpu: { server: 0, postgres: 0 },
   }));
   const probes = [() => cpuProbes?.scim() ?? Promise.resolve(NaN), () => cpuProbes?.reference() ?? Promise.resolve(NaN)];
-  for (let turn = 0; turn < TURNS; turn++) {
-    const from = Math.floor((turn * n) / TURNS);
-    const to = Math.floor(((turn + 1) * n) / TURNS);
+  for (const turn of turns) {
     for (const [k, side] of sides.entries()) {
-      const [m, cpu] = await measuredCpu(probes[k] ?? (() => Promise.resolve(NaN)), () => run(to - from, sizes.concurrency, (j) => side.task(from + j)));
+      const [m, cpu] = await measuredCpu(probes[k] ?? (() => Promise.resolve(NaN)), turn[k] ?? (() => run(0, 1, async () => [])));
       side.measured.count += m.count;
       side.measured.errors += m.errors;
       side.measured.wallMs += m.wallMs;
       side.measured.latencies.push(...m.latencies);
-      side.measured.failures.push(...m.failures.slice(0, 5 - side.measured.failures.length));
+      side.measured.failures.push(...m.failures.slice(0, Math.max(0, 5 - side.measured.failures.length)));
       side.cpu.server += (cpu?.server ?? NaN) * m.count;
       side.cpu.postgres += (cpu?.postgres ?? NaN) * m.count;
     }
@@ -692,22 +715,12 @@ async function main(): Promise<void> {
 
     // (7) Initial sync first, on an empty tenant, as Entra's first cycle.
     log(`initial sync: ${sizes.users} users, ${sizes.classes} classes of ${sizes.classSize} and classes of ${sizes.largeClasses.join(', ')}`);
-    const syncs: Sync[] = [];
-    const sync = await measure(
+    const [scimPlan, referencePlan] = [initialSyncTurns(scim), initialSyncTurns(reference)];
+    const sync = await measureTurns(
       'initial sync (all requests)',
-      async () => {
-        const s = await initialSync(scim);
-        syncs[0] = s;
-        return s.measured;
-      },
-      async () => {
-        const s = await initialSync(reference);
-        syncs[1] = s;
-        return s.measured;
-      },
+      scimPlan.turns.map((turn, i) => [turn, referencePlan.turns[i] ?? (() => Promise.reject(new Error('the two plans differ')))] as const),
     );
-    const [scimSync, referenceSync] = syncs;
-    if (!scimSync || !referenceSync) throw new Error('initial sync did not finish');
+    const [scimSync, referenceSync] = [scimPlan.sync, referencePlan.sync];
     const rss = await scimServer.rss();
     const referenceRss = await referenceServer.rss();
     log(`initial sync wall: ${fmt(sync.scim.wallMs / 1000)} s (reference ${fmt(sync.reference.wallMs / 1000)} s); RSS ${fmt(rss / 2 ** 20)} MB`);
