@@ -162,7 +162,8 @@ t.test('the direct path and scimmy agree on every generated user PATCH', async (
   let changed = 0;
   await fc.assert(
     fc.asyncProperty(storedUser, message, async (body, operations) => {
-      const current = toScimUser(storedRow(body), 'https://scim.example.test/scim/v2');
+      // As the server hands it over: the resource without meta.
+      const { meta: _meta, ...current } = toScimUser(storedRow(body), 'https://scim.example.test/scim/v2');
       const patch: Json = { schemas: [PATCH_OP], Operations: operations };
       const expected = await outcome(current, patch, true);
       const actual = await outcome(current, patch, false);

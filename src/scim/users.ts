@@ -110,7 +110,7 @@ async function requireAccount(ctx: RequestContext, id: string, forUpdate: boolea
 }
 
 /**
- * The document a PatchOp message makes of the stored one (toScimUser), ready
+ * The document a PatchOp message makes of the stored one (toScimUser, meta aside), ready
  * for fromScimUser, or undefined when it changes nothing. Simple operations
  * take the direct path (simple-patch.ts); the rest go through scimmy, which
  * validates the whole result. `scimmyOnly` is for the test that compares them.
@@ -135,7 +135,7 @@ export async function patchUserDocument(current: Json, body: unknown, options: {
 
 /** The account's values after a PatchOp message, or undefined when it changes nothing. */
 async function patchedValues(ctx: RequestContext, row: AccountResource, body: unknown): Promise<AccountValues | undefined> {
-  const patched = await patchUserDocument(toScimUser(row, ctx.baseUrl), body);
+  const patched = await patchUserDocument(userAttributes(row), body);
   return patched === undefined ? undefined : fromScimUser(patched, ctx.roleMapping);
 }
 
