@@ -419,23 +419,35 @@ function initialSyncTurns(side: Side): { turns: (() => Promise<Measured>)[]; syn
   return { turns: [...users, ...created, ...members], sync };
 }
 
+/** One server's classes and batch for addAtSizes: the class of 100 and the growing one. */
+interface AddAt {
+  side: Side;
+  classIds: readonly [string, string];
+  batch: readonly string[];
+}
+
 /**
  * The cost of adding a batch at a class's size: add it, time it, remove it
- * again. Two classes are measured in turns, so both figures see the same
- * moments of a noisy machine.
+ * again. In every cycle both classes of the SCIM server, then both of the
+ * reference, so all four figures see the same moments of a noisy machine.
+ * Answers [SCIM, reference], each [class of 100, growing class].
  */
-async function addAtSizes(side: Side, classIds: readonly [string, string], batch: readonly string[]): Promise<[Measured, Measured]> {
-  const measured: [Measured, Measured] = [
-    { count: 0, errors: 0, wallMs: 0, latencies: [], failures: [] },
-    { count: 0, errors: 0, wallMs: 0, latencies: [], failures: [] },
+async function addAtSizes(servers: readonly [AddAt, AddAt]): Promise<[[Measured, Measured], [Measured, Measured]]> {
+  const empty = (): Measured => ({ count: 0, errors: 0, wallMs: 0, latencies: [], failures: [] });
+  const measured: [[Measured, Measured], [Measured, Measured]] = [
+    [empty(), empty()],
+    [empty(), empty()],
   ];
   for (let i = 0; i < sizes.cycles; i++) {
-    for (const k of [0, 1] as const) {
-      const added = await side.addMembers(classIds[k], batch);
-      await side.removeMembers(classIds[k], batch);
-      measured[k].latencies.push(added.ms);
-      measured[k].count++;
-      measured[k].wallMs += added.ms;
+    for (const s of [0, 1] as const) {
+      const { side, classIds, batch } = servers[s];
+      for (const k of [0, 1] as const) {
+        const added = await side.addMembers(classIds[k], batch);
+        await side.removeMembers(classIds[k], batch);
+        measured[s][k].latencies.push(added.ms);
+        measured[s][k].count++;
+        measured[s][k].wallMs += added.ms;
+      }
     }
   }
   return measured;
@@ -646,8 +658,11 @@ async function seedScale(pool: pg.Pool, accounts: number, tenants: number): Prom
   }
   await pool.query('ANALYZE accounts');
   await pool.query('ANALYZE reference.accounts');
-  // Write the seed out now, so its checkpoint does not fall into the measurement.
+  // Write the seed out now, so its checkpoint does not fall into the
+  // measurement, and let the kernel write back its dirty pages (gigabytes on
+  // the local server), which slowed both servers' CPU for a while after.
   await pool.query('CHECKPOINT');
+  await promisify(execFile)('sync').catch(() => undefined);
 }
 
 // ---------------------------------------------------------------- main
@@ -791,10 +806,10 @@ async function main(): Promise<void> {
     for (const size of [...new Set([sizes.grow, sizes.growMax])].filter((s) => s >= 100).sort((a, b) => a - b)) {
       await measure(`PATCH /Groups add ${sizes.batch}, growing ${current} -> ${size}`, () => growTo(0, current, size), () => growTo(1, current, size));
       current = size;
-      const [s, r] = [
-        await addAtSizes(scim, [small[0]?.id ?? '', growing[0]?.id ?? ''], cycleBatch(0)),
-        await addAtSizes(reference, [small[1]?.id ?? '', growing[1]?.id ?? ''], cycleBatch(1)),
-      ];
+      const [s, r] = await addAtSizes([
+        { side: scim, classIds: [small[0]?.id ?? '', growing[0]?.id ?? ''], batch: cycleBatch(0) },
+        { side: reference, classIds: [small[1]?.id ?? '', growing[1]?.id ?? ''], batch: cycleBatch(1) },
+      ]);
       const row = (name: string, k: 0 | 1): Row => ({ name, scim: s[k], reference: r[k] });
       const pair = { size, small: row(`PATCH /Groups add ${sizes.batch} at 100 members (beside ${size})`, 0), big: row(`PATCH /Groups add ${sizes.batch} at ${size} members`, 1) };
       rows.push(pair.small, pair.big);
