@@ -130,37 +130,37 @@ type CreateParams = ValueParams &
   Actor & { tenantId: string; address0: string | null; address1: string | null; adoptable0: boolean; adoptable1: boolean };
 
 const insertUnclaimed = perAddressCount<CreateParams, AccountResource>((names) => (p) => {
-    // One arm per index (userName, e-mail, external id) and address, so each
-    // is an index lookup even before the table has statistics. Whether an
-    // address may be adopted (rule 2) is the caller's to say.
-    const adoptable = { address0: p.adoptable0, address1: p.adoptable1 };
-    const arms = names.flatMap((name) =>
-      [sql`lower(user_name)`, sql`lower(email)`].map(
-        (column) => sql`
-          SELECT 1 FROM accounts
-           WHERE tenant_id = ${p.tenantId}::uuid AND ${column} = ${p[name]}::text AND deleted_at IS NULL
-             AND (role = 'admin' OR (managed_by = 'manual' AND external_id IS NULL AND ${adoptable[name]}::boolean))`,
-      ),
-    );
-    return sql<AccountResource>`${preparedOn('accounts')}
-      WITH claimed AS (${sql.join(arms, sql` UNION ALL `)}
-        UNION ALL
+  // One arm per index (userName, e-mail, external id) and address, so each
+  // is an index lookup even before the table has statistics. Whether an
+  // address may be adopted (rule 2) is the caller's to say.
+  const adoptable = { address0: p.adoptable0, address1: p.adoptable1 };
+  const arms = names.flatMap((name) =>
+    [sql`lower(user_name)`, sql`lower(email)`].map(
+      (column) => sql`
         SELECT 1 FROM accounts
-         WHERE tenant_id = ${p.tenantId}::uuid AND external_id = ${p.external_id}::text AND deleted_at IS NULL
-           AND managed_by = 'manual' AND role <> 'admin'
-      ), created AS (
-        INSERT INTO accounts (tenant_id, managed_by, user_name, external_id, email, given_name, family_name, display_name, school_id, grade, active, role, scim)
-        SELECT ${p.tenantId}::uuid, 'sync', ${p.user_name}::text, ${p.external_id}::text, ${p.email}::text, ${p.given_name}::text,
-               ${p.family_name}::text, ${p.display_name}::text, ${p.school_id}::text, ${p.grade}::text, ${p.active}::boolean,
-               ${p.role}::text, ${p.scim}::jsonb
-         WHERE NOT EXISTS (SELECT 1 FROM claimed)
-        RETURNING tenant_id, ${RESOURCE_COLUMNS}
-      ), audited AS (
-        INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
-        SELECT tenant_id, 'create', 'user', id, user_name, 'success', ${p.credentialId}::uuid, ${p.requestId}::text, jsonb_build_object('role', role)
-          FROM created
-      )
-      SELECT ${RESOURCE_COLUMNS} FROM created`;
+         WHERE tenant_id = ${p.tenantId}::uuid AND ${column} = ${p[name]}::text AND deleted_at IS NULL
+           AND (role = 'admin' OR (managed_by = 'manual' AND external_id IS NULL AND ${adoptable[name]}::boolean))`,
+    ),
+  );
+  return sql<AccountResource>`${preparedOn('accounts')}
+    WITH claimed AS (${sql.join(arms, sql` UNION ALL `)}
+      UNION ALL
+      SELECT 1 FROM accounts
+       WHERE tenant_id = ${p.tenantId}::uuid AND external_id = ${p.external_id}::text AND deleted_at IS NULL
+         AND managed_by = 'manual' AND role <> 'admin'
+    ), created AS (
+      INSERT INTO accounts (tenant_id, managed_by, user_name, external_id, email, given_name, family_name, display_name, school_id, grade, active, role, scim)
+      SELECT ${p.tenantId}::uuid, 'sync', ${p.user_name}::text, ${p.external_id}::text, ${p.email}::text, ${p.given_name}::text,
+             ${p.family_name}::text, ${p.display_name}::text, ${p.school_id}::text, ${p.grade}::text, ${p.active}::boolean,
+             ${p.role}::text, ${p.scim}::jsonb
+       WHERE NOT EXISTS (SELECT 1 FROM claimed)
+      RETURNING tenant_id, ${RESOURCE_COLUMNS}
+    ), audited AS (
+      INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
+      SELECT tenant_id, 'create', 'user', id, user_name, 'success', ${p.credentialId}::uuid, ${p.requestId}::text, jsonb_build_object('role', role)
+        FROM created
+    )
+    SELECT ${RESOURCE_COLUMNS} FROM created`;
 });
 
 /**
@@ -216,32 +216,32 @@ type UpdateParams = ValueParams & {
 };
 
 const updateAtVersion = perAddressCount<UpdateParams, AccountResource>((names) => (p) => {
-    // Rule 3 per index and address (see addressCount).
-    const admins: RawBuilder<unknown>[] = names.flatMap((name) =>
-      [sql`lower(user_name)`, sql`lower(email)`].map(
-        (column) => sql`
-           AND NOT EXISTS (
-             SELECT 1 FROM accounts
-              WHERE tenant_id = ${p.tenantId}::uuid AND ${column} = ${p[name]}::text AND deleted_at IS NULL
-                AND role = 'admin' AND id <> ${p.id}::uuid)`,
-      ),
-    );
-    return sql<AccountResource>`${preparedOn('accounts')}
-      WITH updated AS (
-        UPDATE accounts
-           SET user_name = ${p.user_name}::text, external_id = ${p.external_id}::text, email = ${p.email}::text,
-               given_name = ${p.given_name}::text, family_name = ${p.family_name}::text, display_name = ${p.display_name}::text,
-               school_id = ${p.school_id}::text, grade = ${p.grade}::text, active = ${p.active}::boolean, role = ${p.role}::text,
-               scim = ${p.scim}::jsonb, version = version + 1, updated_at = clock_timestamp()
-         WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid AND version = ${p.version}::integer${sql.join(admins, sql``)}
-        RETURNING tenant_id, ${RESOURCE_COLUMNS}
-      ), audited AS (
-        INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
-        SELECT tenant_id, ${p.action}::text, 'user', id, user_name, 'success', ${p.credentialId}::uuid,
-               ${p.requestId}::text, ${p.details}::jsonb
-          FROM updated WHERE ${p.audited}::boolean
-      )
-      SELECT ${RESOURCE_COLUMNS} FROM updated`;
+  // Rule 3 per index and address (see addressCount).
+  const admins: RawBuilder<unknown>[] = names.flatMap((name) =>
+    [sql`lower(user_name)`, sql`lower(email)`].map(
+      (column) => sql`
+         AND NOT EXISTS (
+           SELECT 1 FROM accounts
+            WHERE tenant_id = ${p.tenantId}::uuid AND ${column} = ${p[name]}::text AND deleted_at IS NULL
+              AND role = 'admin' AND id <> ${p.id}::uuid)`,
+    ),
+  );
+  return sql<AccountResource>`${preparedOn('accounts')}
+    WITH updated AS (
+      UPDATE accounts
+         SET user_name = ${p.user_name}::text, external_id = ${p.external_id}::text, email = ${p.email}::text,
+             given_name = ${p.given_name}::text, family_name = ${p.family_name}::text, display_name = ${p.display_name}::text,
+             school_id = ${p.school_id}::text, grade = ${p.grade}::text, active = ${p.active}::boolean, role = ${p.role}::text,
+             scim = ${p.scim}::jsonb, version = version + 1, updated_at = clock_timestamp()
+       WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid AND version = ${p.version}::integer${sql.join(admins, sql``)}
+      RETURNING tenant_id, ${RESOURCE_COLUMNS}
+    ), audited AS (
+      INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
+      SELECT tenant_id, ${p.action}::text, 'user', id, user_name, 'success', ${p.credentialId}::uuid,
+             ${p.requestId}::text, ${p.details}::jsonb
+        FROM updated WHERE ${p.audited}::boolean
+    )
+    SELECT ${RESOURCE_COLUMNS} FROM updated`;
 });
 
 /**
