@@ -2,10 +2,9 @@
 // (credential), in which request, with what outcome. Only what finds the
 // object (its id and a reference such as the userName) is written; never
 // attribute values or secrets.
-import { sql, type KyselyPlugin, type Selectable, type Transaction } from 'kysely';
-import type { AuditEventsTable, AuditOutcome, Database, Db, JsonObject, SyncConflictsTable } from './database.js';
+import { sql, type KyselyPlugin, type Selectable } from 'kysely';
+import type { AuditEventsTable, AuditOutcome, Db, Executor, JsonObject, SyncConflictsTable } from './database.js';
 
-type Executor = Db | Transaction<Database>;
 export type AuditEventRow = Selectable<AuditEventsTable>;
 export type ConflictRow = Selectable<SyncConflictsTable>;
 
