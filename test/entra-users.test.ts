@@ -169,6 +169,33 @@ t.test('a work e-mail is created by a filtered path when the user has none', asy
   t.same(res.json().emails, [{ type: 'work', value: 'case@school.example' }], 'the filter value matches in any case');
 });
 
+t.test('a filtered path may change the very sub-attribute its filter compares, in place', async (t) => {
+  const { app, headers, db } = await testApp(t);
+  const scim = client(app, headers);
+  const emails = [
+    { primary: true, type: 'work', value: 'pupil5@school.example' },
+    { type: 'home', value: 'home5@example.net' },
+  ];
+  const id = (await scim('POST', '/Users', entraUser(5, { emails }))).json().id as string;
+
+  const home = await scim('PATCH', `/Users/${id}`, patch({ op: 'Replace', path: 'emails[value eq "HOME5@example.net"].value', value: 'new-home5@example.net' }));
+  t.equal(home.statusCode, 200, home.body);
+  t.same(home.json().emails, [emails[0], { type: 'home', value: 'new-home5@example.net' }], 'the matched address changes where it stands');
+  t.equal(home.json().meta.version, 'W/"2"');
+
+  const work = await scim('PATCH', `/Users/${id}`, patch({ op: 'add', path: 'emails[type eq "work" and value eq "pupil5@school.example"].value', value: 'moved5@school.example' }));
+  t.equal(work.statusCode, 200, work.body);
+  t.same(work.json().emails, [{ primary: true, type: 'work', value: 'moved5@school.example' }, { type: 'home', value: 'new-home5@example.net' }]);
+  const row = await db.selectFrom('accounts').select(['email', 'scim', 'version']).where('id', '=', id).executeTakeFirstOrThrow();
+  t.equal(row.email, 'moved5@school.example', 'the link e-mail follows the work address');
+  t.same(row.scim.emails, work.json().emails);
+  t.equal(row.version, 3);
+
+  const none = await scim('PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'emails[value co "gone"].value', value: 'x@example.net' }));
+  t.equal(none.statusCode, 400, 'a filter that matches nothing and describes no element is still refused');
+  t.match(none.json(), { status: '400', scimType: 'noTarget' });
+});
+
 t.test('manager: every Entra shape, and removal', async (t) => {
   const { app, headers } = await testApp(t);
   const scim = client(app, headers);

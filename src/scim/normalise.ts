@@ -360,6 +360,22 @@ function elementFromFilter(attribute: Attribute, node: FilterNode): Json | undef
   return undefined;
 }
 
+/** The attribute names a filter compares or tests, lower case. */
+function filterNames(node: FilterNode): Set<string> {
+  switch (node.kind) {
+    case 'compare':
+    case 'present':
+      return new Set([node.path.name.toLowerCase()]);
+    case 'and':
+    case 'or':
+      return new Set(node.nodes.flatMap((n) => [...filterNames(n)]));
+    case 'not':
+      return filterNames(node.node);
+    case 'valuePath':
+      return new Set([node.path.name.toLowerCase()]);
+  }
+}
+
 function readAttribute(current: Json, resolved: ResolvedPath): unknown {
   if (resolved.extension) {
     const ext = current[resolved.extension.id];
@@ -469,7 +485,7 @@ function expand(resource: ResourceName, op: PatchOperation['op'], pathText: stri
 
   if (resolved.filter) {
     const existing = readAttribute(current, resolved);
-    const elements = Array.isArray(existing) ? existing : [];
+    const elements: unknown[] = Array.isArray(existing) ? existing : [];
     const matching = elements.filter((e) => matchesElement(resolved.definition, resolved.filter as FilterNode, e));
     if (matching.length === 0) {
       // Entra adds emails[type eq "work"].value to a user with no work e-mail:
@@ -479,6 +495,16 @@ function expand(resource: ResourceName, op: PatchOperation['op'], pathText: stri
       const added = resolved.sub ? { ...element, [resolved.sub.name]: normalised } : { ...element, ...(isObject(normalised) ? normalised : {}) };
       const prefix = resolved.extension ? `${resolved.extension.id}:` : '';
       return [{ op: 'add', path: `${prefix}${resolved.definition.name}`, value: [added] }];
+    }
+    // scimmy refuses to change the sub-attribute its own filter compares
+    // (emails[value eq "x"].value): it looks the element up again after the
+    // change and finds none. The whole attribute with that element changed,
+    // in its place, is the same change.
+    const sub = resolved.sub;
+    const only = matching.length === 1 ? matching[0] : undefined;
+    if (sub && isObject(only) && filterNames(resolved.filter).has(sub.name.toLowerCase())) {
+      const prefix = resolved.extension ? `${resolved.extension.id}:` : '';
+      return [{ op: 'replace', path: `${prefix}${resolved.definition.name}`, value: elements.map((e) => (e === only ? { ...only, [sub.name]: normalised } : e)) }];
     }
     // scimmy compares filter values case-sensitively: name the stored values.
     const element = elementFromFilter(resolved.definition, resolved.filter);
