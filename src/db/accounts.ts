@@ -60,14 +60,10 @@ function perAddressCount<P extends object, R>(build: (names: readonly AddressNam
   return [fixedStatement(build(['address0'])), fixedStatement(build(['address0', 'address1']))] as const;
 }
 
-/** The account columns a SCIM write sets, as parameters (scim as JSON text). */
+/** The account columns a SCIM write sets, as a row or as parameters (scim as JSON text). */
 type ValueParams = Omit<AccountValues, 'scim'> & { scim: string };
 
-function valueParams(values: AccountValues): ValueParams {
-  return { ...values, scim: JSON.stringify(values.scim) };
-}
-
-function toRow(values: AccountValues) {
+function toRow(values: AccountValues): ValueParams {
   return { ...values, scim: JSON.stringify(values.scim) };
 }
 
@@ -106,7 +102,7 @@ export async function insertUnclaimedAccount(
   const [address0 = null, address1 = null] = addresses.known;
   const params: CreateParams = {
     tenantId,
-    ...valueParams(values),
+    ...toRow(values),
     address0,
     address1,
     adoptable0: address0 !== null && addresses.adoptable.includes(address0),
@@ -185,7 +181,7 @@ export async function updateAccountAtVersion(
       tenantId,
       id,
       version,
-      ...valueParams(values),
+      ...toRow(values),
       address0,
       address1,
       audited: audit !== undefined,

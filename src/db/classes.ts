@@ -52,7 +52,7 @@ export async function insertSyncedClass(db: Executor, tenantId: string, values: 
 export async function insertUnclaimedClass(db: Executor, tenantId: string, values: ClassValues, actor: Actor): Promise<ClassRow | undefined> {
   let row: ClassRow | undefined;
   try {
-    const result = await insertUnclaimed(db, { tenantId, ...values, scim: JSON.stringify(values.scim), ...actor });
+    const result = await insertUnclaimed(db, { tenantId, ...toRow(values), ...actor });
     row = result.rows[0];
   } catch (error) {
     return uniqueness(error, values);

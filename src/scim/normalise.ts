@@ -487,13 +487,13 @@ function expand(resource: ResourceName, op: PatchOperation['op'], pathText: stri
     const existing = readAttribute(current, resolved);
     const elements: unknown[] = Array.isArray(existing) ? existing : [];
     const matching = elements.filter((e) => matchesElement(resolved.definition, resolved.filter as FilterNode, e));
+    const prefix = resolved.extension ? `${resolved.extension.id}:` : '';
     if (matching.length === 0) {
       // Entra adds emails[type eq "work"].value to a user with no work e-mail:
       // create the element the filter describes.
       const element = elementFromFilter(resolved.definition, resolved.filter);
       if (!element) throw badRequest('noTarget', `No value matches the path "${pathText}".`);
       const added = resolved.sub ? { ...element, [resolved.sub.name]: normalised } : { ...element, ...(isObject(normalised) ? normalised : {}) };
-      const prefix = resolved.extension ? `${resolved.extension.id}:` : '';
       return [{ op: 'add', path: `${prefix}${resolved.definition.name}`, value: [added] }];
     }
     // scimmy refuses to change the sub-attribute its own filter compares
@@ -503,7 +503,6 @@ function expand(resource: ResourceName, op: PatchOperation['op'], pathText: stri
     const sub = resolved.sub;
     const only = matching.length === 1 ? matching[0] : undefined;
     if (sub && isObject(only) && filterNames(resolved.filter).has(sub.name.toLowerCase())) {
-      const prefix = resolved.extension ? `${resolved.extension.id}:` : '';
       return [{ op: 'replace', path: `${prefix}${resolved.definition.name}`, value: elements.map((e) => (e === only ? { ...only, [sub.name]: normalised } : e)) }];
     }
     // scimmy compares filter values case-sensitively: name the stored values.
@@ -513,7 +512,6 @@ function expand(resource: ResourceName, op: PatchOperation['op'], pathText: stri
       const exact = Object.keys(element)
         .map((k) => `${k} eq ${renderValue(Object.entries(stored).find(([sk]) => sk.toLowerCase() === k.toLowerCase())?.[1] ?? element[k])}`)
         .join(' and ');
-      const prefix = resolved.extension ? `${resolved.extension.id}:` : '';
       return [{ op, path: `${prefix}${resolved.definition.name}[${exact}]${resolved.sub ? `.${resolved.sub.name}` : ''}`, value: normalised }];
     }
     return [{ op, path: resolved.text, value: normalised }];
