@@ -5,7 +5,7 @@
 //   node .data/bench/build/bench/serve.js reference   the reference server
 // Configuration comes from the environment (DATABASE_URL, JWT_SECRET, ...).
 // The process reports its URL over IPC, answers {type: 'rss'} with its
-// resident set size and {type: 'cpu'} with its CPU time so far, and stops
+// resident set size now and at its largest and {type: 'cpu'} with its CPU time so far, and stops
 // when the parent disconnects.
 import { getHeapSpaceStatistics } from 'node:v8';
 import { loadConfig } from '../src/config.js';
@@ -18,7 +18,7 @@ export interface MemoryDetail {
   externalMb: number;
 }
 
-export type ServerMessage = { type: 'ready'; url: string } | { type: 'rss'; rss: number; detail: MemoryDetail } | { type: 'cpu'; micros: number };
+export type ServerMessage = { type: 'ready'; url: string } | { type: 'rss'; rss: number; peakRss: number; detail: MemoryDetail } | { type: 'cpu'; micros: number };
 
 const kind = process.argv[2];
 const send = (message: ServerMessage): void => {
@@ -56,7 +56,8 @@ process.on('message', (message: { type?: string }) => {
         .filter((space) => space.physical_space_size > 2 ** 20)
         .map((space) => [space.space_name.replace(/_space$/, ''), { usedMb: mb(space.space_used_size), committedMb: mb(space.physical_space_size) }]),
     );
-    send({ type: 'rss', rss: usage.rss, detail: { spaces, externalMb: mb(usage.external) } });
+    // maxRSS: the process's largest resident set so far (getrusage), in KiB.
+    send({ type: 'rss', rss: usage.rss, peakRss: process.resourceUsage().maxRSS * 1024, detail: { spaces, externalMb: mb(usage.external) } });
   } else if (message.type === 'cpu') {
     const { user, system } = process.cpuUsage();
     send({ type: 'cpu', micros: user + system });

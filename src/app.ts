@@ -111,8 +111,17 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
   app.decorate('routeTable', routeTable);
 
-  app.addHook('onRequest', async (request, reply) => {
+  // Every answer carries its request id and the security headers. The API
+  // serves JSON only, so the policy allows nothing to load; pages that render
+  // HTML set their own. helmet works them out once here: none depends on the request.
+  const securityHeaders = helmetHeaders({
+    contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+    crossOriginEmbedderPolicy: false,
+  });
+  app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
+    reply.headers(securityHeaders);
+    done();
   });
 
   // SCIM clients send application/scim+json. Entra also sends a JSON content
@@ -139,17 +148,6 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
 
   await app.register(errorsPlugin);
-
-  // Security headers on every answer. The API serves JSON only, so the policy
-  // allows nothing to load; pages that render HTML set their own.
-  const securityHeaders = helmetHeaders({
-    contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
-    crossOriginEmbedderPolicy: false,
-  });
-  app.addHook('onRequest', (_request, reply, done) => {
-    reply.headers(securityHeaders);
-    done();
-  });
 
   // Shed load when the event loop lags: a quick 503 that Entra retries beats a
   // slow answer past its timeout. Liveness keeps answering.
@@ -197,11 +195,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         });
       }
       await scim.register(activityPlugin, { db });
-      scim.addHook('onSend', async (_request, reply, payload) => {
+      scim.addHook('onSend', (_request, reply, payload, done) => {
         if (reply.getHeader('content-type')?.toString().startsWith('application/json')) {
           reply.type(SCIM_CONTENT_TYPE);
         }
-        return payload;
+        done(null, payload);
       });
       // Unknown SCIM paths still require a credential: nothing answers anonymously.
       scim.setNotFoundHandler({ preHandler: scim.authenticate }, (request, reply) =>

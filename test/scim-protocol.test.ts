@@ -211,6 +211,34 @@ t.test('errors carry the right status and scimType, never 500', async (t) => {
   t.match(unsupported.headers.allow, /GET/);
 });
 
+t.test('a PATCH path answers the same every time it comes, and a refused one is refused again', async (t) => {
+  const { app, headers, db } = await testApp(t);
+  const scim = client(app, headers);
+  const ids = [(await scim('POST', '/Users', entraUser(1))).json().id as string, (await scim('POST', '/Users', entraUser(2))).json().id as string];
+  for (const round of [1, 2]) {
+    for (const [i, id] of ids.entries()) {
+      const refused = await scim('PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'name.nosuch', value: 'x' }));
+      t.equal(refused.statusCode, 400, `round ${round}, user ${i + 1}: refused`);
+      t.equal(refused.json().scimType, 'invalidPath');
+      t.match(refused.json().detail, /name\.nosuch/);
+      // The same attribute as Entra spells it and in another case.
+      for (const path of ['name.givenName', 'NAME.GIVENNAME']) {
+        const value = `${path} ${round}.${i}`;
+        const changed = await scim('PATCH', `/Users/${id}`, patch({ op: 'Replace', path, value }));
+        t.equal(changed.statusCode, 200, `round ${round}, user ${i + 1}, ${path}`);
+        t.equal(changed.json().name.givenName, value);
+        const row = await db.selectFrom('accounts').select('given_name').where('id', '=', id).executeTakeFirstOrThrow();
+        t.equal(row.given_name, value, 'the row has it');
+      }
+    }
+  }
+  const filtered = await scim('PATCH', `/Users/${ids[0] ?? ''}`, patch({ op: 'replace', path: 'emails[type eq "work"].value', value: 'new.one@school.example' }));
+  t.equal(filtered.statusCode, 200);
+  t.same(filtered.json().emails, [{ value: 'new.one@school.example', type: 'work', primary: true }]);
+  const again = await scim('PATCH', `/Users/${ids[1] ?? ''}`, patch({ op: 'replace', path: 'emails[type eq "work"].value', value: 'new.two@school.example' }));
+  t.same(again.json().emails, [{ value: 'new.two@school.example', type: 'work', primary: true }], 'the filtered path resolved before applies to the next user');
+});
+
 t.test('discovery documents are truthful and located at PUBLIC_URL', async (t) => {
   const { app, headers } = await testApp(t);
   const scim = client(app, headers);

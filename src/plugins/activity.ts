@@ -22,11 +22,12 @@ async function activity(app: FastifyInstance, options: { db: Db }): Promise<void
   const lastWritten = new Map<string, number>();
   app.decorateRequest('auditRecorded', false);
 
-  app.addHook('onResponse', async (request) => {
+  // Hooks with a callback, not async ones: a request that needs none of
+  // their work gets no promise from them.
+  app.addHook('onResponse', (request, _reply, done) => {
     const auth = request.auth;
-    if (!auth) return;
     const now = Date.now();
-    if ((lastWritten.get(auth.tenantId) ?? 0) + LAST_REQUEST_EVERY_MS < now) {
+    if (auth && (lastWritten.get(auth.tenantId) ?? 0) + LAST_REQUEST_EVERY_MS < now) {
       lastWritten.set(auth.tenantId, now);
       db.updateTable('tenants')
         .set({ last_request_at: new Date(now) })
@@ -34,17 +35,21 @@ async function activity(app: FastifyInstance, options: { db: Db }): Promise<void
         .execute()
         .catch((error: unknown) => request.log.warn({ err: error }, 'could not record the last request time'));
     }
+    done();
   });
 
   // Failed writes are recorded before the answer leaves, so whoever reads the
   // status after a failure sees it.
-  app.addHook('onSend', async (request, reply, payload) => {
+  app.addHook('onSend', (request, reply, payload, done) => {
     const auth = request.auth;
     const action = WRITE_ACTIONS[request.method];
-    if (!auth || !action || reply.statusCode < 400 || request.auditRecorded) return payload;
-    const [, resource = '', id] = /\/scim\/v2\/(Users|Groups)(?:\/([^/?]+))?/i.exec(request.url) ?? [];
-    if (!resource) return payload;
-    await recordAudit(db, {
+    const failedWrite = auth !== undefined && action !== undefined && reply.statusCode >= 400 && !request.auditRecorded;
+    const [, resource = '', id] = (failedWrite && /\/scim\/v2\/(Users|Groups)(?:\/([^/?]+))?/i.exec(request.url)) || [];
+    if (!auth || !action || !resource) {
+      done(null, payload);
+      return;
+    }
+    recordAudit(db, {
       tenantId: auth.tenantId,
       action,
       objectType: resource.toLowerCase() === 'users' ? 'user' : 'group',
@@ -53,8 +58,9 @@ async function activity(app: FastifyInstance, options: { db: Db }): Promise<void
       credentialId: auth.credentialId,
       requestId: request.id,
       details: { status: reply.statusCode },
-    }).catch((error: unknown) => request.log.warn({ err: error }, 'could not record a failed write'));
-    return payload;
+    })
+      .catch((error: unknown) => request.log.warn({ err: error }, 'could not record a failed write'))
+      .finally(() => done(null, payload));
   });
 }
 

@@ -21,16 +21,19 @@ async function requestCounts(app: FastifyInstance, options: { db: Db }): Promise
 
   // onSend, not onResponse: counted before the client has its answer, so a
   // status page read right after sees it.
-  app.addHook('onSend', async (request, reply, payload) => {
+  app.addHook('onSend', (request, reply, payload, done) => {
     const tenantId = request.auth?.tenantId;
-    if (!tenantId) return payload;
+    if (!tenantId) {
+      done(null, payload);
+      return;
+    }
     const hour = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
     const key = `${tenantId}/${hour}`;
     const count = pending.get(key) ?? { tenantId, hour: new Date(hour), requests: 0, failures: 0 };
     count.requests += 1;
     if (reply.statusCode >= 400) count.failures += 1;
     pending.set(key, count);
-    return payload;
+    done(null, payload);
   });
 
   async function flush(): Promise<void> {

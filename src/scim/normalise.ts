@@ -3,6 +3,7 @@
 // attribute names, manager as a bare id, filtered paths on missing values)
 // into the strict RFC 7644 forms scimmy accepts. See docs of the dialect in
 // entra-dialect.md; every rewrite here answers one of its bullets.
+import { LRUCache } from 'lru-cache';
 import SCIMMY from 'scimmy';
 import { ScimError, badRequest } from '../errors.js';
 import { parsePatchPath, type AttrPath, type FilterNode } from './filter.js';
@@ -174,7 +175,7 @@ export interface PatchOperation {
   path?: string;
   value?: unknown;
   /** The attribute the path names, when it has no filter (for the direct path in simple-patch.ts). */
-  target?: ResolvedPath;
+  target?: Readonly<ResolvedPath>;
 }
 
 /** The operation as scimmy's PatchOp message takes it. */
@@ -251,7 +252,25 @@ function renderFilter(attribute: Attribute, node: FilterNode): string {
   }
 }
 
-export function resolvePatchPath(resource: ResourceName, text: string): ResolvedPath {
+/**
+ * Resolved paths by resource and path text. Entra sends the same few paths in
+ * every PATCH, and the schemas do not change while the server runs, so each
+ * text is parsed and resolved once. A path that fails is not kept: its error
+ * is made again each time. Bounded, since the texts come from clients.
+ */
+const resolvedPaths = new LRUCache<string, Readonly<ResolvedPath>>({ max: 1000 });
+
+export function resolvePatchPath(resource: ResourceName, text: string): Readonly<ResolvedPath> {
+  const key = `${resource} ${text}`;
+  let resolved = resolvedPaths.get(key);
+  if (!resolved) {
+    resolved = Object.freeze(resolveNewPatchPath(resource, text));
+    resolvedPaths.set(key, resolved);
+  }
+  return resolved;
+}
+
+function resolveNewPatchPath(resource: ResourceName, text: string): ResolvedPath {
   let parsed: ReturnType<typeof parsePatchPath>;
   try {
     parsed = parsePatchPath(text);
