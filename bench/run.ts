@@ -694,21 +694,22 @@ async function seedScale(pool: pg.Pool, accounts: number, tenants: number): Prom
  * seconds after its minute of bulk writes, this machine ran both node servers
  * at up to three times their CPU per request (the reference's per lookup: 424
  * µs right after the seed, then 227, 186, 145 and 135 µs in rounds two
- * seconds apart). And a server idle through the seed has had V8 drop compiled
+ * seconds apart; in another run it took 15 s to settle). And a server idle through the seed has had V8 drop compiled
  * code, which it compiles again on the next requests. Both would be charged
  * to the million accounts. So: rounds of unmeasured lookups on both servers,
- * until each server's CPU per lookup is within 15% of its previous round's,
- * for at most a minute.
+ * until each server's CPU per lookup in its last three rounds is within 10%
+ * of their median, for at most 90 seconds.
  */
 async function settle(sides: readonly { side: Side; server: Server }[]): Promise<void> {
   const started = performance.now();
   const costs = sides.map((): number[] => []);
   const round = 1000;
   const steady = (c: readonly number[]): boolean => {
-    const [a, b] = c.slice(-2);
-    return a !== undefined && b !== undefined && (!Number.isFinite(b) || Math.abs(b - a) <= 0.15 * a);
+    const last = c.slice(-3);
+    const mid = median(last);
+    return last.length === 3 && (!Number.isFinite(mid) || last.every((x) => Math.abs(x - mid) <= 0.1 * mid));
   };
-  while (performance.now() - started < 60_000 && !costs.every(steady)) {
+  while (performance.now() - started < 90_000 && !costs.every(steady)) {
     for (const [k, { side, server }] of sides.entries()) {
       const before = await server.cpu();
       await run(round, sizes.concurrency, async (i) => [check(await side.findUser(userName('s', spread(i * 7, sizes.users))), 1, 'settling lookup')]);
