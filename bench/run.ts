@@ -692,13 +692,14 @@ async function seedScale(pool: pg.Pool, accounts: number, tenants: number): Prom
 /**
  * Waits for the machine and the servers to settle after the seed. For some
  * seconds after its minute of bulk writes, this machine ran both node servers
- * at up to three times their CPU per request (the reference's per lookup: 424
- * µs right after the seed, then 227, 186, 145 and 135 µs in rounds two
- * seconds apart; in another run it took 15 s to settle). And a server idle through the seed has had V8 drop compiled
- * code, which it compiles again on the next requests. Both would be charged
- * to the million accounts. So: rounds of unmeasured lookups on both servers,
- * until each server's CPU per lookup in its last three rounds is within 10%
- * of their median, for at most 90 seconds.
+ * at up to four times their CPU per request (the reference's per lookup: 737
+ * µs right after the seed, then 311, 269 and 200 µs, and about 180 µs from
+ * the sixth round on; settling took 10 to 42 s over four runs). And a server
+ * idle through the seed has had V8 drop compiled code, which it compiles
+ * again on the next requests. Both would be charged to the million accounts.
+ * So: rounds of unmeasured lookups on both servers, until each server's CPU
+ * per lookup in its last three rounds is within 10% of their median, for at
+ * most 90 seconds.
  */
 async function settle(sides: readonly { side: Side; server: Server }[]): Promise<void> {
   const started = performance.now();

@@ -5,8 +5,8 @@
 //   node .data/bench/build/bench/serve.js reference   the reference server
 // Configuration comes from the environment (DATABASE_URL, JWT_SECRET, ...).
 // The process reports its URL over IPC, answers {type: 'rss'} with its
-// resident set size now and at its largest and {type: 'cpu'} with its CPU time so far, and stops
-// when the parent disconnects.
+// resident set size now and at its largest, and {type: 'cpu'} with its CPU
+// time so far, and stops when the parent disconnects.
 import { getHeapSpaceStatistics } from 'node:v8';
 import { loadConfig } from '../src/config.js';
 

@@ -43,9 +43,12 @@ async function activity(app: FastifyInstance, options: { db: Db }): Promise<void
   app.addHook('onSend', (request, reply, payload, done) => {
     const auth = request.auth;
     const action = WRITE_ACTIONS[request.method];
-    const failedWrite = auth !== undefined && action !== undefined && reply.statusCode >= 400 && !request.auditRecorded;
-    const [, resource = '', id] = (failedWrite && /\/scim\/v2\/(Users|Groups)(?:\/([^/?]+))?/i.exec(request.url)) || [];
-    if (!auth || !action || !resource) {
+    if (!auth || !action || reply.statusCode < 400 || request.auditRecorded) {
+      done(null, payload);
+      return;
+    }
+    const [, resource = '', id] = /\/scim\/v2\/(Users|Groups)(?:\/([^/?]+))?/i.exec(request.url) ?? [];
+    if (!resource) {
       done(null, payload);
       return;
     }
