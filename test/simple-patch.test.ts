@@ -8,11 +8,12 @@
 import fc from 'fast-check';
 import t from 'tap';
 import { ScimError } from '../src/errors.js';
-import { normalisePatch, normaliseResource } from '../src/scim/normalise.js';
+import { normalisePatch, normaliseResource } from '../src/scim/entra-dialect.js';
 import { coerceResource } from '../src/scim/schemas.js';
 import { applySimplePatch } from '../src/scim/simple-patch.js';
 import { sortedKeys } from '../src/scim/resource.js';
-import { fromScimUser, patchUserDocument, toScimUser } from '../src/scim/users.js';
+import { patchUserDocument } from '../src/scim/patch.js';
+import { fromScimUser, toScimUser } from '../src/scim/users.js';
 import type { AccountRow } from '../src/db/accounts.js';
 import { ENTERPRISE, PATCH_OP, PORTAL, USER } from './helpers/scim.js';
 

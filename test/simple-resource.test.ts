@@ -10,7 +10,7 @@
 import fc from 'fast-check';
 import t from 'tap';
 import { ScimError } from '../src/errors.js';
-import { normaliseResource } from '../src/scim/normalise.js';
+import { normaliseResource } from '../src/scim/entra-dialect.js';
 import { coerceResource, definitionOf, type ResourceName } from '../src/scim/schemas.js';
 import { coerceSimpleResource } from '../src/scim/simple-resource.js';
 import { fromScimUser } from '../src/scim/users.js';

@@ -8,7 +8,7 @@ import type SCIMMY from 'scimmy';
 import { badRequest, type ScimError } from '../errors.js';
 import type { ColumnLookup } from '../db/paging.js';
 import type { AttrPath, CompareOp, FilterNode, FilterValue } from './filter.js';
-import { resolveAttribute } from './normalise.js';
+import { resolveAttribute } from './schema-index.js';
 import type { ResourceName } from './schemas.js';
 
 type Attribute = SCIMMY.Types.Attribute;

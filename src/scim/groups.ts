@@ -2,7 +2,6 @@
 // scimmy's read-patch-write of the member list: they are split off the PATCH
 // and applied in SQL as set operations, so a class of 10,000 costs what a
 // class of 10 does.
-import SCIMMY from 'scimmy';
 import {
   addSyncedMembers,
   addSyncedMembersNow,
@@ -30,10 +29,12 @@ import { badRequest, notFound } from '../errors.js';
 import type { Transaction } from 'kysely';
 import type { FilterNode } from './filter.js';
 import { columnLookup, filterToSql, sortExpression } from './filter-sql.js';
-import { normalisePatch, normaliseResource, readPatchOperations, resolvePatchPath, scimmyOperation, type RawOperation } from './normalise.js';
+import { normaliseResource, readPatchOperations, type RawOperation } from './entra-dialect.js';
+import { patchGroupDocument } from './patch.js';
+import { resolvePatchPath } from './schema-index.js';
 import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { MAX_MEMBERS_PER_REQUEST, checkStringLengths } from './limits.js';
-import { GROUP_SCHEMA, PATCH_OP_SCHEMA, coerceResource, toScimError } from './schemas.js';
+import { GROUP_SCHEMA, coerceResource } from './schemas.js';
 
 const ENDPOINT = '/Groups';
 
@@ -301,28 +302,8 @@ export const groups: ResourceHandler = {
         } else if (change.kind === 'remove') changed += await removeSyncedMembers(trx, ctx.tenantId, row.id, change.ids.filter(isUuid));
         else changed += await removeSyncedMembers(trx, ctx.tenantId, row.id, 'all');
       }
-      let values: ClassValues | undefined;
-      if (others.length > 0) {
-        const current = toScimGroup(row, ctx.baseUrl, undefined);
-        const operations = normalisePatch('Group', { schemas: [PATCH_OP_SCHEMA], Operations: others }, current);
-        if (operations.length > 0) {
-          let patched: unknown;
-          try {
-            patched = await new SCIMMY.Messages.PatchOp({ schemas: [PATCH_OP_SCHEMA], Operations: operations.map(scimmyOperation) }).apply(
-              new SCIMMY.Schemas.Group(current, 'both'),
-            );
-          } catch (error) {
-            throw toScimError(error);
-          }
-          if (patched !== undefined) {
-            const json = JSON.parse(JSON.stringify(patched)) as Json;
-            delete json.members;
-            const coerced = coerceResource('Group', json);
-            delete coerced.meta;
-            values = fromScimGroup(coerced);
-          }
-        }
-      }
+      const patched = await patchGroupDocument(toScimGroup(row, ctx.baseUrl, undefined), others);
+      const values = patched && fromScimGroup(patched);
       if (values || changed > 0) {
         const updated = await updateSyncedClass(trx, ctx.tenantId, row.id, values);
         const names = changedGroupAttributes(row, updated);

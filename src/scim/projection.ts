@@ -1,7 +1,7 @@
 // attributes= and excludedAttributes= (RFC 7644 §3.4.2.5) on outgoing
 // resources. schemas and id are always returned.
 import { parsePatchPath } from './filter.js';
-import { resolveAttribute } from './normalise.js';
+import { resolveAttribute } from './schema-index.js';
 import type { Json } from './resource.js';
 import type { ResourceName } from './schemas.js';
 

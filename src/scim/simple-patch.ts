@@ -10,7 +10,7 @@
 // both paths give the same account.
 import { isDeepStrictEqual } from 'node:util';
 import type SCIMMY from 'scimmy';
-import { isObject, type PatchOperation } from './normalise.js';
+import { isObject, type PatchOperation } from './entra-dialect.js';
 
 type Json = Record<string, unknown>;
 type Attribute = SCIMMY.Types.Attribute;

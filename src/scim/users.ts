@@ -1,6 +1,5 @@
 // SCIM Users: the mappers between accounts rows and SCIM resources, and the
 // operations the generic routes call.
-import SCIMMY from 'scimmy';
 
 import {
   adoptAccount,
@@ -24,12 +23,12 @@ import { recordAudit, recordConflict, type AuditEvent } from '../db/audit.js';
 import { isUuid } from '../db/ids.js';
 import { ScimError, badRequest, notFound } from '../errors.js';
 import { columnLookup, filterToSql, sortExpression } from './filter-sql.js';
-import { dedupeMultiValued, normalisePatch, normaliseResource, scimmyOperation } from './normalise.js';
-import { applySimplePatch } from './simple-patch.js';
+import { normaliseResource } from './entra-dialect.js';
+import { patchUserDocument, stripServerAttributes } from './patch.js';
 import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { checkStringLengths } from './limits.js';
 import { resolveRole } from './roles.js';
-import { PATCH_OP_SCHEMA, PORTAL_SCHEMA, USER_SCHEMA, coerceResource, toScimError } from './schemas.js';
+import { PORTAL_SCHEMA, USER_SCHEMA, coerceResource } from './schemas.js';
 
 const ENDPOINT = '/Users';
 
@@ -86,11 +85,6 @@ export function fromScimUser(resource: Json, roleMapping: Readonly<Record<string
   };
 }
 
-function stripServerAttributes(resource: Json): Json {
-  const { id: _id, meta: _meta, groups: _groups, ...rest } = resource;
-  return rest;
-}
-
 /** Body -> validated document, for POST and PUT. */
 function inbound(body: unknown): Json {
   const normalised = stripServerAttributes(normaliseResource('User', body));
@@ -107,30 +101,6 @@ async function requireAccount(ctx: RequestContext, id: string, forUpdate: boolea
   const row = isUuid(id) ? await findSyncedAccount(db, ctx.tenantId, id, forUpdate) : undefined;
   if (!row) throw notFound(`No user ${id}.`);
   return row;
-}
-
-/**
- * The document a PatchOp message makes of the stored one (toScimUser, meta aside), ready
- * for fromScimUser, or undefined when it changes nothing. Simple operations
- * take the direct path (simple-patch.ts); the rest go through scimmy, which
- * validates the whole result. `scimmyOnly` is for the test that compares them.
- */
-export async function patchUserDocument(current: Json, body: unknown, options: { scimmyOnly?: boolean } = {}): Promise<Json | undefined> {
-  const operations = normalisePatch('User', body, current);
-  if (operations.length === 0) return undefined;
-  const simple = options.scimmyOnly ? undefined : applySimplePatch(current, operations);
-  if (simple) return simple.document && stripServerAttributes(simple.document);
-  let patched: unknown;
-  try {
-    const instance = new SCIMMY.Schemas.User(current, 'both');
-    patched = await new SCIMMY.Messages.PatchOp({ schemas: [PATCH_OP_SCHEMA], Operations: operations.map(scimmyOperation) }).apply(instance);
-  } catch (error) {
-    throw toScimError(error);
-  }
-  if (patched === undefined) return undefined;
-  const resource = coerceResource('User', dedupeMultiValued(stripServerAttributes(JSON.parse(JSON.stringify(patched)) as Json)));
-  delete resource.meta;
-  return resource;
 }
 
 /** The account's values after a PatchOp message, or undefined when it changes nothing. */

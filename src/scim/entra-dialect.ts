@@ -1,13 +1,13 @@
-// The Entra normaliser: rewrites the shapes Microsoft Entra ID and the SCIM
+// The Entra dialect: rewrites the shapes Microsoft Entra ID and the SCIM
 // Validator really send (both PATCH dialects, string booleans, any case of
 // attribute names, manager as a bare id, filtered paths on missing values)
-// into the strict RFC 7644 forms scimmy accepts. See docs of the dialect in
-// entra-dialect.md; every rewrite here answers one of its bullets.
-import { LRUCache } from 'lru-cache';
-import SCIMMY from 'scimmy';
-import { ScimError, badRequest } from '../errors.js';
-import { parsePatchPath, type AttrPath, type FilterNode } from './filter.js';
+// into the strict RFC 7644 forms scimmy accepts. Every rewrite here answers
+// one bullet of the dialect (docs/entra-setup.md and entra-dialect.md).
+import type SCIMMY from 'scimmy';
+import { badRequest } from '../errors.js';
+import { parsePatchPath, type FilterNode } from './filter.js';
 import { MAX_PATCH_OPERATIONS } from './limits.js';
+import { findAttribute, findExtension, findSub, renderValue, resolvePatchPath, type ResolvedPath } from './schema-index.js';
 import { ENTERPRISE_SCHEMA, PATCH_OP_SCHEMA, definitionOf, type ResourceName } from './schemas.js';
 
 type Json = Record<string, unknown>;
@@ -23,43 +23,6 @@ export const isObject = (v: unknown): v is Json => typeof v === 'object' && v !=
 function toBoolean(value: unknown): unknown {
   if (typeof value === 'string' && /^(true|false)$/i.test(value.trim())) return value.trim().toLowerCase() === 'true';
   return value;
-}
-
-/** Canonical attribute lookup: case-insensitive, within one schema definition. */
-// scimmy types a definition's attributes as Attribute[]; extensions sit there too.
-function members(definition: SchemaDefinition): (Attribute | SchemaDefinition)[] {
-  return definition.attributes;
-}
-
-// The lookups below run for every key of every request: each definition's
-// names are indexed once, lower-cased (the schemas are fixed at load).
-function indexed<K extends object, V>(cache: WeakMap<K, Map<string, V>>, owner: K, entries: () => [string, V][]): Map<string, V> {
-  let index = cache.get(owner);
-  if (index === undefined) {
-    index = new Map(entries());
-    cache.set(owner, index);
-  }
-  return index;
-}
-
-const attributeIndex = new WeakMap<SchemaDefinition, Map<string, Attribute>>();
-const subAttributeIndex = new WeakMap<Attribute, Map<string, Attribute>>();
-const extensionIndex = new WeakMap<SchemaDefinition, Map<string, SchemaDefinition>>();
-
-function findAttribute(definition: SchemaDefinition, name: string): Attribute | undefined {
-  return indexed(attributeIndex, definition, () =>
-    members(definition)
-      .filter((a): a is Attribute => a instanceof SCIMMY.Types.Attribute)
-      .map((a) => [a.name.toLowerCase(), a]),
-  ).get(name.toLowerCase());
-}
-
-function findSub(attribute: Attribute, name: string): Attribute | undefined {
-  return indexed(subAttributeIndex, attribute, () => (attribute.subAttributes ?? []).map((a) => [a.name.toLowerCase(), a])).get(name.toLowerCase());
-}
-
-function findExtension(definition: SchemaDefinition, uri: string): SchemaDefinition | undefined {
-  return indexed(extensionIndex, definition, () => definitionOfExtensions(definition).map((e) => [e.id.toLowerCase(), e])).get(uri.toLowerCase());
 }
 
 /** Coerces string booleans, recursively, where the schema says boolean; canonicalises sub-attribute keys. */
@@ -134,10 +97,6 @@ export function normaliseResource(resource: ResourceName, body: unknown): Json {
   return out;
 }
 
-function definitionOfExtensions(definition: SchemaDefinition): SchemaDefinition[] {
-  return members(definition).filter((a): a is SchemaDefinition => a instanceof SCIMMY.Types.SchemaDefinition);
-}
-
 function canonicalSchemaId(definition: SchemaDefinition, id: string): string {
   if (id.toLowerCase() === definition.id.toLowerCase()) return definition.id;
   return findExtension(definition, id)?.id ?? id;
@@ -181,129 +140,6 @@ export interface PatchOperation {
 /** The operation as scimmy's PatchOp message takes it. */
 export function scimmyOperation({ op, path, value }: PatchOperation): Omit<PatchOperation, 'target'> {
   return { op, ...(path !== undefined ? { path } : {}), ...(value !== undefined ? { value } : {}) };
-}
-
-/** A resolved PATCH path: canonical names and the scimmy attribute it targets. */
-export interface ResolvedPath {
-  /** The canonical path text for scimmy, e.g. emails[type eq "work"].value. */
-  text: string;
-  /** Top-level attribute name (canonical), or the extension URN + ':' + name. */
-  attribute: string;
-  definition: Attribute;
-  filter?: FilterNode;
-  sub?: Attribute;
-  extension?: SchemaDefinition;
-}
-
-function invalidPath(text: string, why: string): ScimError {
-  return badRequest('invalidPath', `The path "${text}" ${why}.`);
-}
-
-/** Resolves an attribute reference case-insensitively against the resource's schemas. */
-export function resolveAttribute(
-  resource: ResourceName,
-  path: AttrPath,
-): { attribute: Attribute; extension?: SchemaDefinition; name: string } | undefined {
-  const definition = definitionOf(resource);
-  let scope = definition;
-  let extension: SchemaDefinition | undefined;
-  if (path.uri !== undefined && path.uri.toLowerCase() !== definition.id.toLowerCase()) {
-    extension = findExtension(definition, path.uri);
-    if (!extension) return undefined;
-    scope = extension;
-  }
-  let attribute = findAttribute(scope, path.name);
-  if (!attribute && path.uri === undefined) {
-    // A bare extension attribute name (Entra sends "manager"): accept it when
-    // exactly one extension declares it.
-    const owners = definitionOfExtensions(definition).filter((e) => findAttribute(e, path.name));
-    if (owners.length === 1 && owners[0]) {
-      extension = owners[0];
-      attribute = findAttribute(extension, path.name);
-    }
-  }
-  if (!attribute) return undefined;
-  return { attribute, name: extension ? `${extension.id}:${attribute.name}` : attribute.name, ...(extension ? { extension } : {}) };
-}
-
-function renderValue(value: unknown): string {
-  return JSON.stringify(value);
-}
-
-/** Renders a valuePath filter with canonical attribute names for scimmy. */
-function renderFilter(attribute: Attribute, node: FilterNode): string {
-  switch (node.kind) {
-    case 'compare': {
-      const sub = findSub(attribute, node.path.name);
-      return `${sub?.name ?? node.path.name} ${node.op} ${renderValue(node.value)}`;
-    }
-    case 'present': {
-      const sub = findSub(attribute, node.path.name);
-      return `${sub?.name ?? node.path.name} pr`;
-    }
-    case 'and':
-      return node.nodes.map((n) => renderFilter(attribute, n)).join(' and ');
-    case 'or':
-      return node.nodes.map((n) => `(${renderFilter(attribute, n)})`).join(' or ');
-    case 'not':
-      return `not (${renderFilter(attribute, node.node)})`;
-    case 'valuePath':
-      throw badRequest('invalidPath', 'Nested filters are not supported in a path.');
-  }
-}
-
-/**
- * Resolved paths by resource and path text. Entra sends the same few paths in
- * every PATCH, and the schemas do not change while the server runs, so each
- * text is parsed and resolved once. A path that fails is not kept: its error
- * is made again each time. Bounded, since the texts come from clients.
- */
-const resolvedPaths = new LRUCache<string, Readonly<ResolvedPath>>({ max: 1000 });
-
-export function resolvePatchPath(resource: ResourceName, text: string): Readonly<ResolvedPath> {
-  const key = `${resource} ${text}`;
-  let resolved = resolvedPaths.get(key);
-  if (!resolved) {
-    resolved = Object.freeze(resolveNewPatchPath(resource, text));
-    resolvedPaths.set(key, resolved);
-  }
-  return resolved;
-}
-
-function resolveNewPatchPath(resource: ResourceName, text: string): ResolvedPath {
-  let parsed: ReturnType<typeof parsePatchPath>;
-  try {
-    parsed = parsePatchPath(text);
-  } catch (error) {
-    if (error instanceof ScimError) throw badRequest('invalidPath', error.detail);
-    throw error;
-  }
-  const definition = definitionOf(resource);
-  // A path that is only an extension URN names the whole extension.
-  const wholeExtension = findExtension(definition, text);
-  if (wholeExtension) {
-    throw invalidPath(text, 'names a whole schema extension; name one of its attributes');
-  }
-  const found = resolveAttribute(resource, parsed.path);
-  if (!found) throw invalidPath(text, 'does not name an attribute of this resource');
-  const subName = parsed.path.sub ?? parsed.sub;
-  let sub: Attribute | undefined;
-  if (subName !== undefined) {
-    sub = findSub(found.attribute, subName);
-    if (!sub) throw invalidPath(text, `names no sub-attribute "${subName}" of ${found.attribute.name}`);
-  }
-  if (parsed.filter && !found.attribute.config.multiValued) {
-    throw invalidPath(text, 'filters an attribute that is not multi-valued');
-  }
-  const filterText = parsed.filter ? `[${renderFilter(found.attribute, parsed.filter)}]` : '';
-  return {
-    text: `${found.name}${filterText}${sub ? `.${sub.name}` : ''}`,
-    attribute: found.name,
-    definition: found.attribute,
-    ...(parsed.filter ? { filter: parsed.filter } : {}),
-    ...(sub ? { sub } : {}),
-    ...(found.extension ? { extension: found.extension } : {}),
-  };
 }
 
 /** Evaluates a valuePath filter against one element of a multi-valued attribute. */
