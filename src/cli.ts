@@ -13,7 +13,8 @@ import { listMigrations, migrateDown, migrateToLatest } from './db/migrate.js';
 import { openDatabase, type OpenDatabase } from './db/open.js';
 import { purgeDeletedAccounts } from './db/accounts.js';
 import { createAdminCredential, revokeAdminCredential } from './db/admin-credentials.js';
-import { listOpenConflicts, recordAudit, tenantStatus } from './db/audit.js';
+import { listOpenConflicts, recordAudit } from './db/audit.js';
+import { tenantStatus } from './db/tenant-status.js';
 import type { Role } from './db/database.js';
 import { connectTenant, createTenant, disconnectTenant, findTenant, listTenants, updateTenantSettings, type TenantRow } from './db/tenants.js';
 

@@ -3,7 +3,8 @@
 // tokens, audience "<aud>:admin"); a tenant's SCIM token never opens it.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { bearerToken, type AdminAuth } from '../auth/admin.js';
-import { listAuditEvents, listOpenConflicts, tenantStatus } from '../db/audit.js';
+import { listAuditEvents, listOpenConflicts } from '../db/audit.js';
+import { tenantStatus } from '../db/tenant-status.js';
 import type { Db } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
 import { findTenant, listTenants } from '../db/tenants.js';

@@ -2,7 +2,8 @@
 // allowed by its hash, every value escaped (tenant, class and user names come
 // from schools).
 import { createHash } from 'node:crypto';
-import type { AuditEventRow, ConflictRow, TenantStatus } from '../db/audit.js';
+import type { AuditEventRow, ConflictRow } from '../db/audit.js';
+import type { TenantStatus } from '../db/tenant-status.js';
 import type { HourlyRequests } from '../db/request-counts.js';
 
 const STYLE = `

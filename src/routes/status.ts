@@ -6,7 +6,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { SESSION_SECONDS, bearerToken, type AdminAuth } from '../auth/admin.js';
 import type { Config } from '../config.js';
-import { listAuditEvents, listOpenConflicts, tenantStatus, type TenantStatus } from '../db/audit.js';
+import { listAuditEvents, listOpenConflicts } from '../db/audit.js';
+import { tenantStatus, type TenantStatus } from '../db/tenant-status.js';
 import type { Db } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
 import { countMembershipsByTenant, listRequestsPerHour } from '../db/request-counts.js';
