@@ -30,6 +30,7 @@ import { statusRoutes } from './routes/status.js';
 import { groups } from './scim/groups.js';
 import { MAX_JSON_DEPTH, MAX_PARAM_LENGTH, exceedsJsonDepth } from './scim/limits.js';
 import { SeenAccounts } from './scim/seen-accounts.js';
+import type { WriteStrategy } from './scim/resource.js';
 import { users } from './scim/users.js';
 
 export interface AppOptions {
@@ -39,6 +40,8 @@ export interface AppOptions {
   /** The pool behind db, for the pool metrics. */
   pool?: pg.Pool;
   logger?: FastifyServerOptions['loggerInstance'];
+  /** How SCIM writes run (see WriteStrategy); the server's is quick. */
+  writeStrategy?: WriteStrategy;
 }
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
@@ -187,7 +190,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
           hook: 'preHandler',
           timeWindow: RATE_LIMIT_WINDOW_SECONDS * 1000,
           max: config.rateLimitPerSecond * RATE_LIMIT_WINDOW_SECONDS,
-          keyGenerator: (request) => request.auth?.tenantId ?? request.ip,
+          keyGenerator: (request) => request.auth?.tenant.id ?? request.ip,
           errorResponseBuilder: (_request, context) =>
             new ScimError(429, undefined, `Too many requests for this tenant; retry in ${context.after}.`, {
               'retry-after': String(Math.max(1, Math.ceil(context.ttl / 1000))),
@@ -208,8 +211,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       await scim.register(discoveryRoutes, { config });
       // Per app, like every other state: two apps in one process share nothing.
       const seenAccounts = new SeenAccounts();
-      await scim.register(resourceRoutes, { config, db, seenAccounts, handler: users });
-      await scim.register(resourceRoutes, { config, db, seenAccounts, handler: groups });
+      const writeStrategy = options.writeStrategy ?? 'quick';
+      await scim.register(resourceRoutes, { config, db, seenAccounts, writeStrategy, handler: users });
+      await scim.register(resourceRoutes, { config, db, seenAccounts, writeStrategy, handler: groups });
     },
     { prefix: '/scim/v2' },
   );

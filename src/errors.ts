@@ -1,5 +1,7 @@
 // The one error type every layer throws for a request that must fail: it
-// carries the HTTP status and SCIM scimType the error renderer sends.
+// carries the HTTP status and SCIM scimType the error renderer sends, and
+// whether the failure's audit event is already written.
+import { isDatabaseUnavailable, isInvalidValue } from './db/errors.js';
 export type ScimType =
   | 'invalidFilter'
   | 'tooMany'
@@ -18,6 +20,8 @@ export class ScimError extends Error {
     readonly scimType: ScimType | undefined,
     readonly detail: string,
     readonly headers: Readonly<Record<string, string>> = {},
+    /** The handler already wrote this failure's audit event (a refusal it records itself, such as a conflict). */
+    readonly audited = false,
   ) {
     super(detail);
     this.name = 'ScimError';
@@ -38,3 +42,14 @@ export const RETRY_AFTER_SECONDS = 5;
 
 export const unavailable = (detail: string): ScimError =>
   new ScimError(503, undefined, detail, { 'retry-after': String(RETRY_AFTER_SECONDS) });
+
+/**
+ * The SCIM error a database failure stands for: 503 for a database that
+ * cannot answer now (Entra retries it; a 404 would make it think the object
+ * gone), 400 invalidValue for a value it refuses; undefined for the rest.
+ */
+export function databaseError(error: unknown): ScimError | undefined {
+  if (isDatabaseUnavailable(error)) return unavailable('The database is unavailable; try again shortly.');
+  if (isInvalidValue(error)) return badRequest('invalidValue', 'A value in the request cannot be stored (for example a NUL character, or a number or date out of range).');
+  return undefined;
+}

@@ -21,6 +21,8 @@ t.test('lookups answer as the general filter path does', async (t) => {
   const gone = (await scim('POST', '/Users', entraUser(4))).json().id as string;
   t.equal((await scim('DELETE', `/Users/${gone}`)).statusCode, 204);
   await sql`INSERT INTO accounts (tenant_id, managed_by, user_name, external_id) VALUES (${tenant.id}::uuid, 'manual', 'Manual@School.example', 'manual-1')`.execute(db);
+  // Class names repeat across the schools of this tenant (the setting that allows it).
+  await sql`UPDATE tenants SET class_names = 'repeat' WHERE id = ${tenant.id}::uuid`.execute(db);
   for (const name of ['Class 7A', 'class 7a', 'Class 7B']) {
     t.equal((await scim('POST', '/Groups', { schemas: [GROUP], displayName: name, externalId: `ext-${name}` })).statusCode, 201);
   }

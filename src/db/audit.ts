@@ -2,7 +2,7 @@
 // (credential), in which request, with what outcome. Only what finds the
 // object (its id and a reference such as the userName) is written; never
 // attribute values or secrets.
-import { type KyselyPlugin, type Selectable } from 'kysely';
+import { sql, type KyselyPlugin, type RawBuilder, type Selectable } from 'kysely';
 import type { AuditEventsTable, AuditOutcome, Db, Executor, JsonObject, SyncConflictsTable } from './database.js';
 
 export type AuditEventRow = Selectable<AuditEventsTable>;
@@ -34,6 +34,61 @@ export interface AuditEvent {
   details?: JsonObject;
 }
 
+/**
+ * The audit event of a row write, as a write plan carries it: its tenant,
+ * object id and reference are the written row's, filled in by the statement.
+ * `memberCount` asks the statement to add how many memberships it changed to
+ * the details (under that key), and "members" to `details.changed` when any did.
+ */
+export interface PlannedAuditEvent {
+  action: AuditAction;
+  objectType: 'user' | 'group';
+  credentialId: string;
+  requestId: string;
+  details: JsonObject;
+  memberCount?: { key: 'memberChanges' | 'membersAdded'; listChanged: boolean };
+}
+
+/** An audit row's columns as SQL: parameters, or columns of the statement that writes the object. */
+export interface AuditColumns {
+  tenantId: RawBuilder<unknown>;
+  action: RawBuilder<unknown>;
+  objectType: RawBuilder<unknown>;
+  objectId: RawBuilder<unknown>;
+  objectRef: RawBuilder<unknown>;
+  outcome: RawBuilder<unknown>;
+  credentialId: RawBuilder<unknown>;
+  requestId: RawBuilder<unknown>;
+  details: RawBuilder<unknown>;
+}
+
+/**
+ * The one rendering of an audit event into SQL: the INSERT of its row, from
+ * the given source (a statement's CTE, for an event written beside its
+ * write) or standalone.
+ */
+export function auditInsert(columns: AuditColumns, from?: RawBuilder<unknown>): RawBuilder<unknown> {
+  const c = columns;
+  return sql`INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
+    SELECT ${c.tenantId}, ${c.action}, ${c.objectType}, ${c.objectId}, ${c.objectRef}, ${c.outcome}, ${c.credentialId}, ${c.requestId}, ${c.details}
+    ${from ?? sql``}`;
+}
+
+/** A complete event's columns as parameters. */
+function eventColumns(event: AuditEvent): AuditColumns {
+  return {
+    tenantId: sql`${event.tenantId}::uuid`,
+    action: sql`${event.action}::text`,
+    objectType: sql`${event.objectType}::text`,
+    objectId: sql`${event.objectId ?? null}::uuid`,
+    objectRef: sql`${event.objectRef ?? null}::text`,
+    outcome: sql`${event.outcome}::text`,
+    credentialId: sql`${event.credentialId ?? null}::uuid`,
+    requestId: sql`${event.requestId ?? null}::text`,
+    details: sql`${JSON.stringify(event.details ?? {})}::jsonb`,
+  };
+}
+
 /** Told of every event recorded through a Db from observeAudit (the metrics count them). */
 export type AuditObserver = (event: AuditEvent) => void;
 
@@ -50,20 +105,7 @@ export function observeAudit(db: Db, observe: AuditObserver): Db {
 }
 
 export async function recordAudit(db: Executor, event: AuditEvent): Promise<void> {
-  await db
-    .insertInto('audit_events')
-    .values({
-      tenant_id: event.tenantId,
-      action: event.action,
-      object_type: event.objectType,
-      object_id: event.objectId ?? null,
-      object_ref: event.objectRef ?? null,
-      outcome: event.outcome,
-      credential_id: event.credentialId ?? null,
-      request_id: event.requestId ?? null,
-      details: JSON.stringify(event.details ?? {}),
-    })
-    .execute();
+  await auditInsert(eventColumns(event)).execute(db);
   auditRecorded(db, event);
 }
 

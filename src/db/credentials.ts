@@ -1,6 +1,7 @@
 // Queries on credentials: Secret Tokens and OAuth clients of a tenant.
 import type { Selectable } from 'kysely';
 import type { CredentialsTable, Db } from './database.js';
+import type { TenantSettings } from './tenants.js';
 
 export type CredentialRow = Selectable<CredentialsTable>;
 
@@ -38,10 +39,8 @@ export async function listCredentials(db: Db, tenantId: string): Promise<Credent
 
 export interface ActiveCredential {
   id: string;
-  tenantId: string;
   kind: 'token' | 'client';
-  roleMapping: Record<string, string>;
-  verifiedDomains: string[];
+  tenant: TenantSettings;
 }
 
 /** The credential with its tenant's settings, as the request authenticator needs it. */
@@ -53,16 +52,16 @@ export async function findActiveCredential(
   const row = await db
     .selectFrom('credentials as c')
     .innerJoin('tenants as t', 't.id', 'c.tenant_id')
-    .select(['c.id', 'c.tenant_id', 'c.kind', 't.role_mapping', 't.verified_domains'])
+    .select(['c.id', 'c.tenant_id', 'c.kind', 't.role_mapping', 't.verified_domains', 't.class_names'])
     .where('c.tenant_id', '=', tenantId)
     .where('c.id', '=', id)
     .where('c.revoked_at', 'is', null)
     .where('t.disconnected_at', 'is', null)
     .where((eb) => eb.or([eb('c.expires_at', 'is', null), eb('c.expires_at', '>', new Date())]))
     .executeTakeFirst();
-  return row
-    ? { id: row.id, tenantId: row.tenant_id, kind: row.kind, roleMapping: row.role_mapping, verifiedDomains: row.verified_domains }
-    : undefined;
+  if (!row) return undefined;
+  const tenant = { id: row.tenant_id, roleMapping: row.role_mapping, verifiedDomains: row.verified_domains, classNames: row.class_names };
+  return { id: row.id, kind: row.kind, tenant: Object.freeze(tenant) };
 }
 
 /** Revokes a credential by id (of the given kind); returns it, or undefined when no such credential exists. */

@@ -10,6 +10,8 @@ type Json<T> = ColumnType<T, string | undefined, string>;
 
 export type Role = 'student' | 'teacher' | 'staff' | 'admin';
 export type ManagedBy = 'sync' | 'manual';
+/** Whether a tenant's synced class names are unique (Microsoft's SCIM guidance) or may repeat across its schools. */
+export type ClassNames = 'unique' | 'repeat';
 export type JsonObject = Record<string, unknown>;
 
 export interface TenantsTable {
@@ -17,6 +19,7 @@ export interface TenantsTable {
   name: string;
   verified_domains: ColumnType<string[], string[] | undefined, string[]>;
   role_mapping: Json<Record<string, Role>>;
+  class_names: ColumnType<ClassNames, ClassNames | undefined, ClassNames>;
   retention_days: ColumnType<number, number | undefined, number>;
   disconnected_at: NullableTimestamp;
   last_request_at: NullableTimestamp;
@@ -341,4 +344,16 @@ export function createDb(url: string, options: DatabaseOptions = {}): { db: Db; 
   pool.on('connect', (client) => prepareMarked(client, statistics));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return { db, pool };
+}
+
+/** Runs `run` in one transaction, committed when it resolves and rolled back when it throws. */
+export async function inTransaction<T>(db: Executor, run: (trx: Executor) => Promise<T>): Promise<T> {
+  if (db.isTransaction) return run(db);
+  return db.transaction().execute(run);
+}
+
+/** Holds a transaction-scoped advisory lock on a text key until the transaction ends: writes of one key take turns. */
+export async function lockKey(trx: Executor, key: string): Promise<void> {
+  if (!trx.isTransaction) throw new Error('lockKey needs a transaction');
+  await sql`SELECT pg_advisory_xact_lock(hashtextextended(${key}::text, 0))`.execute(trx);
 }

@@ -1,7 +1,7 @@
-// Recognises PostgreSQL failures that mean "the database cannot answer now"
-// (it is down, restarting, overloaded, or a query ran out of time), so they
-// reach the client as 503 and never as 404 or 500.
-import { badRequest, unavailable, type ScimError } from '../errors.js';
+// The database-level errors the data layer raises and recognises: a database
+// that cannot answer now (down, restarting, overloaded, a query out of time),
+// a value it refuses, a unique or foreign-key violation. The layers above
+// decide what each means for a request (plugins/errors.ts: 503, 400).
 
 const UNAVAILABLE_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'EAI_AGAIN']);
 const UNAVAILABLE_SQLSTATES = new Set([
@@ -23,7 +23,8 @@ const UNAVAILABLE_MESSAGES = [
   'client was closed',
 ];
 
-function isDatabaseUnavailable(error: unknown, depth = 0): boolean {
+/** Whether a failure means the database cannot answer now (worth a retry later). */
+export function isDatabaseUnavailable(error: unknown, depth = 0): boolean {
   if (typeof error !== 'object' || error === null || depth > 4) return false;
   const { code, message, cause, errors } = error as {
     code?: unknown;
@@ -43,25 +44,36 @@ function isDatabaseUnavailable(error: unknown, depth = 0): boolean {
   return isDatabaseUnavailable(cause, depth + 1);
 }
 
-// A value the request carried that PostgreSQL cannot store or compare: data
-// exceptions (class 22: a NUL character, an out-of-range number or date, an
-// invalid text representation) and check or not-null violations.
-function isInvalidValue(error: unknown): boolean {
+/**
+ * A value the request carried that PostgreSQL cannot store or compare: data
+ * exceptions (class 22: a NUL character, an out-of-range number or date, an
+ * invalid text representation) and check or not-null violations.
+ */
+export function isInvalidValue(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === 'string' && /^(22[0-9A-Z]{3}|23502|23514)$/.test(code);
 }
 
-/**
- * The SCIM error a database failure stands for: 503 for a database that cannot
- * answer now, 400 invalidValue for a value it refuses; undefined for the rest.
- */
-export function databaseError(error: unknown): ScimError | undefined {
-  if (isDatabaseUnavailable(error)) return unavailable('The database is unavailable; try again shortly.');
-  if (isInvalidValue(error)) return badRequest('invalidValue', 'A value in the request cannot be stored (for example a NUL character, or a number or date out of range).');
-  return undefined;
+/** A write refused by a unique index: the layer that knows what the index means says so. */
+export class UniqueViolation extends Error {
+  constructor(readonly constraint: string) {
+    super(`unique violation of ${constraint}`);
+    this.name = 'UniqueViolation';
+  }
+}
+
+/** The UniqueViolation a driver error stands for, if it is one. */
+export function uniqueViolation(error: unknown): UniqueViolation | undefined {
+  const e = error as { code?: unknown; constraint?: unknown } | null;
+  return e?.code === '23505' ? new UniqueViolation(typeof e.constraint === 'string' ? e.constraint : '') : undefined;
 }
 
 export function isUniqueViolation(error: unknown, constraint?: string): boolean {
   const e = error as { code?: unknown; constraint?: unknown } | null;
+  if (error instanceof UniqueViolation) return constraint === undefined || error.constraint === constraint;
   return e?.code === '23505' && (constraint === undefined || e.constraint === constraint);
+}
+
+export function isForeignKeyViolation(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === '23503';
 }

@@ -1,6 +1,6 @@
 // Queries on tenants and their settings.
 import type { Selectable } from 'kysely';
-import type { Db, Role, TenantsTable } from './database.js';
+import type { ClassNames, Db, Role, TenantsTable } from './database.js';
 
 export type TenantRow = Selectable<TenantsTable>;
 
@@ -36,14 +36,29 @@ export async function countTenants(db: Db): Promise<number> {
   return Number(row.n);
 }
 
+/**
+ * A tenant's settings as the SCIM rules read them, from the credential check
+ * (credentials.ts) to the handlers: one value per tenant and credential
+ * check, shared by its requests.
+ */
 export interface TenantSettings {
+  readonly id: string;
+  readonly roleMapping: Readonly<Record<string, string>>;
+  /** Verified e-mail domains (lower-case), for adoption (rule 2). */
+  readonly verifiedDomains: readonly string[];
+  readonly classNames: ClassNames;
+}
+
+/** A change of settings; what is left out stays. */
+export interface TenantSettingsChange {
   verifiedDomains?: readonly string[];
   roleMapping?: Readonly<Record<string, Role>>;
   retentionDays?: number;
   name?: string;
+  classNames?: ClassNames;
 }
 
-export async function updateTenantSettings(db: Db, id: string, settings: TenantSettings): Promise<TenantRow | undefined> {
+export async function updateTenantSettings(db: Db, id: string, settings: TenantSettingsChange): Promise<TenantRow | undefined> {
   return db
     .updateTable('tenants')
     .set({
@@ -53,6 +68,7 @@ export async function updateTenantSettings(db: Db, id: string, settings: TenantS
         : {}),
       ...(settings.roleMapping !== undefined ? { role_mapping: JSON.stringify(settings.roleMapping) } : {}),
       ...(settings.retentionDays !== undefined ? { retention_days: settings.retentionDays } : {}),
+      ...(settings.classNames !== undefined ? { class_names: settings.classNames } : {}),
       updated_at: new Date(),
     })
     .where('id', '=', id)

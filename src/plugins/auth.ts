@@ -10,16 +10,15 @@ import fp from 'fastify-plugin';
 import { secretFor, type SigningKeys } from '../auth/keys.js';
 import { TOKEN_ALGORITHM } from '../auth/tokens.js';
 import { findActiveCredential } from '../db/credentials.js';
+import type { TenantSettings } from '../db/tenants.js';
 import type { Db } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
 import { ScimError } from '../errors.js';
 
 export interface RequestAuth {
-  readonly tenantId: string;
   readonly credentialId: string;
-  /** Tenant settings the SCIM rules read on every write. */
-  readonly roleMapping: Readonly<Record<string, string>>;
-  readonly verifiedDomains: readonly string[];
+  /** The settings the SCIM rules read on every write. */
+  readonly tenant: TenantSettings;
 }
 
 declare module 'fastify' {
@@ -82,9 +81,7 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
     const hit = cache.get(key);
     if (hit && hit.until > now) return hit.auth;
     const row = await findActiveCredential(options.db, tenantId, credentialId);
-    const found = row
-      ? { tenantId: row.tenantId, credentialId: row.id, roleMapping: row.roleMapping, verifiedDomains: row.verifiedDomains }
-      : null;
+    const found = row ? { credentialId: row.id, tenant: row.tenant } : null;
     if (options.cacheSeconds > 0) {
       if (cache.size > 10_000) cache.clear();
       cache.set(key, { auth: found, until: now + options.cacheSeconds * 1000 });
@@ -134,8 +131,8 @@ function admit(request: FastifyRequest, auth: RequestAuth): void {
   // The request's own logger (fastify makes one per request) gains the
   // tenant; a logger without setBindings (logging off) gets a child.
   const log = request.log as FastifyBaseLogger & { setBindings?: (bindings: Record<string, unknown>) => void };
-  if (typeof log.setBindings === 'function') log.setBindings({ tenantId: auth.tenantId });
-  else request.log = log.child({ tenantId: auth.tenantId });
+  if (typeof log.setBindings === 'function') log.setBindings({ tenantId: auth.tenant.id });
+  else request.log = log.child({ tenantId: auth.tenant.id });
 }
 
 export const authPlugin = fp(auth, { name: 'scim-auth', fastify: '5.x' });

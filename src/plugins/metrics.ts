@@ -31,7 +31,7 @@ async function metricsRoutes(app: FastifyInstance, options: MetricsOptions): Pro
         route: request.routeOptions.url ?? 'unmatched',
         method: request.method,
         status: reply.statusCode,
-        tenant: request.auth?.tenantId ?? '',
+        tenant: request.auth?.tenant.id ?? '',
       },
       reply.elapsedTime / 1000,
     );

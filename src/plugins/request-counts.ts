@@ -22,7 +22,7 @@ async function requestCounts(app: FastifyInstance, options: { db: Db }): Promise
   // onSend, not onResponse: counted before the client has its answer, so a
   // status page read right after sees it.
   app.addHook('onSend', (request, reply, payload, done) => {
-    const tenantId = request.auth?.tenantId;
+    const tenantId = request.auth?.tenant.id;
     if (!tenantId) {
       done(null, payload);
       return;

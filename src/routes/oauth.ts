@@ -10,7 +10,7 @@ import { signToken } from '../auth/tokens.js';
 import type { Config } from '../config.js';
 import { findActiveClient, markCredentialUsed } from '../db/credentials.js';
 import type { Db } from '../db/database.js';
-import { databaseError } from '../db/errors.js';
+import { databaseError } from '../errors.js';
 import { isUuid } from '../db/ids.js';
 
 export interface OAuthOptions {

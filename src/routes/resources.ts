@@ -6,7 +6,7 @@ import type { Db } from '../db/database.js';
 import { ScimError, badRequest } from '../errors.js';
 import { parseFilter, parsePatchPath } from '../scim/filter.js';
 import { excludesMembers, project, type Projection } from '../scim/projection.js';
-import type { Json, ListParams, RequestContext, ResourceHandler } from '../scim/resource.js';
+import type { Json, ListParams, RequestContext, ResourceHandler, WriteStrategy } from '../scim/resource.js';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_START_INDEX } from '../scim/limits.js';
 import { LIST_RESPONSE_SCHEMA, SEARCH_REQUEST_SCHEMA } from '../scim/schemas.js';
 import type { SeenAccounts } from '../scim/seen-accounts.js';
@@ -96,10 +96,11 @@ export interface ResourceRouteOptions {
   db: Db;
   handler: ResourceHandler;
   seenAccounts: SeenAccounts;
+  writeStrategy: WriteStrategy;
 }
 
 export async function resourceRoutes(app: FastifyInstance, options: ResourceRouteOptions): Promise<void> {
-  const { handler, config, db, seenAccounts } = options;
+  const { handler, config, db, seenAccounts, writeStrategy } = options;
   const baseUrl = `${config.publicUrl}/scim/v2`;
   const endpoint = handler.endpoint;
 
@@ -108,17 +109,13 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
     if (!auth) throw new ScimError(401, undefined, 'Authentication required.');
     return {
       db,
-      tenantId: auth.tenantId,
+      tenant: auth.tenant,
       credentialId: auth.credentialId,
       requestId: request.id,
-      roleMapping: auth.roleMapping,
-      verifiedDomains: auth.verifiedDomains,
-      markAudited: () => {
-        request.auditRecorded = true;
-      },
       baseUrl,
       log: request.log,
       seenAccounts,
+      writeStrategy,
     };
   };
 

@@ -1,40 +1,37 @@
 // SCIM Groups are the portal's classes. Member changes never go through
 // scimmy's read-patch-write of the member list: they are split off the PATCH
 // and applied in SQL as set operations, so a class of 10,000 costs what a
-// class of 10 does.
+// class of 10 does. Each write reads what its planner (class-writes.ts)
+// decides on and runs the plan the one way (write.ts).
+import { randomUUID } from 'node:crypto';
 import {
-  addSyncedMembers,
-  addSyncedMembersNow,
-  adoptClass,
   findAdoptableClass,
-  deleteSyncedClass,
   findMemberCandidates,
   findSyncedClass,
-  insertSyncedClass,
-  insertUnclaimedClass,
+  isClassNameTaken,
   listSyncedClasses,
-  lookupSyncedClasses,
   listSyncedMembers,
-  removeSyncedMembers,
-  replaceSyncedMembers,
-  updateSyncedClass,
+  lookupSyncedClasses,
   type ClassRow,
-  type ClassValues,
   type Member,
 } from '../db/classes.js';
-import { recordAudit, type AuditAction } from '../db/audit.js';
-import type { Database } from '../db/database.js';
+import type { Executor } from '../db/database.js';
+import { UniqueViolation } from '../db/errors.js';
 import { isUuid } from '../db/ids.js';
-import { badRequest, notFound } from '../errors.js';
-import type { Transaction } from 'kysely';
+import type { ClassPlan, ClassValues } from '../db/write-plan.js';
+import { executeClassPlan, type ClassWrite } from '../db/write-statements.js';
+import { badRequest, conflict, notFound } from '../errors.js';
 import type { FilterNode } from './filter.js';
 import { columnLookup, filterToSql, sortExpression } from './filter-sql.js';
 import { normaliseResource, readPatchOperations, type RawOperation } from './entra-dialect.js';
+import { planClassChange, planClassCreate, planClassDelete, type ClassSituation } from './class-writes.js';
 import { patchGroupDocument } from './patch.js';
-import { resolvePatchPath } from './schema-index.js';
 import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { MAX_MEMBERS_PER_REQUEST, checkStringLengths } from './limits.js';
+import { namedMembers, netMemberChange, type MemberOp } from './rules/class-members.js';
+import { resolvePatchPath } from './schema-index.js';
 import { GROUP_SCHEMA, coerceResource } from './schemas.js';
+import { actorOf, runWrite, type Step } from './write.js';
 
 const ENDPOINT = '/Groups';
 
@@ -60,11 +57,8 @@ export function toScimGroup(row: ClassRow, baseUrl: string, members: Member[] | 
   };
 }
 
-function changedGroupAttributes(before: ClassRow, after: ClassRow): string[] {
-  return changedAttributes(
-    { ...(before.scim), displayName: before.display_name },
-    { ...(after.scim), displayName: after.display_name },
-  );
+function changedGroupAttributes(before: ClassRow, after: ClassValues): string[] {
+  return changedAttributes({ ...before.scim, displayName: before.display_name }, { ...after.scim, displayName: after.display_name });
 }
 
 function fromScimGroup(resource: Json): ClassValues {
@@ -99,21 +93,6 @@ function tooManyMembers(count: number): void {
   }
 }
 
-/** Rule 5: a member must be a user of this tenant; nested groups are not supported. */
-async function validMembers(trx: Transaction<Database>, ctx: RequestContext, ids: string[]): Promise<string[]> {
-  const malformed = ids.filter((id) => !isUuid(id));
-  const found = await findMemberCandidates(trx, ctx.tenantId, ids.filter(isUuid));
-  const missing = [...malformed, ...ids.filter((id) => isUuid(id) && !found.has(id))];
-  if (missing.length > 0) {
-    const shown = missing.slice(0, 5).join(', ');
-    throw badRequest(
-      'invalidValue',
-      `Members must be users of this tenant (nested groups are not supported); not a user here: ${shown}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}.`,
-    );
-  }
-  return ids;
-}
-
 /** Ids named by a members[...] filter: value eq "id", joined by or. */
 function idsFromMemberFilter(node: FilterNode): string[] {
   if (node.kind === 'compare' && node.op === 'eq' && node.path.name.toLowerCase() === 'value' && typeof node.value === 'string') {
@@ -123,10 +102,8 @@ function idsFromMemberFilter(node: FilterNode): string[] {
   throw badRequest('invalidFilter', 'A members filter in a path must be value eq "<id>" (or several joined by or).');
 }
 
-type MemberChange = { kind: 'add' | 'remove' | 'replace'; ids: string[] } | { kind: 'removeAll' };
-
 interface SplitPatch {
-  memberChanges: MemberChange[];
+  memberChanges: MemberOp[];
   others: RawOperation[];
 }
 
@@ -136,7 +113,7 @@ function isMembersKey(key: string): boolean {
 
 /** Splits member operations (done in SQL) from the rest (done by scimmy). */
 function splitPatch(body: unknown): SplitPatch {
-  const memberChanges: MemberChange[] = [];
+  const memberChanges: MemberOp[] = [];
   const others: RawOperation[] = [];
   for (const raw of readPatchOperations(body)) {
     const op = raw.op.toLowerCase();
@@ -176,12 +153,6 @@ function splitPatch(body: unknown): SplitPatch {
   return { memberChanges, others };
 }
 
-async function requireClass(ctx: RequestContext, id: string, forUpdate: boolean, db: Transaction<Database> | RequestContext['db'] = ctx.db): Promise<ClassRow> {
-  const row = isUuid(id) ? await findSyncedClass(db, ctx.tenantId, id, forUpdate) : undefined;
-  if (!row) throw notFound(`No group ${id}.`);
-  return row;
-}
-
 function inbound(body: unknown): { values: ClassValues; members: string[] | undefined } {
   const normalised = normaliseResource('Group', body);
   const memberKey = Object.keys(normalised).find(isMembersKey);
@@ -195,25 +166,59 @@ function inbound(body: unknown): { values: ClassValues; members: string[] | unde
   return { values: fromScimGroup(coerced), members };
 }
 
-async function audit(
-  trx: Transaction<Database>,
-  ctx: RequestContext,
-  action: AuditAction,
-  row: ClassRow,
-  details: Json = {},
-): Promise<void> {
-  await recordAudit(trx, {
-    tenantId: ctx.tenantId,
-    action,
-    objectType: 'group',
-    objectId: row.id,
-    objectRef: row.display_name,
-    outcome: 'success',
-    credentialId: ctx.credentialId,
-    requestId: ctx.requestId,
-    details,
-  });
+async function readClass(ctx: RequestContext, db: Executor, id: string, forUpdate: boolean): Promise<ClassRow> {
+  const row = isUuid(id) ? await findSyncedClass(db, ctx.tenant.id, id, forUpdate) : undefined;
+  if (!row) throw notFound(`No group ${id}.`);
+  return row;
 }
+
+/** What a locked read knows of the rows in a write's way (see ClassSituation). */
+async function situation(ctx: RequestContext, trx: Executor, named: readonly string[], rename: { name: string; except: string | undefined } | undefined): Promise<Exclude<ClassSituation, 'unread'>> {
+  const found = await findMemberCandidates(trx, ctx.tenant.id, named.filter(isUuid));
+  const notUsers = named.filter((id) => !found.has(id));
+  const nameTaken = rename !== undefined && ctx.tenant.classNames === 'unique' && (await isClassNameTaken(trx, ctx.tenant.id, rename.name, rename.except));
+  return { notUsers, nameTaken };
+}
+
+interface Written extends ClassWrite {
+  adopted: boolean;
+}
+
+type ClassStep = Step<ClassPlan, Written>;
+
+/** Runs a class write; an externalId taken meanwhile by a concurrent create is 409. */
+async function writeClass(ctx: RequestContext, externalId: string | null, write: { quick: (() => Promise<ClassStep | undefined>)[]; locked: (trx: Executor) => Promise<ClassStep> }): Promise<Written> {
+  try {
+    return await runWrite(ctx, {
+      ...write,
+      execute: async (db, plan) => {
+        const written = await executeClassPlan(db, plan);
+        return written && { ...written, adopted: plan.kind === 'update' && plan.adopt };
+      },
+    });
+  } catch (error) {
+    if (error instanceof UniqueViolation && error.constraint === 'classes_external_id_key') {
+      throw conflict(`A group with externalId "${externalId ?? ''}" already exists.`);
+    }
+    throw error;
+  }
+}
+
+function writtenRow(written: Written): ClassRow {
+  if (!written.row) throw new Error('a class write that writes returns its row');
+  return written.row;
+}
+
+/** The changed document of a PATCH's non-member operations, with the names it changes. */
+async function patchedValues(ctx: RequestContext, row: ClassRow, others: readonly RawOperation[]): Promise<{ values: ClassValues | undefined; changed: string[] }> {
+  const patched = await patchGroupDocument(toScimGroup(row, ctx.baseUrl, undefined), others);
+  if (patched === undefined) return { values: undefined, changed: [] };
+  const values = fromScimGroup(patched);
+  return { values, changed: changedGroupAttributes(row, values) };
+}
+
+const renameOf = (row: ClassRow, values: ClassValues | undefined) =>
+  values !== undefined && values.display_name.toLowerCase() !== row.display_name.toLowerCase() ? { name: values.display_name, except: row.id } : undefined;
 
 export const groups: ResourceHandler = {
   name: 'Group',
@@ -221,28 +226,26 @@ export const groups: ResourceHandler = {
 
   async create(ctx, body) {
     const { values, members } = inbound(body);
-    // Most creates have no members and adopt nothing: one statement writes the
-    // class and its audit event. Otherwise the path below decides.
-    if (!members || members.length === 0) {
-      const created = await insertUnclaimedClass(ctx.db, ctx.tenantId, values, { credentialId: ctx.credentialId, requestId: ctx.requestId });
-      if (created) return toScimGroup(created, ctx.baseUrl, []);
-    }
-    return ctx.db.transaction().execute(async (trx) => {
-      // Rule 8: a class this tenant synced before its disconnect is adopted again.
-      const previous = values.external_id ? await findAdoptableClass(trx, ctx.tenantId, values.external_id) : undefined;
-      const row = previous ? await adoptClass(trx, ctx.tenantId, previous.id, values) : await insertSyncedClass(trx, ctx.tenantId, values);
-      let added = 0;
-      if (members && members.length > 0) {
-        added = await addSyncedMembers(trx, ctx.tenantId, row.id, await validMembers(trx, ctx, members));
-      }
-      await audit(trx, ctx, previous ? 'adopt' : 'create', row, { membersAdded: added, ...(previous ? { matchedBy: 'externalId' } : {}) });
-      return toScimGroup(row, ctx.baseUrl, members || previous ? await listSyncedMembers(trx, ctx.tenantId, [row.id]) : []);
+    const ids = members ?? [];
+    const actor = actorOf(ctx);
+    const id = randomUUID();
+    const written = await writeClass(ctx, values.external_id, {
+      // Most creates have no members and adopt nothing: the guards check it.
+      quick: [async () => (ids.every(isUuid) ? { plan: planClassCreate(actor, ctx.tenant.classNames, values, ids, 'unread', id) } : undefined)],
+      locked: async (trx) => {
+        // Rule 8: a class this tenant synced before its disconnect is adopted again.
+        const adoptable = values.external_id ? await findAdoptableClass(trx, ctx.tenant.id, values.external_id) : undefined;
+        const known = await situation(ctx, trx, ids, { name: values.display_name, except: adoptable?.id });
+        return { plan: planClassCreate(actor, ctx.tenant.classNames, values, ids, { ...known, adoptable }, id) };
+      },
     });
+    const row = writtenRow(written);
+    return toScimGroup(row, ctx.baseUrl, members || written.adopted ? await listSyncedMembers(ctx.db, ctx.tenant.id, [row.id]) : []);
   },
 
   async get(ctx, id, withMembers) {
-    const row = await requireClass(ctx, id, false);
-    return toScimGroup(row, ctx.baseUrl, withMembers ? await listSyncedMembers(ctx.db, ctx.tenantId, [row.id]) : undefined);
+    const row = await readClass(ctx, ctx.db, id, false);
+    return toScimGroup(row, ctx.baseUrl, withMembers ? await listSyncedMembers(ctx.db, ctx.tenant.id, [row.id]) : undefined);
   },
 
   async list(ctx, params) {
@@ -251,16 +254,16 @@ export const groups: ResourceHandler = {
     const where = params.filter && !lookup ? filterToSql('Group', params.filter) : undefined;
     const orderBy = params.sortBy ? sortExpression('Group', params.sortBy) : undefined;
     const { rows, total } = lookup
-        ? await lookupSyncedClasses(ctx.db, ctx.tenantId, lookup, params.count)
-        : await listSyncedClasses(ctx.db, ctx.tenantId, {
-            ...(where ? { where } : {}),
-            ...(orderBy ? { orderBy } : {}),
-            descending: params.descending,
-            offset: params.startIndex - 1,
-            limit: params.count,
-          });
+      ? await lookupSyncedClasses(ctx.db, ctx.tenant.id, lookup, params.count)
+      : await listSyncedClasses(ctx.db, ctx.tenant.id, {
+          ...(where ? { where } : {}),
+          ...(orderBy ? { orderBy } : {}),
+          descending: params.descending,
+          offset: params.startIndex - 1,
+          limit: params.count,
+        });
     if (!params.withMembers) return { total, resources: rows.map((r) => toScimGroup(r, ctx.baseUrl, undefined)) };
-    const members = await listSyncedMembers(ctx.db, ctx.tenantId, rows.map((r) => r.id));
+    const members = await listSyncedMembers(ctx.db, ctx.tenant.id, rows.map((r) => r.id));
     return {
       total,
       resources: rows.map((r) => toScimGroup(r, ctx.baseUrl, members.filter((m) => m.classId === r.id))),
@@ -269,56 +272,83 @@ export const groups: ResourceHandler = {
 
   async replace(ctx, id, body, ifMatch) {
     const { values, members } = inbound(body);
-    return ctx.db.transaction().execute(async (trx) => {
-      const row = await requireClass(ctx, id, true, trx);
-      checkIfMatch(ifMatch, row.version);
-      // PUT replaces the synced members; members added by hand stay (rule 5).
-      const memberChanges = await replaceSyncedMembers(trx, ctx.tenantId, row.id, await validMembers(trx, ctx, members ?? []));
-      const updated = await updateSyncedClass(trx, ctx.tenantId, row.id, values);
-      const changed = changedGroupAttributes(row, updated);
-      await audit(trx, ctx, 'update', updated, { changed: memberChanges > 0 ? [...changed, 'members'] : changed, memberChanges });
-      return toScimGroup(updated, ctx.baseUrl, await listSyncedMembers(trx, ctx.tenantId, [row.id]));
+    const ids = members ?? [];
+    const actor = actorOf(ctx);
+    // PUT replaces the synced members; members added by hand stay (rule 5).
+    const plan = (row: ClassRow, known: ClassSituation) =>
+      planClassChange(actor, ctx.tenant.classNames, row.id, row, { values, changed: changedGroupAttributes(row, values), members: { kind: 'replace', members: ids }, named: ids }, known);
+    const written = await writeClass(ctx, values.external_id, {
+      quick: [
+        async () => {
+          if (!ids.every(isUuid)) return undefined;
+          const row = await readClass(ctx, ctx.db, id, false);
+          checkIfMatch(ifMatch, row.version);
+          return { plan: plan(row, 'unread') };
+        },
+      ],
+      locked: async (trx) => {
+        const row = await readClass(ctx, trx, id, true);
+        checkIfMatch(ifMatch, row.version);
+        return { plan: plan(row, await situation(ctx, trx, ids, renameOf(row, values))) };
+      },
     });
+    const row = writtenRow(written);
+    return toScimGroup(row, ctx.baseUrl, await listSyncedMembers(ctx.db, ctx.tenant.id, [row.id]));
   },
 
   async patch(ctx, id, body, ifMatch) {
     // The message is read and checked before the database is touched.
-    const { memberChanges, others } = splitPatch(body);
-    // Entra's member batch (one add and nothing else) is one statement when
-    // the class and every member are valid; anything else takes the path below.
-    const [only, ...more] = memberChanges;
-    if (ifMatch === undefined && others.length === 0 && more.length === 0 && only?.kind === 'add' && isUuid(id) && only.ids.every((m) => isUuid(m))) {
-      const added = await addSyncedMembersNow(ctx.db, ctx.tenantId, id, only.ids, { credentialId: ctx.credentialId, requestId: ctx.requestId });
-      if (added !== undefined) return undefined;
-    }
-    await ctx.db.transaction().execute(async (trx) => {
-      const row = await requireClass(ctx, id, true, trx);
-      checkIfMatch(ifMatch, row.version);
-      let changed = 0;
-      for (const change of memberChanges) {
-        if (change.kind === 'add') changed += await addSyncedMembers(trx, ctx.tenantId, row.id, await validMembers(trx, ctx, change.ids));
-        else if (change.kind === 'replace') {
-          changed += await replaceSyncedMembers(trx, ctx.tenantId, row.id, await validMembers(trx, ctx, change.ids));
-        } else if (change.kind === 'remove') changed += await removeSyncedMembers(trx, ctx.tenantId, row.id, change.ids.filter(isUuid));
-        else changed += await removeSyncedMembers(trx, ctx.tenantId, row.id, 'all');
-      }
-      const patched = await patchGroupDocument(toScimGroup(row, ctx.baseUrl, undefined), others);
-      const values = patched && fromScimGroup(patched);
-      if (values || changed > 0) {
-        const updated = await updateSyncedClass(trx, ctx.tenantId, row.id, values);
-        const names = changedGroupAttributes(row, updated);
-        await audit(trx, ctx, 'update', updated, { changed: changed > 0 ? [...names, 'members'] : names, memberChanges: changed });
-      }
+    const split = splitPatch(body);
+    // Ids that are not user ids are no member to remove.
+    const ops = split.memberChanges.map((op): MemberOp => (op.kind === 'remove' ? { kind: 'remove', ids: op.ids.filter(isUuid) } : op));
+    const members = netMemberChange(ops);
+    const named = namedMembers(ops);
+    const { others } = split;
+    const actor = actorOf(ctx);
+    const fromRow = async (row: ClassRow, known: (values: ClassValues | undefined) => Promise<ClassSituation>): Promise<ClassStep> => {
+      const { values, changed } = await patchedValues(ctx, row, others);
+      if (values === undefined && members === undefined) return { done: { row, memberChanges: 0, adopted: false } };
+      return { plan: planClassChange(actor, ctx.tenant.classNames, row.id, row, { values, changed, members, named }, await known(values)) };
+    };
+    await writeClass(ctx, null, {
+      quick: [
+        async () => {
+          if (!named.every(isUuid)) return undefined;
+          // Entra's member batch needs no read: the guards find the class and the users.
+          if (others.length === 0 && ifMatch === undefined && members !== undefined) {
+            return { plan: planClassChange(actor, ctx.tenant.classNames, id, undefined, { values: undefined, changed: [], members, named }, 'unread') };
+          }
+          const row = await readClass(ctx, ctx.db, id, false);
+          checkIfMatch(ifMatch, row.version);
+          return fromRow(row, async () => 'unread');
+        },
+      ],
+      locked: async (trx) => {
+        const row = await readClass(ctx, trx, id, true);
+        checkIfMatch(ifMatch, row.version);
+        return fromRow(row, (values) => situation(ctx, trx, named, renameOf(row, values)));
+      },
     });
     return undefined;
   },
 
   async remove(ctx, id, ifMatch) {
-    await ctx.db.transaction().execute(async (trx) => {
-      const row = await requireClass(ctx, id, true, trx);
-      checkIfMatch(ifMatch, row.version);
-      await deleteSyncedClass(trx, ctx.tenantId, row.id);
-      await audit(trx, ctx, 'delete', row);
+    const actor = actorOf(ctx);
+    if (!isUuid(id)) throw notFound(`No group ${String(id)}.`);
+    await writeClass(ctx, null, {
+      quick: [
+        async () => {
+          if (ifMatch === undefined) return { plan: planClassDelete(actor, id, undefined) };
+          const row = await readClass(ctx, ctx.db, id, false);
+          checkIfMatch(ifMatch, row.version);
+          return { plan: planClassDelete(actor, id, row) };
+        },
+      ],
+      locked: async (trx) => {
+        const row = await readClass(ctx, trx, id, true);
+        checkIfMatch(ifMatch, row.version);
+        return { plan: planClassDelete(actor, id, row) };
+      },
     });
   },
 };

@@ -2,6 +2,7 @@
 // they share: request context, ETags, list parameters.
 import type { FastifyBaseLogger } from 'fastify';
 import type { Db } from '../db/database.js';
+import type { TenantSettings } from '../db/tenants.js';
 import { preconditionFailed } from '../errors.js';
 import type { AttrPath, FilterNode } from './filter.js';
 import type { SeenAccounts } from './seen-accounts.js';
@@ -9,22 +10,26 @@ import type { ResourceName } from './schemas.js';
 
 export type Json = Record<string, unknown>;
 
+/**
+ * How a write is run. `quick` (the server's): one statement planned from what
+ * is known without a lock, and the locked path only when a guard fails;
+ * `locked`: always plan from freshly locked rows in a transaction (the
+ * differential test holds the two to the same rows and answers).
+ */
+export type WriteStrategy = 'quick' | 'locked';
+
 /** Request data that travels with every call: never kept in globals. */
 export interface RequestContext {
   db: Db;
-  tenantId: string;
+  tenant: TenantSettings;
   credentialId: string;
   requestId: string;
-  roleMapping: Readonly<Record<string, string>>;
-  /** The tenant's verified e-mail domains (lower-case), for adoption (rule 2). */
-  verifiedDomains: readonly string[];
-  /** Tells the failure auditor that this request already wrote its own audit event. */
-  markAudited: () => void;
   /** PUBLIC_URL + /scim/v2, for meta.location. */
   baseUrl: string;
   log: FastifyBaseLogger;
   /** This app's recently seen accounts, the base of the next PATCH (seen-accounts.ts). */
   seenAccounts: SeenAccounts;
+  writeStrategy: WriteStrategy;
 }
 
 export interface ListParams {

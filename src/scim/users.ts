@@ -1,34 +1,33 @@
 // SCIM Users: the mappers between accounts rows and SCIM resources, and the
-// operations the generic routes call.
-
+// operations the generic routes call. Each write reads what its planner
+// (user-writes.ts) decides on and runs the plan the one way (write.ts).
+import { randomUUID } from 'node:crypto';
 import {
-  adoptAccount,
   findAdminCollision,
   findAdoptableByAddress,
   findAdoptableByExternalId,
-  deleteSyncedAccount,
-  deleteSyncedAccountNow,
   findSyncedAccount,
-  insertSyncedAccount,
-  insertUnclaimedAccount,
   listSyncedAccounts,
   lookupSyncedAccounts,
-  updateAccountAtVersion,
-  updateSyncedAccount,
   type AccountResource,
-  type AccountRow,
-  type AccountValues,
 } from '../db/accounts.js';
-import { recordAudit, recordConflict, type AuditEvent } from '../db/audit.js';
+import type { Executor } from '../db/database.js';
+import { UniqueViolation } from '../db/errors.js';
 import { isUuid } from '../db/ids.js';
-import { ScimError, badRequest, notFound } from '../errors.js';
+import type { AccountValues } from '../db/write-plan.js';
+import { executeAccountPlan } from '../db/write-statements.js';
+import { badRequest, conflict, notFound } from '../errors.js';
 import { columnLookup, filterToSql, sortExpression } from './filter-sql.js';
 import { normaliseResource } from './entra-dialect.js';
 import { patchUserDocument, stripServerAttributes } from './patch.js';
-import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
+import { checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { checkStringLengths } from './limits.js';
 import { resolveRole } from './roles.js';
+import { addresses, inVerifiedDomain } from './rules/adoption.js';
+import { isActive } from './rules/deprovisioning.js';
 import { PORTAL_SCHEMA, USER_SCHEMA, coerceResource } from './schemas.js';
+import { planUserChange, planUserCreate, planUserDelete } from './user-writes.js';
+import { actorOf, runWrite, type Step, type Write } from './write.js';
 
 const ENDPOINT = '/Users';
 
@@ -79,7 +78,7 @@ export function fromScimUser(resource: Json, roleMapping: Readonly<Record<string
     display_name: str(resource.displayName),
     school_id: str(portal.schoolId),
     grade: str(portal.grade),
-    active: active !== false,
+    active: isActive(active),
     role: resolveRole(resource, roleMapping),
     scim: { ...scim, ...(str(externalId) !== null ? { externalId } : {}) },
   };
@@ -97,123 +96,50 @@ function inbound(body: unknown): Json {
   return coerced;
 }
 
-async function requireAccount(ctx: RequestContext, id: string, forUpdate: boolean, db = ctx.db): Promise<AccountResource> {
-  const row = isUuid(id) ? await findSyncedAccount(db, ctx.tenantId, id, forUpdate) : undefined;
+async function readAccount(ctx: RequestContext, db: Executor, id: string, forUpdate: boolean): Promise<AccountResource> {
+  const row = isUuid(id) ? await findSyncedAccount(db, ctx.tenant.id, id, forUpdate) : undefined;
   if (!row) throw notFound(`No user ${id}.`);
   return row;
 }
 
-/** The account's values after a PatchOp message, or undefined when it changes nothing. */
-async function patchedValues(ctx: RequestContext, row: AccountResource, body: unknown): Promise<AccountValues | undefined> {
-  const patched = await patchUserDocument(userAttributes(row), body);
-  return patched === undefined ? undefined : fromScimUser(patched, ctx.roleMapping);
+type UserStep = Step<Parameters<typeof executeAccountPlan>[1], AccountResource>;
+
+/** The plan of a change of `row` into `values`; `admin` as planUserChange takes it. */
+function changeStep(ctx: RequestContext, row: AccountResource, values: AccountValues, admin: Parameters<typeof planUserChange>[4]): UserStep {
+  const attributes = { before: userAttributes(row), after: userAttributes({ ...row, ...values }) };
+  return { plan: planUserChange(actorOf(ctx), row, attributes, values, admin) };
 }
 
-/** The addresses (lower-case) an account is known by: its userName and link e-mail. */
-function addresses(values: AccountValues): string[] {
-  return [...new Set([values.user_name, values.email].filter((a): a is string => a !== null).map((a) => a.toLowerCase()))];
+/** A change planned from the account read and locked in `trx`, with rule 3 read for the new addresses. */
+async function lockedChange(
+  ctx: RequestContext,
+  trx: Executor,
+  id: string,
+  ifMatch: string | undefined,
+  valuesOf: (row: AccountResource) => Promise<AccountValues | undefined>,
+): Promise<UserStep> {
+  const row = await readAccount(ctx, trx, id, true);
+  checkIfMatch(ifMatch, row.version);
+  const values = await valuesOf(row);
+  if (values === undefined) return { done: row };
+  return changeStep(ctx, row, values, await findAdminCollision(trx, ctx.tenant.id, addresses(values), row.id));
 }
 
-function inVerifiedDomain(address: string, domains: readonly string[]): boolean {
-  const at = address.lastIndexOf('@');
-  return at > 0 && domains.includes(address.slice(at + 1));
-}
-
-/** Rule 3 refused a write; the conflict is recorded after the rollback. */
-class AdminCollision extends Error {
-  constructor(
-    readonly adminId: string,
-    readonly ref: string,
-  ) {
-    super('admin collision');
-  }
-}
-
-async function refuseAdminCollision(ctx: RequestContext, collision: AdminCollision): Promise<never> {
-  const detail =
-    `The userName or e-mail "${collision.ref}" belongs to a portal admin account, which sync never changes. ` +
-    'Give the Entra user another address, or ask the portal team to resolve the conflict.';
-  await recordConflict(ctx.db, {
-    tenantId: ctx.tenantId,
-    kind: 'admin-collision',
-    objectType: 'user',
-    objectRef: collision.ref,
-    accountId: collision.adminId,
-    requestId: ctx.requestId,
-    detail,
-  });
-  await recordAudit(ctx.db, {
-    tenantId: ctx.tenantId,
-    action: 'conflict',
-    objectType: 'user',
-    objectId: collision.adminId,
-    objectRef: collision.ref,
-    outcome: 'conflict',
-    credentialId: ctx.credentialId,
-    requestId: ctx.requestId,
-    details: { reason: 'admin-collision' },
-  });
-  ctx.markAudited();
-  throw new ScimError(409, 'uniqueness', detail);
-}
-
-async function withAdminGuard<T>(ctx: RequestContext, run: () => Promise<T>): Promise<T> {
+/** Runs a user write; a userName taken meanwhile by a concurrent create is 409, as Entra expects. */
+async function writeUser(ctx: RequestContext, userName: () => string, write: Omit<Write<UserStep extends Step<infer P, AccountResource> ? P : never, AccountResource>, 'execute'>): Promise<AccountResource> {
   try {
-    return await run();
+    return await runWrite(ctx, { ...write, execute: executeAccountPlan });
   } catch (error) {
-    if (error instanceof AdminCollision) return refuseAdminCollision(ctx, error);
+    if (error instanceof UniqueViolation && error.constraint === 'accounts_synced_user_name_key') {
+      throw conflict(`A user with userName "${userName()}" already exists (userName is unique in any case).`);
+    }
     throw error;
   }
 }
 
-function auditAction(before: AccountResource, after: AccountResource): 'deactivate' | 'reactivate' | 'update' {
-  if (before.active && !after.active) return 'deactivate';
-  if (!before.active && after.active) return 'reactivate';
-  return 'update';
-}
-
-/** The audit event of a change, or undefined when no attribute changed. */
-function updateEvent(ctx: RequestContext, before: AccountResource, after: AccountResource): AuditEvent | undefined {
-  const changed = changedAttributes(userAttributes(before), userAttributes(after));
-  if (changed.length === 0) return undefined;
-  return {
-    tenantId: ctx.tenantId,
-    action: auditAction(before, after),
-    objectType: 'user',
-    objectId: after.id,
-    objectRef: after.user_name,
-    outcome: 'success',
-    credentialId: ctx.credentialId,
-    requestId: ctx.requestId,
-    details: { changed, ...(before.role !== after.role ? { role: after.role } : {}) },
-  };
-}
-
-async function auditUpdate(trx: Parameters<typeof recordAudit>[0], ctx: RequestContext, before: AccountResource, after: AccountResource): Promise<void> {
-  const event = updateEvent(ctx, before, after);
-  if (event) await recordAudit(trx, event);
-}
-
-/** Stores a changed account after rule 3's check, and audits what changed. */
-async function saveUpdate(trx: Parameters<typeof recordAudit>[0], ctx: RequestContext, row: AccountResource, values: AccountValues): Promise<AccountRow> {
-  const admin = await findAdminCollision(trx, ctx.tenantId, addresses(values), row.id);
-  if (admin) throw new AdminCollision(admin.id, values.user_name);
-  const updated = await updateSyncedAccount(trx, ctx.tenantId, row.id, values);
-  await auditUpdate(trx, ctx, row, updated);
-  return updated;
-}
-
-/**
- * Writes the values a PatchOp made of `row` in one statement with its audit
- * event, while the account still has row's version and no admin collides.
- * Undefined when nothing was written: no values (the PATCH changes nothing,
- * or `row` is one this instance saw earlier and the message does not apply
- * to it), or the account moved on.
- */
-async function patchAtVersion(ctx: RequestContext, row: AccountResource, values: AccountValues | undefined): Promise<Json | undefined> {
-  if (values === undefined) return undefined;
-  const saved = await updateAccountAtVersion(ctx.db, ctx.tenantId, row.id, row.version, values, addresses(values), updateEvent(ctx, row, { ...row, ...values }));
-  return saved && toScimUser(ctx.seenAccounts.remember(ctx.tenantId, saved), ctx.baseUrl);
+/** The answer of a write, remembered as the base of the account's next PATCH (seen-accounts.ts). */
+function answer(ctx: RequestContext, row: AccountResource): Json {
+  return toScimUser(ctx.seenAccounts.remember(ctx.tenant.id, row), ctx.baseUrl);
 }
 
 export const users: ResourceHandler = {
@@ -221,60 +147,39 @@ export const users: ResourceHandler = {
   endpoint: ENDPOINT,
 
   async create(ctx, body) {
-    const values = fromScimUser(inbound(body), ctx.roleMapping);
-    // Most creates collide with no admin and adopt nothing: one statement
-    // writes the account and its audit event. Otherwise the path below decides.
+    const values = fromScimUser(inbound(body), ctx.tenant.roleMapping);
+    const actor = actorOf(ctx);
+    const { verifiedDomains } = ctx.tenant;
     const known = addresses(values);
-    const adoptable = known.filter((a) => inVerifiedDomain(a, ctx.verifiedDomains));
-    const created = await insertUnclaimedAccount(ctx.db, ctx.tenantId, values, { known, adoptable }, { credentialId: ctx.credentialId, requestId: ctx.requestId });
-    if (created) return toScimUser(ctx.seenAccounts.remember(ctx.tenantId, created), ctx.baseUrl);
-    return withAdminGuard(ctx, () =>
-      ctx.db.transaction().execute(async (trx) => {
-        const admin = await findAdminCollision(trx, ctx.tenantId, known);
-        if (admin) throw new AdminCollision(admin.id, values.user_name);
-        // Rule 8, then rule 2: an account that was ours (same Entra object), else
-        // a manual account with the same address in a verified domain.
-        const byExternalId = values.external_id ? await findAdoptableByExternalId(trx, ctx.tenantId, values.external_id) : undefined;
-        const candidate =
-          byExternalId ??
-          (await findAdoptableByAddress(trx, ctx.tenantId, adoptable));
-        const audit = { tenantId: ctx.tenantId, objectType: 'user' as const, outcome: 'success' as const, credentialId: ctx.credentialId, requestId: ctx.requestId };
-        if (candidate) {
-          const adopted = await adoptAccount(trx, ctx.tenantId, candidate.id, values);
-          await recordAudit(trx, {
-            ...audit,
-            action: 'adopt',
-            objectId: adopted.id,
-            objectRef: adopted.user_name,
-            details: {
-              matchedBy: byExternalId ? 'externalId' : 'address',
-              portalAccount: { id: candidate.id, userName: candidate.user_name },
-              entraObject: { externalId: values.external_id, userName: values.user_name },
-            },
-          });
-          return toScimUser(adopted, ctx.baseUrl);
-        }
-        const row = await insertSyncedAccount(trx, ctx.tenantId, values);
-        await recordAudit(trx, { ...audit, action: 'create', objectId: row.id, objectRef: row.user_name, details: { role: row.role } });
-        return toScimUser(row, ctx.baseUrl);
-      }),
-    );
+    const id = randomUUID();
+    const written = await writeUser(ctx, () => values.user_name, {
+      // Most creates collide with no admin and adopt nothing: the guards check it.
+      quick: [async () => ({ plan: planUserCreate(actor, verifiedDomains, values, 'unread', id) })],
+      locked: async (trx) => {
+        const admin = await findAdminCollision(trx, actor.tenantId, known);
+        const byExternalId = values.external_id === null ? undefined : await findAdoptableByExternalId(trx, actor.tenantId, values.external_id);
+        const adoptable = known.filter((a) => inVerifiedDomain(a, verifiedDomains));
+        const byAddress = byExternalId ? undefined : await findAdoptableByAddress(trx, actor.tenantId, adoptable);
+        return { plan: planUserCreate(actor, verifiedDomains, values, { admin, byExternalId, byAddress }, id) };
+      },
+    });
+    return answer(ctx, written);
   },
 
   async get(ctx, id) {
-    return toScimUser(ctx.seenAccounts.remember(ctx.tenantId, await requireAccount(ctx, id, false)), ctx.baseUrl);
+    return answer(ctx, await readAccount(ctx, ctx.db, id, false));
   },
 
   async list(ctx, params) {
     // Entra's lookup before every create: a statement of its own.
     const lookup = params.filter && !params.sortBy && params.startIndex === 1 && params.count > 0 ? columnLookup('User', params.filter) : undefined;
     if (lookup) {
-      const { rows, total } = await lookupSyncedAccounts(ctx.db, ctx.tenantId, lookup, params.count);
-      return { total, resources: rows.map((r) => toScimUser(ctx.seenAccounts.remember(ctx.tenantId, r), ctx.baseUrl)) };
+      const { rows, total } = await lookupSyncedAccounts(ctx.db, ctx.tenant.id, lookup, params.count);
+      return { total, resources: rows.map((r) => answer(ctx, r)) };
     }
     const where = params.filter ? filterToSql('User', params.filter) : undefined;
     const orderBy = params.sortBy ? sortExpression('User', params.sortBy) : undefined;
-    const { rows, total } = await listSyncedAccounts(ctx.db, ctx.tenantId, {
+    const { rows, total } = await listSyncedAccounts(ctx.db, ctx.tenant.id, {
       ...(where ? { where } : {}),
       ...(orderBy ? { orderBy } : {}),
       descending: params.descending,
@@ -285,68 +190,86 @@ export const users: ResourceHandler = {
   },
 
   async replace(ctx, id, body, ifMatch) {
-    const resource = inbound(body);
-    ctx.seenAccounts.forget(ctx.tenantId, id);
-    return withAdminGuard(ctx, () =>
-      ctx.db.transaction().execute(async (trx) => {
-        const row = await requireAccount(ctx, id, true, trx);
-        checkIfMatch(ifMatch, row.version);
-        return toScimUser(await saveUpdate(trx, ctx, row, fromScimUser(resource, ctx.roleMapping)), ctx.baseUrl);
-      }),
-    );
+    const values = fromScimUser(inbound(body), ctx.tenant.roleMapping);
+    return forgetting(ctx, id, async () => {
+      const written = await writeUser(ctx, () => values.user_name, {
+        quick: [
+          async () => {
+            const row = await readAccount(ctx, ctx.db, id, false);
+            checkIfMatch(ifMatch, row.version);
+            return changeStep(ctx, row, values, 'unread');
+          },
+        ],
+        locked: (trx) => lockedChange(ctx, trx, id, ifMatch, async () => values),
+      });
+      return answer(ctx, written);
+    });
   },
 
   async patch(ctx, id, body, ifMatch) {
-    // The account as this instance last saw it (Entra's lookup or create just
-    // before), changed in one statement if it still has that version.
-    const seen = ifMatch === undefined ? ctx.seenAccounts.get(ctx.tenantId, id) : undefined;
-    if (seen) {
-      // A message the remembered user refuses may suit the current one: the
-      // usual path below decides, and answers its own error.
-      const saved = await patchAtVersion(ctx, seen, await patchedValues(ctx, seen, body).catch(() => undefined));
-      if (saved) return saved;
-    }
-    // Read without a lock and write only if the row kept its version and no
-    // admin collides; a concurrent change or a collision takes the locked path.
-    const row = await requireAccount(ctx, id, false);
-    checkIfMatch(ifMatch, row.version);
-    const values = await patchedValues(ctx, row, body);
-    if (values === undefined) return toScimUser(ctx.seenAccounts.remember(ctx.tenantId, row), ctx.baseUrl);
-    const saved = await patchAtVersion(ctx, row, values);
-    if (saved) return saved;
-    ctx.seenAccounts.forget(ctx.tenantId, id);
-    return withAdminGuard(ctx, () =>
-      ctx.db.transaction().execute(async (trx) => {
-        const row = await requireAccount(ctx, id, true, trx);
-        checkIfMatch(ifMatch, row.version);
-        const values = await patchedValues(ctx, row, body);
-        if (values === undefined) return toScimUser(row, ctx.baseUrl);
-        return toScimUser(await saveUpdate(trx, ctx, row, values), ctx.baseUrl);
-      }),
-    );
+    const valuesOf = async (row: AccountResource): Promise<AccountValues | undefined> => {
+      const patched = await patchUserDocument(userAttributes(row), body);
+      return patched === undefined ? undefined : fromScimUser(patched, ctx.tenant.roleMapping);
+    };
+    let userName = '';
+    const tracked = async (row: AccountResource) => {
+      const values = await valuesOf(row);
+      if (values) userName = values.user_name;
+      return values;
+    };
+    return forgetting(ctx, id, async () => {
+      const written = await writeUser(ctx, () => userName, {
+        quick: [
+          // The account as this instance last saw it (Entra's lookup or create
+          // just before). A message that the remembered user refuses, or that
+          // changes nothing of it, may still suit the current one: the read below decides.
+          async () => {
+            const seen = ifMatch === undefined ? ctx.seenAccounts.get(ctx.tenant.id, id) : undefined;
+            const values = seen && (await tracked(seen).catch(() => undefined));
+            return seen && values && changeStep(ctx, seen, values, 'unread');
+          },
+          async () => {
+            const row = await readAccount(ctx, ctx.db, id, false);
+            checkIfMatch(ifMatch, row.version);
+            const values = await tracked(row);
+            return values === undefined ? { done: row } : changeStep(ctx, row, values, 'unread');
+          },
+        ],
+        locked: (trx) => lockedChange(ctx, trx, id, ifMatch, tracked),
+      });
+      return answer(ctx, written);
+    });
   },
 
   async remove(ctx, id, ifMatch) {
-    ctx.seenAccounts.forget(ctx.tenantId, id);
-    // Without If-Match the delete and its audit event are one statement.
-    if (ifMatch === undefined && isUuid(id)) {
-      if (await deleteSyncedAccountNow(ctx.db, ctx.tenantId, id, { credentialId: ctx.credentialId, requestId: ctx.requestId })) return;
-      throw notFound(`No user ${id}.`);
-    }
-    await ctx.db.transaction().execute(async (trx) => {
-      const row = await requireAccount(ctx, id, true, trx);
-      checkIfMatch(ifMatch, row.version);
-      await deleteSyncedAccount(trx, ctx.tenantId, row.id);
-      await recordAudit(trx, {
-        tenantId: ctx.tenantId,
-        action: 'delete',
-        objectType: 'user',
-        objectId: row.id,
-        objectRef: row.user_name,
-        outcome: 'success',
-        credentialId: ctx.credentialId,
-        requestId: ctx.requestId,
-      });
+    const actor = actorOf(ctx);
+    if (!isUuid(id)) throw notFound(`No user ${String(id)}.`);
+    ctx.seenAccounts.forget(ctx.tenant.id, id);
+    await writeUser(ctx, () => '', {
+      // Without If-Match the delete needs no read: the guard finds the live account, or the locked path says 404.
+      quick: [
+        async () => {
+          if (ifMatch === undefined) return { plan: planUserDelete(actor, id, undefined) };
+          const row = await readAccount(ctx, ctx.db, id, false);
+          checkIfMatch(ifMatch, row.version);
+          return { plan: planUserDelete(actor, id, row) };
+        },
+      ],
+      locked: async (trx) => {
+        const row = await readAccount(ctx, trx, id, true);
+        checkIfMatch(ifMatch, row.version);
+        return { plan: planUserDelete(actor, id, row) };
+      },
     });
   },
 };
+
+/** A write that fails leaves this instance's remembered account behind: the next PATCH reads it again. */
+async function forgetting<T>(ctx: RequestContext, id: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    ctx.seenAccounts.forget(ctx.tenant.id, id);
+    throw error;
+  }
+}

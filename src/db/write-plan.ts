@@ -1,0 +1,182 @@
+// What a SCIM write is, once the school rules have decided it: a write plan.
+// The planners (src/scim/user-writes.ts, class-writes.ts) make plans; the
+// statement builder (write-statements.ts) renders each into one SQL
+// statement whose guards make it write nothing if the rows it was planned
+// from have changed. The write columns are named here once, checked against
+// the row types, so a column cannot be left out of one statement.
+import type { AccountsTable, ClassesTable, JsonObject, Role } from './database.js';
+import type { PlannedAuditEvent } from './audit.js';
+
+/** The account columns a SCIM write sets. */
+export const ACCOUNT_WRITE_COLUMNS = [
+  'user_name',
+  'external_id',
+  'email',
+  'given_name',
+  'family_name',
+  'display_name',
+  'school_id',
+  'grade',
+  'active',
+  'role',
+  'scim',
+] as const satisfies readonly (keyof AccountsTable)[];
+
+/** The class columns a SCIM write sets. */
+export const CLASS_WRITE_COLUMNS = ['display_name', 'external_id', 'school_id', 'scim'] as const satisfies readonly (keyof ClassesTable)[];
+
+type AccountWriteColumn = (typeof ACCOUNT_WRITE_COLUMNS)[number];
+type ClassWriteColumn = (typeof CLASS_WRITE_COLUMNS)[number];
+
+/** Columns the server keeps itself: keys, ownership, version and times. */
+type AccountServerColumn = 'tenant_id' | 'id' | 'managed_by' | 'version' | 'created_at' | 'updated_at' | 'deleted_at';
+type ClassServerColumn = 'tenant_id' | 'id' | 'managed_by' | 'version' | 'created_at' | 'updated_at';
+
+/**
+ * Every column of a table is a write column or a server column: a migration
+ * that adds a column fails the typecheck here until it is listed in one.
+ */
+type Covers<Table, Listed extends keyof Table> = Exclude<keyof Table, Listed> extends never ? true : { unlisted: Exclude<keyof Table, Listed> };
+const accountColumnsCovered: Covers<AccountsTable, AccountWriteColumn | AccountServerColumn> = true;
+const classColumnsCovered: Covers<ClassesTable, ClassWriteColumn | ClassServerColumn> = true;
+void accountColumnsCovered;
+void classColumnsCovered;
+
+/** The SQL type of each write column, for the statements' parameters. */
+export const ACCOUNT_COLUMN_TYPES: Readonly<Record<AccountWriteColumn, 'text' | 'boolean' | 'jsonb'>> = {
+  user_name: 'text',
+  external_id: 'text',
+  email: 'text',
+  given_name: 'text',
+  family_name: 'text',
+  display_name: 'text',
+  school_id: 'text',
+  grade: 'text',
+  active: 'boolean',
+  role: 'text',
+  scim: 'jsonb',
+};
+
+export const CLASS_COLUMN_TYPES: Readonly<Record<ClassWriteColumn, 'text' | 'jsonb'>> = {
+  display_name: 'text',
+  external_id: 'text',
+  school_id: 'text',
+  scim: 'jsonb',
+};
+
+/** The columns a SCIM write sets, derived from the resource by the mapper; scim as an object. */
+export interface AccountValues {
+  user_name: string;
+  external_id: string | null;
+  email: string | null;
+  given_name: string | null;
+  family_name: string | null;
+  display_name: string | null;
+  school_id: string | null;
+  grade: string | null;
+  active: boolean;
+  role: Exclude<Role, 'admin'>;
+  scim: JsonObject;
+}
+
+export interface ClassValues {
+  display_name: string;
+  external_id: string | null;
+  school_id: string | null;
+  scim: JsonObject;
+}
+
+// The values types carry exactly the write columns.
+const accountValuesMatch: Covers<AccountValues, AccountWriteColumn> = true;
+const classValuesMatch: Covers<ClassValues, ClassWriteColumn> = true;
+void accountValuesMatch;
+void classValuesMatch;
+
+/**
+ * The events a write records in its own statement, beside the write and
+ * only when it writes. Each kind of event is rendered by one helper.
+ */
+export interface WriteEvents {
+  /** Written when the write writes; its object id and reference are the written row's. */
+  audit?: PlannedAuditEvent | undefined;
+}
+
+/** Rule 3's guard: no live admin account of the tenant (but the row itself) has one of these lower-case addresses. */
+export type AdminGuard = readonly [string] | readonly [string, string];
+
+export type AccountPlan =
+  | {
+      kind: 'create';
+      tenantId: string;
+      /** The new account's id, chosen by the planner so the plan is complete before it runs. */
+      id: string;
+      values: AccountValues;
+      guards: {
+        noAdmin: AdminGuard;
+        /** Rules 2 and 8: nothing a create would adopt instead: no manual account with an adoptable address (one in a verified domain, per address) or with the Entra object id. */
+        nothingToAdopt: { adoptable: readonly boolean[] };
+      };
+      events: WriteEvents;
+    }
+  | {
+      kind: 'update';
+      tenantId: string;
+      id: string;
+      values: AccountValues;
+      /** Adoption (rules 2 and 8): a manual account becomes managed by sync. */
+      adopt: boolean;
+      guards: { version: number; noAdmin: AdminGuard };
+      events: WriteEvents;
+    }
+  | {
+      kind: 'delete';
+      tenantId: string;
+      id: string;
+      guards: { version: number | undefined };
+      events: WriteEvents;
+    };
+
+/**
+ * The synced members of a class after a write, as a set operation that never
+ * reads the member list: either an edit of the current set (remove some,
+ * then add some; disjoint) or a replacement of it. Manual memberships stay.
+ */
+export type MemberChange = { kind: 'edit'; remove: readonly string[]; add: readonly string[] } | { kind: 'replace'; members: readonly string[] };
+
+export type ClassPlan =
+  | {
+      kind: 'create';
+      tenantId: string;
+      id: string;
+      values: ClassValues;
+      /** The synced members the class starts with. */
+      members: readonly string[];
+      guards: {
+        /** Rule 8: no manual class has the Entra object id (it would be adopted instead). */
+        nothingToAdopt: boolean;
+        /** No other synced class of the tenant has the name, in any case. */
+        uniqueName: boolean;
+        /** Rule 5: these ids (every one the request names to add) are synced, live users of the tenant. */
+        usersExist: readonly string[];
+      };
+      events: WriteEvents;
+    }
+  | {
+      kind: 'update';
+      tenantId: string;
+      id: string;
+      /** undefined: the members alone change; the row's version moves only if they do. */
+      values: ClassValues | undefined;
+      /** Adoption (rule 8): a manual class becomes managed by sync. */
+      adopt: boolean;
+      members: MemberChange | undefined;
+      guards: { version: number | undefined; uniqueName: boolean; usersExist: readonly string[] };
+      events: WriteEvents;
+    }
+  | {
+      kind: 'delete';
+      tenantId: string;
+      id: string;
+      guards: { version: number | undefined };
+      events: WriteEvents;
+    };

@@ -1,0 +1,402 @@
+// The statement builder: renders a write plan (write-plan.ts) into one SQL
+// statement that writes the row, its memberships and its events together,
+// and only while the plan's guards hold. A guard that fails writes nothing
+// and answers undefined: the caller plans again from freshly locked rows and
+// runs the same statement in that transaction. Guards and events are SQL
+// fragments shared by every statement; each statement has a fixed text per
+// shape of plan, compiled once and prepared (see fixedStatement, PREPARED).
+import { sql, type RawBuilder } from 'kysely';
+import { CLASS_COLUMNS, LIVE_BY_ID, RESOURCE_COLUMNS, type AccountResource, type ClassRow } from './columns.js';
+import { auditInsert, auditRecorded, type AuditEvent, type AuditColumns, type PlannedAuditEvent } from './audit.js';
+import { fixedStatement, inTransaction, lockKey, preparedOn, type Executor, type PlannedTable } from './database.js';
+import { isForeignKeyViolation, uniqueViolation } from './errors.js';
+import {
+  ACCOUNT_COLUMN_TYPES,
+  ACCOUNT_WRITE_COLUMNS,
+  CLASS_COLUMN_TYPES,
+  CLASS_WRITE_COLUMNS,
+  type AccountPlan,
+  type AccountValues,
+  type ClassPlan,
+  type ClassValues,
+  type MemberChange,
+} from './write-plan.js';
+
+/** A statement's parameters: every value is bound, none is part of the text. */
+type Params = Record<string, unknown>;
+
+// ---------------------------------------------------------------------------
+// Shared fragments
+
+/** The tenant is connected (rule 8): a disconnect that lands after the credential check stops the write. */
+const connected = (p: Params) => sql`EXISTS (SELECT 1 FROM tenants WHERE id = ${p.tenantId}::uuid AND disconnected_at IS NULL)`;
+
+/** The columns an account's addresses are compared with, each by its own index (see addressNames). */
+const ADDRESS_COLUMNS = [sql`lower(user_name)`, sql`lower(email)`] as const;
+
+/**
+ * An account's addresses (userName and link e-mail, lower case) are one or
+ * two; the guards compare them one by one, an equality per index and
+ * address. With `= ANY(array)` a prepared statement keeps being planned on
+ * every run (PostgreSQL cannot tell the array's length), and a list of two
+ * can make the planner, before the first ANALYZE, pick an index on the tenant
+ * alone. Each count is a text of its own.
+ */
+function addressNames(count: number): readonly ('address0' | 'address1')[] {
+  return count === 1 ? ['address0'] : ['address0', 'address1'];
+}
+
+/** An account of the tenant, live, with this address in one of its address columns and matching `predicate`: one index probe per column. */
+function accountsWithAddress(p: Params, address: string, predicate: RawBuilder<unknown>): RawBuilder<unknown>[] {
+  return ADDRESS_COLUMNS.map(
+    (column) => sql`SELECT 1 FROM accounts
+       WHERE tenant_id = ${p.tenantId}::uuid AND ${column} = ${p[address]}::text AND deleted_at IS NULL AND ${predicate}`,
+  );
+}
+
+/** Rule 3: no live admin of the tenant but the row itself holds one of the addresses. */
+function noAdminHolds(p: Params, addressCount: number, except: RawBuilder<unknown> | undefined): RawBuilder<unknown> {
+  const admin = except ? sql`role = 'admin' AND id <> ${except}` : sql`role = 'admin'`;
+  const arms = addressNames(addressCount).flatMap((name) => accountsWithAddress(p, name, admin));
+  return sql.join(
+    arms.map((arm) => sql`NOT EXISTS (${arm})`),
+    sql` AND `,
+  );
+}
+
+/**
+ * A create's guards, rules 3, 2 and 8 together: no admin holds an address,
+ * no manual account holds an adoptable one, no manual account has the Entra
+ * object id. One probe per index and address serves rules 3 and 2 at once.
+ */
+function nothingClaims(p: Params, addressCount: number): RawBuilder<unknown> {
+  const arms = addressNames(addressCount).flatMap((name, i) =>
+    accountsWithAddress(p, name, sql`(role = 'admin' OR (managed_by = 'manual' AND external_id IS NULL AND ${p[`adoptable${i}`]}::boolean))`),
+  );
+  arms.push(sql`SELECT 1 FROM accounts
+     WHERE tenant_id = ${p.tenantId}::uuid AND external_id = ${p.external_id}::text AND deleted_at IS NULL
+       AND managed_by = 'manual' AND role <> 'admin'`);
+  return sql`NOT EXISTS (${sql.join(arms, sql` UNION ALL `)})`;
+}
+
+/** The row still has the version it was planned from; a null version (a plan made without a read) accepts any. */
+const atVersion = (p: Params) => sql`(${p.version}::integer IS NULL OR version = ${p.version}::integer)`;
+
+/** Rule 5: every member to add is a synced, live user of the tenant; the rows stay share-locked so a concurrent delete waits for this write. */
+const validMembers = (p: Params, ids: unknown) => sql`SELECT id FROM accounts
+   WHERE tenant_id = ${p.tenantId}::uuid AND id = ANY(${ids}::uuid[]) AND managed_by = 'sync' AND ${LIVE_BY_ID}
+   FOR SHARE`;
+
+/** Microsoft's unique class names, when the tenant keeps them unique: no other synced class has the name in any case. */
+const nameIsFree = (p: Params) => sql`(NOT ${p.uniqueName}::boolean OR NOT EXISTS (
+    SELECT 1 FROM classes WHERE tenant_id = ${p.tenantId}::uuid AND lower(display_name) = lower(${p.display_name}::text)
+       AND managed_by = 'sync' AND id <> ${p.id}::uuid))`;
+
+/** The audit event of a row write, from the written row `w`, written only when the plan carries one. */
+function plannedAudit(p: Params, ref: 'user_name' | 'display_name', memberCount?: RawBuilder<unknown>): RawBuilder<unknown> {
+  const details = memberCount
+    ? sql`(${p.auditDetails}::jsonb || jsonb_build_object(${p.auditCountKey}::text, ${memberCount})
+          || CASE WHEN ${p.auditListChanged}::boolean AND ${memberCount} > 0
+                  THEN jsonb_build_object('changed', coalesce(${p.auditDetails}::jsonb -> 'changed', '[]'::jsonb) || '["members"]'::jsonb)
+                  ELSE '{}'::jsonb END)`
+    : sql`${p.auditDetails}::jsonb`;
+  const columns: AuditColumns = {
+    tenantId: sql`w.tenant_id`,
+    action: sql`${p.auditAction}::text`,
+    objectType: sql`${p.auditObjectType}::text`,
+    objectId: sql`w.id`,
+    objectRef: sql.ref(`w.${ref}`),
+    outcome: sql`'success'`,
+    credentialId: sql`${p.auditCredentialId}::uuid`,
+    requestId: sql`${p.auditRequestId}::text`,
+    details,
+  };
+  return auditInsert(columns, sql`FROM written w WHERE ${p.audited}::boolean`);
+}
+
+/** The parameters of a plan's audit event (all null when it has none). */
+function auditParams(event: PlannedAuditEvent | undefined): Params {
+  return {
+    audited: event !== undefined,
+    auditAction: event?.action ?? null,
+    auditObjectType: event?.objectType ?? null,
+    auditCredentialId: event?.credentialId ?? null,
+    auditRequestId: event?.requestId ?? null,
+    auditDetails: JSON.stringify(event?.details ?? {}),
+    auditCountKey: event?.memberCount?.key ?? 'memberChanges',
+    auditListChanged: event?.memberCount?.listChanged ?? false,
+  };
+}
+
+/** Tells the audit observers (the metrics) of the event a statement wrote. */
+function observed(db: Executor, tenantId: string, event: PlannedAuditEvent | undefined, objectId: string, objectRef: string | null): void {
+  if (!event) return;
+  const { memberCount: _count, ...rest } = event;
+  const recorded: AuditEvent = { ...rest, tenantId, objectId, objectRef, outcome: 'success' };
+  auditRecorded(db, recorded);
+}
+
+/** Fixed statements made at their first use, one per shape of plan. */
+function perShape<R>(build: (shape: string) => (p: Params) => RawBuilder<R>): (shape: string) => ReturnType<typeof fixedStatement<Params, R>> {
+  const statements = new Map<string, ReturnType<typeof fixedStatement<Params, R>>>();
+  return (shape) => {
+    let statement = statements.get(shape);
+    if (statement === undefined) {
+      statement = fixedStatement<Params, R>(build(shape));
+      statements.set(shape, statement);
+    }
+    return statement;
+  };
+}
+
+const columnList = (columns: readonly string[]) => sql.raw(columns.join(', '));
+const valueList = (p: Params, types: Readonly<Record<string, string>>, columns: readonly string[]) =>
+  sql.join(columns.map((c) => sql`${p[c]}::${sql.raw(types[c] ?? 'text')}`));
+const setList = (p: Params, types: Readonly<Record<string, string>>, columns: readonly string[]) =>
+  sql.join(columns.map((c) => sql`${sql.raw(c)} = ${p[c]}::${sql.raw(types[c] ?? 'text')}`));
+
+// ---------------------------------------------------------------------------
+// Accounts
+
+/** The write columns as parameters (scim as JSON text). */
+function accountValueParams(values: AccountValues): Params {
+  return { ...values, scim: JSON.stringify(values.scim) };
+}
+
+const createAccount = perShape<AccountResource>((shape) => (p) => sql<AccountResource>`${preparedOn('accounts')}
+    WITH written AS (
+      INSERT INTO accounts (tenant_id, id, managed_by, ${columnList(ACCOUNT_WRITE_COLUMNS)})
+      SELECT ${p.tenantId}::uuid, ${p.id}::uuid, 'sync', ${valueList(p, ACCOUNT_COLUMN_TYPES, ACCOUNT_WRITE_COLUMNS)}
+       WHERE ${nothingClaims(p, Number(shape))} AND ${connected(p)}
+      RETURNING tenant_id, ${RESOURCE_COLUMNS}
+    ), audited AS (${plannedAudit(p, 'user_name')})
+    SELECT ${RESOURCE_COLUMNS} FROM written`);
+
+const updateAccount = perShape<AccountResource>((shape) => {
+  const [count, adopt] = shape.split(' ');
+  return (p) => sql<AccountResource>`${preparedOn('accounts')}
+    WITH written AS (
+      UPDATE accounts
+         SET ${setList(p, ACCOUNT_COLUMN_TYPES, ACCOUNT_WRITE_COLUMNS)},${adopt === 'adopt' ? sql` managed_by = 'sync',` : sql``}
+             version = version + 1, updated_at = clock_timestamp()
+       WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid AND ${LIVE_BY_ID}
+         AND managed_by = ${adopt === 'adopt' ? sql`'manual' AND role <> 'admin'` : sql`'sync'`} AND ${atVersion(p)}
+         AND ${noAdminHolds(p, Number(count), sql`${p.id}::uuid`)} AND ${connected(p)}
+      RETURNING tenant_id, ${RESOURCE_COLUMNS}
+    ), audited AS (${plannedAudit(p, 'user_name')})
+    SELECT ${RESOURCE_COLUMNS} FROM written`;
+});
+
+// The account's memberships go with it: the trigger accounts_leave_classes
+// (migration 0005) removes them once this statement holds the row.
+const deleteAccount = perShape<AccountResource>(() => (p) => sql<AccountResource>`${preparedOn('accounts')}
+    WITH written AS (
+      UPDATE accounts SET deleted_at = clock_timestamp(), version = version + 1, updated_at = clock_timestamp()
+       WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid AND managed_by = 'sync' AND ${LIVE_BY_ID}
+         AND ${atVersion(p)} AND ${connected(p)}
+      RETURNING tenant_id, ${RESOURCE_COLUMNS}
+    ), audited AS (${plannedAudit(p, 'user_name')})
+    SELECT ${RESOURCE_COLUMNS} FROM written`);
+
+/** Runs an account plan: the written account, or undefined when a guard failed and nothing was written. */
+export async function executeAccountPlan(db: Executor, plan: AccountPlan): Promise<AccountResource | undefined> {
+  const base = { tenantId: plan.tenantId, id: plan.id, ...auditParams(plan.events.audit) };
+  let row: AccountResource | undefined;
+  try {
+    switch (plan.kind) {
+      case 'create': {
+        const [address0, address1 = null] = plan.guards.noAdmin;
+        const [adoptable0 = false, adoptable1 = false] = plan.guards.nothingToAdopt.adoptable;
+        const params = { ...base, ...accountValueParams(plan.values), address0, address1, adoptable0, adoptable1 };
+        row = (await createAccount(String(plan.guards.noAdmin.length))(db, params)).rows[0];
+        break;
+      }
+      case 'update': {
+        const [address0, address1 = null] = plan.guards.noAdmin;
+        const params = { ...base, ...accountValueParams(plan.values), address0, address1, version: plan.guards.version };
+        row = (await updateAccount(`${plan.guards.noAdmin.length} ${plan.adopt ? 'adopt' : 'keep'}`)(db, params)).rows[0];
+        break;
+      }
+      case 'delete':
+        row = (await deleteAccount('')(db, { ...base, version: plan.guards.version ?? null })).rows[0];
+        break;
+    }
+  } catch (error) {
+    throw uniqueViolation(error) ?? error;
+  }
+  if (row) observed(db, plan.tenantId, plan.events.audit, row.id, row.user_name);
+  return row;
+}
+
+// ---------------------------------------------------------------------------
+// Classes
+
+function classValueParams(values: ClassValues | undefined): Params {
+  const params: Params = { display_name: null, external_id: null, school_id: null, scim: null };
+  if (values) Object.assign(params, values, { scim: JSON.stringify(values.scim) });
+  return params;
+}
+
+/** The membership changes of a class write, after `ok` held: removed, demoted (manual ones keep their row) and added rows, and their count. */
+function memberSteps(p: Params, change: MemberChange['kind'] | 'none'): RawBuilder<unknown> {
+  const ok = sql`(SELECT ok FROM checked)`;
+  const removedIds =
+    change === 'replace' ? sql`NOT (account_id = ANY(${p.members}::uuid[]))` : sql`account_id = ANY(${p.remove}::uuid[])`;
+  const removing =
+    change === 'none'
+      ? sql`removed AS (SELECT NULL::uuid AS account_id WHERE false), demoted AS (SELECT NULL::uuid AS account_id WHERE false)`
+      : sql`removed AS (
+        DELETE FROM class_memberships
+         WHERE tenant_id = ${p.tenantId}::uuid AND class_id = ${p.id}::uuid AND NOT manual AND ${removedIds} AND ${ok}
+        RETURNING account_id
+      ), demoted AS (
+        UPDATE class_memberships SET synced = false
+         WHERE tenant_id = ${p.tenantId}::uuid AND class_id = ${p.id}::uuid AND manual AND synced AND ${removedIds} AND ${ok}
+        RETURNING account_id
+      )`;
+  const addedIds = change === 'replace' ? p.members : p.add;
+  return sql`${removing}, added AS (
+        INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
+        SELECT ${p.tenantId}::uuid, ${p.id}::uuid, id, true FROM valid WHERE id = ANY(${addedIds}::uuid[]) AND ${ok}
+        ON CONFLICT (tenant_id, class_id, account_id) DO UPDATE SET synced = true WHERE NOT class_memberships.synced
+        RETURNING account_id
+      ), changes AS (
+        SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM demoted) + (SELECT count(*) FROM added) AS n
+      )`;
+}
+
+const CLASS_TABLES: PlannedTable[] = ['classes', 'accounts', 'class_memberships'];
+
+interface ClassWritten extends ClassRow {
+  ok: boolean;
+  changes: string;
+}
+
+// A create writes the class before its memberships: the class row and the
+// rows that reference it are inserted by one statement.
+const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${preparedOn(...CLASS_TABLES)}
+    WITH valid AS (${validMembers(p, p.usersExist)}),
+    checked AS (
+      SELECT (SELECT count(*) FROM valid) = cardinality(${p.usersExist}::uuid[])
+         AND (NOT ${p.nothingToAdopt}::boolean OR NOT EXISTS (
+               SELECT 1 FROM classes WHERE tenant_id = ${p.tenantId}::uuid AND external_id = ${p.external_id}::text AND managed_by = 'manual'))
+         AND ${nameIsFree(p)} AND ${connected(p)} AS ok
+    ), written AS (
+      INSERT INTO classes (tenant_id, id, managed_by, ${columnList(CLASS_WRITE_COLUMNS)})
+      SELECT ${p.tenantId}::uuid, ${p.id}::uuid, 'sync', ${valueList(p, CLASS_COLUMN_TYPES, CLASS_WRITE_COLUMNS)}
+       WHERE (SELECT ok FROM checked)
+      RETURNING ${CLASS_COLUMNS}
+    ), added AS (
+      INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
+      SELECT w.tenant_id, w.id, v.id, true FROM written w, valid v WHERE v.id = ANY(${p.add}::uuid[])
+      RETURNING account_id
+    ), audited AS (${plannedAudit(p, 'display_name', sql`(SELECT count(*) FROM added)`)})
+    SELECT w.*, (SELECT ok FROM checked) AS ok, (SELECT count(*) FROM added) AS changes
+      FROM (SELECT 1) AS one LEFT JOIN written w ON true`);
+
+const updateClass = perShape<ClassWritten>((shape) => {
+  const [members, values, adopt] = shape.split(' ') as [MemberChange['kind'] | 'none', 'values' | 'members-only', 'adopt' | 'keep'];
+  return (p) => sql<ClassWritten>`${preparedOn(...CLASS_TABLES)}
+    WITH class AS (
+      SELECT id FROM classes
+       WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid
+         AND managed_by = ${adopt === 'adopt' ? sql`'manual'` : sql`'sync'`} AND ${atVersion(p)}
+    ), valid AS (${validMembers(p, p.usersExist)}),
+    checked AS (
+      SELECT EXISTS (SELECT 1 FROM class)
+         AND (SELECT count(*) FROM valid) = cardinality(${p.usersExist}::uuid[])
+         AND ${values === 'values' ? nameIsFree(p) : sql`true`} AND ${connected(p)} AS ok
+    ), ${memberSteps(p, members)},
+    written AS (
+      UPDATE classes
+         SET ${values === 'values' ? sql`${setList(p, CLASS_COLUMN_TYPES, CLASS_WRITE_COLUMNS)}, ` : sql``}${adopt === 'adopt' ? sql`managed_by = 'sync', ` : sql``}
+             version = version + 1, updated_at = clock_timestamp()
+       WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid AND (SELECT ok FROM checked)
+         AND ${values === 'values' ? sql`true` : sql`(SELECT n FROM changes) > 0`}
+      RETURNING ${CLASS_COLUMNS}
+    ), audited AS (${plannedAudit(p, 'display_name', sql`(SELECT n FROM changes)`)})
+    SELECT w.*, (SELECT ok FROM checked) AS ok, (SELECT n FROM changes) AS changes
+      FROM (SELECT 1) AS one LEFT JOIN written w ON true`;
+});
+
+const deleteClass = perShape<ClassRow>(() => (p) => sql<ClassRow>`${preparedOn('classes')}
+    WITH written AS (
+      DELETE FROM classes
+       WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid AND managed_by = 'sync' AND ${atVersion(p)} AND ${connected(p)}
+      RETURNING ${CLASS_COLUMNS}
+    ), audited AS (${plannedAudit(p, 'display_name')})
+    SELECT ${CLASS_COLUMNS} FROM written`);
+
+/** What a class write wrote: the class row (undefined for a members-only write that changed nothing) and how many memberships changed. */
+export interface ClassWrite {
+  row: ClassRow | undefined;
+  memberChanges: number;
+}
+
+/**
+ * Runs a class plan; undefined when a guard failed and nothing was written.
+ * A write that must keep a name unique takes its turn on the name first: two
+ * creates of one name at once would each find the name free.
+ */
+export async function executeClassPlan(db: Executor, plan: ClassPlan): Promise<ClassWrite | undefined> {
+  const name = plan.kind !== 'delete' && plan.guards.uniqueName ? plan.values?.display_name : undefined;
+  if (name === undefined) return runClassPlan(db, plan);
+  return inTransaction(db, async (trx) => {
+    await lockKey(trx, `class name ${plan.tenantId} ${name.toLowerCase()}`);
+    return runClassPlan(trx, plan);
+  });
+}
+
+async function runClassPlan(db: Executor, plan: ClassPlan): Promise<ClassWrite | undefined> {
+  const base = { tenantId: plan.tenantId, id: plan.id, ...auditParams(plan.events.audit) };
+  let written: ClassWritten | undefined;
+  let result: ClassWrite | undefined;
+  try {
+    switch (plan.kind) {
+      case 'create': {
+        const params = {
+          ...base,
+          ...classValueParams(plan.values),
+          add: [...plan.members],
+          usersExist: [...plan.guards.usersExist],
+          nothingToAdopt: plan.guards.nothingToAdopt,
+          uniqueName: plan.guards.uniqueName,
+        };
+        written = (await createClass('')(db, params)).rows[0];
+        break;
+      }
+      case 'update': {
+        const members = plan.members;
+        const params = {
+          ...base,
+          ...classValueParams(plan.values),
+          version: plan.guards.version ?? null,
+          uniqueName: plan.guards.uniqueName,
+          usersExist: [...plan.guards.usersExist],
+          add: members?.kind === 'edit' ? [...members.add] : [],
+          remove: members?.kind === 'edit' ? [...members.remove] : [],
+          members: members?.kind === 'replace' ? [...members.members] : [],
+        };
+        const shape = `${members?.kind ?? 'none'} ${plan.values ? 'values' : 'members-only'} ${plan.adopt ? 'adopt' : 'keep'}`;
+        written = (await updateClass(shape)(db, params)).rows[0];
+        break;
+      }
+      case 'delete': {
+        const row = (await deleteClass('')(db, { ...base, version: plan.guards.version ?? null })).rows[0];
+        result = row ? { row, memberChanges: 0 } : undefined;
+        break;
+      }
+    }
+  } catch (error) {
+    // The class went away under a member add (its memberships' foreign key): a guard that failed.
+    if (isForeignKeyViolation(error)) return undefined;
+    throw uniqueViolation(error) ?? error;
+  }
+  if (plan.kind !== 'delete') {
+    if (!written?.ok) return undefined;
+    const { ok: _ok, changes, ...row } = written;
+    result = { row: row.id === null ? undefined : row, memberChanges: Number(changes) };
+  }
+  if (result?.row) observed(db, plan.tenantId, plan.events.audit, result.row.id, result.row.display_name);
+  return result;
+}

@@ -1,0 +1,34 @@
+// Rule 3: admin accounts are never touched by sync. A create or change whose
+// userName or e-mail is an admin's is refused with 409 and recorded as a
+// conflict for the portal team; the admin account is unchanged.
+import type { AccountRow } from '../../db/columns.js';
+import { ScimError } from '../../errors.js';
+
+/** A write that rule 3 refuses; the conflict is recorded after the write's transaction ends. */
+export class AdminCollision extends Error {
+  constructor(
+    readonly adminId: string,
+    /** The Entra user's userName, as the conflict and the audit log name it. */
+    readonly ref: string,
+  ) {
+    super('admin collision');
+    this.name = 'AdminCollision';
+  }
+}
+
+/** Refuses the write when an admin holds one of its addresses. */
+export function refuseAdminCollision(admin: Pick<AccountRow, 'id'> | undefined, userName: string): void {
+  if (admin) throw new AdminCollision(admin.id, userName);
+}
+
+/** The 409 of a refusal: what the school's admin reads in Entra's log and the portal team in the conflict; its audit event is written with the conflict. */
+export function adminCollisionError(collision: AdminCollision): ScimError {
+  return new ScimError(
+    409,
+    'uniqueness',
+    `The userName or e-mail "${collision.ref}" belongs to a portal admin account, which sync never changes. ` +
+      'Give the Entra user another address, or ask the portal team to resolve the conflict.',
+    {},
+    true,
+  );
+}

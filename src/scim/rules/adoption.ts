@@ -1,0 +1,49 @@
+// Rules 2 and 8: which existing portal account a create from Entra takes
+// over instead of making a new one. An account Entra synced before (same
+// Entra object id, rule 8) comes first; else a manual account whose userName
+// or e-mail is one of the new user's addresses in a verified domain (rule 2).
+// Never an admin, a deleted account, or one linked to another Entra object:
+// the reads that find candidates (db/accounts.ts) hold those conditions.
+import type { AccountRow } from '../../db/columns.js';
+import type { AdminGuard, AccountValues } from '../../db/write-plan.js';
+import type { Json } from '../resource.js';
+
+/** The lower-case addresses an account is known by: its userName and link e-mail (one or two). */
+export function addresses(values: Pick<AccountValues, 'user_name' | 'email'>): AdminGuard {
+  const userName = values.user_name.toLowerCase();
+  const email = values.email?.toLowerCase();
+  return email === undefined || email === userName ? [userName] : [userName, email];
+}
+
+export function inVerifiedDomain(address: string, domains: readonly string[]): boolean {
+  const at = address.lastIndexOf('@');
+  return at > 0 && domains.includes(address.slice(at + 1).toLowerCase());
+}
+
+/** For each address, whether rule 2 may adopt by it. */
+export function adoptableAddresses(known: readonly string[], domains: readonly string[]): boolean[] {
+  return known.map((address) => inVerifiedDomain(address, domains));
+}
+
+export type MatchedBy = 'externalId' | 'address';
+
+export interface Adoption {
+  candidate: AccountRow;
+  matchedBy: MatchedBy;
+}
+
+/** Rule 8 before rule 2. */
+export function chooseAdoption(byExternalId: AccountRow | undefined, byAddress: AccountRow | undefined): Adoption | undefined {
+  if (byExternalId) return { candidate: byExternalId, matchedBy: 'externalId' };
+  if (byAddress) return { candidate: byAddress, matchedBy: 'address' };
+  return undefined;
+}
+
+/** What the audit log keeps of an adoption: both sides, by id and name only. */
+export function adoptionDetails(adoption: Adoption, values: Pick<AccountValues, 'external_id' | 'user_name'>): Json {
+  return {
+    matchedBy: adoption.matchedBy,
+    portalAccount: { id: adoption.candidate.id, userName: adoption.candidate.user_name },
+    entraObject: { externalId: values.external_id, userName: values.user_name },
+  };
+}

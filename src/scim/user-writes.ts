@@ -1,0 +1,78 @@
+// The planners of user writes: for each SCIM write of a user (create,
+// replace, patch, delete) the one function that decides it by the school
+// rules, from what is known of the rows, into a write plan. They read
+// nothing themselves; the same planner serves the quick path (planned from
+// a remembered or unlocked read, or from nothing) and the locked one.
+import type { AccountResource, AccountRow } from '../db/columns.js';
+import type { AccountPlan, AccountValues } from '../db/write-plan.js';
+import { refuseAdminCollision } from './rules/admin-guard.js';
+import { addresses, adoptableAddresses, chooseAdoption } from './rules/adoption.js';
+import { userAdopted, userChanged, userCreated, userDeleted, type Actor } from './rules/audit-events.js';
+import type { Json } from './resource.js';
+
+/**
+ * What a create knows of the accounts in its way, read under lock: an admin
+ * holding one of its addresses (rule 3), a manual account with its Entra
+ * object id (rule 8) or an adoptable address (rule 2). `unread`: nothing was
+ * read, and the plan's guards require that nothing is there.
+ */
+export type CreateSituation = 'unread' | { admin: AccountRow | undefined; byExternalId: AccountRow | undefined; byAddress: AccountRow | undefined };
+
+/** A create: a new account, or the adoption of the account rule 8 or 2 names; refused by rule 3. */
+export function planUserCreate(actor: Actor, verifiedDomains: readonly string[], values: AccountValues, situation: CreateSituation, newId: string): AccountPlan {
+  const known = addresses(values);
+  if (situation !== 'unread') {
+    refuseAdminCollision(situation.admin, values.user_name);
+    const adoption = chooseAdoption(situation.byExternalId, situation.byAddress);
+    if (adoption) {
+      return {
+        kind: 'update',
+        tenantId: actor.tenantId,
+        id: adoption.candidate.id,
+        values,
+        adopt: true,
+        guards: { version: adoption.candidate.version, noAdmin: known },
+        events: { audit: userAdopted(actor, adoption, values) },
+      };
+    }
+  }
+  return {
+    kind: 'create',
+    tenantId: actor.tenantId,
+    id: newId,
+    values,
+    guards: { noAdmin: known, nothingToAdopt: { adoptable: adoptableAddresses(known, verifiedDomains) } },
+    events: { audit: userCreated(actor, values.role) },
+  };
+}
+
+/**
+ * A change (PUT or PATCH) of `row` into `values`: written while the account
+ * keeps row's version. `admin` is the admin holding one of the new addresses
+ * (read under lock), or `unread` for the guard to check.
+ */
+export function planUserChange(
+  actor: Actor,
+  row: AccountResource,
+  attributes: { before: Json; after: Json },
+  values: AccountValues,
+  admin: AccountRow | undefined | 'unread',
+): AccountPlan {
+  if (admin !== 'unread') refuseAdminCollision(admin, values.user_name);
+  return {
+    kind: 'update',
+    tenantId: actor.tenantId,
+    id: row.id,
+    values,
+    adopt: false,
+    guards: { version: row.version, noAdmin: addresses(values) },
+    events: {
+      audit: userChanged(actor, { attributes: attributes.before, active: row.active, role: row.role }, { attributes: attributes.after, active: values.active, role: values.role }),
+    },
+  };
+}
+
+/** A delete (rule 7), of the row as read when there is one (If-Match), else of whatever version is live. */
+export function planUserDelete(actor: Actor, id: string, row: AccountResource | undefined): AccountPlan {
+  return { kind: 'delete', tenantId: actor.tenantId, id, guards: { version: row?.version }, events: { audit: userDeleted(actor) } };
+}

@@ -1,0 +1,74 @@
+// Runs a write the one way every SCIM write runs: plan once, execute once.
+// A plan made from what is known without a lock (a remembered or unlocked
+// read, or nothing for a create) is executed as one guarded statement; when a
+// guard fails, because the rows it was planned from changed meanwhile, the
+// same planner runs again on rows read and locked in a transaction, and the
+// same statement runs there. Refusals a planner makes (rule 3) are recorded
+// after the transaction, so they outlive its rollback.
+import { recordConflict, recordAudit } from '../db/audit.js';
+import { inTransaction, type Executor } from '../db/database.js';
+import { unavailable, type ScimError } from '../errors.js';
+import { AdminCollision, adminCollisionError } from './rules/admin-guard.js';
+import { adminCollisionEvent, type Actor } from './rules/audit-events.js';
+import type { RequestContext } from './resource.js';
+
+/** What a planner decided: a plan to execute, or an answer that needs no write. */
+export type Step<P, W> = { plan: P } | { done: W };
+
+export interface Write<P, W> {
+  /** Planners from what is known without a lock, tried in order; undefined skips one. */
+  quick: readonly (() => Promise<Step<P, W> | undefined>)[];
+  /** The planner on rows read, and locked, in the transaction it is given. */
+  locked: (trx: Executor) => Promise<Step<P, W>>;
+  /** Renders and runs a plan: what it wrote, or undefined when a guard failed. */
+  execute: (db: Executor, plan: P) => Promise<W | undefined>;
+}
+
+/** A locked plan whose guard still fails lost to a write that needs no lock of ours (a new admin); it is tried again, then answered 503. */
+const LOCKED_ATTEMPTS = 3;
+
+export function actorOf(ctx: RequestContext): Actor {
+  return { tenantId: ctx.tenant.id, credentialId: ctx.credentialId, requestId: ctx.requestId };
+}
+
+export async function runWrite<P, W>(ctx: RequestContext, write: Write<P, W>): Promise<W> {
+  try {
+    if (ctx.writeStrategy === 'quick') {
+      for (const quick of write.quick) {
+        const step = await quick();
+        if (step === undefined) continue;
+        if ('done' in step) return step.done;
+        const written = await write.execute(ctx.db, step.plan);
+        if (written !== undefined) return written;
+      }
+    }
+    for (let attempt = 0; attempt < LOCKED_ATTEMPTS; attempt++) {
+      const written = await inTransaction(ctx.db, async (trx) => {
+        const step = await write.locked(trx);
+        return 'done' in step ? step.done : write.execute(trx, step.plan);
+      });
+      if (written !== undefined) return written;
+    }
+    throw unavailable('The resource kept changing while it was written; retry shortly.');
+  } catch (error) {
+    if (error instanceof AdminCollision) throw await refuse(ctx, error);
+    throw error;
+  }
+}
+
+/** Rule 3: records the conflict and its audit event, and the 409 that says both are recorded. */
+async function refuse(ctx: RequestContext, collision: AdminCollision): Promise<ScimError> {
+  const error = adminCollisionError(collision);
+  const actor = actorOf(ctx);
+  await recordConflict(ctx.db, {
+    tenantId: actor.tenantId,
+    kind: 'admin-collision',
+    objectType: 'user',
+    objectRef: collision.ref,
+    accountId: collision.adminId,
+    requestId: actor.requestId,
+    detail: error.detail,
+  });
+  await recordAudit(ctx.db, adminCollisionEvent(actor, collision));
+  return error;
+}
