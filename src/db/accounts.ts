@@ -2,9 +2,10 @@
 // writes are plans rendered by write-statements.ts; the reads here give the
 // planners what they decide on (the account, an admin in the way, an
 // account to adopt).
-import { sql, type Expression, type RawBuilder, type SqlBool } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import { RESOURCE_COLUMNS, type AccountResource, type AccountRow } from './columns.js';
 import { fixedStatement, preparedOn, type Executor } from './database.js';
+import { criteriaToSql, sortToSql, type Criterion, type SearchTable, type SortKey } from './filter-sql.js';
 import { firstPage, lookupCondition, readPage, statementPerLookup, type ColumnLookup, type LookupParams, type Page } from './paging.js';
 
 export type { AccountResource, AccountRow } from './columns.js';
@@ -29,20 +30,24 @@ export async function findSyncedAccount(db: Executor, tenantId: string, id: stri
 }
 
 export interface ListQuery {
-  where?: Expression<SqlBool>;
-  orderBy?: Expression<unknown>;
+  /** Search criteria (filter-sql.ts), rendered over this repository's table. */
+  where?: Criterion;
+  sortBy?: SortKey;
   descending?: boolean;
   offset: number;
   limit: number;
 }
 
-function synced(db: Executor, tenantId: string, where?: Expression<SqlBool>) {
+/** The table as the search criteria see it. */
+const SEARCH: SearchTable = { alias: 'a' };
+
+function synced(db: Executor, tenantId: string, where?: Criterion) {
   let query = db
     .selectFrom('accounts as a')
     .where('a.tenant_id', '=', tenantId)
     .where('a.managed_by', '=', 'sync')
     .where('a.deleted_at', 'is', null);
-  if (where) query = query.where(where);
+  if (where) query = query.where(criteriaToSql(SEARCH, where));
   return query;
 }
 
@@ -53,7 +58,7 @@ export async function listSyncedAccounts(db: Executor, tenantId: string, q: List
     q.offset,
     () => {
       let query = synced(db, tenantId, q.where).selectAll('a').select(sql<string>`count(*) over ()`.as('total_count'));
-      if (q.orderBy) query = query.orderBy(q.orderBy, (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
+      if (q.sortBy) query = query.orderBy(sortToSql(SEARCH, q.sortBy), (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
       return query.orderBy('a.id').offset(q.offset).limit(q.limit).execute();
     },
     async () => {

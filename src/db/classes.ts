@@ -2,9 +2,10 @@
 // The writes are plans rendered by write-statements.ts (member changes are
 // set operations in SQL that never read the member list); the reads here
 // give the planners and the answers what they need.
-import { sql, type Expression, type SqlBool } from 'kysely';
+import { sql } from 'kysely';
 import { CLASS_COLUMNS, LIVE_BY_ID, type ClassRow } from './columns.js';
 import { preparedOn, type Executor } from './database.js';
+import { criteriaToSql, sortToSql, type Criterion, type SearchTable, type SortKey } from './filter-sql.js';
 import { firstPage, lookupCondition, readPage, statementPerLookup, type ColumnLookup, type LookupParams, type Page } from './paging.js';
 
 export type { ClassRow } from './columns.js';
@@ -26,19 +27,23 @@ export async function findSyncedClass(db: Executor, tenantId: string, id: string
   return query.executeTakeFirst();
 }
 
-function synced(db: Executor, tenantId: string, where?: Expression<SqlBool>) {
+function synced(db: Executor, tenantId: string, where?: Criterion) {
   let query = db.selectFrom('classes as c').where('c.tenant_id', '=', tenantId).where('c.managed_by', '=', 'sync');
-  if (where) query = query.where(where);
+  if (where) query = query.where(criteriaToSql(SEARCH, where));
   return query;
 }
 
 export interface ClassListQuery {
-  where?: Expression<SqlBool>;
-  orderBy?: Expression<unknown>;
+  /** Search criteria (filter-sql.ts), rendered over this repository's table. */
+  where?: Criterion;
+  sortBy?: SortKey;
   descending?: boolean;
   offset: number;
   limit: number;
 }
+
+/** The table as the search criteria see it. */
+const SEARCH: SearchTable = { alias: 'c' };
 
 /**
  * The first page of Entra's class lookup (displayName or externalId eq a
@@ -67,7 +72,7 @@ export async function listSyncedClasses(db: Executor, tenantId: string, q: Class
     q.offset,
     () => {
       let query = synced(db, tenantId, q.where).selectAll('c').select(sql<string>`count(*) over ()`.as('total_count'));
-      if (q.orderBy) query = query.orderBy(q.orderBy, (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
+      if (q.sortBy) query = query.orderBy(sortToSql(SEARCH, q.sortBy), (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
       return query.orderBy('c.id').offset(q.offset).limit(q.limit).execute();
     },
     async () => {

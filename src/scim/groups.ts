@@ -22,7 +22,7 @@ import type { ClassPlan, ClassValues } from '../db/write-plan.js';
 import { executeClassPlan, type ClassWrite } from '../db/write-statements.js';
 import { badRequest, conflict, notFound } from '../errors.js';
 import type { FilterNode } from './filter.js';
-import { columnLookup, filterToSql, sortExpression } from './filter-sql.js';
+import { columnLookup, filterCriteria, sortKey } from './filter-criteria.js';
 import { normaliseResource, readPatchOperations, type RawOperation } from './entra-dialect.js';
 import { planClassChange, planClassCreate, planClassDelete, type ClassSituation } from './class-writes.js';
 import { patchGroupDocument } from './patch.js';
@@ -251,13 +251,13 @@ export const groups: ResourceHandler = {
   async list(ctx, params) {
     // Entra's lookup before every create: a statement of its own.
     const lookup = params.filter && !params.sortBy && params.startIndex === 1 && params.count > 0 ? columnLookup('Group', params.filter) : undefined;
-    const where = params.filter && !lookup ? filterToSql('Group', params.filter) : undefined;
-    const orderBy = params.sortBy ? sortExpression('Group', params.sortBy) : undefined;
+    const where = params.filter && !lookup ? filterCriteria('Group', params.filter) : undefined;
+    const sortBy = params.sortBy ? sortKey('Group', params.sortBy) : undefined;
     const { rows, total } = lookup
       ? await lookupSyncedClasses(ctx.db, ctx.tenant.id, lookup, params.count)
       : await listSyncedClasses(ctx.db, ctx.tenant.id, {
           ...(where ? { where } : {}),
-          ...(orderBy ? { orderBy } : {}),
+          ...(sortBy ? { sortBy } : {}),
           descending: params.descending,
           offset: params.startIndex - 1,
           limit: params.count,

@@ -17,7 +17,7 @@ import { isUuid } from '../db/ids.js';
 import type { AccountValues } from '../db/write-plan.js';
 import { executeAccountPlan } from '../db/write-statements.js';
 import { badRequest, conflict, notFound } from '../errors.js';
-import { columnLookup, filterToSql, sortExpression } from './filter-sql.js';
+import { columnLookup, filterCriteria, sortKey } from './filter-criteria.js';
 import { normaliseResource } from './entra-dialect.js';
 import { patchUserDocument, stripServerAttributes } from './patch.js';
 import { checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
@@ -177,11 +177,11 @@ export const users: ResourceHandler = {
       const { rows, total } = await lookupSyncedAccounts(ctx.db, ctx.tenant.id, lookup, params.count);
       return { total, resources: rows.map((r) => answer(ctx, r)) };
     }
-    const where = params.filter ? filterToSql('User', params.filter) : undefined;
-    const orderBy = params.sortBy ? sortExpression('User', params.sortBy) : undefined;
+    const where = params.filter ? filterCriteria('User', params.filter) : undefined;
+    const sortBy = params.sortBy ? sortKey('User', params.sortBy) : undefined;
     const { rows, total } = await listSyncedAccounts(ctx.db, ctx.tenant.id, {
       ...(where ? { where } : {}),
-      ...(orderBy ? { orderBy } : {}),
+      ...(sortBy ? { sortBy } : {}),
       descending: params.descending,
       offset: params.startIndex - 1,
       limit: params.count,
