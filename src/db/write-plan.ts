@@ -4,6 +4,7 @@
 // statement whose guards make it write nothing if the rows it was planned
 // from have changed. The write columns are named here once, checked against
 // the row types, so a column cannot be left out of one statement.
+import type { Selectable } from 'kysely';
 import type { AccountsTable, ClassesTable, JsonObject, Role } from './database.js';
 import type { PlannedAuditEvent } from './audit.js';
 
@@ -64,27 +65,10 @@ export const CLASS_COLUMN_TYPES: Readonly<Record<ClassWriteColumn, 'text' | 'jso
   scim: 'jsonb',
 };
 
-/** The columns a SCIM write sets, derived from the resource by the mapper; scim as an object. */
-export interface AccountValues {
-  user_name: string;
-  external_id: string | null;
-  email: string | null;
-  given_name: string | null;
-  family_name: string | null;
-  display_name: string | null;
-  school_id: string | null;
-  grade: string | null;
-  active: boolean;
-  role: Exclude<Role, 'admin'>;
-  scim: JsonObject;
-}
+/** The columns a SCIM write sets, derived from the resource by the mapper; scim as an object, and never the admin role. */
+export type AccountValues = Omit<Pick<Selectable<AccountsTable>, AccountWriteColumn>, 'role' | 'scim'> & { role: Exclude<Role, 'admin'>; scim: JsonObject };
 
-export interface ClassValues {
-  display_name: string;
-  external_id: string | null;
-  school_id: string | null;
-  scim: JsonObject;
-}
+export type ClassValues = Omit<Pick<Selectable<ClassesTable>, ClassWriteColumn>, 'scim'> & { scim: JsonObject };
 
 // The values types carry exactly the write columns.
 const accountValuesMatch: Covers<AccountValues, AccountWriteColumn> = true;
@@ -99,6 +83,15 @@ void classValuesMatch;
 export interface WriteEvents {
   /** Written when the write writes; its object id and reference are the written row's. */
   audit?: PlannedAuditEvent | undefined;
+}
+
+/** A delete of an account or a class: of the version read, or (undefined) of whatever version is live. */
+export interface DeletePlan {
+  kind: 'delete';
+  tenantId: string;
+  id: string;
+  guards: { version: number | undefined };
+  events: WriteEvents;
 }
 
 /** Rule 3's guard: no live admin account of the tenant (but the row itself) has one of these lower-case addresses. */
@@ -128,13 +121,7 @@ export type AccountPlan =
       guards: { version: number; noAdmin: AdminGuard };
       events: WriteEvents;
     }
-  | {
-      kind: 'delete';
-      tenantId: string;
-      id: string;
-      guards: { version: number | undefined };
-      events: WriteEvents;
-    };
+  | DeletePlan;
 
 /**
  * The synced members of a class after a write, as a set operation that never
@@ -173,10 +160,4 @@ export type ClassPlan =
       guards: { version: number | undefined; uniqueName: boolean; usersExist: readonly string[] };
       events: WriteEvents;
     }
-  | {
-      kind: 'delete';
-      tenantId: string;
-      id: string;
-      guards: { version: number | undefined };
-      events: WriteEvents;
-    };
+  | DeletePlan;

@@ -31,7 +31,7 @@ import { MAX_MEMBERS_PER_REQUEST, checkStringLengths } from './limits.js';
 import { namedMembers, netMemberChange, type MemberOp } from './rules/class-members.js';
 import { resolvePatchPath } from './schema-index.js';
 import { GROUP_SCHEMA, coerceResource } from './schemas.js';
-import { actorOf, runWrite, type Step } from './write.js';
+import { actorOf, deleteSteps, runWrite, type Step, type Write } from './write.js';
 
 const ENDPOINT = '/Groups';
 
@@ -187,7 +187,7 @@ interface Written extends ClassWrite {
 type ClassStep = Step<ClassPlan, Written>;
 
 /** Runs a class write; an externalId taken meanwhile by a concurrent create is 409. */
-async function writeClass(ctx: RequestContext, externalId: string | null, write: { quick: (() => Promise<ClassStep | undefined>)[]; locked: (trx: Executor) => Promise<ClassStep> }): Promise<Written> {
+async function writeClass(ctx: RequestContext, externalId: string | null, write: Pick<Write<ClassPlan, Written>, 'quick' | 'locked'>): Promise<Written> {
   try {
     return await runWrite(ctx, {
       ...write,
@@ -335,20 +335,6 @@ export const groups: ResourceHandler = {
   async remove(ctx, id, ifMatch) {
     const actor = actorOf(ctx);
     if (!isUuid(id)) throw notFound(`No group ${String(id)}.`);
-    await writeClass(ctx, null, {
-      quick: [
-        async () => {
-          if (ifMatch === undefined) return { plan: planClassDelete(actor, id, undefined) };
-          const row = await readClass(ctx, ctx.db, id, false);
-          checkIfMatch(ifMatch, row.version);
-          return { plan: planClassDelete(actor, id, row) };
-        },
-      ],
-      locked: async (trx) => {
-        const row = await readClass(ctx, trx, id, true);
-        checkIfMatch(ifMatch, row.version);
-        return { plan: planClassDelete(actor, id, row) };
-      },
-    });
+    await writeClass(ctx, null, deleteSteps(ifMatch, (db, forUpdate) => readClass(ctx, db ?? ctx.db, id, forUpdate), (row) => planClassDelete(actor, id, row)));
   },
 };

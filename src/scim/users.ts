@@ -27,7 +27,7 @@ import { addresses, inVerifiedDomain } from './rules/adoption.js';
 import { isActive } from './rules/deprovisioning.js';
 import { PORTAL_SCHEMA, USER_SCHEMA, coerceResource } from './schemas.js';
 import { planUserChange, planUserCreate, planUserDelete } from './user-writes.js';
-import { actorOf, runWrite, type Step, type Write } from './write.js';
+import { actorOf, deleteSteps, runWrite, type Step, type Write } from './write.js';
 
 const ENDPOINT = '/Users';
 
@@ -245,22 +245,7 @@ export const users: ResourceHandler = {
     const actor = actorOf(ctx);
     if (!isUuid(id)) throw notFound(`No user ${String(id)}.`);
     ctx.seenAccounts.forget(ctx.tenant.id, id);
-    await writeUser(ctx, () => '', {
-      // Without If-Match the delete needs no read: the guard finds the live account, or the locked path says 404.
-      quick: [
-        async () => {
-          if (ifMatch === undefined) return { plan: planUserDelete(actor, id, undefined) };
-          const row = await readAccount(ctx, ctx.db, id, false);
-          checkIfMatch(ifMatch, row.version);
-          return { plan: planUserDelete(actor, id, row) };
-        },
-      ],
-      locked: async (trx) => {
-        const row = await readAccount(ctx, trx, id, true);
-        checkIfMatch(ifMatch, row.version);
-        return { plan: planUserDelete(actor, id, row) };
-      },
-    });
+    await writeUser(ctx, () => '', deleteSteps(ifMatch, (db, forUpdate) => readAccount(ctx, db ?? ctx.db, id, forUpdate), (row) => planUserDelete(actor, id, row)));
   },
 };
 

@@ -10,7 +10,7 @@ import { inTransaction, type Executor } from '../db/database.js';
 import { unavailable, type ScimError } from '../errors.js';
 import { AdminCollision, adminCollisionError } from './rules/admin-guard.js';
 import { adminCollisionEvent, type Actor } from './rules/audit-events.js';
-import type { RequestContext } from './resource.js';
+import { checkIfMatch, type RequestContext } from './resource.js';
 
 /** What a planner decided: a plan to execute, or an answer that needs no write. */
 export type Step<P, W> = { plan: P } | { done: W };
@@ -26,6 +26,27 @@ export interface Write<P, W> {
 
 /** A locked plan whose guard still fails lost to a write that needs no lock of ours (a new admin); it is tried again, then answered 503. */
 const LOCKED_ATTEMPTS = 3;
+
+/**
+ * The planners of a delete: without If-Match planned from nothing (the guard
+ * finds the live row, or the locked path answers 404); with it, from the row
+ * read and its version compared.
+ */
+export function deleteSteps<R extends { version: number }, P, W>(
+  ifMatch: string | undefined,
+  read: (db: Executor | undefined, forUpdate: boolean) => Promise<R>,
+  plan: (row: R | undefined) => P,
+): Pick<Write<P, W>, 'quick' | 'locked'> {
+  const fromRow = async (db: Executor | undefined, forUpdate: boolean): Promise<Step<P, W>> => {
+    const row = await read(db, forUpdate);
+    checkIfMatch(ifMatch, row.version);
+    return { plan: plan(row) };
+  };
+  return {
+    quick: [async () => (ifMatch === undefined ? { plan: plan(undefined) } : fromRow(undefined, false))],
+    locked: (trx) => fromRow(trx, true),
+  };
+}
 
 export function actorOf(ctx: RequestContext): Actor {
   return { tenantId: ctx.tenant.id, credentialId: ctx.credentialId, requestId: ctx.requestId };
