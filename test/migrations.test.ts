@@ -17,14 +17,16 @@ t.test('migrations go up, down and up again', async (t) => {
   const { db } = await testDatabase(t, { migrated: false });
   t.same(await tables(db), [], 'an empty database');
   const applied = await migrateToLatest(db);
-  t.same(applied, ['0001_initial', '0002_admin_credentials', '0003_request_counts', '0004_lookup_indexes', '0005_write_rules'], 'every migration is applied in order');
+  t.same(applied, ['0001_initial', '0002_admin_credentials', '0003_request_counts', '0004_lookup_indexes', '0005_write_rules', '0007_change_feed'], 'every migration is applied in order');
   t.same(await tables(db), [
     'accounts',
     'admin_credentials',
     'audit_events',
+    'change_events',
     'class_memberships',
     'classes',
     'credentials',
+    'portal_account_tombstones',
     'portal_accounts',
     'portal_class_memberships',
     'portal_classes',
@@ -42,7 +44,7 @@ t.test('migrations go up, down and up again', async (t) => {
   const reverted = await migrateDown(db);
   t.equal(reverted.length, 1, 'migrate down reverts one migration');
   await migrateToLatest(db);
-  t.equal((await tables(db)).length, 12);
+  t.equal((await tables(db)).length, 14);
 });
 
 t.test('instances starting at once apply each migration exactly once', async (t) => {
@@ -69,7 +71,7 @@ t.test('every tenant-owned table is keyed by tenant first', async (t) => {
      ORDER BY c.relname`.execute(db);
   t.same(
     result.rows.map((r) => r.table),
-    ['accounts', 'audit_events', 'class_memberships', 'classes', 'credentials', 'request_counts', 'sync_conflicts'],
+    ['accounts', 'audit_events', 'change_events', 'class_memberships', 'classes', 'credentials', 'request_counts', 'sync_conflicts'],
   );
   for (const row of result.rows) t.equal(row.first, 'tenant_id', `${row.table} primary key starts with tenant_id`);
 
