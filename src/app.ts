@@ -172,7 +172,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
 
   await app.register(healthRoutes, { db });
-  await app.register(adminRoutes, { prefix: '/admin', db, adminAuth });
+  await app.register(adminRoutes, { prefix: '/admin', config, db, keys, adminAuth });
   await app.register(statusRoutes, { config, db, adminAuth });
   await app.register(openapiRoutes);
   await app.register(oauthRoutes, { prefix: '/oauth', config, db, keys });

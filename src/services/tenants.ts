@@ -112,7 +112,7 @@ async function checkDomainsFree(db: Db, domains: readonly string[], tenantId?: s
 }
 
 function domainTaken(domain: string, tenantId: string, name: string): ServiceError {
-  return new ServiceError('conflict', `The domain ${domain} is already a verified domain of tenant ${name} (${tenantId}); a domain belongs to one tenant only.`);
+  return new ServiceError('taken', `The domain ${domain} is already a verified domain of tenant ${name} (${tenantId}); a domain belongs to one tenant only.`);
 }
 
 /** The database refused a domain (another tenant claimed it meanwhile): the same answer as the check before. */
@@ -122,7 +122,7 @@ async function domainRace<T>(db: Db, domains: readonly string[] | undefined, ten
   } catch (error) {
     if (domains === undefined || !isUniqueViolation(error, DOMAIN_OWNER_CONSTRAINT)) throw error;
     await checkDomainsFree(db, domains, tenantId);
-    throw new ServiceError('conflict', 'A verified domain of this request belongs to another tenant; a domain belongs to one tenant only.');
+    throw new ServiceError('taken', 'A verified domain of this request belongs to another tenant; a domain belongs to one tenant only.');
   }
 }
 
