@@ -13,6 +13,7 @@ import type { Config } from './config.js';
 import { observeAudit } from './db/audit.js';
 import type { Db } from './db/database.js';
 import { createMetrics } from './metrics.js';
+import { healthSettings } from './services/health.js';
 import { activityPlugin } from './plugins/activity.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
@@ -84,7 +85,7 @@ function helmetHeaders(options: Parameters<typeof helmet>[0]): Record<string, st
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { config, keys } = options;
   // Every audit event written through this app's db is counted by its metrics.
-  const metrics = createMetrics({ db: options.db, pool: options.pool });
+  const metrics = createMetrics({ db: options.db, pool: options.pool, health: healthSettings(config) });
   const db = observeAudit(options.db, metrics.countAudit);
   const adminAuth = createAdminAuth({ config, db, keys });
   const app = Fastify({

@@ -1,5 +1,5 @@
 // SCIM requests (and of them, writes) per tenant and hour, and the other
-// figures the status page reads beside tenantStatus: memberships per tenant.
+// figures the status page reads beside tenantStatus: a tenant's memberships.
 import { sql } from 'kysely';
 import type { Db } from './database.js';
 
@@ -50,18 +50,7 @@ export async function listRequestsPerHour(db: Db, since: Date, tenantId?: string
   return rows.map((r) => ({ hour: r.hour, requests: Number(r.requests), failures: Number(r.failures) }));
 }
 
-/** Class memberships Entra made, per tenant (hand-added ones are the portal's). */
-export async function countMembershipsByTenant(db: Db): Promise<Map<string, number>> {
-  const rows = await db
-    .selectFrom('class_memberships')
-    .select(['tenant_id', (eb) => eb.fn.countAll<string>().as('n')])
-    .where('synced', '=', true)
-    .groupBy('tenant_id')
-    .execute();
-  return new Map(rows.map((r) => [r.tenant_id, Number(r.n)]));
-}
-
-/** Class memberships Entra made in one tenant. */
+/** Class memberships Entra made in one tenant (hand-added ones are the portal's). */
 export async function countMemberships(db: Db, tenantId: string): Promise<number> {
   const row = await db
     .selectFrom('class_memberships')

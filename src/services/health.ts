@@ -37,9 +37,11 @@ export interface HealthSignals {
 
 export function tenantHealth(signals: HealthSignals, now: Date, settings: HealthSettings): Health {
   if (!signals.connected) return 'disconnected';
-  if (signals.lastRequestAt === null) return 'never synced';
+  const writes = lastHour(signals.writes, now);
   const failures = lastHour(signals.writeFailures, now);
-  if (failures > 0 && failures > FAILING_SHARE * lastHour(signals.writes, now)) return 'failing';
+  if (failures > 0 && failures > FAILING_SHARE * writes) return 'failing';
+  // The last request time is written a few seconds after the request; writes counted meanwhile mean it has synced.
+  if (signals.lastRequestAt === null) return writes > 0 ? 'healthy' : 'never synced';
   if (now.getTime() - signals.lastRequestAt.getTime() > settings.silentAfterMs) return 'silent';
   return 'healthy';
 }
@@ -71,3 +73,26 @@ export async function tenantOverview(db: Executor, settings: HealthSettings, now
 }
 
 export const healthSettings = (config: { silentAfterMinutes: number }): HealthSettings => ({ silentAfterMs: config.silentAfterMinutes * 60_000 });
+
+function duration(ms: number): string {
+  const minutes = Math.round(ms / 60_000);
+  if (minutes < 120) return `${minutes} minutes`;
+  const hours = Math.round(minutes / 60);
+  return hours < 48 ? `${hours} hours` : `${Math.round(hours / 24)} days`;
+}
+
+/** Why a tenant has its health, in one line, for the tenant page and portal-scim status. */
+export function healthReason(tenant: TenantOverview, now: Date, settings: HealthSettings): string {
+  switch (tenant.health) {
+    case 'failing':
+      return `${tenant.writeFailuresLastHour} of ${tenant.writesLastHour} writes failed in the last hour (more than ${FAILING_SHARE * 100}%)`;
+    case 'silent':
+      return `no request for ${duration(now.getTime() - (tenant.lastRequestAt?.getTime() ?? now.getTime()))} (silent after ${duration(settings.silentAfterMs)})`;
+    case 'never synced':
+      return 'no request from Entra yet: the school has not started provisioning';
+    case 'healthy':
+      return `requests arrive; ${tenant.writeFailuresLastHour} of ${tenant.writesLastHour} writes failed in the last hour`;
+    case 'disconnected':
+      return 'disconnected: its credentials are revoked and its accounts and classes are manual';
+  }
+}

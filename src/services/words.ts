@@ -25,6 +25,6 @@ export function flagText(flag: CredentialFlag, credential: CredentialView, now: 
     case 'expires soon':
       return `expires in ${days((credential.expiresAt?.getTime() ?? now.getTime()) - now.getTime())}`;
     case 'unused':
-      return `unused for ${days(now.getTime() - (credential.lastUsedAt ?? credential.createdAt).getTime())} while another credential is in use: the school has probably switched; revoke it once confirmed`;
+      return `not used for ${days(now.getTime() - (credential.lastUsedAt ?? credential.createdAt).getTime())} while another credential is in use: the school has probably switched; revoke it once confirmed`;
   }
 }
