@@ -23,6 +23,7 @@ import { ScimError, notFound, RETRY_AFTER_SECONDS, unavailable } from './errors.
 import { clientError, errorsPlugin, frameworkError, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
 import { adminRoutes } from './routes/admin.js';
 import { discoveryRoutes } from './routes/discovery.js';
+import { docsRoutes } from './routes/docs.js';
 import { healthRoutes } from './routes/health.js';
 import { oauthRoutes } from './routes/oauth.js';
 import { openapiRoutes } from './routes/openapi.js';
@@ -176,6 +177,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await app.register(adminRoutes, { prefix: '/admin', config, db, keys, adminAuth });
   await app.register(statusRoutes, { config, db, adminAuth });
   await app.register(openapiRoutes);
+  await app.register(docsRoutes);
   await app.register(oauthRoutes, { prefix: '/oauth', config, db, keys });
 
   await app.register(
