@@ -162,6 +162,13 @@ async function chartTotals(page: Page): Promise<{ requests: number; failures: nu
   return bars.reduce((sum, b) => ({ requests: sum.requests + b.requests, failures: sum.failures + b.failures }), { requests: 0, failures: 0 });
 }
 
+/** What the checks read of a table row in the page (the tests compile without the DOM's types). */
+interface Row {
+  getAttribute(name: string): string | null;
+  querySelector(selector: string): { textContent: string | null } | null;
+  querySelectorAll(selector: string): Iterable<{ getAttribute(name: string): string | null }>;
+}
+
 const HEALTH_SCREENSHOT = path.join(os.tmpdir(), 'portal-scim-status-health.png');
 const CREDENTIALS_SCREENSHOT = path.join(os.tmpdir(), 'portal-scim-status-credentials.png');
 const DAY = 86_400_000;
@@ -242,7 +249,7 @@ t.test("status pages: every tenant's health, worst first, and a tenant's credent
 
   t.equal((await page.goto(`${base}/status`))?.status(), 200);
   const rows = page.locator('#tenants tbody tr');
-  const order = await rows.evaluateAll((trs) => trs.map((tr) => [tr.getAttribute('data-health'), tr.querySelector('a')?.textContent]));
+  const order = await rows.evaluateAll((trs: Row[]) => trs.map((tr) => [tr.getAttribute('data-health'), tr.querySelector('a')?.textContent]));
   t.same(
     order,
     [
@@ -273,7 +280,7 @@ t.test("status pages: every tenant's health, worst first, and a tenant's credent
   t.equal((await page.goto(`${base}/status/tenants/${env.tenant.id}`))?.status(), 200);
   t.match(await page.locator('#health').innerText(), /^healthy /);
   const credentials = page.locator('#credentials + table tbody tr');
-  const states = await credentials.evaluateAll((trs) =>
+  const states = await credentials.evaluateAll((trs: Row[]) =>
     trs.map((tr) => [tr.getAttribute('data-credential'), tr.getAttribute('data-state'), [...tr.querySelectorAll('[data-flag]')].map((f) => f.getAttribute('data-flag'))]),
   );
   t.same(
