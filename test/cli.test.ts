@@ -248,7 +248,7 @@ t.test('status, token list and tenant list use the words of the status pages', a
   ]);
 
   const one = await cli(env, 'status', '--tenant', quiet);
-  t.match(one.out, /^Tenant: +Quiet School \(\S+\), connected\nHealth: +silent\n/);
+  t.match(one.out, /^Tenant: +Quiet School \(\S+\), connected\nHealth: +silent: no request for 3 hours \(silent after 2 hours\)\n/);
   t.match(one.out, /Credentials:\nID +KIND/);
 });
 

@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { listOpenConflicts } from '../db/audit.js';
 import { tenantStatus } from '../db/tenant-status.js';
 import { listTenantCredentials } from '../services/credentials.js';
-import { healthSettings, tenantOverview, withHealth } from '../services/health.js';
+import { healthReason, healthSettings, tenantOverview, withHealth } from '../services/health.js';
 import { ServiceError } from '../services/errors.js';
 import { accountStateWord, connectionWord, formatTime } from '../services/words.js';
 import { credentialJson, credentialsTable } from './credentials.js';
@@ -58,7 +58,8 @@ async function oneTenant(ctx: CliContext, id: string, json: boolean): Promise<vo
     const status = await tenantStatus(db, id, now);
     if (!status) throw new ServiceError('not-found', `No tenant ${id}.`);
     const [conflicts, credentials] = await Promise.all([listOpenConflicts(db, id, 20), listTenantCredentials(db, id, now)]);
-    const tenant = withHealth(status, now, healthSettings(cfg));
+    const settings = healthSettings(cfg);
+    const tenant = withHealth(status, now, settings);
     if (json) {
       ctx.json({
         ...status,
@@ -73,7 +74,7 @@ async function oneTenant(ctx: CliContext, id: string, json: boolean): Promise<vo
     ctx.out(
       fields([
         ['Tenant', `${status.name} (${status.tenantId}), ${connectionWord(status.connected)}`],
-        ['Health', tenant.health],
+        ['Health', `${tenant.health}: ${healthReason(tenant, now, settings)}`],
         ['Verified domains', status.verifiedDomains.join(', ') || 'none'],
         ['Last request', formatTime(status.lastRequestAt)],
         ['Writes (1 h)', `${tenant.writesLastHour}, ${tenant.writeFailuresLastHour} failed`],

@@ -68,7 +68,7 @@ export function credentialViews(rows: readonly CredentialRow[], now: Date): Cred
   });
 }
 
-/** A tenant's credentials (never their secrets), oldest first; undefined when there is no such tenant. */
+/** A tenant's credentials (never their secrets) with state and flags, oldest first. */
 export async function listTenantCredentials(db: Db, tenantId: string, now: Date = new Date()): Promise<CredentialView[]> {
   if (!(await findTenant(db, tenantId))) throw new ServiceError('not-found', `No tenant ${tenantId}.`);
   return credentialViews(await listCredentials(db, tenantId), now);

@@ -61,7 +61,7 @@ export function parseRoleMapping(value: unknown): Record<string, Role> {
 
 export function parseRetentionDays(value: unknown): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 3650) {
-    throw new ServiceError('invalid', `retentionDays must be a whole number from 0 to 3650.`);
+    throw new ServiceError('invalid', 'retentionDays must be a whole number from 0 to 3650.');
   }
   return value;
 }
