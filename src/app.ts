@@ -13,6 +13,7 @@ import type { Config } from './config.js';
 import { observeAudit } from './db/audit.js';
 import type { Db } from './db/database.js';
 import { createMetrics } from './metrics.js';
+import { healthSettings } from './services/health.js';
 import { activityPlugin } from './plugins/activity.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
@@ -22,6 +23,7 @@ import { ScimError, notFound, RETRY_AFTER_SECONDS, unavailable } from './errors.
 import { clientError, errorsPlugin, frameworkError, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
 import { adminRoutes } from './routes/admin.js';
 import { discoveryRoutes } from './routes/discovery.js';
+import { docsRoutes } from './routes/docs.js';
 import { healthRoutes } from './routes/health.js';
 import { oauthRoutes } from './routes/oauth.js';
 import { openapiRoutes } from './routes/openapi.js';
@@ -87,7 +89,7 @@ function helmetHeaders(options: Parameters<typeof helmet>[0]): Record<string, st
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { config, keys } = options;
   // Every audit event written through this app's db is counted by its metrics.
-  const metrics = createMetrics({ db: options.db, pool: options.pool });
+  const metrics = createMetrics({ db: options.db, pool: options.pool, health: healthSettings(config) });
   const db = observeAudit(options.db, metrics.countAudit);
   const adminAuth = createAdminAuth({ config, db, keys });
   const app = Fastify({
@@ -175,9 +177,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
 
   await app.register(healthRoutes, { db });
-  await app.register(adminRoutes, { prefix: '/admin', db, adminAuth });
+  await app.register(adminRoutes, { prefix: '/admin', config, db, keys, adminAuth });
   await app.register(statusRoutes, { config, db, adminAuth });
   await app.register(openapiRoutes);
+  await app.register(docsRoutes);
   await app.register(oauthRoutes, { prefix: '/oauth', config, db, keys });
 
   await app.register(

@@ -38,6 +38,8 @@ export interface Config {
   readonly maxEventLoopDelayMs: number;
   /** A second port serving GET /metrics without a credential (private network only); undefined for none. */
   readonly metricsPort: number | undefined;
+  /** A tenant that has synced and sent no request for longer than this is "silent". */
+  readonly silentAfterMinutes: number;
 }
 
 export class ConfigError extends Error {
@@ -153,5 +155,6 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     maxEventLoopDelayMs: integer(env, 'MAX_EVENT_LOOP_DELAY_MS', 1000, 0, 60000),
     metricsPort,
     trustProxy: trustProxy(env),
+    silentAfterMinutes: integer(env, 'SILENT_AFTER_MINUTES', 120, 5, 43200),
   });
 }

@@ -1,11 +1,12 @@
 // Prometheus metrics of one app: HTTP requests by route, method, status and
 // tenant; latency; the database pool; provisioning outcomes from the audit
-// log; each tenant's last request. Every app has its own registry.
+// log; each tenant's last request and health. Every app has its own registry.
 import { createServer, type Server } from 'node:http';
 import type pg from 'pg';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AuditObserver } from './db/audit.js';
 import type { Db } from './db/database.js';
+import { HEALTH_STATES, tenantOverview, type HealthSettings } from './services/health.js';
 
 export interface RequestLabels {
   /** The route pattern (/scim/v2/Users/:id), never the raw URL. */
@@ -25,8 +26,8 @@ export interface Metrics {
 
 const PREFIX = 'portal_scim_';
 
-export function createMetrics(options: { db: Db; pool?: pg.Pool | undefined }): Metrics {
-  const { db, pool } = options;
+export function createMetrics(options: { db: Db; pool?: pg.Pool | undefined; health: HealthSettings }): Metrics {
+  const { db, pool, health } = options;
   const registry = new Registry();
   const registers = [registry];
 
@@ -82,6 +83,22 @@ export function createMetrics(options: { db: Db; pool?: pg.Pool | undefined }): 
         .execute()
         .catch(() => []);
       for (const row of rows) if (row.last_request_at) this.set({ tenant: row.id }, row.last_request_at.getTime() / 1000);
+    },
+  });
+
+  // A state set: 1 for each tenant's one health, 0 for the others, so an
+  // alert is a comparison (state="failing" == 1) and a graph stacks them.
+  new Gauge({
+    name: `${PREFIX}tenant_health`,
+    help: 'Health of each tenant, one series per state (failing, silent, never synced, healthy, disconnected): 1 for its state, 0 for the others.',
+    labelNames: ['tenant', 'state'] as const,
+    registers,
+    async collect() {
+      this.reset();
+      const tenants = await tenantOverview(db, health).catch(() => []);
+      for (const tenant of tenants) {
+        for (const state of HEALTH_STATES) this.set({ tenant: tenant.tenantId, state }, state === tenant.health ? 1 : 0);
+      }
     },
   });
 

@@ -1,8 +1,12 @@
 // The admin CLI against a real database: tenants, tokens, revocation,
-// migrations, and clear errors for bad input.
+// migrations, and clear errors for bad input; as an operator expects it:
+// repeats say they were done already, --version, admin-token list, human
+// output unless --json, a usage error in one line and a hint, the status
+// pages' words, and serve's exit code 78 on a configuration error.
 import { execFile } from 'node:child_process';
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
+import { sql } from 'kysely';
 import t from 'tap';
 import { buildApp } from '../src/app.js';
 import { signingKeys } from '../src/auth/keys.js';
@@ -117,4 +121,145 @@ t.test('the portal-scim command runs from bin/', async (t) => {
   const help = await run(process.execPath, ['bin/portal-scim.js', '--help'], { env: { ...process.env, ...testEnv({ DATABASE_URL: url }) } });
   t.match(help.stdout, /tenant/);
   t.match(help.stdout, /token/);
+});
+
+t.test('revoking or disconnecting twice says it was already done, and changes nothing', async (t) => {
+  const { url, db } = await testDatabase(t);
+  const env = testEnv({ DATABASE_URL: url });
+  const tenant = (JSON.parse((await cli(env, 'tenant', 'create', '--name', 'Twice School', '--json')).out) as { id: string }).id;
+  const token = (JSON.parse((await cli(env, 'token', 'issue', '--tenant', tenant, '--json')).out) as { id: string }).id;
+  const client = (JSON.parse((await cli(env, 'client', 'create', '--tenant', tenant, '--json')).out) as { clientId: string }).clientId;
+  const admin = (JSON.parse((await cli(env, 'admin-token', 'issue', '--json')).out) as { id: string }).id;
+
+  for (const [argv, first] of [
+    [['token', 'revoke', token], /^Revoked /],
+    [['client', 'revoke', client], /^Revoked .* it and its access tokens/],
+    [['admin-token', 'revoke', admin], /^Revoked /],
+  ] as const) {
+    const once = await cli(env, ...argv);
+    t.equal(once.code, 0);
+    t.match(once.out, first, argv.join(' '));
+    const revokedAt = once.out;
+    const twice = await cli(env, ...argv);
+    t.equal(twice.code, 0, `${argv.join(' ')} again is no error`);
+    t.match(twice.out, /^\S+ was already revoked \(at \d{4}-\d\d-\d\d \d\d:\d\d UTC\); nothing changed\.$/, `${argv.join(' ')} again says so`);
+    t.not(twice.out, revokedAt);
+  }
+  const revocations = await db.selectFrom('audit_events').select('object_id').where('action', '=', 'credential').where(sql<boolean>`details->>'operation' = 'revoke'`).execute();
+  t.same(revocations.map((r) => r.object_id).sort(), [token, client].sort(), 'one audit event per revocation, none for the repeat');
+
+  t.match((await cli(env, 'tenant', 'disconnect', tenant)).out, /^Disconnected /);
+  const again = await cli(env, 'tenant', 'disconnect', tenant);
+  t.equal(again.code, 0);
+  t.match(again.out, /^Tenant \S+ was already disconnected \(since \d{4}-.* UTC\); nothing changed\.$/);
+  t.match(JSON.parse((await cli(env, 'tenant', 'disconnect', tenant, '--json')).out), { alreadyDisconnected: true, connected: false });
+  t.match((await cli(env, 'tenant', 'connect', tenant)).out, /^Connected /);
+  t.match((await cli(env, 'tenant', 'connect', tenant)).out, /^Tenant \S+ was already connected; nothing changed\.$/);
+  const actions = (await db.selectFrom('audit_events').select('action').where('object_type', '=', 'tenant').orderBy('id').execute()).map((r) => r.action);
+  t.same(actions, ['create', 'disconnect', 'connect']);
+});
+
+t.test('--version, admin-token list, and human output unless --json', async (t) => {
+  const { url } = await testDatabase(t);
+  const env = testEnv({ DATABASE_URL: url });
+  const manifest = JSON.parse(await readFile('package.json', 'utf8')) as { version: string };
+  const version = await cli(env, '--version');
+  t.equal(version.code, 0);
+  t.equal(version.out, manifest.version);
+
+  t.match((await cli(env, 'admin-token', 'list')).out, /^No admin tokens/);
+  const first = JSON.parse((await cli(env, 'admin-token', 'issue', '--label', 'grafana', '--json')).out) as { id: string };
+  const issued = await cli(env, 'admin-token', 'issue', '--label', 'automation', '--expires', '30d');
+  t.match(issued.out, /Admin token: +ey/);
+  t.equal((await cli(env, 'admin-token', 'revoke', first.id)).code, 0);
+  const listed = await cli(env, 'admin-token', 'list');
+  t.match(listed.out, /^ID +STATE +EXPIRES +CREATED +LABEL\n/);
+  t.match(listed.out, new RegExp(`${first.id} +revoked +never +\\S+ \\S+ UTC +grafana`));
+  t.match(listed.out, /active +\d{4}-\d\d-\d\d \d\d:\d\d UTC +\S+ \S+ UTC +automation/);
+  t.notMatch(listed.out, /ey[\w-]{20,}\./, 'never a token');
+  t.match(JSON.parse((await cli(env, 'admin-token', 'list', '--json')).out), [{ id: first.id, state: 'revoked', label: 'grafana' }, { state: 'active', label: 'automation' }]);
+
+  const created = await cli(env, 'tenant', 'create', '--name', 'Human School', '--domain', 'human.example');
+  t.match(created.out, /^Created tenant (\S+) \(Human School\)\.\nName: +Human School\nVerified domains: +human\.example\n/);
+  const id = /^Created tenant (\S+) /.exec(created.out)?.[1] ?? '';
+  const set = await cli(env, 'tenant', 'set', id, '--role-map', 'Janitor=staff', '--retention-days', '10');
+  t.equal(set.code, 0, set.err);
+  t.notMatch(set.out, /[{}]/, 'tenant set prints no JSON without --json');
+  t.match(set.out, /^Updated tenant \S+: role mapping, retention\.\n/);
+  t.match(set.out, /Role mapping: +janitor → staff\nRetention: +10 days\nState: +connected/);
+  t.match(JSON.parse((await cli(env, 'tenant', 'set', id, '--name', 'Renamed', '--json')).out), { name: 'Renamed', changed: ['name'], retentionDays: 10 });
+});
+
+t.test('a command used wrongly prints the line that is wrong and where its help is, not the whole help', async (t) => {
+  const { url } = await testDatabase(t);
+  const env = testEnv({ DATABASE_URL: url });
+  const id = '6f1c1d9e-3a57-4d5e-9f0e-2b8f0c6a1d11';
+  const cases: [string[], RegExp, string][] = [
+    [['tenant', 'set', id, '--retention-days', 'many'], /^error: option '--retention-days <days>' argument 'many' is invalid\. "many" must be a whole number from 0 to 3650\.$/, 'portal-scim tenant set'],
+    [['tenant', 'set', id], /^portal-scim: Nothing to change: give --name, --domain/, 'portal-scim tenant set'],
+    [['tenant', 'create', '--name', ' '], /^portal-scim: --name must be 1 to 200 characters\.$/, 'portal-scim tenant create'],
+    [['tenant', 'create'], /^error: required option '--name <name>' not specified$/, 'portal-scim tenant create'],
+    [['token', 'issue', '--tenant', id, '--expires', 'soon'], /^error: option .* "soon" is not a duration/, 'portal-scim token issue'],
+    [['token', 'list', '--tenant', id, '--colour'], /^error: unknown option '--colour'$/, 'portal-scim token list'],
+    [['frobnicate'], /^error: unknown command 'frobnicate'$/, 'portal-scim'],
+  ];
+  for (const [argv, line, command] of cases) {
+    const result = await cli(env, ...argv);
+    t.equal(result.code, 1, argv.join(' '));
+    const lines = result.err.split('\n');
+    t.equal(lines.length, 2, `${argv.join(' ')}: two lines`);
+    t.match(lines[0], line, `${argv.join(' ')}: what is wrong`);
+    t.equal(lines[1], `(see ${command} --help)`, `${argv.join(' ')}: where the help is`);
+    t.notMatch(result.err, /Usage:|Options:/, 'not the whole help');
+    t.equal(result.out, '');
+  }
+});
+
+t.test('status, token list and tenant list use the words of the status pages', async (t) => {
+  const { url, db } = await testDatabase(t);
+  const env = testEnv({ DATABASE_URL: url });
+  const create = async (name: string, domain: string) => (JSON.parse((await cli(env, 'tenant', 'create', '--name', name, '--domain', domain, '--json')).out) as { id: string }).id;
+  const quiet = await create('Quiet School', 'quiet.example');
+  const fresh = await create('New School', 'new.example');
+  await db.updateTable('tenants').set({ last_request_at: new Date(Date.now() - 3 * 3_600_000) }).where('id', '=', quiet).execute();
+  const old = (JSON.parse((await cli(env, 'token', 'issue', '--tenant', quiet, '--label', 'first', '--json')).out) as { id: string }).id;
+  const current = (JSON.parse((await cli(env, 'token', 'issue', '--tenant', quiet, '--label', 'second', '--expires', '10d', '--json')).out) as { id: string }).id;
+  await db.updateTable('credentials').set({ created_at: new Date(Date.now() - 30 * 86_400_000), last_used_at: new Date(Date.now() - 8 * 86_400_000) }).where('id', '=', old).execute();
+  await db.updateTable('credentials').set({ last_used_at: new Date() }).where('id', '=', current).execute();
+
+  const overview = await cli(env, 'status');
+  t.equal(overview.code, 0, overview.err);
+  const lines = overview.out.split('\n');
+  t.match(lines[0], /^HEALTH +TENANT +ID +DOMAINS +LAST REQUEST +WRITES 1 H +FAILED 1 H +OPEN CONFLICTS$/);
+  t.match(lines[1], new RegExp(`^silent +Quiet School +${quiet} +quiet\\.example `), 'worst first');
+  t.match(lines[2], new RegExp(`^never synced +New School +${fresh} +new\\.example +never `));
+  t.match(JSON.parse((await cli(env, 'status', '--json')).out), { tenants: [{ tenantId: quiet, health: 'silent' }, { tenantId: fresh, health: 'never synced' }] });
+  t.match((await cli(env, 'tenant', 'list')).out, new RegExp(`${quiet} +Quiet School +quiet\\.example +connected +silent `));
+
+  const tokens = await cli(env, 'token', 'list', '--tenant', quiet);
+  t.match(tokens.out, /^ID +KIND +STATE +LAST USED +EXPIRES +CREATED +LABEL +FLAGS\n/);
+  t.match(tokens.out, new RegExp(`${old} +token +active .* first +unused\\n`));
+  t.match(tokens.out, new RegExp(`${current} +token +active .* second +expires soon\\n`));
+  t.match(tokens.out, new RegExp(`  ${old}: not used for 8 days while another credential is in use`));
+  t.match(tokens.out, new RegExp(`  ${current}: expires in 10 days`));
+  t.match(JSON.parse((await cli(env, 'token', 'list', '--tenant', quiet, '--json')).out), [
+    { id: old, state: 'active', flags: ['unused'] },
+    { id: current, state: 'active', flags: ['expires soon'] },
+  ]);
+
+  const one = await cli(env, 'status', '--tenant', quiet);
+  t.match(one.out, /^Tenant: +Quiet School \(\S+\), connected\nHealth: +silent: no request for 3 hours \(silent after 2 hours\)\n/);
+  t.match(one.out, /Credentials:\nID +KIND/);
+});
+
+t.test('portal-scim serve exits 78 on a configuration error, as npm start does', async (t) => {
+  const run = promisify(execFile);
+  const failed = await run(process.execPath, ['bin/portal-scim.js', 'serve'], { env: { ...process.env, ...testEnv({ PORT: 'x' }) } }).then(
+    () => undefined,
+    (error: unknown) => error as { code: number; stderr: string },
+  );
+  t.equal(failed?.code, 78);
+  t.match(failed?.stderr, /^portal-scim: configuration error: PORT: must be a whole number, got "x"$/m);
+  const inProcess = await cli(testEnv({ PORT: 'x' }), 'serve');
+  t.equal(inProcess.code, 78);
 });

@@ -92,7 +92,7 @@ t.test('group lifecycle as Entra drives it', async (t) => {
 t.test('members must be users of this tenant', async (t) => {
   const { app, headers, db, config, keys } = await testApp(t);
   const scim = client(app, headers);
-  const other = await tenantWithToken(db, config, keys, 'Other School');
+  const other = await tenantWithToken(db, config, keys, 'Other School', ['other.example']);
   const foreign = (await client(app, other.headers)('POST', '/Users', entraUser(99))).json().id as string;
   const group = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 1A' })).json().id as string;
 

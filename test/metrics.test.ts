@@ -1,6 +1,7 @@
 // Prometheus metrics: only the admin credential reads them; requests count by
 // route pattern, method, status and tenant; audit outcomes count by tenant;
-// each app has its own registry; METRICS_PORT serves them without a credential.
+// each tenant's health is a gauge; each app has its own registry; METRICS_PORT
+// serves them without a credential.
 import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
 import t from 'tap';
@@ -9,7 +10,7 @@ import { ConfigError, loadConfig } from '../src/config.js';
 import { createAdminCredential } from '../src/db/admin-credentials.js';
 import { listenMetrics } from '../src/metrics.js';
 import { testApp, testEnv, tenantWithToken, type TestApp } from './helpers/app.js';
-import { GROUP, client, entraUser, patch } from './helpers/scim.js';
+import { GROUP, USER, client, entraUser, patch } from './helpers/scim.js';
 
 async function adminToken(env: TestApp): Promise<string> {
   const credential = await createAdminCredential(env.db, 'metrics test', null);
@@ -82,7 +83,7 @@ t.test('SCIM requests and provisioning outcomes are counted per tenant, route an
   t.equal((await scim('DELETE', `/Groups/${group.json().id as string}`)).statusCode, 204);
 
   // A second tenant that has synced before but sends nothing now.
-  const quiet = await tenantWithToken(env.db, env.config, env.keys, 'Quiet School');
+  const quiet = await tenantWithToken(env.db, env.config, env.keys, 'Quiet School', ['quiet.example']);
   await env.db.updateTable('tenants').set({ last_request_at: new Date('2024-01-02T03:04:05Z') }).where('id', '=', quiet.tenant.id).execute();
 
   const res = await env.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${token}` } });
@@ -126,6 +127,32 @@ t.test('SCIM requests and provisioning outcomes are counted per tenant, route an
   const otherText = (await other.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${otherToken}` } })).body;
   t.notMatch(otherText, new RegExp(tenant), "the other app counted none of this app's requests");
   t.equal(sample(otherText, 'portal_scim_provisioning_events_total', { tenant, object: 'user', action: 'create', outcome: 'success' }), undefined);
+});
+
+t.test("a gauge gives each tenant's health as one of five states", async (t) => {
+  const env = await testApp(t);
+  const token = await adminToken(env);
+  const scim = client(env.app, env.headers);
+  t.equal((await scim('POST', '/Users', entraUser(1))).statusCode, 201);
+  t.equal((await scim('POST', '/Users', { schemas: [USER] })).statusCode, 400);
+  t.equal((await scim('POST', '/Users', { schemas: [USER] })).statusCode, 400);
+  const fresh = await tenantWithToken(env.db, env.config, env.keys, 'New School', ['new.example']);
+  const quiet = await tenantWithToken(env.db, env.config, env.keys, 'Quiet School', ['quiet.example']);
+  await env.db.updateTable('tenants').set({ last_request_at: new Date(Date.now() - 5 * 3_600_000) }).where('id', '=', quiet.tenant.id).execute();
+  const gone = await tenantWithToken(env.db, env.config, env.keys, 'Gone School', ['gone.example']);
+  await env.db.updateTable('tenants').set({ disconnected_at: new Date() }).where('id', '=', gone.tenant.id).execute();
+  // Request counts reach the database every 10 seconds; a scrape reads what is there.
+  await env.app.flushRequestCounts();
+
+  const text = (await env.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${token}` } })).body;
+  t.match(text, /# TYPE portal_scim_tenant_health gauge/);
+  const states = ['failing', 'silent', 'never synced', 'healthy', 'disconnected'];
+  const health = (tenant: string) => Object.fromEntries(states.map((state) => [state, sample(text, 'portal_scim_tenant_health', { tenant, state })]));
+  const only = (state: string) => Object.fromEntries(states.map((s) => [s, s === state ? 1 : 0]));
+  t.same(health(env.tenant.id), only('failing'), 'two of three writes failed');
+  t.same(health(fresh.tenant.id), only('never synced'));
+  t.same(health(quiet.tenant.id), only('silent'), 'five hours without a request');
+  t.same(health(gone.tenant.id), only('disconnected'));
 });
 
 t.test('METRICS_PORT serves the registry without a credential, and is validated', async (t) => {

@@ -17,7 +17,11 @@ t.test('migrations go up, down and up again', async (t) => {
   const { db } = await testDatabase(t, { migrated: false });
   t.same(await tables(db), [], 'an empty database');
   const applied = await migrateToLatest(db);
-  t.same(applied, ['0001_initial', '0002_admin_credentials', '0003_request_counts', '0004_lookup_indexes', '0005_write_rules', '0007_change_feed'], 'every migration is applied in order');
+  t.same(
+    applied,
+    ['0001_initial', '0002_admin_credentials', '0003_request_counts', '0004_lookup_indexes', '0005_write_rules', '0006_domain_owner_and_write_counts', '0007_change_feed'],
+    'every migration is applied in order',
+  );
   t.same(await tables(db), [
     'accounts',
     'admin_credentials',

@@ -1,17 +1,19 @@
 // The status pages in a real browser (headless Chromium): signed out they
 // answer 401 with the sign-in form; an admin token signs in through the form
-// and sets a session cookie; the overview shows a tenant's conflict, the
-// tenant page its conflicts, audit events and traffic; every value is escaped
+// and sets a session cookie; the overview shows each tenant's health, worst
+// first, and its conflicts; the tenant page its health, credentials with their
+// state and flags, conflicts, audit events and traffic; every value is escaped
 // and the Content-Security-Policy lets the page's own stylesheet apply.
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Page } from 'playwright-core';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { signAdminToken } from '../src/auth/tokens.js';
 import { createAdminCredential } from '../src/db/admin-credentials.js';
-import { testApp } from './helpers/app.js';
-import { GROUP, entraUser } from './helpers/scim.js';
+import { createCredential } from '../src/db/credentials.js';
+import { tenantWithToken, testApp } from './helpers/app.js';
+import { GROUP, USER, entraUser } from './helpers/scim.js';
 
 const SCREENSHOT = path.join(os.tmpdir(), 'portal-scim-status-tenant.png');
 const SCHOOL_NAME = `<script>alert("x")</script> Norra & "Söder" skolan`;
@@ -100,8 +102,9 @@ t.test('status pages: sign-in, tenant overview with a conflict, tenant page, sig
   const row = page.locator(`tr[data-tenant="${tenant}"]`);
   const cells = await row.locator('td').allInnerTexts();
   t.equal(cells[0], SCHOOL_NAME, 'the school name shows as text, escaped');
-  t.same(cells.slice(2), ['2', '1', '1', '0', '1', '1'], 'accounts, classes, memberships, failures and conflicts of 24 h, open conflicts');
-  t.equal(await row.locator('td.warn').count(), 2, 'conflicts are flagged');
+  t.same(cells.slice(1, 4), [tenant, 'school.example', 'failing'], 'its id, verified domains and health: one of four writes failed in the last hour');
+  t.same(cells.slice(5), ['4', '1', '0', '1', '1'], 'writes and failed writes of the hour, failures and conflicts of 24 h, open conflicts');
+  t.equal(await row.locator('td.warn').count(), 3, 'the failed write and the conflicts are flagged');
   t.equal(await page.locator('script').count(), 0, 'no script element, not even the school name');
   t.equal(
     await page.evaluate<string>('getComputedStyle(document.querySelector("th")).backgroundColor'),
@@ -113,6 +116,12 @@ t.test('status pages: sign-in, tenant overview with a conflict, tenant page, sig
 
   await Promise.all([page.waitForURL(`${base}/status/tenants/${tenant}`), row.locator('a').click()]);
   t.equal(await page.locator('h2').first().innerText(), SCHOOL_NAME);
+  t.same(
+    await page.locator('#summary tbody td').allInnerTexts(),
+    ['2', '0', '1', '1', '4', '1', '0', '1', '1'],
+    'accounts, deleted, classes, memberships, writes and failed writes of the hour, failures and conflicts of 24 h, open conflicts',
+  );
+  t.match(await page.locator('#health').innerText(), /^failing 1 of 4 writes failed in the last hour/);
   const conflicts = await page.locator('#conflicts + table tbody tr').allInnerTexts();
   t.equal(conflicts.length, 1, 'one open conflict');
   t.match(conflicts[0], /admin-collision/);
@@ -152,3 +161,145 @@ async function chartTotals(page: Page): Promise<{ requests: number; failures: nu
   if (bars.length !== 24) throw new Error(`expected 24 hourly bars, found ${bars.length}`);
   return bars.reduce((sum, b) => ({ requests: sum.requests + b.requests, failures: sum.failures + b.failures }), { requests: 0, failures: 0 });
 }
+
+/** What the checks read of a table row in the page (the tests compile without the DOM's types). */
+interface Row {
+  getAttribute(name: string): string | null;
+  querySelector(selector: string): { textContent: string | null } | null;
+  querySelectorAll(selector: string): Iterable<{ getAttribute(name: string): string | null }>;
+}
+
+const HEALTH_SCREENSHOT = path.join(os.tmpdir(), 'portal-scim-status-health.png');
+const CREDENTIALS_SCREENSHOT = path.join(os.tmpdir(), 'portal-scim-status-credentials.png');
+const DAY = 86_400_000;
+
+async function screenshot(page: Page, file: string, t: Test): Promise<void> {
+  await page.screenshot({ path: file, fullPage: true });
+  const png = await readFile(file);
+  t.same([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], `a PNG screenshot at ${file}`);
+}
+
+t.test("status pages: every tenant's health, worst first, and a tenant's credentials with state, last use and flags", async (t) => {
+  const env = await testApp(t, { SILENT_AFTER_MINUTES: '120' });
+  const credential = await createAdminCredential(env.db, 'health test', null);
+  const adminToken = signAdminToken({ keys: env.keys, issuer: env.config.jwtIssuer, audience: env.config.jwtAudience }, credential.id);
+  const base = await env.app.listen({ port: 0, host: '127.0.0.1' });
+  const post = (headers: Record<string, string>, body: unknown) =>
+    fetch(`${base}/scim/v2/Users`, { method: 'POST', headers, body: JSON.stringify(body) });
+  const lastRequestWritten = async (tenantId: string) => {
+    // The last request time is written just after the answer; wait for it rather than for a time.
+    for (let i = 0; i < 200; i++) {
+      const row = await env.db.selectFrom('tenants').select('last_request_at').where('id', '=', tenantId).executeTakeFirstOrThrow();
+      if (row.last_request_at) return;
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    throw new Error('the last request time was never written');
+  };
+
+  // Failing: two of three writes refused. Healthy: writes that succeed. The
+  // test app's own tenant keeps the credentials to look at.
+  const failing = await tenantWithToken(env.db, env.config, env.keys, 'Failing School', ['failing.example']);
+  t.equal((await post(failing.headers, entraUser(1, { userName: 'Pupil1@failing.example', emails: [] }))).status, 201);
+  t.equal((await post(failing.headers, { schemas: [USER] })).status, 400);
+  t.equal((await post(failing.headers, { schemas: [USER], userName: '' })).status, 400);
+  const healthy = await tenantWithToken(env.db, env.config, env.keys, 'Healthy School', ['healthy.example']);
+  t.equal((await post(healthy.headers, entraUser(2, { userName: 'Pupil2@healthy.example', emails: [] }))).status, 201);
+  t.equal((await post(env.headers, entraUser(3))).status, 201);
+  for (const id of [failing.tenant.id, healthy.tenant.id, env.tenant.id]) await lastRequestWritten(id);
+  const silent = await tenantWithToken(env.db, env.config, env.keys, 'Silent School', ['silent.example']);
+  await env.db.updateTable('tenants').set({ last_request_at: new Date(Date.now() - 3 * 3_600_000) }).where('id', '=', silent.tenant.id).execute();
+  const fresh = await tenantWithToken(env.db, env.config, env.keys, 'New School', ['new.example']);
+  const gone = await tenantWithToken(env.db, env.config, env.keys, 'Gone School', ['gone.example']);
+  await env.db.updateTable('tenants').set({ disconnected_at: new Date() }).where('id', '=', gone.tenant.id).execute();
+
+  // The test tenant's credentials: its token, just used; an older token the
+  // school stopped using; a client expiring soon; a revoked and an expired token.
+  const add = async (kind: 'token' | 'client', label: string, values: { created?: number; used?: number | null; expires?: number; revoked?: boolean }) => {
+    const row = await createCredential(env.db, { tenantId: env.tenant.id, kind, label, secretHash: kind === 'client' ? 'scrypt$1$1$1$x$y' : null });
+    const now = Date.now();
+    await env.db
+      .updateTable('credentials')
+      .set({
+        created_at: new Date(now - (values.created ?? 0)),
+        last_used_at: values.used === undefined || values.used === null ? null : new Date(now - values.used),
+        expires_at: values.expires === undefined ? null : new Date(now + values.expires),
+        revoked_at: values.revoked ? new Date(now - DAY) : null,
+      })
+      .where('id', '=', row.id)
+      .execute();
+    return row.id;
+  };
+  const oldToken = await add('token', 'Entra 2025', { created: 200 * DAY, used: 10 * DAY });
+  const expiring = await add('client', 'Validator client', { created: 30 * DAY, used: DAY, expires: 5 * DAY + 3_600_000 });
+  const revoked = await add('token', 'Leaked', { created: 60 * DAY, revoked: true });
+  const expired = await add('token', 'Trial', { created: 60 * DAY, expires: -DAY });
+
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  t.teardown(() => browser.close());
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 }, extraHTTPHeaders: { authorization: `Bearer ${adminToken}` } });
+  const page = await context.newPage();
+  const problems: string[] = [];
+  page.on('console', (message) => {
+    // The browser's own favicon request is answered 404; anything else (such as a CSP violation) is not expected.
+    if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) problems.push(message.text());
+  });
+
+  t.equal((await page.goto(`${base}/status`))?.status(), 200);
+  const rows = page.locator('#tenants tbody tr');
+  const order = await rows.evaluateAll((trs: Row[]) => trs.map((tr) => [tr.getAttribute('data-health'), tr.querySelector('a')?.textContent]));
+  t.same(
+    order,
+    [
+      ['failing', 'Failing School'],
+      ['silent', 'Silent School'],
+      ['never synced', 'New School'],
+      ['healthy', 'Healthy School'],
+      ['healthy', 'Test School'],
+      ['disconnected', 'Gone School'],
+    ],
+    'worst first: failing, silent, never synced, healthy, disconnected',
+  );
+  const failingCells = await page.locator(`tr[data-tenant="${failing.tenant.id}"] td`).allInnerTexts();
+  t.same(failingCells.slice(1, 4), [failing.tenant.id, 'failing.example', 'failing'], 'id, verified domains and health');
+  t.same(failingCells.slice(5, 7), ['3', '2'], 'three writes in the hour, two failed');
+  t.equal(
+    await page.evaluate<string>(`getComputedStyle(document.querySelector('tr[data-tenant="${silent.tenant.id}"] .health')).backgroundColor`),
+    'rgb(255, 237, 213)',
+    'each health has its colour under the Content-Security-Policy',
+  );
+  t.match(await page.locator('.summary').innerText(), /failing 1\s+silent 1\s+never synced 1\s+healthy 2\s+disconnected 1/);
+  t.equal(await page.locator(`tr[data-tenant="${fresh.tenant.id}"]`).getAttribute('data-health'), 'never synced');
+  await screenshot(page, HEALTH_SCREENSHOT, t);
+
+  t.equal((await page.goto(`${base}/status/tenants/${silent.tenant.id}`))?.status(), 200);
+  t.match(await page.locator('#health').innerText(), /^silent no request for 3 hours \(silent after 2 hours\)/);
+
+  t.equal((await page.goto(`${base}/status/tenants/${env.tenant.id}`))?.status(), 200);
+  t.match(await page.locator('#health').innerText(), /^healthy /);
+  const credentials = page.locator('#credentials + table tbody tr');
+  const states = await credentials.evaluateAll((trs: Row[]) =>
+    trs.map((tr) => [tr.getAttribute('data-credential'), tr.getAttribute('data-state'), [...tr.querySelectorAll('[data-flag]')].map((f) => f.getAttribute('data-flag'))]),
+  );
+  t.same(
+    states.sort(),
+    [
+      [env.credentialId, 'active', []],
+      [oldToken, 'active', ['unused']],
+      [expiring, 'active', ['expires soon']],
+      [revoked, 'revoked', []],
+      [expired, 'expired', []],
+    ].sort(),
+    'state and flags of each credential',
+  );
+  const oldRow = await page.locator(`tr[data-credential="${oldToken}"]`).innerText();
+  t.match(oldRow, /unused: not used for 10 days while another credential is in use/);
+  t.match(await page.locator(`tr[data-credential="${expiring}"]`).innerText(), /expires soon: expires in 5 days/);
+  const used = await page.locator(`tr[data-credential="${env.credentialId}"] td`).nth(4).innerText();
+  t.match(used, /^\d{4}-\d\d-\d\d \d\d:\d\d UTC$/, 'the token Entra uses shows when it was last used');
+  t.equal(await page.locator(`tr[data-credential="${revoked}"] td`).nth(4).innerText(), 'never');
+  await screenshot(page, CREDENTIALS_SCREENSHOT, t);
+  t.same(problems, [], 'no console errors');
+});

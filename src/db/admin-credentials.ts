@@ -30,3 +30,7 @@ export async function revokeAdminCredential(db: Db, id: string): Promise<AdminCr
 export async function listAdminCredentials(db: Db): Promise<AdminCredentialRow[]> {
   return db.selectFrom('admin_credentials').selectAll().orderBy('created_at').execute();
 }
+
+export async function findAdminCredential(db: Db, id: string): Promise<AdminCredentialRow | undefined> {
+  return db.selectFrom('admin_credentials').selectAll().where('id', '=', id).executeTakeFirst();
+}

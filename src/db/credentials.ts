@@ -1,6 +1,6 @@
 // Queries on credentials: Secret Tokens and OAuth clients of a tenant.
-import type { Selectable } from 'kysely';
-import type { CredentialsTable, Db } from './database.js';
+import { sql, type Selectable } from 'kysely';
+import type { CredentialsTable, Db, Executor } from './database.js';
 import type { TenantSettings } from './tenants.js';
 
 export type CredentialRow = Selectable<CredentialsTable>;
@@ -103,5 +103,36 @@ export async function markCredentialUsed(db: Db, tenantId: string, id: string): 
     .set({ last_used_at: new Date() })
     .where('tenant_id', '=', tenantId)
     .where('id', '=', id)
+    .execute();
+}
+
+export async function findCredential(db: Executor, id: string): Promise<CredentialRow | undefined> {
+  return db.selectFrom('credentials').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+/** Revokes a live credential; undefined when there is none of that id (and kind) that is not revoked yet. */
+export async function revokeLiveCredential(db: Executor, id: string, kind?: 'token' | 'client'): Promise<CredentialRow | undefined> {
+  return db
+    .updateTable('credentials')
+    .set({ revoked_at: new Date() })
+    .where('id', '=', id)
+    .where('revoked_at', 'is', null)
+    .$if(kind !== undefined, (qb) => qb.where('kind', '=', kind ?? 'token'))
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/**
+ * Records that a credential was used, unless another request (on any
+ * instance) already did within the last minute: the statement then changes
+ * nothing, so a fleet writes each credential's last use about once a minute.
+ */
+export async function recordCredentialUse(db: Executor, tenantId: string, id: string): Promise<void> {
+  await db
+    .updateTable('credentials')
+    .set({ last_used_at: sql<Date>`now()` })
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', id)
+    .where((eb) => eb.or([eb('last_used_at', 'is', null), eb('last_used_at', '<', sql<Date>`now() - interval '1 minute'`)]))
     .execute();
 }

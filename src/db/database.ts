@@ -125,6 +125,9 @@ export interface RequestCountsTable {
   hour: Date;
   requests: ColumnType<string, number, number>;
   failures: ColumnType<string, number, number>;
+  /** SCIM writes (POST, PUT, PATCH, DELETE of users and groups) and those answered 4xx/5xx (migration 0006). */
+  writes: ColumnType<string, number | undefined, number>;
+  write_failures: ColumnType<string, number | undefined, number>;
 }
 
 export interface Database {

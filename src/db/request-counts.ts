@@ -1,5 +1,5 @@
-// SCIM requests per tenant and hour, and the other figures the status page
-// reads beside tenantStatus: memberships per tenant.
+// SCIM requests (and of them, writes) per tenant and hour, and the other
+// figures the status page reads beside tenantStatus: a tenant's memberships.
 import { sql } from 'kysely';
 import type { Db } from './database.js';
 
@@ -9,6 +9,9 @@ export interface RequestCount {
   hour: Date;
   requests: number;
   failures: number;
+  /** Of the requests, the SCIM writes (POST, PUT, PATCH, DELETE of users and groups) and those that failed. */
+  writes: number;
+  writeFailures: number;
 }
 
 /** Adds counts to what other instances (and earlier flushes) already stored. */
@@ -16,11 +19,15 @@ export async function addRequestCounts(db: Db, counts: readonly RequestCount[]):
   if (counts.length === 0) return;
   await db
     .insertInto('request_counts')
-    .values(counts.map((c) => ({ tenant_id: c.tenantId, hour: c.hour, requests: c.requests, failures: c.failures })))
+    .values(
+      counts.map((c) => ({ tenant_id: c.tenantId, hour: c.hour, requests: c.requests, failures: c.failures, writes: c.writes, write_failures: c.writeFailures })),
+    )
     .onConflict((oc) =>
       oc.columns(['tenant_id', 'hour']).doUpdateSet({
         requests: sql<number>`request_counts.requests + excluded.requests`,
         failures: sql<number>`request_counts.failures + excluded.failures`,
+        writes: sql<number>`request_counts.writes + excluded.writes`,
+        write_failures: sql<number>`request_counts.write_failures + excluded.write_failures`,
       }),
     )
     .execute();
@@ -43,13 +50,13 @@ export async function listRequestsPerHour(db: Db, since: Date, tenantId?: string
   return rows.map((r) => ({ hour: r.hour, requests: Number(r.requests), failures: Number(r.failures) }));
 }
 
-/** Class memberships Entra made, per tenant (hand-added ones are the portal's). */
-export async function countMembershipsByTenant(db: Db): Promise<Map<string, number>> {
-  const rows = await db
+/** Class memberships Entra made in one tenant (hand-added ones are the portal's). */
+export async function countMemberships(db: Db, tenantId: string): Promise<number> {
+  const row = await db
     .selectFrom('class_memberships')
-    .select(['tenant_id', (eb) => eb.fn.countAll<string>().as('n')])
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .where('tenant_id', '=', tenantId)
     .where('synced', '=', true)
-    .groupBy('tenant_id')
-    .execute();
-  return new Map(rows.map((r) => [r.tenant_id, Number(r.n)]));
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
 }

@@ -1,27 +1,127 @@
-// Sync health of a tenant, for the CLI, the admin API and the status pages:
-// accounts by role and state, classes, failures and open conflicts.
-import { sql } from 'kysely';
+// Sync health of tenants, for the CLI, the admin API, the status pages and
+// the metrics: every tenant's overview in one statement (each figure read
+// through its tenant-led index, so 300 tenants cost 300 short index scans,
+// never a scan of the accounts), and one tenant's accounts by role and state.
+import { sql, type Expression, type SqlBool } from 'kysely';
 import type { Executor } from './database.js';
 
-export interface TenantStatus {
+/** Two clock hours of one figure: the hour now running and the one before it. */
+export interface TwoHours {
+  current: number;
+  previous: number;
+}
+
+export interface TenantOverviewRow {
   tenantId: string;
   name: string;
+  verifiedDomains: string[];
   connected: boolean;
   lastRequestAt: Date | null;
-  accounts: { role: string; active: boolean; count: number }[];
-  deletedAccounts: number;
-  classes: number;
+  createdAt: Date;
+  /** SCIM writes, and failed ones, of the current and the previous clock hour. */
+  writes: TwoHours;
+  writeFailures: TwoHours;
   failures24h: number;
   openConflicts24h: number;
   openConflicts: number;
 }
 
-/** Sync health of one tenant, for the CLI and the admin API. */
-export async function tenantStatus(db: Executor, tenantId: string): Promise<TenantStatus | undefined> {
-  const tenant = await db.selectFrom('tenants').selectAll().where('id', '=', tenantId).executeTakeFirst();
-  if (!tenant) return undefined;
-  const since = sql<Date>`now() - interval '24 hours'`;
-  const [accounts, deleted, classes, failures, conflicts] = await Promise.all([
+export interface TenantStatus extends TenantOverviewRow {
+  accounts: { role: string; active: boolean; count: number }[];
+  deletedAccounts: number;
+  classes: number;
+}
+
+const HOUR_MS = 3_600_000;
+
+function overviewQuery(db: Executor, now: Date, where?: (tenant: Expression<string>) => Expression<SqlBool>) {
+  const hour = new Date(Math.floor(now.getTime() / HOUR_MS) * HOUR_MS);
+  const previousHour = new Date(hour.getTime() - HOUR_MS);
+  const since = new Date(now.getTime() - 24 * HOUR_MS);
+  let query = db
+    .selectFrom('tenants as t')
+    .leftJoinLateral(
+      (eb) =>
+        eb
+          .selectFrom('request_counts as r')
+          .select([
+            sql<string>`coalesce(sum(r.writes) FILTER (WHERE r.hour = ${hour}), 0)`.as('writes_now'),
+            sql<string>`coalesce(sum(r.writes) FILTER (WHERE r.hour = ${previousHour}), 0)`.as('writes_before'),
+            sql<string>`coalesce(sum(r.write_failures) FILTER (WHERE r.hour = ${hour}), 0)`.as('failures_now'),
+            sql<string>`coalesce(sum(r.write_failures) FILTER (WHERE r.hour = ${previousHour}), 0)`.as('failures_before'),
+          ])
+          .whereRef('r.tenant_id', '=', 't.id')
+          .where('r.hour', '>=', previousHour)
+          .as('w'),
+      (join) => join.onTrue(),
+    )
+    .leftJoinLateral(
+      (eb) =>
+        eb
+          .selectFrom('audit_events as a')
+          .select((e) => e.fn.countAll<string>().as('n'))
+          .whereRef('a.tenant_id', '=', 't.id')
+          .where('a.at', '>', since)
+          .where('a.outcome', '=', 'failure')
+          .as('f'),
+      (join) => join.onTrue(),
+    )
+    .leftJoinLateral(
+      (eb) =>
+        eb
+          .selectFrom('sync_conflicts as c')
+          .select([(e) => e.fn.countAll<string>().as('open'), sql<string>`count(*) FILTER (WHERE c.at > ${since})`.as('recent')])
+          .whereRef('c.tenant_id', '=', 't.id')
+          .where('c.resolved_at', 'is', null)
+          .as('c'),
+      (join) => join.onTrue(),
+    )
+    .select([
+      't.id',
+      't.name',
+      't.verified_domains',
+      't.disconnected_at',
+      't.last_request_at',
+      't.created_at',
+      'w.writes_now',
+      'w.writes_before',
+      'w.failures_now',
+      'w.failures_before',
+      'f.n as failures',
+      'c.open',
+      'c.recent',
+    ]);
+  if (where) query = query.where((eb) => where(eb.ref('t.id')));
+  return query.orderBy('t.created_at').orderBy('t.id');
+}
+
+type OverviewSqlRow = Awaited<ReturnType<ReturnType<typeof overviewQuery>['execute']>>[number];
+
+function toOverview(row: OverviewSqlRow): TenantOverviewRow {
+  return {
+    tenantId: row.id,
+    name: row.name,
+    verifiedDomains: row.verified_domains,
+    connected: row.disconnected_at === null,
+    lastRequestAt: row.last_request_at,
+    createdAt: row.created_at,
+    writes: { current: Number(row.writes_now ?? 0), previous: Number(row.writes_before ?? 0) },
+    writeFailures: { current: Number(row.failures_now ?? 0), previous: Number(row.failures_before ?? 0) },
+    failures24h: Number(row.failures ?? 0),
+    openConflicts24h: Number(row.recent ?? 0),
+    openConflicts: Number(row.open ?? 0),
+  };
+}
+
+/** Every tenant's overview, oldest tenant first; one statement however many tenants there are. */
+export async function listTenantOverview(db: Executor, now: Date = new Date()): Promise<TenantOverviewRow[]> {
+  return (await overviewQuery(db, now).execute()).map(toOverview);
+}
+
+/** One tenant's overview and its synced accounts by role and state, classes and deleted accounts. */
+export async function tenantStatus(db: Executor, tenantId: string, now: Date = new Date()): Promise<TenantStatus | undefined> {
+  const [overview, accounts, deleted, classes] = await Promise.all([
+    overviewQuery(db, now, (id) => sql<SqlBool>`${id} = ${tenantId}`).executeTakeFirst(),
     db
       .selectFrom('accounts')
       .select(['role', 'active', (eb) => eb.fn.countAll<string>().as('n')])
@@ -44,33 +144,12 @@ export async function tenantStatus(db: Executor, tenantId: string): Promise<Tena
       .where('tenant_id', '=', tenantId)
       .where('managed_by', '=', 'sync')
       .executeTakeFirstOrThrow(),
-    db
-      .selectFrom('audit_events')
-      .select((eb) => eb.fn.countAll<string>().as('n'))
-      .where('tenant_id', '=', tenantId)
-      .where('outcome', '=', 'failure')
-      .where('at', '>', since)
-      .executeTakeFirstOrThrow(),
-    db
-      .selectFrom('sync_conflicts')
-      .select([
-        (eb) => eb.fn.countAll<string>().as('open'),
-        (eb) => eb.fn.count<string>(sql`CASE WHEN at > now() - interval '24 hours' THEN 1 END`).as('recent'),
-      ])
-      .where('tenant_id', '=', tenantId)
-      .where('resolved_at', 'is', null)
-      .executeTakeFirstOrThrow(),
   ]);
+  if (!overview) return undefined;
   return {
-    tenantId,
-    name: tenant.name,
-    connected: tenant.disconnected_at === null,
-    lastRequestAt: tenant.last_request_at,
+    ...toOverview(overview),
     accounts: accounts.map((r) => ({ role: r.role, active: r.active, count: Number(r.n) })),
     deletedAccounts: Number(deleted.n),
     classes: Number(classes.n),
-    failures24h: Number(failures.n),
-    openConflicts24h: Number(conflicts.recent),
-    openConflicts: Number(conflicts.open),
   };
 }

@@ -1,6 +1,6 @@
 // Queries on tenants and their settings.
-import type { Selectable } from 'kysely';
-import type { ClassNames, Db, Role, TenantsTable } from './database.js';
+import { sql, type Selectable } from 'kysely';
+import type { ClassNames, Db, Executor, Role, TenantsTable } from './database.js';
 
 export type TenantRow = Selectable<TenantsTable>;
 
@@ -115,3 +115,26 @@ export async function disconnectTenant(db: Db, id: string): Promise<{ accounts: 
 export async function connectTenant(db: Db, id: string): Promise<TenantRow | undefined> {
   return db.updateTable('tenants').set({ disconnected_at: null, updated_at: new Date() }).where('id', '=', id).returningAll().executeTakeFirst();
 }
+
+export interface DomainOwner {
+  domain: string;
+  tenantId: string;
+  name: string;
+}
+
+/** Which tenants (other than exceptTenantId) hold any of these verified domains. */
+export async function findDomainOwners(db: Executor, domains: readonly string[], exceptTenantId?: string): Promise<DomainOwner[]> {
+  if (domains.length === 0) return [];
+  const wanted = [...new Set(domains.map((d) => d.toLowerCase()))];
+  const rows = await db
+    .selectFrom('tenants')
+    .select(['id', 'name', 'verified_domains'])
+    .where(sql<boolean>`verified_domains && ${sql.val(wanted)}::text[]`)
+    .$if(exceptTenantId !== undefined, (qb) => qb.where('id', '<>', exceptTenantId ?? ''))
+    .orderBy('created_at')
+    .execute();
+  return rows.flatMap((row) => row.verified_domains.filter((d) => wanted.includes(d)).map((domain) => ({ domain, tenantId: row.id, name: row.name })));
+}
+
+/** The trigger of migration 0006 refused a domain another tenant holds. */
+export const DOMAIN_OWNER_CONSTRAINT = 'tenants_verified_domain_owner';

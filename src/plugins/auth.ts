@@ -7,6 +7,7 @@
 import fastifyJwt from '@fastify/jwt';
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import { credentialUseRecorder } from '../auth/credential-use.js';
 import { secretFor, type SigningKeys } from '../auth/keys.js';
 import { TOKEN_ALGORITHM } from '../auth/tokens.js';
 import { findActiveCredential } from '../db/credentials.js';
@@ -74,6 +75,7 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
   // Per app, never global: two apps in one process keep their own caches.
   const cache = new Map<string, CacheEntry>();
   const accepted = new Map<string, { auth: RequestAuth; until: number }>();
+  const recordUse = credentialUseRecorder(options.db);
 
   async function lookup(tenantId: string, credentialId: string): Promise<RequestAuth | null> {
     const key = `${tenantId}/${credentialId}`;
@@ -96,6 +98,7 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
     const known = header === undefined ? undefined : accepted.get(header);
     if (known && known.until > now) {
       admit(request, known.auth);
+      await recordUse(known.auth, request.log);
       return;
     }
     if (header === undefined || header.trim() === '') {
@@ -123,6 +126,7 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
       accepted.set(header, { auth: found, until: Math.min(now + options.cacheSeconds * 1000, expires) });
     }
     admit(request, found);
+    await recordUse(found, request.log);
   });
 }
 

@@ -1,4 +1,5 @@
-// Counts SCIM requests per tenant and hour for the status page's chart. The
+// Counts SCIM requests per tenant and hour for the status page's chart, and of
+// them the writes and failed writes the tenant's health is judged by. The
 // counts gather in memory and are added to the database every few seconds,
 // before the status page reads them, and when the app closes.
 import type { FastifyInstance } from 'fastify';
@@ -15,6 +16,13 @@ declare module 'fastify' {
 
 const FLUSH_EVERY_MS = 10_000;
 const HOUR_MS = 3_600_000;
+const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+const RESOURCE = /^\/scim\/v2\/(?:users|groups)(?:\/(?!\.search)[^/?]*)?(?:\?|$)/i;
+
+/** A change to a user or a class (a search is a POST that only reads). */
+function isScimWrite(method: string, url: string): boolean {
+  return WRITE_METHODS.has(method) && RESOURCE.test(url);
+}
 
 async function requestCounts(app: FastifyInstance, options: { db: Db }): Promise<void> {
   let pending = new Map<string, RequestCount>();
@@ -29,9 +37,13 @@ async function requestCounts(app: FastifyInstance, options: { db: Db }): Promise
     }
     const hour = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
     const key = `${tenantId}/${hour}`;
-    const count = pending.get(key) ?? { tenantId, hour: new Date(hour), requests: 0, failures: 0 };
+    const count = pending.get(key) ?? { tenantId, hour: new Date(hour), requests: 0, failures: 0, writes: 0, writeFailures: 0 };
     count.requests += 1;
     if (reply.statusCode >= 400) count.failures += 1;
+    if (isScimWrite(request.method, request.url)) {
+      count.writes += 1;
+      if (reply.statusCode >= 400) count.writeFailures += 1;
+    }
     pending.set(key, count);
     done(null, payload);
   });
@@ -47,7 +59,18 @@ async function requestCounts(app: FastifyInstance, options: { db: Db }): Promise
       for (const c of counts) {
         const key = `${c.tenantId}/${c.hour.getTime()}`;
         const later = pending.get(key);
-        pending.set(key, later ? { ...c, requests: c.requests + later.requests, failures: c.failures + later.failures } : c);
+        pending.set(
+          key,
+          later
+            ? {
+                ...c,
+                requests: c.requests + later.requests,
+                failures: c.failures + later.failures,
+                writes: c.writes + later.writes,
+                writeFailures: c.writeFailures + later.writeFailures,
+              }
+            : c,
+        );
       }
       throw error;
     }

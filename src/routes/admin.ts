@@ -1,25 +1,64 @@
-// The admin API for the portal team's screens: tenants' sync health, audit
-// events with paging, open conflicts. It has its own credentials (admin
-// tokens, audience "<aud>:admin"); a tenant's SCIM token never opens it.
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+// The admin API for the portal team's screens and automation: every tenant's
+// health, a tenant's sync, audit events with paging and open conflicts; and
+// onboarding: creating tenants, changing their settings, issuing and revoking
+// Secret Tokens and OAuth clients, disconnecting and connecting, through the
+// same operations as the CLI. It has its own credentials (admin tokens,
+// audience "<aud>:admin"); a tenant's SCIM token never opens it.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { bearerToken, type AdminAuth } from '../auth/admin.js';
+import type { SigningKeys } from '../auth/keys.js';
+import type { Config } from '../config.js';
 import { listAuditEvents, listOpenConflicts } from '../db/audit.js';
-import { tenantStatus } from '../db/tenant-status.js';
 import type { Db } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
-import { findTenant, listTenants } from '../db/tenants.js';
+import { tenantStatus } from '../db/tenant-status.js';
+import { findTenant } from '../db/tenants.js';
 import { ScimError, badRequest, notFound } from '../errors.js';
+import type { Actor } from '../services/actor.js';
+import {
+  createOAuthClient,
+  credentialViews,
+  issueSecretToken,
+  listTenantCredentials,
+  parseCredentialRequest,
+  publicUrlWarning,
+  revokeCredential,
+} from '../services/credentials.js';
+import { ServiceError } from '../services/errors.js';
+import { healthSettings, tenantOverview, withHealth } from '../services/health.js';
+import { changeTenantSettings, connectTenant, createTenant, disconnectTenant, parseNewTenant, parseTenantChanges, tenantSettings } from '../services/tenants.js';
 
 export interface AdminOptions {
+  config: Config;
   db: Db;
+  keys: SigningKeys;
   adminAuth: AdminAuth;
 }
 
 const CHALLENGE = 'Bearer realm="portal-scim-admin"';
 
+/** The SCIM error body the admin API answers a service error with. */
+function fromServiceError(error: ServiceError): ScimError {
+  switch (error.kind) {
+    case 'invalid':
+      return new ScimError(400, 'invalidValue', error.message);
+    case 'not-found':
+      return new ScimError(404, undefined, error.message);
+    case 'conflict':
+      return new ScimError(409, undefined, error.message);
+    case 'taken':
+      return new ScimError(409, 'uniqueness', error.message);
+  }
+}
+
 export async function adminRoutes(app: FastifyInstance, options: AdminOptions): Promise<void> {
-  const { db, adminAuth } = options;
+  const { config, db, adminAuth } = options;
+  const signing = { keys: options.keys, issuer: config.jwtIssuer, audience: config.jwtAudience };
+  const health = healthSettings(config);
+  const tenantUrl = `${config.publicUrl}/scim/v2`;
   const unauthorized = (detail: string) => new ScimError(401, undefined, detail, { 'www-authenticate': CHALLENGE });
+  // The admin credential of each request, for the audit events of what it changes.
+  const callers = new WeakMap<FastifyRequest, string>();
 
   app.addHook('onRequest', async (request: FastifyRequest) => {
     const token = bearerToken(request.headers.authorization);
@@ -28,26 +67,114 @@ export async function adminRoutes(app: FastifyInstance, options: AdminOptions): 
     if (!check.ok) {
       throw unauthorized(check.reason === 'revoked' ? 'The admin token has been revoked or has expired.' : 'The admin token is not valid for this server.');
     }
+    callers.set(request, check.credentialId);
   });
 
-  /** The tenant named in the path; 404 when there is none. */
+  // Service errors leave as SCIM errors through the app's one error renderer.
+  app.setErrorHandler(async (error) => {
+    throw error instanceof ServiceError ? fromServiceError(error) : error;
+  });
+
+  const actor = (request: FastifyRequest): Actor => ({ via: 'admin-api', adminCredentialId: callers.get(request) ?? '' });
+
+  /** The tenant id in the path; 404 when no tenant has it. */
   const tenantParam = async (request: FastifyRequest): Promise<string> => {
     const { id } = request.params as { id: string };
-    if (!isUuid(id) || !(await findTenant(db, id))) throw notFound(`No tenant ${String(id)}.`);
-    return id;
+    if (!isUuid(id) || !(await findTenant(db, id.toLowerCase()))) throw notFound(`No tenant ${String(id)}.`);
+    return id.toLowerCase();
   };
 
-  app.get('/tenants', async () => {
-    const tenants = await listTenants(db);
-    return { tenants: await Promise.all(tenants.map(async (t) => tenantStatus(db, t.id))) };
+  /** Counts of the last seconds are stored before the health that reads them is worked out. */
+  const flushCounts = (request: FastifyRequest) =>
+    app.flushRequestCounts().catch((error: unknown) => request.log.warn({ err: error }, 'could not store request counts'));
+
+  const created = (reply: FastifyReply, location: string) => reply.code(201).header('location', location);
+
+  app.get('/tenants', async (request) => {
+    await flushCounts(request);
+    return { tenants: await tenantOverview(db, health) };
+  });
+
+  app.post('/tenants', async (request, reply) => {
+    const row = await createTenant(db, parseNewTenant(request.body), actor(request));
+    created(reply, `/admin/tenants/${row.id}`);
+    return tenantSettings(row);
   });
 
   app.get('/tenants/:id', async (request) => {
     const { id } = request.params as { id: string };
+    await flushCounts(request);
+    const now = new Date();
     // tenantStatus reads the tenant itself: no separate existence check.
-    const status = isUuid(id) ? await tenantStatus(db, id) : undefined;
+    const status = isUuid(id) ? await tenantStatus(db, id.toLowerCase(), now) : undefined;
     if (!status) throw notFound(`No tenant ${String(id)}.`);
-    return { ...status, conflicts: await listOpenConflicts(db, id, 20) };
+    const [conflicts, credentials] = await Promise.all([listOpenConflicts(db, status.tenantId, 20), listTenantCredentials(db, status.tenantId, now)]);
+    return { ...withHealth(status, now, health), accounts: status.accounts, deletedAccounts: status.deletedAccounts, classes: status.classes, conflicts, credentials };
+  });
+
+  app.patch('/tenants/:id', async (request) => {
+    const id = await tenantParam(request);
+    const { tenant, changed } = await changeTenantSettings(db, id, parseTenantChanges(request.body), actor(request));
+    return { ...tenantSettings(tenant), changed };
+  });
+
+  app.post('/tenants/:id/disconnect', async (request) => {
+    const id = await tenantParam(request);
+    const result = await disconnectTenant(db, id, actor(request));
+    return {
+      ...tenantSettings(result.tenant),
+      alreadyDisconnected: result.alreadyDisconnected,
+      credentials: result.credentials,
+      accounts: result.accounts,
+      classes: result.classes,
+    };
+  });
+
+  app.post('/tenants/:id/connect', async (request) => {
+    const id = await tenantParam(request);
+    const result = await connectTenant(db, id, actor(request));
+    return { ...tenantSettings(result.tenant), alreadyConnected: result.alreadyConnected };
+  });
+
+  app.get('/tenants/:id/credentials', async (request) => {
+    const id = await tenantParam(request);
+    return { credentials: await listTenantCredentials(db, id) };
+  });
+
+  const warnings = () => {
+    const warning = publicUrlWarning(config.publicUrl);
+    return warning === undefined ? {} : { warnings: [warning] };
+  };
+
+  app.post('/tenants/:id/tokens', async (request, reply) => {
+    const id = await tenantParam(request);
+    const { credential, token } = await issueSecretToken(db, signing, id, parseCredentialRequest(request.body), actor(request));
+    created(reply, `/admin/tenants/${id}/credentials/${credential.id}`);
+    return { id: credential.id, tenantId: id, tenantUrl, token, expiresAt: credential.expires_at, ...warnings() };
+  });
+
+  app.post('/tenants/:id/clients', async (request, reply) => {
+    const id = await tenantParam(request);
+    const { credential, clientSecret } = await createOAuthClient(db, id, parseCredentialRequest(request.body), actor(request));
+    created(reply, `/admin/tenants/${id}/credentials/${credential.id}`);
+    return {
+      clientId: credential.id,
+      clientSecret,
+      tenantId: id,
+      tenantUrl,
+      tokenUrl: `${config.publicUrl}/oauth/token`,
+      expiresAt: credential.expires_at,
+      ...warnings(),
+    };
+  });
+
+  app.delete('/tenants/:id/credentials/:credentialId', async (request) => {
+    const id = await tenantParam(request);
+    const { credentialId } = request.params as { credentialId: string };
+    if (!isUuid(credentialId)) throw new ServiceError('not-found', `No credential ${String(credentialId)}.`);
+    const result = await revokeCredential(db, credentialId.toLowerCase(), actor(request), { tenantId: id });
+    const [view] = credentialViews([result.credential], new Date());
+    return { ...view, alreadyRevoked: result.alreadyRevoked };
   });
 
   app.get('/tenants/:id/conflicts', async (request) => {

@@ -3,6 +3,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.js';
 import { ScimError, notFound } from '../errors.js';
+import { GUIDE_PATH } from './docs.js';
 import { LIST_RESPONSE_SCHEMA, resourceTypeDocuments, schemaDocuments, serviceProviderConfigDocument } from '../scim/schemas.js';
 
 type Json = Record<string, unknown>;
@@ -23,7 +24,8 @@ export async function discoveryRoutes(app: FastifyInstance, options: { config: C
       ...provider,
       // The largest body this server accepts (BODY_LIMIT_BYTES).
       bulk: { ...(provider.bulk as Json), maxPayloadSize: options.config.bodyLimitBytes },
-      documentationUri: `${options.config.publicUrl}/docs/entra-setup`,
+      // The setup guide, served by this server (routes/docs.ts).
+      documentationUri: `${options.config.publicUrl}${GUIDE_PATH}`,
     },
     `${base}/ServiceProviderConfig`,
   );

@@ -3,8 +3,11 @@
 // from schools).
 import { createHash } from 'node:crypto';
 import type { AuditEventRow, ConflictRow } from '../db/audit.js';
-import type { TenantStatus } from '../db/tenant-status.js';
 import type { HourlyRequests } from '../db/request-counts.js';
+import type { TenantStatus } from '../db/tenant-status.js';
+import type { CredentialView } from '../services/credentials.js';
+import { healthReason, type Health, type HealthSettings, type TenantOverview } from '../services/health.js';
+import { accountStateWord, connectionWord, flagText, formatTime } from '../services/words.js';
 
 const STYLE = `
 body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 72rem; padding: 1rem 1.5rem; color: #1b1f24; }
@@ -19,6 +22,11 @@ button { font: inherit; padding: .35rem .9rem; cursor: pointer; }
 .error { background: #fff1f0; border: 1px solid #f5a3a3; padding: .6rem .8rem; }
 svg { max-width: 100%; height: auto; } .legend span { margin-right: 1rem; }
 .swatch-requests { color: #2563eb; } .swatch-failures { color: #dc2626; }
+.health { display: inline-block; padding: .05rem .5rem; border-radius: .7rem; font-size: .85em; font-weight: 600; white-space: nowrap; }
+.health-failing { background: #fee2e2; color: #991b1b; } .health-silent { background: #ffedd5; color: #9a3412; }
+.health-never-synced { background: #e0e7ff; color: #3730a3; } .health-healthy { background: #dcfce7; color: #166534; }
+.health-disconnected { background: #f3f4f6; color: #4b5563; }
+tr.flagged td { background: #fff7ed; } .flags { color: #9a3412; }
 `;
 
 /** The Content-Security-Policy of every status page: nothing but this stylesheet and forms to ourselves. */
@@ -58,9 +66,7 @@ function html(strings: TemplateStringsArray, ...values: unknown[]): Html {
   return new Html(out);
 }
 
-function time(at: Date | null): string {
-  return at ? `${at.toISOString().slice(0, 16).replace('T', ' ')} UTC` : 'never';
-}
+const time = formatTime;
 
 function page(title: string, body: Html, signedIn: boolean): string {
   const signOut = signedIn
@@ -140,34 +146,39 @@ ${bars}
 </figure>`;
 }
 
-export interface TenantRowView {
-  status: TenantStatus;
-  memberships: number;
-}
-
 const accountTotal = (status: TenantStatus) => status.accounts.reduce((sum, a) => sum + a.count, 0);
 
 function flagged(n: number): Html {
   return n > 0 ? html`<td class="n warn">${n}</td>` : html`<td class="n">${n}</td>`;
 }
 
-export function overviewPage(rows: readonly TenantRowView[], hourly: readonly HourlyRequests[], now: Date): string {
-  const body = rows.map(
-    ({ status, memberships }) => html`<tr data-tenant="${status.tenantId}">
-<td><a href="/status/tenants/${status.tenantId}">${status.name}</a>${status.connected ? html`` : html` <span class="muted">(disconnected)</span>`}</td>
-<td>${time(status.lastRequestAt)}</td>
-<td class="n">${accountTotal(status)}</td><td class="n">${status.classes}</td><td class="n">${memberships}</td>
-${flagged(status.failures24h)}${flagged(status.openConflicts24h)}${flagged(status.openConflicts)}
+function healthBadge(health: Health): Html {
+  return html`<span class="health health-${health.replace(' ', '-')}">${health}</span>`;
+}
+
+/** Every tenant, worst health first: its id, verified domains, health and the figures health is judged by. */
+export function overviewPage(tenants: readonly TenantOverview[], hourly: readonly HourlyRequests[], now: Date): string {
+  const body = tenants.map(
+    (t) => html`<tr data-tenant="${t.tenantId}" data-health="${t.health}">
+<td><a href="/status/tenants/${t.tenantId}">${t.name}</a></td>
+<td><code>${t.tenantId}</code></td>
+<td>${t.verifiedDomains.join(', ')}</td>
+<td>${healthBadge(t.health)}</td>
+<td>${time(t.lastRequestAt)}</td>
+<td class="n">${t.writesLastHour}</td>${flagged(t.writeFailuresLastHour)}${flagged(t.failures24h)}${flagged(t.openConflicts24h)}${flagged(t.openConflicts)}
 </tr>`,
   );
+  const counts = tenants.reduce<Partial<Record<Health, number>>>((sum, t) => ({ ...sum, [t.health]: (sum[t.health] ?? 0) + 1 }), {});
+  const summary = Object.entries(counts).map(([health, n]) => html`${healthBadge(health as Health)} ${n} `);
   return page(
     'Tenants',
     html`${requestChart(hourly, now, 'SCIM requests of all tenants')}
 <h2>Tenants</h2>
-<table>
-<thead><tr><th>Tenant</th><th>Last sync</th><th class="n">Accounts</th><th class="n">Classes</th><th class="n">Memberships</th><th class="n">Failures 24 h</th><th class="n">Conflicts 24 h</th><th class="n">Open conflicts</th></tr></thead>
+<p class="summary">${summary}</p>
+<table id="tenants">
+<thead><tr><th>Tenant</th><th>Id</th><th>Verified domains</th><th>Health</th><th>Last request</th><th class="n">Writes 1 h</th><th class="n">Failed 1 h</th><th class="n">Failures 24 h</th><th class="n">Conflicts 24 h</th><th class="n">Open conflicts</th></tr></thead>
 <tbody>
-${rows.length > 0 ? body : html`<tr><td colspan="8" class="muted">No tenants yet: portal-scim tenant create.</td></tr>`}
+${tenants.length > 0 ? body : html`<tr><td colspan="10" class="muted">No tenants yet: portal-scim tenant create.</td></tr>`}
 </tbody>
 </table>`,
     true,
@@ -175,32 +186,42 @@ ${rows.length > 0 ? body : html`<tr><td colspan="8" class="muted">No tenants yet
 }
 
 export interface TenantPageView {
-  status: TenantStatus;
+  status: TenantStatus & TenantOverview;
   memberships: number;
   conflicts: readonly ConflictRow[];
   events: readonly AuditEventRow[];
+  credentials: readonly CredentialView[];
   hourly: readonly HourlyRequests[];
   now: Date;
+  health: HealthSettings;
 }
 
 export function tenantPage(view: TenantPageView): string {
-  const { status } = view;
-  const accounts = status.accounts.map((a) => html`<tr><td>${a.role}</td><td>${a.active ? 'active' : 'deactivated'}</td><td class="n">${a.count}</td></tr>`);
+  const { status, now } = view;
+  const accounts = status.accounts.map((a) => html`<tr><td>${a.role}</td><td>${accountStateWord(a.active)}</td><td class="n">${a.count}</td></tr>`);
   const conflicts = view.conflicts.map(
     (c) => html`<tr><td>${time(c.at)}</td><td>${c.kind}</td><td>${c.object_type}</td><td>${c.object_ref ?? ''}</td><td>${c.detail}</td><td><code>${c.request_id ?? ''}</code></td></tr>`,
   );
   const events = view.events.map(
     (e) => html`<tr class="${e.outcome === 'success' ? '' : 'warn'}"><td>${time(e.at)}</td><td>${e.action}</td><td>${e.object_type}</td><td>${e.object_ref ?? ''}</td><td>${e.outcome}</td><td><code>${JSON.stringify(e.details)}</code></td><td><code>${e.request_id ?? ''}</code></td></tr>`,
   );
+  const credentials = view.credentials.map(
+    (c) => html`<tr data-credential="${c.id}" data-state="${c.state}" class="${c.flags.length > 0 ? 'flagged' : ''}"><td><code>${c.id}</code></td><td>${c.kind}</td><td>${c.label ?? ''}</td><td>${c.state}</td><td>${time(c.lastUsedAt)}</td><td>${c.expiresAt ? time(c.expiresAt) : 'never'}</td><td>${time(c.createdAt)}</td><td class="flags">${c.flags.map((f) => html`<div data-flag="${f}"><strong>${f}</strong>: ${flagText(f, c, now)}</div>`)}</td></tr>`,
+  );
   return page(
     status.name,
     html`<h2>${status.name}</h2>
-<p><span class="muted">Tenant</span> <code>${status.tenantId}</code> · ${status.connected ? html`<span class="ok">connected</span>` : html`<span class="warn">disconnected</span>`} · <span class="muted">last sync</span> ${time(status.lastRequestAt)}</p>
-<table>
-<thead><tr><th class="n">Accounts</th><th class="n">Deleted</th><th class="n">Classes</th><th class="n">Memberships</th><th class="n">Failures 24 h</th><th class="n">Conflicts 24 h</th><th class="n">Open conflicts</th></tr></thead>
-<tbody><tr><td class="n">${accountTotal(status)}</td><td class="n">${status.deletedAccounts}</td><td class="n">${status.classes}</td><td class="n">${view.memberships}</td>${flagged(status.failures24h)}${flagged(status.openConflicts24h)}${flagged(status.openConflicts)}</tr></tbody>
+<p><span class="muted">Tenant</span> <code>${status.tenantId}</code> · ${status.connected ? html`<span class="ok">${connectionWord(true)}</span>` : html`<span class="warn">${connectionWord(false)}</span>`} · <span class="muted">last request</span> ${time(status.lastRequestAt)} · <span class="muted">verified domains</span> ${status.verifiedDomains.join(', ') || 'none'}</p>
+<p id="health">${healthBadge(status.health)} ${healthReason(status, now, view.health)}</p>
+<table id="summary">
+<thead><tr><th class="n">Accounts</th><th class="n">Deleted</th><th class="n">Classes</th><th class="n">Memberships</th><th class="n">Writes 1 h</th><th class="n">Failed 1 h</th><th class="n">Failures 24 h</th><th class="n">Conflicts 24 h</th><th class="n">Open conflicts</th></tr></thead>
+<tbody><tr><td class="n">${accountTotal(status)}</td><td class="n">${status.deletedAccounts}</td><td class="n">${status.classes}</td><td class="n">${view.memberships}</td><td class="n">${status.writesLastHour}</td>${flagged(status.writeFailuresLastHour)}${flagged(status.failures24h)}${flagged(status.openConflicts24h)}${flagged(status.openConflicts)}</tr></tbody>
 </table>
-${requestChart(view.hourly, view.now, `SCIM requests of ${status.name}`)}
+${requestChart(view.hourly, now, `SCIM requests of ${status.name}`)}
+<h2 id="credentials">Credentials</h2>
+<table><thead><tr><th>Id</th><th>Kind</th><th>Label</th><th>State</th><th>Last used</th><th>Expires</th><th>Created</th><th>Flags</th></tr></thead><tbody>
+${credentials.length > 0 ? credentials : html`<tr><td colspan="8" class="muted">No credentials: portal-scim token issue --tenant ${status.tenantId}</td></tr>`}
+</tbody></table>
 <h2>Accounts by role</h2>
 <table><thead><tr><th>Role</th><th>State</th><th class="n">Accounts</th></tr></thead><tbody>
 ${accounts.length > 0 ? accounts : html`<tr><td colspan="3" class="muted">No synced accounts.</td></tr>`}

@@ -1,5 +1,6 @@
-// The status pages for the portal team: every tenant's sync health and a
-// tenant's recent audit events and open conflicts, as server-rendered HTML.
+// The status pages for the portal team: every tenant's health, worst first,
+// and a tenant's health, credentials, recent audit events and open
+// conflicts, as server-rendered HTML.
 // Browsers cannot send a bearer header, so the sign-in form trades an admin
 // token for a short-lived signed session cookie; the Authorization header
 // works too.
@@ -7,12 +8,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { SESSION_SECONDS, bearerToken, type AdminAuth } from '../auth/admin.js';
 import type { Config } from '../config.js';
 import { listAuditEvents, listOpenConflicts } from '../db/audit.js';
-import { tenantStatus, type TenantStatus } from '../db/tenant-status.js';
+import { tenantStatus } from '../db/tenant-status.js';
 import type { Db } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
-import { countMembershipsByTenant, listRequestsPerHour } from '../db/request-counts.js';
-import { listTenants } from '../db/tenants.js';
+import { countMemberships, listRequestsPerHour } from '../db/request-counts.js';
 import { toScimError } from '../plugins/errors.js';
+import { listTenantCredentials } from '../services/credentials.js';
+import { healthSettings, tenantOverview, withHealth } from '../services/health.js';
 import { STATUS_CSP, errorPage, overviewPage, signInPage, tenantPage } from './status-view.js';
 
 export interface StatusOptions {
@@ -37,6 +39,7 @@ function cookieValue(header: string | undefined, name: string): string | undefin
 
 export async function statusRoutes(app: FastifyInstance, options: StatusOptions): Promise<void> {
   const { db, adminAuth } = options;
+  const health = healthSettings(options.config);
   const secure = options.config.publicUrl.startsWith('https:') ? '; Secure' : '';
   const cookie = (value: string, maxAge: number) => `${COOKIE}=${value}; Path=/status; HttpOnly; SameSite=Strict; Max-Age=${maxAge}${secure}`;
 
@@ -81,32 +84,30 @@ export async function statusRoutes(app: FastifyInstance, options: StatusOptions)
     if (!(await requireSignIn(request, reply))) return reply;
     await app.flushRequestCounts().catch((error: unknown) => request.log.warn({ err: error }, 'could not store request counts'));
     const now = new Date();
-    const tenants = await listTenants(db);
-    const [statuses, memberships, hourly] = await Promise.all([
-      Promise.all(tenants.map((t) => tenantStatus(db, t.id))),
-      countMembershipsByTenant(db),
-      listRequestsPerHour(db, new Date(now.getTime() - DAY_MS)),
-    ]);
-    const rows = statuses
-      .filter((s): s is TenantStatus => s !== undefined)
-      .map((status) => ({ status, memberships: memberships.get(status.tenantId) ?? 0 }));
-    return sendHtml(reply, 200, overviewPage(rows, hourly, now));
+    const [tenants, hourly] = await Promise.all([tenantOverview(db, health, now), listRequestsPerHour(db, new Date(now.getTime() - DAY_MS))]);
+    return sendHtml(reply, 200, overviewPage(tenants, hourly, now));
   });
 
   app.get('/status/tenants/:id', async (request, reply) => {
     if (!(await requireSignIn(request, reply))) return reply;
     const { id } = request.params as { id: string };
-    const status = isUuid(id) ? await tenantStatus(db, id) : undefined;
-    if (!status) return sendHtml(reply, 404, errorPage(404, `No tenant ${id}.`, true));
     await app.flushRequestCounts().catch((error: unknown) => request.log.warn({ err: error }, 'could not store request counts'));
     const now = new Date();
-    const [conflicts, events, memberships, hourly] = await Promise.all([
-      listOpenConflicts(db, id, 100),
-      listAuditEvents(db, id, { limit: 50 }),
-      countMembershipsByTenant(db),
-      listRequestsPerHour(db, new Date(now.getTime() - DAY_MS), id),
+    const status = isUuid(id) ? await tenantStatus(db, id.toLowerCase(), now) : undefined;
+    if (!status) return sendHtml(reply, 404, errorPage(404, `No tenant ${id}.`, true));
+    const tenant = status.tenantId;
+    const [conflicts, events, memberships, hourly, credentials] = await Promise.all([
+      listOpenConflicts(db, tenant, 100),
+      listAuditEvents(db, tenant, { limit: 50 }),
+      countMemberships(db, tenant),
+      listRequestsPerHour(db, new Date(now.getTime() - DAY_MS), tenant),
+      listTenantCredentials(db, tenant, now),
     ]);
-    return sendHtml(reply, 200, tenantPage({ status, memberships: memberships.get(id) ?? 0, conflicts, events: events.events, hourly, now }));
+    return sendHtml(
+      reply,
+      200,
+      tenantPage({ status: { ...status, ...withHealth(status, now, health) }, memberships, conflicts, events: events.events, credentials, hourly, now, health }),
+    );
   });
 
   app.post('/status/session', async (request, reply) => {

@@ -1,0 +1,168 @@
+// portal-scim tenant: create, list, set, disconnect and connect school
+// organisations, through the same operations as the admin API.
+import type { Command } from 'commander';
+import type { Role } from '../db/database.js';
+import { listTenants, type TenantRow } from '../db/tenants.js';
+import { healthSettings, tenantOverview } from '../services/health.js';
+import { changeTenantSettings, connectTenant, createTenant, disconnectTenant, parseTenantName, tenantSettings, type TenantChanges } from '../services/tenants.js';
+import { connectionWord, formatTime } from '../services/words.js';
+import { domainOption, fields, roleMapOption, table, usageError, uuidArgument, wholeNumber, type CliContext } from './shared.js';
+
+const CLI = { via: 'cli' } as const;
+
+function settingsLines(row: TenantRow): string {
+  const mapping = Object.entries(row.role_mapping);
+  return fields([
+    ['Name', row.name],
+    ['Verified domains', row.verified_domains.join(', ') || 'none (no account is adopted by e-mail)'],
+    ['Role mapping', mapping.length > 0 ? mapping.map(([source, role]) => `${source} → ${role}`).join(', ') : 'the defaults'],
+    ['Retention', `${row.retention_days} days`],
+    ['State', connectionWord(row.disconnected_at === null)],
+  ]);
+}
+
+interface SettingOptions {
+  name?: string;
+  domain?: string[] | undefined;
+  domains?: boolean;
+  roleMap?: Record<string, Role> | false;
+  retentionDays?: number;
+}
+
+function changesFrom(command: Command, options: SettingOptions): TenantChanges {
+  const name = options.name === undefined ? undefined : parseNameOption(command, options.name);
+  const domains = options.domains === false ? [] : options.domain;
+  const roleMapping = options.roleMap === false ? {} : options.roleMap;
+  return {
+    ...(name !== undefined ? { name } : {}),
+    ...(domains !== undefined ? { verifiedDomains: domains } : {}),
+    ...(roleMapping !== undefined ? { roleMapping } : {}),
+    ...(options.retentionDays !== undefined ? { retentionDays: options.retentionDays } : {}),
+  };
+}
+
+function parseNameOption(command: Command, value: string): string {
+  try {
+    return parseTenantName(value);
+  } catch {
+    throw usageError(command, '--name must be 1 to 200 characters.');
+  }
+}
+
+export function tenantCommands(program: Command, ctx: CliContext): void {
+  const tenant = program.command('tenant').description('school organisations');
+
+  tenant
+    .command('create')
+    .description('create a tenant (one school organisation)')
+    .requiredOption('--name <name>', 'the organisation name')
+    .option('--domain <domain>', 'a verified e-mail domain (repeat for several); a domain belongs to one tenant only', domainOption, [])
+    .option('--role-map <source=role>', 'map a source value to student, teacher or staff (repeat for several)', roleMapOption)
+    .option('--retention-days <days>', 'days a deleted account is kept before purge (default 30)', wholeNumber(0, 3650))
+    .option('--json', 'print JSON')
+    .action(async (options: SettingOptions & { name: string; domain: string[]; json?: boolean }, command: Command) => {
+      const changes = changesFrom(command, options);
+      await ctx.withDatabase(async ({ db }) => {
+        const row = await createTenant(db, { ...changes, name: changes.name ?? '' }, CLI);
+        if (options.json) {
+          ctx.json(tenantSettings(row));
+          return;
+        }
+        ctx.out(`Created tenant ${row.id} (${row.name}).`, settingsLines(row), `Next: portal-scim token issue --tenant ${row.id}`);
+      });
+    });
+
+  tenant
+    .command('list')
+    .description('list tenants with their state and health')
+    .option('--json', 'print JSON')
+    .action(async (options: { json?: boolean }) => {
+      await ctx.withDatabase(async ({ db }, cfg) => {
+        const [rows, overview] = await Promise.all([listTenants(db), tenantOverview(db, healthSettings(cfg))]);
+        const health = new Map(overview.map((o) => [o.tenantId, o.health]));
+        if (options.json) {
+          ctx.json(rows.map((r) => ({ ...tenantSettings(r), health: health.get(r.id) })));
+          return;
+        }
+        if (rows.length === 0) {
+          ctx.out('No tenants. Create one with: portal-scim tenant create --name "Example School" --domain school.example');
+          return;
+        }
+        ctx.out(
+          table([
+            ['ID', 'NAME', 'DOMAINS', 'STATE', 'HEALTH', 'LAST REQUEST'],
+            ...rows.map((r) => [
+              r.id,
+              r.name,
+              r.verified_domains.join(',') || '-',
+              connectionWord(r.disconnected_at === null),
+              health.get(r.id) ?? '',
+              formatTime(r.last_request_at),
+            ]),
+          ]),
+        );
+      });
+    });
+
+  tenant
+    .command('set')
+    .description("change a tenant's settings: name, verified domains, role mapping, retention")
+    .argument('<id>', 'the tenant id', uuidArgument('tenant'))
+    .option('--name <name>', 'the organisation name')
+    .option('--domain <domain>', 'a verified e-mail domain; the list given replaces the old one (repeat for several)', domainOption)
+    .option('--no-domains', 'remove every verified domain (no account is adopted by e-mail)')
+    .option('--role-map <source=role>', 'map a source value (app role, SDS ObjectType, primaryRole, userType) to student, teacher or staff; the list given replaces the old one', roleMapOption)
+    .option('--no-role-map', 'clear the role mapping (the defaults apply)')
+    .option('--retention-days <days>', 'days a deleted account is kept before purge', wholeNumber(0, 3650))
+    .option('--json', 'print JSON')
+    .action(async (id: string, options: SettingOptions & { json?: boolean }, command: Command) => {
+      const changes = changesFrom(command, options);
+      if (Object.keys(changes).length === 0) {
+        throw usageError(command, 'Nothing to change: give --name, --domain, --no-domains, --role-map, --no-role-map or --retention-days.');
+      }
+      await ctx.withDatabase(async ({ db }) => {
+        const { tenant: row, changed } = await changeTenantSettings(db, id, changes, CLI);
+        if (options.json) {
+          ctx.json({ ...tenantSettings(row), changed });
+          return;
+        }
+        const names: Record<keyof TenantChanges, string> = { name: 'name', verifiedDomains: 'verified domains', roleMapping: 'role mapping', retentionDays: 'retention' };
+        ctx.out(`Updated tenant ${row.id}: ${changed.map((c) => names[c]).join(', ')}.`, settingsLines(row));
+      });
+    });
+
+  tenant
+    .command('disconnect')
+    .description("revoke the tenant's credentials and turn synced accounts and classes into manual ones (nothing is deleted)")
+    .argument('<id>', 'the tenant id', uuidArgument('tenant'))
+    .option('--json', 'print JSON')
+    .action(async (id: string, options: { json?: boolean }) => {
+      await ctx.withDatabase(async ({ db }, cfg) => {
+        const result = await disconnectTenant(db, id, CLI);
+        if (options.json) {
+          ctx.json({ ...tenantSettings(result.tenant), alreadyDisconnected: result.alreadyDisconnected, credentials: result.credentials, accounts: result.accounts, classes: result.classes });
+        } else if (result.alreadyDisconnected) {
+          ctx.out(`Tenant ${id} was already disconnected (since ${formatTime(result.tenant.disconnected_at)}); nothing changed.`);
+        } else {
+          ctx.out(
+            `Disconnected ${id}: ${result.credentials} credentials revoked (refused within ${cfg.credentialCacheSeconds} seconds), ` +
+              `${result.accounts} accounts and ${result.classes} classes are now manual. Nothing was deleted.`,
+          );
+        }
+      });
+    });
+
+  tenant
+    .command('connect')
+    .description('connect a disconnected tenant again; issue a new token, and Entra adopts its accounts and classes by external id')
+    .argument('<id>', 'the tenant id', uuidArgument('tenant'))
+    .option('--json', 'print JSON')
+    .action(async (id: string, options: { json?: boolean }) => {
+      await ctx.withDatabase(async ({ db }) => {
+        const result = await connectTenant(db, id, CLI);
+        if (options.json) ctx.json({ ...tenantSettings(result.tenant), alreadyConnected: result.alreadyConnected });
+        else if (result.alreadyConnected) ctx.out(`Tenant ${id} was already connected; nothing changed.`);
+        else ctx.out(`Connected ${id}. Next: portal-scim token issue --tenant ${id}`);
+      });
+    });
+}
