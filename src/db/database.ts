@@ -130,6 +130,19 @@ export interface RequestCountsTable {
   write_failures: ColumnType<string, number | undefined, number>;
 }
 
+/** The change feed (migration 0007), written by triggers; the portal reads it through portal_changes(). */
+export interface ChangeEventsTable {
+  tenant_id: string;
+  /** numeric: pg returns it as text. */
+  position: Generated<string>;
+  at: Generated<Date>;
+  object_type: 'account' | 'class' | 'membership';
+  object_id: string;
+  related_id: string | null;
+  action: string;
+  changed: Generated<string[]>;
+}
+
 export interface Database {
   admin_credentials: AdminCredentialsTable;
   tenants: TenantsTable;
@@ -140,6 +153,7 @@ export interface Database {
   audit_events: AuditEventsTable;
   sync_conflicts: SyncConflictsTable;
   request_counts: RequestCountsTable;
+  change_events: ChangeEventsTable;
 }
 
 export type Db = Kysely<Database>;
