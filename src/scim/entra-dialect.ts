@@ -8,6 +8,7 @@ import { badRequest } from '../errors.js';
 import { parsePatchPath, type FilterNode } from './filter.js';
 import { MAX_PATCH_OPERATIONS } from './limits.js';
 import { findAttribute, findExtension, findSub, renderValue, resolvePatchPath, type ResolvedPath } from './schema-index.js';
+import { appRoleInValue, decodeAppRole } from './roles.js';
 import { ENTERPRISE_SCHEMA, PATCH_OP_SCHEMA, definitionOf, type ResourceName } from './schemas.js';
 
 type Json = Record<string, unknown>;
@@ -37,9 +38,14 @@ export function normaliseValue(attribute: Attribute | undefined, value: unknown)
       const sub = findSub(attribute, key);
       out[sub?.name ?? key] = sub ? normaliseValue(sub, v) : v;
     }
-    return out;
+    return isAppRoles(attribute) ? decodeAppRole(out) : out;
   }
   return value;
+}
+
+/** The User's roles, where Entra sends app role assignments. */
+function isAppRoles(attribute: Attribute): boolean {
+  return attribute.name === 'roles' && attribute.type === 'complex' && attribute.config.multiValued === true;
 }
 
 /** Entra's manager shapes ("id", {value}, [{$ref:null,value}], "") -> {value} or undefined (removal). */
@@ -374,10 +380,21 @@ function attributeStep(resource: ResourceName, op: Op, text: string, value: unkn
     return { kind: 'attribute', op: manager ? 'replace' : 'remove', text, resolved, value: manager, key, reads: false };
   }
   const target = resolved.sub ?? resolved.definition;
-  const normalised = normaliseValue(target, value);
+  let normalised = normaliseValue(target, op === 'remove' && isAppRoles(target) ? appRolesToRemove(value) : value);
+  if (resolved.sub?.name === 'value' && isAppRoles(resolved.definition)) normalised = appRoleInValue(normalised)?.value ?? normalised;
   // null or "" for a simple attribute means "no value": remove it if present.
   const empty = op !== 'remove' && (normalised === null || (normalised === '' && target.type !== 'complex'));
   return { kind: 'attribute', op, text, resolved, value: normalised, key, reads: empty || resolved.filter !== undefined };
+}
+
+/** An app role Entra removes is named by its value alone: the stored element may differ in the rest. */
+function appRolesToRemove(value: unknown): unknown {
+  const one = (element: unknown): unknown => {
+    if (!isObject(element)) return element;
+    const role = appRoleInValue(Object.entries(element).find(([k]) => k.toLowerCase() === 'value')?.[1]);
+    return role ? { value: role.value } : element;
+  };
+  return Array.isArray(value) ? value.map(one) : one(value);
 }
 
 function readAttribute(current: Json, resolved: ResolvedPath): unknown {
