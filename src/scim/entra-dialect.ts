@@ -61,6 +61,18 @@ export function normaliseManager(value: unknown): Json | undefined {
   return undefined;
 }
 
+/**
+ * The user as clients see it: manager with its $ref (the user it names, at
+ * PUBLIC_URL, as group members get theirs). Only {value} is stored, so the
+ * reference follows PUBLIC_URL. `resource` is not modified.
+ */
+export function withManagerRef(resource: Json, baseUrl: string): Json {
+  const enterprise = resource[ENTERPRISE_SCHEMA];
+  if (!isObject(enterprise) || !isObject(enterprise.manager) || typeof enterprise.manager.value !== 'string') return resource;
+  const manager = { ...enterprise.manager, $ref: `${baseUrl}/Users/${encodeURIComponent(enterprise.manager.value)}` };
+  return { ...resource, [ENTERPRISE_SCHEMA]: { ...enterprise, manager } };
+}
+
 /** Normalises a POST/PUT body: known schemas only, canonical keys, booleans, manager. */
 export function normaliseResource(resource: ResourceName, body: unknown): Json {
   if (!isObject(body)) throw badRequest('invalidSyntax', 'The request body must be a JSON object.');

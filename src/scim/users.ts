@@ -23,7 +23,7 @@ import { recordAudit, recordConflict, type AuditEvent } from '../db/audit.js';
 import { isUuid } from '../db/ids.js';
 import { ScimError, badRequest, notFound } from '../errors.js';
 import { columnLookup, filterToSql, sortExpression } from './filter-sql.js';
-import { normaliseResource } from './entra-dialect.js';
+import { normaliseResource, withManagerRef } from './entra-dialect.js';
 import { patchUserDocument, stripServerAttributes } from './patch.js';
 import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { checkStringLengths } from './limits.js';
@@ -34,7 +34,7 @@ const ENDPOINT = '/Users';
 
 /** The stored SCIM document plus id and meta, as clients see it. */
 export function toScimUser(row: AccountResource, baseUrl: string): Json {
-  return { ...userAttributes(row), meta: meta('User', row.id, row.created_at, row.updated_at, row.version, baseUrl, ENDPOINT) };
+  return withManagerRef({ ...userAttributes(row), meta: meta('User', row.id, row.created_at, row.updated_at, row.version, baseUrl, ENDPOINT) }, baseUrl);
 }
 
 /** toScimUser without meta, which no comparison of attributes needs. */
