@@ -25,7 +25,7 @@ import { discoveryRoutes } from './routes/discovery.js';
 import { healthRoutes } from './routes/health.js';
 import { oauthRoutes } from './routes/oauth.js';
 import { openapiRoutes } from './routes/openapi.js';
-import { resourceRoutes } from './routes/resources.js';
+import { resourceRoutes, rootSearchRoutes } from './routes/resources.js';
 import { statusRoutes } from './routes/status.js';
 import { groups } from './scim/groups.js';
 import { MAX_JSON_DEPTH, MAX_PARAM_LENGTH, exceedsJsonDepth } from './scim/limits.js';
@@ -210,6 +210,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       const seenAccounts = new SeenAccounts();
       await scim.register(resourceRoutes, { config, db, seenAccounts, handler: users });
       await scim.register(resourceRoutes, { config, db, seenAccounts, handler: groups });
+      await scim.register(rootSearchRoutes, { config, db, seenAccounts, handlers: [users, groups] });
     },
     { prefix: '/scim/v2' },
   );
