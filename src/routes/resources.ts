@@ -12,6 +12,7 @@ import { rootSearch } from '../scim/root-search.js';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_START_INDEX } from '../scim/limits.js';
 import { LIST_RESPONSE_SCHEMA, SEARCH_REQUEST_SCHEMA } from '../scim/schemas.js';
 import type { SeenAccounts } from '../scim/seen-accounts.js';
+import { isEndpointName, tenantUrlMistake } from './tenant-url.js';
 
 /** An integer of any size (a huge one may come back as Infinity; callers bound it). */
 function integerParam(name: string, value: unknown): number | undefined {
@@ -145,9 +146,16 @@ export interface ResourceRouteOptions extends ContextOptions {
 }
 
 export async function resourceRoutes(app: FastifyInstance, options: ResourceRouteOptions): Promise<void> {
-  const { handler } = options;
+  const { handler, config } = options;
   const endpoint = handler.endpoint;
   const context = (request: FastifyRequest): RequestContext => requestContext(request, options);
+  const tenantUrl = `${config.publicUrl}/scim/v2`;
+
+  /** An id that is an endpoint's name: the Tenant URL was given with /Users or /Groups at its end. */
+  const checkId = (request: FastifyRequest, id: string): void => {
+    const mistake = isEndpointName(id) ? tenantUrlMistake(request.url, tenantUrl) : undefined;
+    if (mistake) throw mistake;
+  };
 
   const list = async (request: FastifyRequest, input: ListInput) => {
     const { params, projection } = listParams(input);
@@ -168,6 +176,7 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
 
   app.get(`${endpoint}/:id`, async (request, reply) => {
     const { id } = request.params as { id: string };
+    checkId(request, id);
     const query = projectionParams(request.query as Projection);
     const resource = await handler.get(context(request), id, !excludesMembers(query));
     const version = (resource.meta as { version: string }).version;
@@ -180,6 +189,7 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
 
   app.put(`${endpoint}/:id`, async (request, reply) => {
     const { id } = request.params as { id: string };
+    checkId(request, id);
     const query = projectionParams(request.query as Projection);
     const resource = await handler.replace(context(request), id, request.body, header(request, 'if-match'));
     return sendResource(reply, handler.name, resource, query);
@@ -187,6 +197,7 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
 
   app.patch(`${endpoint}/:id`, async (request, reply) => {
     const { id } = request.params as { id: string };
+    checkId(request, id);
     const query = projectionParams(request.query as Projection);
     const ctx = context(request);
     let resource = await handler.patch(ctx, id, request.body, header(request, 'if-match'));
@@ -198,12 +209,22 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
 
   app.delete(`${endpoint}/:id`, async (request, reply) => {
     const { id } = request.params as { id: string };
+    checkId(request, id);
     await handler.remove(context(request), id, header(request, 'if-match'));
     return reply.code(204).send();
   });
 
   app.route({ method: ['PUT', 'PATCH', 'DELETE'], url: endpoint, config: { methodNotAllowed: true }, handler: notAllowed('GET, POST') });
-  app.route({ method: ['POST'], url: `${endpoint}/:id`, config: { methodNotAllowed: true }, handler: notAllowed('GET, PUT, PATCH, DELETE') });
+  const notAllowedOnId = notAllowed('GET, PUT, PATCH, DELETE');
+  app.route({
+    method: ['POST'],
+    url: `${endpoint}/:id`,
+    config: { methodNotAllowed: true },
+    handler: async (request, reply) => {
+      checkId(request, (request.params as { id: string }).id);
+      return notAllowedOnId(request, reply);
+    },
+  });
 }
 
 function notAllowed(allow: string) {
