@@ -1,7 +1,8 @@
 // The Entra dialect: rewrites the shapes Microsoft Entra ID and the SCIM
 // Validator really send (both PATCH dialects, string booleans, any case of
-// attribute names, manager as a bare id, filtered paths on missing values)
-// into the strict RFC 7644 forms scimmy accepts. Every rewrite here answers
+// attribute names, manager as a bare id, app roles as JSON text, filtered
+// paths on missing values, whole extensions as a path) into the strict
+// RFC 7644 forms scimmy accepts. Every rewrite here answers
 // one bullet of the dialect (docs/entra-setup.md and entra-dialect.md).
 import type SCIMMY from 'scimmy';
 import { badRequest } from '../errors.js';
