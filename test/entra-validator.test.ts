@@ -113,3 +113,24 @@ t.test('whole extensions as a PATCH path: add and replace merge, remove removes'
   t.equal(notObject.statusCode, 400);
   t.match(notObject.json(), { status: '400', scimType: 'invalidValue', detail: 'Operation 1: the value of a whole extension must be an object of its attributes.' });
 });
+
+t.test('a PATCH that reads back what it changed too often is refused, and changes nothing', async (t) => {
+  const { app, headers, db } = await testApp(t);
+  const scim = client(app, headers);
+  const id = (await scim('POST', '/Users', fixture('validator-create-user-minimal'))).json<Json>().id as string;
+  const operations = Array.from({ length: 102 }, (_, i) => ({ op: 'add', path: `emails[type eq "t${i % 2}"].value`, value: `v${i}@school.example` }));
+  const res = await scim('PATCH', `/Users/${id}`, patch(...operations));
+  t.equal(res.statusCode, 400);
+  t.same(res.json(), {
+    schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'],
+    status: '400',
+    scimType: 'invalidValue',
+    detail: 'A PATCH request may read back an attribute it has just changed at most 100 times. Send the operations in several requests.',
+  });
+  const row = await db.selectFrom('accounts').select(['version', 'email']).where('id', '=', id).executeTakeFirstOrThrow();
+  t.same(row, { version: 1, email: null });
+
+  const atLimit = await scim('PATCH', `/Users/${id}`, patch(...operations.slice(0, 101)));
+  t.equal(atLimit.statusCode, 200, 'one hundred read-backs are allowed');
+  t.same(atLimit.json<Json>().emails, [{ type: 't0', value: 'v100@school.example' }, { type: 't1', value: 'v99@school.example' }]);
+});
