@@ -27,8 +27,9 @@ import { docsRoutes } from './routes/docs.js';
 import { healthRoutes } from './routes/health.js';
 import { oauthRoutes } from './routes/oauth.js';
 import { openapiRoutes } from './routes/openapi.js';
-import { resourceRoutes } from './routes/resources.js';
+import { resourceRoutes, rootSearchRoutes } from './routes/resources.js';
 import { statusRoutes } from './routes/status.js';
+import { tenantUrlMistake } from './routes/tenant-url.js';
 import { groups } from './scim/groups.js';
 import { MAX_JSON_DEPTH, MAX_PARAM_LENGTH, exceedsJsonDepth } from './scim/limits.js';
 import { SeenAccounts } from './scim/seen-accounts.js';
@@ -152,7 +153,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     }
   });
 
-  await app.register(errorsPlugin);
+  // A request through a wrong Tenant URL is told the right one.
+  const tenantUrl = `${config.publicUrl}/scim/v2`;
+  await app.register(errorsPlugin, { notFound: (request) => tenantUrlMistake(request.url, tenantUrl) });
 
   // Shed load when the event loop lags: a quick 503 that Entra retries beats a
   // slow answer past its timeout. Liveness keeps answering.
@@ -209,7 +212,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       });
       // Unknown SCIM paths still require a credential: nothing answers anonymously.
       scim.setNotFoundHandler({ preHandler: scim.authenticate }, (request, reply) =>
-        sendScimError(reply, notFound(`No resource at ${request.method} ${request.url.split('?')[0] ?? ''}.`)),
+        sendScimError(reply, tenantUrlMistake(request.url, tenantUrl) ?? notFound(`No resource at ${request.method} ${request.url.split('?')[0] ?? ''}.`)),
       );
       await scim.register(discoveryRoutes, { config });
       // Per app, like every other state: two apps in one process share nothing.
@@ -217,6 +220,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       const writeStrategy = options.writeStrategy ?? 'quick';
       await scim.register(resourceRoutes, { config, db, seenAccounts, writeStrategy, handler: users });
       await scim.register(resourceRoutes, { config, db, seenAccounts, writeStrategy, handler: groups });
+      await scim.register(rootSearchRoutes, { config, db, seenAccounts, writeStrategy, handlers: [users, groups] });
     },
     { prefix: '/scim/v2' },
   );

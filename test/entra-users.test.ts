@@ -197,22 +197,28 @@ t.test('a filtered path may change the very sub-attribute its filter compares, i
 });
 
 t.test('manager: every Entra shape, and removal', async (t) => {
-  const { app, headers } = await testApp(t);
+  const { app, headers, db } = await testApp(t);
   const scim = client(app, headers);
   const id = (await scim('POST', '/Users', entraUser(5))).json().id as string;
   const manager = (v: unknown) => (v as Record<string, { manager?: unknown }>)[ENTERPRISE]?.manager;
+  // The reference is always the server's own, at PUBLIC_URL, whatever the client sent.
+  const ref = (id: string) => `https://scim.example.test/scim/v2/Users/${id}`;
   const shapes: [string, unknown, unknown][] = [
-    ['Add', 'boss-1', { value: 'boss-1' }],
-    ['Replace', { value: 'boss-2' }, { value: 'boss-2' }],
-    ['Replace', [{ $ref: null, value: 'boss-3' }], { value: 'boss-3' }],
+    ['Add', 'boss-1', { value: 'boss-1', $ref: ref('boss-1') }],
+    ['Replace', { value: 'boss-2' }, { value: 'boss-2', $ref: ref('boss-2') }],
+    ['Replace', [{ $ref: null, value: 'boss-3' }], { value: 'boss-3', $ref: ref('boss-3') }],
+    ['Replace', { value: 'boss-4', $ref: '../Users/boss-4' }, { value: 'boss-4', $ref: ref('boss-4') }],
   ];
   for (const [op, value, expected] of shapes) {
     for (const path of [`${ENTERPRISE}:manager`, 'manager']) {
       const res = await scim('PATCH', `/Users/${id}`, patch({ op, path, value }));
       t.equal(res.statusCode, 200, `${op} ${path} ${JSON.stringify(value)}: ${res.body}`);
       t.same(manager(res.json()), expected);
+      t.same(manager((await scim('GET', `/Users/${id}`)).json()), expected, 'GET returns the same manager');
     }
   }
+  const row = await db.selectFrom('accounts').select('scim').where('id', '=', id).executeTakeFirstOrThrow();
+  t.same((row.scim[ENTERPRISE] as Record<string, unknown>).manager, { value: 'boss-4' }, 'only the id is stored: the reference follows PUBLIC_URL');
   const cleared = await scim('PATCH', `/Users/${id}`, patch({ op: 'Replace', path: `${ENTERPRISE}:manager`, value: '' }));
   t.equal(manager(cleared.json()), undefined, 'replace with "" removes the manager');
   await scim('PATCH', `/Users/${id}`, patch({ op: 'Add', path: `${ENTERPRISE}:manager`, value: 'boss-4' }));

@@ -1,11 +1,12 @@
 // The direct path of a POST or PUT body (src/scim/simple-resource.ts) against
 // scimmy's coerce: over generated users and classes, in the shapes Entra and
 // other clients send (any case, string booleans, extensions as objects or flat
-// keys, wrong types, unknown and read-only attributes), whatever the direct
-// path accepts, scimmy must accept and turn into the same document, key order
-// included; the user's account columns must be the same too. The bodies mix
-// what the direct path takes with what it must hand to scimmy, and the test
-// counts both kinds, so it fails if a generator stops reaching either.
+// keys, wrong types, unknown and read-only attributes, app roles as JSON
+// text), whatever the direct path accepts, scimmy must accept and turn into
+// the same document, key order included; the user's account columns must be
+// the same too. The bodies mix what the direct path takes with what it must
+// hand to scimmy, and the test counts both kinds (and app roles read from
+// JSON text), so it fails if a generator stops reaching one.
 //   FUZZ_RUNS=5000 FUZZ_SEED=1 npx tsx test/run.ts test/simple-resource.test.ts
 import fc from 'fast-check';
 import t from 'tap';
@@ -56,7 +57,19 @@ const multiValue = (subs: Record<string, fc.Arbitrary<unknown>>) =>
 const email = multiValue({ value: stringish, type: fc.constantFrom('work', 'Work', 'other', 'home'), primary: booleanish, display: stringish });
 const phone = multiValue({ value: stringish, type: fc.constantFrom('work', 'mobile', 'fax'), primary: booleanish });
 const address = multiValue({ formatted: stringish, streetAddress: stringish, locality: stringish, postalCode: stringish, country: stringish, type: fc.constant('work'), primary: booleanish });
-const role = multiValue({ value: stringish, type: fc.constantFrom('WindowsAzureActiveDirectoryRole', 'Teacher'), display: stringish, primary: booleanish });
+/** An app role as Entra sends it in a PATCH without aadOptscim062020: JSON text in the element's value. */
+const appRoleText = fc.oneof(
+  fc.constantFrom('Teacher', 'Student', '25').map((v) => JSON.stringify({ id: '06b07648-ecfe-589f-9d2f-6325724a46ee', value: v, displayName: v })),
+  fc.constantFrom('{"value":"Teacher"}', '{"id":"x"}', '{not json', '[1]'),
+);
+const role = multiValue({
+  value: fc.oneof(stringish, appRoleText),
+  type: fc.constantFrom('WindowsAzureActiveDirectoryRole', 'Teacher'),
+  display: stringish,
+  // AppRoleAssignmentsComplex spells display so in a POST.
+  displayName: stringish,
+  primary: booleanish,
+});
 
 const enterprise = record([
   [spelled('employeeNumber'), stringish],
@@ -173,6 +186,7 @@ for (const [resource, arbitrary] of [
   t.test(`what the direct path accepts of a ${resource}, scimmy accepts and coerces alike`, async (t) => {
     let direct = 0;
     let handedOver = 0;
+    let appRoles = 0;
     fc.assert(
       fc.property(arbitrary, (body) => {
         const input = prepared(resource, body);
@@ -185,6 +199,7 @@ for (const [resource, arbitrary] of [
           return;
         }
         direct++;
+        if (JSON.stringify(body).includes('06b07648')) appRoles++;
         const expected = scimmyResult(resource, input);
         const actual = JSON.stringify(simple);
         if (actual !== expected) throw new Error(`direct ${actual}\nscimmy ${JSON.stringify(expected)}`);
@@ -200,6 +215,7 @@ for (const [resource, arbitrary] of [
     );
     t.ok(direct >= RUNS / 10, `the direct path took ${direct} of ${RUNS} bodies`);
     t.ok(handedOver >= RUNS / 5, `${handedOver} of ${RUNS} bodies went to scimmy`);
+    if (resource === 'User') t.ok(appRoles >= RUNS / 200, `${appRoles} bodies with app roles as JSON text took the direct path`);
   });
 }
 

@@ -94,7 +94,12 @@ export function clientError(error: Error & { code?: string }, socket: Socket): v
   );
 }
 
-async function errors(app: FastifyInstance): Promise<void> {
+export interface ErrorsOptions {
+  /** The answer to an unknown path that deserves more than "No resource" (a wrong Tenant URL). */
+  notFound?: (request: FastifyRequest) => ScimError | undefined;
+}
+
+async function errors(app: FastifyInstance, options: ErrorsOptions): Promise<void> {
   app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const scimError = toScimError(error);
     if (scimError) {
@@ -106,7 +111,7 @@ async function errors(app: FastifyInstance): Promise<void> {
   });
 
   app.setNotFoundHandler((request, reply) =>
-    sendScimError(reply, new ScimError(404, undefined, `No resource at ${request.method} ${request.url.split('?')[0] ?? ''}.`)),
+    sendScimError(reply, options.notFound?.(request) ?? new ScimError(404, undefined, `No resource at ${request.method} ${request.url.split('?')[0] ?? ''}.`)),
   );
 }
 

@@ -1,5 +1,6 @@
 // One route module for every SCIM resource type: the HTTP side of Users and
-// Groups (RFC 7644 §3), with ETags, list parameters, .search and 405s.
+// Groups (RFC 7644 §3), with ETags, list parameters, .search and 405s; and
+// the search from the root over both.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.js';
 import type { Db } from '../db/database.js';
@@ -7,9 +8,11 @@ import { ScimError, badRequest } from '../errors.js';
 import { parseFilter, parsePatchPath } from '../scim/filter.js';
 import { excludesMembers, project, type Projection } from '../scim/projection.js';
 import type { Json, ListParams, RequestContext, ResourceHandler, WriteStrategy } from '../scim/resource.js';
+import { rootSearch } from '../scim/root-search.js';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_START_INDEX } from '../scim/limits.js';
 import { LIST_RESPONSE_SCHEMA, SEARCH_REQUEST_SCHEMA } from '../scim/schemas.js';
 import type { SeenAccounts } from '../scim/seen-accounts.js';
+import { isEndpointName, tenantUrlMistake } from './tenant-url.js';
 
 /** An integer of any size (a huge one may come back as Infinity; callers bound it). */
 function integerParam(name: string, value: unknown): number | undefined {
@@ -85,74 +88,92 @@ function header(request: FastifyRequest, name: string): string | undefined {
   return Array.isArray(value) ? value.join(',') : value;
 }
 
-function sendResource(reply: FastifyReply, resource: Json, status = 200): FastifyReply {
+/** The resource as the projection asks for it, with its version as ETag even when meta is left out. */
+function sendResource(reply: FastifyReply, name: ResourceHandler['name'], resource: Json, projection: Projection, status = 200): FastifyReply {
   const version = (resource.meta as { version?: string } | undefined)?.version;
   if (version) reply.header('etag', version);
-  return reply.code(status).send(resource);
+  return reply.code(status).send(project(name, resource, projection));
 }
 
-export interface ResourceRouteOptions {
+/** A SearchRequest body (RFC 7644 §3.4.3) as list parameters. */
+function searchInput(body: unknown): ListInput {
+  const input = (body ?? {}) as Json;
+  if (typeof input !== 'object' || Array.isArray(input)) throw badRequest('invalidSyntax', 'The search body must be a JSON object.');
+  const schemas = input.schemas;
+  if (!Array.isArray(schemas) || !schemas.includes(SEARCH_REQUEST_SCHEMA)) {
+    throw badRequest('invalidSyntax', `A search body must list the schema ${SEARCH_REQUEST_SCHEMA}.`);
+  }
+  const joined = (v: unknown): unknown => (Array.isArray(v) ? v.join(',') : v);
+  return { ...input, attributes: joined(input.attributes), excludedAttributes: joined(input.excludedAttributes) };
+}
+
+function listResponse(params: ListParams, total: number, resources: Json[]): Json {
+  return { schemas: [LIST_RESPONSE_SCHEMA], totalResults: total, startIndex: params.startIndex, itemsPerPage: resources.length, Resources: resources };
+}
+
+/** attributes= or excludedAttributes= was given: the client wants the resource back (RFC 7644 §3.5.2). */
+function asksForResource(projection: Projection): boolean {
+  return Boolean(projection.attributes?.trim() || projection.excludedAttributes?.trim());
+}
+
+interface ContextOptions {
   config: Config;
   db: Db;
-  handler: ResourceHandler;
   seenAccounts: SeenAccounts;
   writeStrategy: WriteStrategy;
 }
 
-export async function resourceRoutes(app: FastifyInstance, options: ResourceRouteOptions): Promise<void> {
-  const { handler, config, db, seenAccounts, writeStrategy } = options;
-  const baseUrl = `${config.publicUrl}/scim/v2`;
-  const endpoint = handler.endpoint;
+function requestContext(request: FastifyRequest, { config, db, seenAccounts, writeStrategy }: ContextOptions): RequestContext {
+  const auth = request.auth;
+  if (!auth) throw new ScimError(401, undefined, 'Authentication required.');
+  return {
+    db,
+    tenant: auth.tenant,
+    credentialId: auth.credentialId,
+    requestId: request.id,
+    baseUrl: `${config.publicUrl}/scim/v2`,
+    log: request.log,
+    seenAccounts,
+    writeStrategy,
+  };
+}
 
-  const context = (request: FastifyRequest): RequestContext => {
-    const auth = request.auth;
-    if (!auth) throw new ScimError(401, undefined, 'Authentication required.');
-    return {
-      db,
-      tenant: auth.tenant,
-      credentialId: auth.credentialId,
-      requestId: request.id,
-      baseUrl,
-      log: request.log,
-      seenAccounts,
-      writeStrategy,
-    };
+export interface ResourceRouteOptions extends ContextOptions {
+  handler: ResourceHandler;
+}
+
+export async function resourceRoutes(app: FastifyInstance, options: ResourceRouteOptions): Promise<void> {
+  const { handler, config } = options;
+  const endpoint = handler.endpoint;
+  const context = (request: FastifyRequest): RequestContext => requestContext(request, options);
+  const tenantUrl = `${config.publicUrl}/scim/v2`;
+
+  /** An id that is an endpoint's name: the Tenant URL was given with /Users or /Groups at its end. */
+  const checkId = (request: FastifyRequest, id: string): void => {
+    const mistake = isEndpointName(id) ? tenantUrlMistake(request.url, tenantUrl) : undefined;
+    if (mistake) throw mistake;
   };
 
   const list = async (request: FastifyRequest, input: ListInput) => {
     const { params, projection } = listParams(input);
     const { total, resources } = await handler.list(context(request), params);
-    return {
-      schemas: [LIST_RESPONSE_SCHEMA],
-      totalResults: total,
-      startIndex: params.startIndex,
-      itemsPerPage: resources.length,
-      Resources: resources.map((r) => project(handler.name, r, projection)),
-    };
+    return listResponse(params, total, resources.map((r) => project(handler.name, r, projection)));
   };
 
   app.get(endpoint, async (request) => list(request, request.query as ListInput));
 
-  app.post(`${endpoint}/.search`, async (request) => {
-    const body = (request.body ?? {}) as Json;
-    if (typeof body !== 'object' || Array.isArray(body)) throw badRequest('invalidSyntax', 'The search body must be a JSON object.');
-    const schemas = body.schemas;
-    if (!Array.isArray(schemas) || !schemas.includes(SEARCH_REQUEST_SCHEMA)) {
-      throw badRequest('invalidSyntax', `A search body must list the schema ${SEARCH_REQUEST_SCHEMA}.`);
-    }
-    const joined = (v: unknown): unknown => (Array.isArray(v) ? v.join(',') : v);
-    return list(request, { ...body, attributes: joined(body.attributes), excludedAttributes: joined(body.excludedAttributes) });
-  });
+  app.post(`${endpoint}/.search`, async (request) => list(request, searchInput(request.body)));
 
   app.post(endpoint, async (request, reply) => {
     const query = projectionParams(request.query as Projection);
     const created = await handler.create(context(request), request.body);
     reply.header('location', (created.meta as { location: string }).location);
-    return sendResource(reply, project(handler.name, created, query), 201);
+    return sendResource(reply, handler.name, created, query, 201);
   });
 
   app.get(`${endpoint}/:id`, async (request, reply) => {
     const { id } = request.params as { id: string };
+    checkId(request, id);
     const query = projectionParams(request.query as Projection);
     const resource = await handler.get(context(request), id, !excludesMembers(query));
     const version = (resource.meta as { version: string }).version;
@@ -160,34 +181,66 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
     if (ifNoneMatch && ifNoneMatch.split(',').some((t) => t.trim() === version || t.trim() === '*')) {
       return reply.code(304).header('etag', version).send();
     }
-    return sendResource(reply, project(handler.name, resource, query));
+    return sendResource(reply, handler.name, resource, query);
   });
 
   app.put(`${endpoint}/:id`, async (request, reply) => {
     const { id } = request.params as { id: string };
+    checkId(request, id);
     const query = projectionParams(request.query as Projection);
     const resource = await handler.replace(context(request), id, request.body, header(request, 'if-match'));
-    return sendResource(reply, project(handler.name, resource, query));
+    return sendResource(reply, handler.name, resource, query);
   });
 
   app.patch(`${endpoint}/:id`, async (request, reply) => {
     const { id } = request.params as { id: string };
+    checkId(request, id);
     const query = projectionParams(request.query as Projection);
-    const resource = await handler.patch(context(request), id, request.body, header(request, 'if-match'));
+    const ctx = context(request);
+    let resource = await handler.patch(ctx, id, request.body, header(request, 'if-match'));
+    // A group PATCH answers 204, unless the client asked for the resource.
+    if (resource === undefined && asksForResource(query)) resource = await handler.get(ctx, id, !excludesMembers(query));
     if (resource === undefined) return reply.code(204).send();
-    return sendResource(reply, project(handler.name, resource, query));
+    return sendResource(reply, handler.name, resource, query);
   });
 
   app.delete(`${endpoint}/:id`, async (request, reply) => {
     const { id } = request.params as { id: string };
+    checkId(request, id);
     await handler.remove(context(request), id, header(request, 'if-match'));
     return reply.code(204).send();
   });
 
-  const notAllowed = (allow: string) => async (request: FastifyRequest, reply: FastifyReply) => {
+  app.route({ method: ['PUT', 'PATCH', 'DELETE'], url: endpoint, config: { methodNotAllowed: true }, handler: notAllowed('GET, POST') });
+  const notAllowedOnId = notAllowed('GET, PUT, PATCH, DELETE');
+  app.route({
+    method: ['POST'],
+    url: `${endpoint}/:id`,
+    config: { methodNotAllowed: true },
+    handler: async (request, reply) => {
+      checkId(request, (request.params as { id: string }).id);
+      return notAllowedOnId(request, reply);
+    },
+  });
+}
+
+function notAllowed(allow: string) {
+  return async (request: FastifyRequest, reply: FastifyReply): Promise<never> => {
     reply.header('allow', allow);
     throw new ScimError(405, undefined, `${request.method} is not supported here; use ${allow}.`);
   };
-  app.route({ method: ['PUT', 'PATCH', 'DELETE'], url: endpoint, config: { methodNotAllowed: true }, handler: notAllowed('GET, POST') });
-  app.route({ method: ['POST'], url: `${endpoint}/:id`, config: { methodNotAllowed: true }, handler: notAllowed('GET, PUT, PATCH, DELETE') });
+}
+
+export interface RootSearchRouteOptions extends ContextOptions {
+  handlers: readonly ResourceHandler[];
+}
+
+/** POST /.search at the root (RFC 7644 §3.4.3): Users and Groups in one list. */
+export async function rootSearchRoutes(app: FastifyInstance, options: RootSearchRouteOptions): Promise<void> {
+  app.post('/.search', async (request) => {
+    const { params, projection } = listParams(searchInput(request.body));
+    const { total, resources } = await rootSearch(requestContext(request, options), options.handlers, params);
+    return listResponse(params, total, resources.map(({ handler, resource }) => project(handler.name, resource, projection)));
+  });
+  app.route({ method: ['GET', 'PUT', 'PATCH', 'DELETE'], url: '/.search', config: { methodNotAllowed: true }, handler: notAllowed('POST') });
 }

@@ -1,13 +1,15 @@
 // The Entra dialect: rewrites the shapes Microsoft Entra ID and the SCIM
 // Validator really send (both PATCH dialects, string booleans, any case of
-// attribute names, manager as a bare id, filtered paths on missing values)
-// into the strict RFC 7644 forms scimmy accepts. Every rewrite here answers
+// attribute names, manager as a bare id, app roles as JSON text, filtered
+// paths on missing values, whole extensions as a path) into the strict
+// RFC 7644 forms scimmy accepts. Every rewrite here answers
 // one bullet of the dialect (docs/entra-setup.md and entra-dialect.md).
 import type SCIMMY from 'scimmy';
 import { badRequest } from '../errors.js';
 import { parsePatchPath, type FilterNode } from './filter.js';
 import { MAX_PATCH_OPERATIONS } from './limits.js';
 import { findAttribute, findExtension, findSub, renderValue, resolvePatchPath, type ResolvedPath } from './schema-index.js';
+import { appRoleInValue, decodeAppRole } from './roles.js';
 import { ENTERPRISE_SCHEMA, PATCH_OP_SCHEMA, definitionOf, type ResourceName } from './schemas.js';
 
 type Json = Record<string, unknown>;
@@ -37,9 +39,14 @@ export function normaliseValue(attribute: Attribute | undefined, value: unknown)
       const sub = findSub(attribute, key);
       out[sub?.name ?? key] = sub ? normaliseValue(sub, v) : v;
     }
-    return out;
+    return isAppRoles(attribute) ? decodeAppRole(out) : out;
   }
   return value;
+}
+
+/** The User's roles, where Entra sends app role assignments. */
+function isAppRoles(attribute: Attribute): boolean {
+  return attribute.name === 'roles' && attribute.type === 'complex' && attribute.config.multiValued === true;
 }
 
 /** Entra's manager shapes ("id", {value}, [{$ref:null,value}], "") -> {value} or undefined (removal). */
@@ -53,6 +60,18 @@ export function normaliseManager(value: unknown): Json | undefined {
     return typeof id === 'string' && id.trim() !== '' ? { value: id } : undefined;
   }
   return undefined;
+}
+
+/**
+ * The user as clients see it: manager with its $ref (the user it names, at
+ * PUBLIC_URL, as group members get theirs). Only {value} is stored, so the
+ * reference follows PUBLIC_URL. `resource` is not modified.
+ */
+export function withManagerRef(resource: Json, baseUrl: string): Json {
+  const enterprise = resource[ENTERPRISE_SCHEMA];
+  if (!isObject(enterprise) || !isObject(enterprise.manager) || typeof enterprise.manager.value !== 'string') return resource;
+  const manager = { ...enterprise.manager, $ref: `${baseUrl}/Users/${encodeURIComponent(enterprise.manager.value)}` };
+  return { ...resource, [ENTERPRISE_SCHEMA]: { ...enterprise, manager } };
 }
 
 /** Normalises a POST/PUT body: known schemas only, canonical keys, booleans, manager. */
@@ -231,14 +250,6 @@ function filterNames(node: FilterNode): Set<string> {
   }
 }
 
-function readAttribute(current: Json, resolved: ResolvedPath): unknown {
-  if (resolved.extension) {
-    const ext = current[resolved.extension.id];
-    return isObject(ext) ? ext[resolved.definition.name] : undefined;
-  }
-  return current[resolved.definition.name];
-}
-
 export interface RawOperation {
   op: string;
   path?: unknown;
@@ -270,76 +281,172 @@ export function readPatchOperations(body: unknown): RawOperation[] {
   });
 }
 
+type Op = PatchOperation['op'];
+
 /**
- * Turns a PATCH body of either Entra dialect into canonical operations, one
- * attribute each: path-less replaces are split by key, complex values merged
- * per sub-attribute (RFC 7644 §3.5.2.3), and a filtered path on a value that
- * does not exist yet becomes an add of that element.
+ * One change of a PatchOp message, on one attribute: a path-less value and a
+ * whole extension's value are split by key. Read and checked (op, path,
+ * mutability, value shapes) before any document is looked at; expandStep
+ * turns it into canonical operations against the document as the message's
+ * earlier steps left it.
  */
-export function normalisePatch(resource: ResourceName, body: unknown, current: Json): PatchOperation[] {
-  const out: PatchOperation[] = [];
+export type PatchStep = AttributeStep | ExtensionRemoval;
+
+interface AttributeStep {
+  kind: 'attribute';
+  op: Op;
+  /** The path as the client wrote it, for messages. */
+  text: string;
+  resolved: Readonly<ResolvedPath>;
+  /** The value, normalised (string booleans, key case, manager, app roles); undefined for a remove without one. */
+  value: unknown;
+  /** The top-level key of the document it changes: an attribute name or an extension URN. */
+  key: string;
+  /** Whether its expansion depends on the document (a filter, or a value that means "remove if present"). */
+  reads: boolean;
+}
+
+/** remove of a whole extension: every attribute of it the document has. */
+interface ExtensionRemoval {
+  kind: 'extension';
+  op: 'remove';
+  extension: SchemaDefinition;
+  key: string;
+  reads: true;
+}
+
+/**
+ * Reads a PatchOp message of either Entra dialect into steps, one attribute
+ * each. `id` is the resource's id: Entra's path-less group replace repeats
+ * it, and the same value is no change.
+ */
+export function patchSteps(resource: ResourceName, body: unknown, id: unknown): PatchStep[] {
+  const definition = definitionOf(resource);
+  const steps: PatchStep[] = [];
   readPatchOperations(body).forEach((raw, index) => {
     const op = raw.op.toLowerCase();
     if (op !== 'add' && op !== 'replace' && op !== 'remove') {
       throw badRequest('invalidSyntax', `Operation ${index + 1} has an unknown op "${raw.op}"; use add, replace or remove.`);
     }
+    const add = (text: string, value: unknown): void => {
+      const step = attributeStep(resource, op, text, value, id);
+      if (step) steps.push(step);
+    };
+    /** An object of attributes: a path-less value, or a whole extension's value. */
+    const addEach = (value: Json): void => {
+      for (const [key, v] of Object.entries(value)) {
+        if (key.toLowerCase() === 'schemas') continue;
+        const ext = findExtension(definition, key);
+        if (ext && isObject(v)) {
+          for (const [name, inner] of Object.entries(v)) add(`${ext.id}:${name}`, inner);
+          continue;
+        }
+        add(key, v);
+      }
+    };
     if (raw.path === undefined || raw.path === null || raw.path === '') {
       if (op === 'remove') throw badRequest('noTarget', `Operation ${index + 1}: remove needs a path.`);
       if (!isObject(raw.value)) {
         throw badRequest('invalidValue', `Operation ${index + 1}: without a path the value must be an object of attributes.`);
       }
-      for (const [key, value] of Object.entries(raw.value)) {
-        if (key.toLowerCase() === 'schemas') continue;
-        const ext = findExtension(definitionOf(resource), key);
-        if (ext && isObject(value)) {
-          for (const [name, v] of Object.entries(value)) out.push(...expand(resource, op, `${ext.id}:${name}`, v, current));
-          continue;
-        }
-        out.push(...expand(resource, op, key, value, current));
-      }
+      addEach(raw.value);
       return;
     }
     if (typeof raw.path !== 'string') throw badRequest('invalidPath', `Operation ${index + 1}: path must be a string.`);
     if (op !== 'remove' && raw.value === undefined) {
       throw badRequest('invalidValue', `Operation ${index + 1}: ${op} needs a value.`);
     }
-    out.push(...expand(resource, op, raw.path, raw.value, current));
+    // A path that is only an extension URN names the whole extension: its
+    // value is an object of the extension's attributes, merged in as a
+    // path-less value is (RFC 7644 §3.5.2.1, §3.5.2.3).
+    const extension = findExtension(definition, raw.path.trim());
+    if (extension) {
+      if (op === 'remove') {
+        steps.push({ kind: 'extension', op, extension, key: extension.id, reads: true });
+        return;
+      }
+      if (!isObject(raw.value)) {
+        throw badRequest('invalidValue', `Operation ${index + 1}: the value of a whole extension must be an object of its attributes.`);
+      }
+      addEach({ [extension.id]: raw.value });
+      return;
+    }
+    add(raw.path, raw.value);
   });
-  return out;
+  return steps;
 }
 
-function expand(resource: ResourceName, op: PatchOperation['op'], pathText: string, value: unknown, current: Json): PatchOperation[] {
-  const resolved = resolvePatchPath(resource, pathText);
+function attributeStep(resource: ResourceName, op: Op, text: string, value: unknown, id: unknown): AttributeStep | undefined {
+  const resolved = resolvePatchPath(resource, text);
   const top = resolved.definition.name;
   if (!resolved.extension && READ_ONLY.has(top)) {
-    // Entra's path-less group replace repeats the id: the same value is no change.
-    if (top === 'id' && op !== 'remove' && value === current.id) return [];
+    if (top === 'id' && op !== 'remove' && value === id) return undefined;
     throw badRequest('mutability', `The attribute "${top}" is read-only.`);
   }
   if (resolved.definition.config.mutable === false || resolved.definition.config.mutable === 'immutable') {
     throw badRequest('mutability', `The attribute "${top}" cannot be changed.`);
   }
-
-  // Manager: any Entra shape; "" or an empty value removes it.
+  const key = resolved.extension ? resolved.extension.id : top;
   if (resolved.attribute === MANAGER_PATH) {
-    if (op === 'remove') return [{ op: 'remove', path: MANAGER_PATH }];
-    const manager = normaliseManager(value);
-    return manager ? [{ op: 'replace', path: MANAGER_PATH, value: manager }] : [{ op: 'remove', path: MANAGER_PATH }];
+    // Any Entra shape; "" or an empty value removes it.
+    const manager = op === 'remove' ? undefined : normaliseManager(value);
+    return { kind: 'attribute', op: manager ? 'replace' : 'remove', text, resolved, value: manager, key, reads: false };
   }
-
   const target = resolved.sub ?? resolved.definition;
-  const normalised = normaliseValue(target, value);
+  let normalised = normaliseValue(target, op === 'remove' && isAppRoles(target) ? appRolesToRemove(value) : value);
+  if (resolved.sub?.name === 'value' && isAppRoles(resolved.definition)) normalised = appRoleInValue(normalised)?.value ?? normalised;
+  // null or "" for a simple attribute means "no value": remove it if present.
+  const empty = op !== 'remove' && (normalised === null || (normalised === '' && target.type !== 'complex'));
+  return { kind: 'attribute', op, text, resolved, value: normalised, key, reads: empty || resolved.filter !== undefined };
+}
 
+/** An app role Entra removes is named by its value alone: the stored element may differ in the rest. */
+function appRolesToRemove(value: unknown): unknown {
+  const one = (element: unknown): unknown => {
+    if (!isObject(element)) return element;
+    const role = appRoleInValue(Object.entries(element).find(([k]) => k.toLowerCase() === 'value')?.[1]);
+    return role ? { value: role.value } : element;
+  };
+  return Array.isArray(value) ? value.map(one) : one(value);
+}
+
+function readAttribute(current: Json, resolved: ResolvedPath): unknown {
+  if (resolved.extension) {
+    const ext = current[resolved.extension.id];
+    return isObject(ext) ? ext[resolved.definition.name] : undefined;
+  }
+  return current[resolved.definition.name];
+}
+
+/**
+ * The canonical operations of one step, against `document` (the resource as
+ * the message's earlier steps left it): complex values merged per
+ * sub-attribute (RFC 7644 §3.5.2.3), a filtered path on a value that does not
+ * exist yet made an add of that element, an empty value made a removal.
+ */
+export function expandStep(resource: ResourceName, step: PatchStep, document: Json): PatchOperation[] {
+  if (step.kind === 'extension') {
+    const present = document[step.extension.id];
+    if (!isObject(present)) return [];
+    return Object.keys(present).map((name) => {
+      const text = `${step.extension.id}:${name}`;
+      return { op: 'remove' as const, path: text, target: resolvePatchPath(resource, text) };
+    });
+  }
+  const { op, resolved, value } = step;
+  if (resolved.attribute === MANAGER_PATH) {
+    return op === 'remove' ? [{ op: 'remove', path: MANAGER_PATH }] : [{ op: 'replace', path: MANAGER_PATH, value }];
+  }
+  const target = resolved.sub ?? resolved.definition;
   const direct = resolved.filter ? {} : { target: resolved };
-  if (op === 'remove') return [{ op, path: resolved.text, ...(value !== undefined ? { value: normaliseValue(target, value) } : {}), ...direct }];
+  if (op === 'remove') return [{ op, path: resolved.text, ...(value !== undefined ? { value } : {}), ...direct }];
 
-  // null or "" for a simple attribute means "no value": remove it.
-  if (normalised === null || (normalised === '' && target.type !== 'complex')) {
-    return readAttribute(current, resolved) === undefined ? [] : [{ op: 'remove', path: resolved.text, ...direct }];
+  if (value === null || (value === '' && target.type !== 'complex')) {
+    return readAttribute(document, resolved) === undefined ? [] : [{ op: 'remove', path: resolved.text, ...direct }];
   }
 
   if (resolved.filter) {
-    const existing = readAttribute(current, resolved);
+    const existing = readAttribute(document, resolved);
     const elements: unknown[] = Array.isArray(existing) ? existing : [];
     const matching = elements.filter((e) => matchesElement(resolved.definition, resolved.filter as FilterNode, e));
     const prefix = resolved.extension ? `${resolved.extension.id}:` : '';
@@ -347,8 +454,8 @@ function expand(resource: ResourceName, op: PatchOperation['op'], pathText: stri
       // Entra adds emails[type eq "work"].value to a user with no work e-mail:
       // create the element the filter describes.
       const element = elementFromFilter(resolved.definition, resolved.filter);
-      if (!element) throw badRequest('noTarget', `No value matches the path "${pathText}".`);
-      const added = resolved.sub ? { ...element, [resolved.sub.name]: normalised } : { ...element, ...(isObject(normalised) ? normalised : {}) };
+      if (!element) throw badRequest('noTarget', `No value matches the path "${step.text}".`);
+      const added = resolved.sub ? { ...element, [resolved.sub.name]: value } : { ...element, ...(isObject(value) ? value : {}) };
       return [{ op: 'add', path: `${prefix}${resolved.definition.name}`, value: [added] }];
     }
     // scimmy refuses to change the sub-attribute its own filter compares
@@ -358,29 +465,28 @@ function expand(resource: ResourceName, op: PatchOperation['op'], pathText: stri
     const sub = resolved.sub;
     const only = matching.length === 1 ? matching[0] : undefined;
     if (sub && isObject(only) && filterNames(resolved.filter).has(sub.name.toLowerCase())) {
-      return [{ op: 'replace', path: `${prefix}${resolved.definition.name}`, value: elements.map((e) => (e === only ? { ...only, [sub.name]: normalised } : e)) }];
+      return [{ op: 'replace', path: `${prefix}${resolved.definition.name}`, value: elements.map((e) => (e === only ? { ...only, [sub.name]: value } : e)) }];
     }
     // scimmy compares filter values case-sensitively: name the stored values.
     const element = elementFromFilter(resolved.definition, resolved.filter);
-    if (element && matching.length === 1 && isObject(matching[0])) {
-      const stored = matching[0];
+    if (element && isObject(only)) {
       const exact = Object.keys(element)
-        .map((k) => `${k} eq ${renderValue(Object.entries(stored).find(([sk]) => sk.toLowerCase() === k.toLowerCase())?.[1] ?? element[k])}`)
+        .map((k) => `${k} eq ${renderValue(Object.entries(only).find(([sk]) => sk.toLowerCase() === k.toLowerCase())?.[1] ?? element[k])}`)
         .join(' and ');
-      return [{ op, path: `${prefix}${resolved.definition.name}[${exact}]${resolved.sub ? `.${resolved.sub.name}` : ''}`, value: normalised }];
+      return [{ op, path: `${prefix}${resolved.definition.name}[${exact}]${resolved.sub ? `.${resolved.sub.name}` : ''}`, value }];
     }
-    return [{ op, path: resolved.text, value: normalised }];
+    return [{ op, path: resolved.text, value }];
   }
 
   // Replace of a singular complex attribute merges its sub-attributes.
-  if (op === 'replace' && !resolved.sub && target.type === 'complex' && !target.config.multiValued && isObject(normalised)) {
-    return Object.entries(normalised).map(([k, v]) => {
+  if (op === 'replace' && !resolved.sub && target.type === 'complex' && !target.config.multiValued && isObject(value)) {
+    return Object.entries(value).map(([k, v]) => {
       const sub = findSub(target, k);
       const text = `${resolved.text}.${k}`;
       return { op: 'replace' as const, path: text, value: v, ...(sub ? { target: { ...resolved, text, sub } } : {}) };
     });
   }
-  return [{ op, path: resolved.text, value: normalised, ...direct }];
+  return [{ op, path: resolved.text, value, ...direct }];
 }
 
 /** Removes exact duplicates that an add to a multi-valued attribute can leave. */

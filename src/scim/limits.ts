@@ -16,6 +16,14 @@ export const MAX_PATH_LENGTH = 65_536;
 /** Operations in one PATCH request; also advertised as bulk.maxOperations. */
 export const MAX_PATCH_OPERATIONS = 1000;
 
+/**
+ * Times one PATCH may read back an attribute it has just changed (a filtered
+ * path after an earlier operation on the same attribute): each costs a
+ * scimmy application of about a millisecond. The SCIM Validator's longest
+ * message needs about a dozen.
+ */
+export const MAX_PATCH_REREADS = 100;
+
 /** Member ids one request may name, over all its operations. */
 export const MAX_MEMBERS_PER_REQUEST = 10_000;
 

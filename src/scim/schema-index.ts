@@ -146,12 +146,6 @@ function resolveNewPatchPath(resource: ResourceName, text: string): ResolvedPath
     if (error instanceof ScimError) throw badRequest('invalidPath', error.detail);
     throw error;
   }
-  const definition = definitionOf(resource);
-  // A path that is only an extension URN names the whole extension.
-  const wholeExtension = findExtension(definition, text);
-  if (wholeExtension) {
-    throw invalidPath(text, 'names a whole schema extension; name one of its attributes');
-  }
   const found = resolveAttribute(resource, parsed.path);
   if (!found) throw invalidPath(text, 'does not name an attribute of this resource');
   const subName = parsed.path.sub ?? parsed.sub;

@@ -1,4 +1,4 @@
-// The direct path of a POST or PUT body: a normalised resource (normalise.ts)
+// The direct path of a POST or PUT body: a normalised resource (entra-dialect.ts)
 // whose every attribute is a string or boolean, or a complex value (singular
 // or multi-valued) of string and boolean sub-attributes, each of the type the
 // schema says, is coerced here into the plain object scimmy's
@@ -16,7 +16,7 @@ type Json = Record<string, unknown>;
 type Attribute = SCIMMY.Types.Attribute;
 type SchemaDefinition = SCIMMY.Types.SchemaDefinition;
 
-// Not normalise.ts's: that module imports schemas.ts, which imports this one.
+// Not entra-dialect.ts's: that module imports schemas.ts, which imports this one.
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 // scimmy types a definition's attributes as Attribute[]; extensions sit there too.

@@ -18,7 +18,7 @@ import type { AccountValues } from '../db/write-plan.js';
 import { executeAccountPlan } from '../db/write-statements.js';
 import { badRequest, conflict, notFound } from '../errors.js';
 import { columnLookup, filterCriteria, sortKey } from './filter-criteria.js';
-import { normaliseResource } from './entra-dialect.js';
+import { normaliseResource, withManagerRef } from './entra-dialect.js';
 import { patchUserDocument, stripServerAttributes } from './patch.js';
 import { checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { checkStringLengths } from './limits.js';
@@ -33,7 +33,7 @@ const ENDPOINT = '/Users';
 
 /** The stored SCIM document plus id and meta, as clients see it. */
 export function toScimUser(row: AccountResource, baseUrl: string): Json {
-  return { ...userAttributes(row), meta: meta('User', row.id, row.created_at, row.updated_at, row.version, baseUrl, ENDPOINT) };
+  return withManagerRef({ ...userAttributes(row), meta: meta('User', row.id, row.created_at, row.updated_at, row.version, baseUrl, ENDPOINT) }, baseUrl);
 }
 
 /** toScimUser without meta, which no comparison of attributes needs. */
