@@ -10,6 +10,7 @@ import { Command, CommanderError } from 'commander';
 import { adminTokenCommands } from './cli/admin-token.js';
 import { credentialCommands } from './cli/credentials.js';
 import { databaseCommands } from './cli/database.js';
+import { previewCommands } from './cli/preview.js';
 import { CliError, createContext, helpHint, type CliIo } from './cli/shared.js';
 import { statusCommands } from './cli/status.js';
 import { tenantCommands } from './cli/tenant.js';
@@ -39,6 +40,7 @@ export function buildCli(io: CliIo): Command {
   credentialCommands(program, ctx);
   adminTokenCommands(program, ctx);
   statusCommands(program, ctx);
+  previewCommands(program, ctx);
   databaseCommands(program, ctx);
 
   // A command used wrongly prints the line that is wrong and where its help

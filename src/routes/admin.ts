@@ -2,7 +2,8 @@
 // health, a tenant's sync, audit events with paging and open conflicts; and
 // onboarding: creating tenants, changing their settings, issuing and revoking
 // Secret Tokens and OAuth clients, disconnecting and connecting, through the
-// same operations as the CLI. It has its own credentials (admin tokens,
+// same operations as the CLI; and the preview of a tenant's first sync from
+// Entra's user export. It has its own credentials (admin tokens,
 // audience "<aud>:admin"); a tenant's SCIM token never opens it.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { bearerToken, type AdminAuth } from '../auth/admin.js';
@@ -26,6 +27,7 @@ import {
 } from '../services/credentials.js';
 import { ServiceError } from '../services/errors.js';
 import { healthSettings, tenantOverview, withHealth } from '../services/health.js';
+import { PREVIEW_MAX_BYTES, previewCsv, previewFirstSync, readEntraUsers } from '../services/preview.js';
 import { changeTenantSettings, connectTenant, createTenant, disconnectTenant, parseNewTenant, parseTenantChanges, tenantSettings } from '../services/tenants.js';
 
 export interface AdminOptions {
@@ -191,4 +193,38 @@ export async function adminRoutes(app: FastifyInstance, options: AdminOptions): 
     const page = await listAuditEvents(db, id, { limit, ...(query.before !== undefined ? { before: query.before } : {}) });
     return { events: page.events, ...(page.next !== undefined ? { next: `/admin/tenants/${id}/audit?limit=${limit}&before=${page.next}` } : {}) };
   });
+
+  // The first-sync preview reads Entra's export as the body, as text/csv, and
+  // nothing else; its own scope keeps the other routes to JSON.
+  await app.register(async (preview) => {
+    preview.removeAllContentTypeParsers();
+    preview.addContentTypeParser('text/csv', { parseAs: 'buffer', bodyLimit: PREVIEW_MAX_BYTES }, (_request, body, done) => done(null, body));
+    preview.setErrorHandler(async (error) => {
+      if ((error as { code?: unknown }).code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+        throw new ScimError(415, undefined, 'Send the CSV of "Download users" (Entra admin center) as the body, with Content-Type: text/csv.');
+      }
+      throw error;
+    });
+
+    preview.post('/tenants/:id/preview', { bodyLimit: PREVIEW_MAX_BYTES }, async (request, reply) => {
+      const id = await tenantParam(request);
+      if (!Buffer.isBuffer(request.body)) {
+        throw badRequest('invalidValue', 'Send the CSV of "Download users" (Entra admin center) as the body, with Content-Type: text/csv.');
+      }
+      const report = await previewFirstSync(db, id, await readEntraUsers(request.body));
+      if (wantsCsv(request.headers.accept)) {
+        return reply
+          .type('text/csv; charset=utf-8')
+          .header('content-disposition', `attachment; filename="first-sync-preview-${id}.csv"`)
+          .send(previewCsv(report));
+      }
+      return report;
+    });
+  });
+}
+
+/** Whether the client asked for the report as CSV rather than JSON. */
+function wantsCsv(accept: string | undefined): boolean {
+  const types = (accept ?? '').split(',').map((t) => t.split(';')[0]?.trim().toLowerCase());
+  return types.includes('text/csv') && !types.includes('application/json');
 }
