@@ -14,10 +14,9 @@ import t, { type Test } from 'tap';
 import { signAdminToken } from '../src/auth/tokens.js';
 import { runCli } from '../src/cli.js';
 import { createAdminCredential } from '../src/db/admin-credentials.js';
-import type { Db } from '../src/db/database.js';
 import type { PreviewReport } from '../src/services/preview.js';
 import { testApp, testEnv, type TestApp } from './helpers/app.js';
-import { DOCUMENTED_HEADER, EXPECTED, NEWER_HEADER, USERS, entraExport, seedAccounts, type ExportUser } from './helpers/entra-export.js';
+import { DOCUMENTED_HEADER, EXPECTED, NEWER_HEADER, USERS, entraExport, seedAccounts, snapshot, type ExportUser } from './helpers/entra-export.js';
 import { USER, client } from './helpers/scim.js';
 
 async function cli(env: TestApp, ...argv: string[]) {
@@ -32,17 +31,6 @@ async function tempFile(name: string, content: string | Buffer): Promise<string>
   const file = path.join(dir, name);
   await writeFile(file, content);
   return file;
-}
-
-/** Every row of every table the service owns, hashed: equal before and after means nothing was written. */
-export async function snapshot(db: Db): Promise<Record<string, string>> {
-  const tables = ['tenants', 'credentials', 'admin_credentials', 'accounts', 'classes', 'class_memberships', 'audit_events', 'sync_conflicts', 'request_counts', 'change_events'];
-  const result: Record<string, string> = {};
-  for (const table of tables) {
-    const { rows } = await sql<{ n: string; h: string }>`SELECT count(*) AS n, md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) AS h FROM ${sql.table(table)} x`.execute(db);
-    result[table] = `${rows[0]?.n} ${rows[0]?.h}`;
-  }
-  return result;
 }
 
 /** Checks every row of a report against EXPECTED, by account name. */

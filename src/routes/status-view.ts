@@ -7,6 +7,7 @@ import type { HourlyRequests } from '../db/request-counts.js';
 import type { TenantStatus } from '../db/tenant-status.js';
 import type { CredentialView } from '../services/credentials.js';
 import { healthReason, type Health, type HealthSettings, type TenantOverview } from '../services/health.js';
+import { attention, noteOf, outcomeWords, type PreviewReport } from '../services/preview.js';
 import { accountStateWord, connectionWord, flagText, formatTime } from '../services/words.js';
 
 const STYLE = `
@@ -27,6 +28,8 @@ svg { max-width: 100%; height: auto; } .legend span { margin-right: 1rem; }
 .health-never-synced { background: #e0e7ff; color: #3730a3; } .health-healthy { background: #dcfce7; color: #166534; }
 .health-disconnected { background: #f3f4f6; color: #4b5563; }
 tr.flagged td { background: #fff7ed; } .flags { color: #9a3412; }
+form.upload { display: grid; gap: .6rem; max-width: 40rem; margin: 1rem 0; } form.upload div { display: flex; gap: .6rem; }
+tr.refused td { background: #fee2e2; } #users td { overflow-wrap: anywhere; }
 `;
 
 /** The Content-Security-Policy of every status page: nothing but this stylesheet and forms to ourselves. */
@@ -213,6 +216,7 @@ export function tenantPage(view: TenantPageView): string {
     html`<h2>${status.name}</h2>
 <p><span class="muted">Tenant</span> <code>${status.tenantId}</code> · ${status.connected ? html`<span class="ok">${connectionWord(true)}</span>` : html`<span class="warn">${connectionWord(false)}</span>`} · <span class="muted">last request</span> ${time(status.lastRequestAt)} · <span class="muted">verified domains</span> ${status.verifiedDomains.join(', ') || 'none'}</p>
 <p id="health">${healthBadge(status.health)} ${healthReason(status, now, view.health)}</p>
+<p><a id="preview" href="/status/tenants/${status.tenantId}/preview">Preview the first sync</a> <span class="muted">from Entra's user export: who keeps an existing account, who gets a new one, who is probably the same person under another address</span></p>
 <table id="summary">
 <thead><tr><th class="n">Accounts</th><th class="n">Deleted</th><th class="n">Classes</th><th class="n">Memberships</th><th class="n">Writes 1 h</th><th class="n">Failed 1 h</th><th class="n">Failures 24 h</th><th class="n">Conflicts 24 h</th><th class="n">Open conflicts</th></tr></thead>
 <tbody><tr><td class="n">${accountTotal(status)}</td><td class="n">${status.deletedAccounts}</td><td class="n">${status.classes}</td><td class="n">${view.memberships}</td><td class="n">${status.writesLastHour}</td>${flagged(status.writeFailuresLastHour)}${flagged(status.failures24h)}${flagged(status.openConflicts24h)}${flagged(status.openConflicts)}</tr></tbody>
@@ -234,6 +238,81 @@ ${conflicts.length > 0 ? conflicts : html`<tr><td colspan="6" class="muted">No o
 <table><thead><tr><th>At</th><th>Action</th><th>Object</th><th>Reference</th><th>Outcome</th><th>Details</th><th>Request</th></tr></thead><tbody>
 ${events.length > 0 ? events : html`<tr><td colspan="7" class="muted">No audit events yet.</td></tr>`}
 </tbody></table>`,
+    true,
+  );
+}
+
+export interface PreviewTenant {
+  id: string;
+  name: string;
+}
+
+/** The upload form of the first-sync preview; `csrf` ties the post to the signed-in session. */
+function previewForm(tenant: PreviewTenant, csrf: string): Html {
+  return html`<form class="upload" method="post" action="/status/tenants/${tenant.id}/preview" enctype="multipart/form-data">
+<input type="hidden" name="csrf" value="${csrf}">
+<label for="file">The CSV that <strong>Download users</strong> writes (Entra admin center, Users &gt; All users), as it is</label>
+<input id="file" type="file" name="file" accept=".csv,text/csv" required>
+<div><button type="submit" name="format" value="html">Show the preview</button><button type="submit" name="format" value="csv">Download it as CSV</button></div>
+</form>`;
+}
+
+/** Before an upload, or after one that could not be read (`message`). */
+export function previewUploadPage(view: { tenant: PreviewTenant; csrf: string; message?: string }): string {
+  const message = view.message !== undefined ? html`<p class="error" role="alert">${view.message}</p>` : html``;
+  return page(
+    `First-sync preview: ${view.tenant.name}`,
+    html`<h2>First-sync preview: ${view.tenant.name}</h2>
+<p><a href="/status/tenants/${view.tenant.id}">Back to the tenant</a></p>
+<p>Before the school starts provisioning, upload Entra's user export to see what the first sync will do with each user:
+which existing portal account it takes over (by Entra object id, rule 8, or by address in a verified domain, rule 2),
+who gets a new account, who is probably the same person as an existing account under another address,
+and whose address belongs to a portal admin (rule 3). Nothing is written.</p>
+${message}
+${previewForm(view.tenant, view.csrf)}`,
+    true,
+  );
+}
+
+/** Rows the page lists; the CSV has every user. */
+export const PREVIEW_PAGE_ROWS = 1000;
+
+export function previewReportPage(view: { tenant: PreviewTenant; report: PreviewReport; csrf: string }): string {
+  const { report } = view;
+  const { totals } = report;
+  const shown = [...report.users].sort((a, b) => attention(a) - attention(b) || a.row - b.row).slice(0, PREVIEW_PAGE_ROWS);
+  const rows = shown.map((u) => {
+    const shownAccount = u.outcome === 'create' ? u.probableMatches[0] : u.account;
+    const urgency = attention(u);
+    return html`<tr data-row="${u.row}" data-outcome="${u.outcome}" class="${urgency === 0 ? 'refused' : urgency <= 2 ? 'flagged' : ''}"><td class="n">${u.row}</td><td>${u.userPrincipalName}</td><td>${u.mail ?? ''}</td><td>${u.displayName ?? ''}</td><td>${outcomeWords(u)}</td><td>${shownAccount ? html`${shownAccount.userName}<br><code>${shownAccount.id}</code>` : ''}</td><td>${noteOf(u)}</td></tr>`;
+  });
+  const more =
+    report.users.length > shown.length
+      ? html`<p class="muted">The ${shown.length} users that need a look first, of ${report.users.length}; download the CSV for every user.</p>`
+      : html``;
+  const total = (label: string, n: number, id: string, flag = false) => html`<tr data-total="${id}"><th>${label}</th>${flag ? flagged(n) : html`<td class="n">${n}</td>`}</tr>`;
+  return page(
+    `First-sync preview: ${view.tenant.name}`,
+    html`<h2>First-sync preview: ${view.tenant.name}</h2>
+<p><a href="/status/tenants/${view.tenant.id}">Back to the tenant</a> · <span class="muted">verified domains</span> ${report.tenant.verifiedDomains.join(', ') || 'none'} · nothing was written</p>
+<table id="totals"><tbody>
+${total('Users in the file', totals.users, 'users')}
+${total('Already synced', totals.alreadySynced, 'alreadySynced')}
+${total('Adopt an existing account by Entra object id (rule 8)', totals.adoptByExternalId, 'adoptByExternalId')}
+${total('Adopt an existing account by address (rule 2)', totals.adoptByAddress, 'adoptByAddress')}
+${total('Create a new account', totals.create, 'create')}
+${total('… of which probably the same person as an existing account', totals.probableMatches, 'probableMatches', true)}
+${total('Refused: the address of a portal admin (rule 3)', totals.adminCollisions, 'adminCollisions', true)}
+${total('Refused: invalid data', totals.invalid, 'invalid', true)}
+${total('Users with an address outside the verified domains', totals.outsideVerifiedDomains, 'outsideVerifiedDomains', true)}
+</tbody></table>
+<h2 id="users-heading">Users</h2>
+${more}
+<table id="users"><thead><tr><th class="n">Row</th><th>User principal name</th><th>Mail</th><th>Display name</th><th>Outcome</th><th>Portal account</th><th>Note</th></tr></thead><tbody>
+${rows.length > 0 ? rows : html`<tr><td colspan="7" class="muted">The file has no users.</td></tr>`}
+</tbody></table>
+<h2>Another file</h2>
+${previewForm(view.tenant, view.csrf)}`,
     true,
   );
 }

@@ -1,9 +1,12 @@
 // The status pages for the portal team: every tenant's health, worst first,
 // and a tenant's health, credentials, recent audit events and open
-// conflicts, as server-rendered HTML.
+// conflicts, as server-rendered HTML; and the preview of a tenant's first
+// sync from an uploaded Entra user export.
 // Browsers cannot send a bearer header, so the sign-in form trades an admin
 // token for a short-lived signed session cookie; the Authorization header
 // works too.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { SESSION_SECONDS, bearerToken, type AdminAuth } from '../auth/admin.js';
 import type { Config } from '../config.js';
@@ -11,11 +14,14 @@ import { listAuditEvents, listOpenConflicts } from '../db/audit.js';
 import { tenantStatus } from '../db/tenant-status.js';
 import type { Db } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
+import { findTenant } from '../db/tenants.js';
 import { countMemberships, listRequestsPerHour } from '../db/request-counts.js';
 import { toScimError } from '../plugins/errors.js';
 import { listTenantCredentials } from '../services/credentials.js';
+import { ServiceError } from '../services/errors.js';
 import { healthSettings, tenantOverview, withHealth } from '../services/health.js';
-import { STATUS_CSP, errorPage, overviewPage, signInPage, tenantPage } from './status-view.js';
+import { PREVIEW_MAX_BYTES, previewCsv, previewFirstSync, readEntraUsers } from '../services/preview.js';
+import { STATUS_CSP, errorPage, overviewPage, previewReportPage, previewUploadPage, signInPage, tenantPage } from './status-view.js';
 
 export interface StatusOptions {
   config: Config;
@@ -27,7 +33,7 @@ const COOKIE = 'portal_scim_status';
 const CHALLENGE = 'Bearer realm="portal-scim-admin"';
 const DAY_MS = 24 * 3_600_000;
 /** Where a sign-in may send the browser back to: our own pages only. */
-const NEXT = /^\/status(?:\/tenants\/[0-9a-fA-F-]{36})?$/;
+const NEXT = /^\/status(?:\/tenants\/[0-9a-fA-F-]{36}(?:\/preview)?)?$/;
 
 function cookieValue(header: string | undefined, name: string): string | undefined {
   for (const part of (header ?? '').split(';')) {
@@ -37,17 +43,55 @@ function cookieValue(header: string | undefined, name: string): string | undefin
   return undefined;
 }
 
+type SignIn = { via: 'header' } | { via: 'session'; session: string };
+
+/**
+ * The token a form carries to prove it was rendered for this session: a hash
+ * of the session cookie, which another site can neither read nor guess. A
+ * request signed in by its Authorization header needs none (no browser
+ * sends that header to another site on its own).
+ */
+function csrfToken(auth: SignIn | undefined): string {
+  return auth?.via === 'session' ? createHash('sha256').update(`portal-scim preview form\n${auth.session}`).digest('base64url') : '';
+}
+
+function sameToken(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/**
+ * A request a browser says comes from another site: by Fetch Metadata where
+ * it sends it, else by an Origin that is neither this host nor PUBLIC_URL's.
+ * The pages' no-referrer policy makes a browser send "Origin: null" even for
+ * their own forms, which tells nothing; the form's token decides then.
+ */
+function crossSite(request: FastifyRequest, publicUrl: string): boolean {
+  const site = request.headers['sec-fetch-site'];
+  if (site !== undefined) return site !== 'same-origin';
+  const origin = request.headers.origin;
+  if (origin === undefined || origin === 'null') return false;
+  try {
+    const host = new URL(origin).host;
+    return host !== request.headers.host && host !== new URL(publicUrl).host;
+  } catch {
+    return true;
+  }
+}
+
 export async function statusRoutes(app: FastifyInstance, options: StatusOptions): Promise<void> {
   const { db, adminAuth } = options;
   const health = healthSettings(options.config);
   const secure = options.config.publicUrl.startsWith('https:') ? '; Secure' : '';
   const cookie = (value: string, maxAge: number) => `${COOKIE}=${value}; Path=/status; HttpOnly; SameSite=Strict; Max-Age=${maxAge}${secure}`;
 
-  // Only the sign-in form posts here; the rest of the server keeps its parsers.
+  // Only the sign-in form and the preview's upload post here; the rest of the server keeps its parsers.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 16384 }, (_request, body, done) => {
     done(null, Object.fromEntries(new URLSearchParams(typeof body === 'string' ? body : body.toString('utf8'))));
   });
+  await app.register(multipart, { limits: { files: 1, fileSize: PREVIEW_MAX_BYTES, fields: 4, fieldSize: 1024, parts: 6 } });
 
   app.addHook('onSend', async (_request, reply, payload) => {
     reply.header('content-security-policy', STATUS_CSP).header('cache-control', 'no-store');
@@ -56,20 +100,22 @@ export async function statusRoutes(app: FastifyInstance, options: StatusOptions)
 
   const sendHtml = (reply: FastifyReply, status: number, body: string) => reply.code(status).type('text/html; charset=utf-8').send(body);
 
-  const signedIn = async (request: FastifyRequest): Promise<boolean> => {
+  /** How the request is signed in: by the Authorization header, by the session cookie (with its value), or not. */
+  const signIn = async (request: FastifyRequest): Promise<SignIn | undefined> => {
     const token = bearerToken(request.headers.authorization);
-    if (token !== undefined) return (await adminAuth.checkToken(token)).ok;
+    if (token !== undefined) return (await adminAuth.checkToken(token)).ok ? { via: 'header' } : undefined;
     const session = cookieValue(request.headers.cookie, COOKIE);
-    return session !== undefined && session !== '' && (await adminAuth.checkSession(session)).ok;
+    return session !== undefined && session !== '' && (await adminAuth.checkSession(session)).ok ? { via: 'session', session } : undefined;
   };
 
-  /** Answers 401 with the sign-in form when the request is not signed in; true when it is. */
-  const requireSignIn = async (request: FastifyRequest, reply: FastifyReply): Promise<boolean> => {
-    if (await signedIn(request)) return true;
+  /** Answers 401 with the sign-in form when the request is not signed in; how it is signed in when it is. */
+  const requireSignIn = async (request: FastifyRequest, reply: FastifyReply): Promise<SignIn | undefined> => {
+    const auth = await signIn(request);
+    if (auth) return auth;
     const path = request.url.split('?')[0] ?? '';
     reply.header('www-authenticate', CHALLENGE);
     await sendHtml(reply, 401, signInPage({ next: NEXT.test(path) ? path : '/status' }));
-    return false;
+    return undefined;
   };
 
   app.setErrorHandler(async (error, request, reply) => {
@@ -108,6 +154,62 @@ export async function statusRoutes(app: FastifyInstance, options: StatusOptions)
       200,
       tenantPage({ status: { ...status, ...withHealth(status, now, health) }, memberships, conflicts, events: events.events, credentials, hourly, now, health }),
     );
+  });
+
+  // The first-sync preview: an upload form, and the report of the uploaded export.
+  const previewTenant = async (request: FastifyRequest) => {
+    const { id } = request.params as { id: string };
+    const tenant = isUuid(id) ? await findTenant(db, id.toLowerCase()) : undefined;
+    return tenant ? { id: tenant.id, name: tenant.name } : undefined;
+  };
+
+  app.get('/status/tenants/:id/preview', async (request, reply) => {
+    const auth = await requireSignIn(request, reply);
+    if (!auth) return reply;
+    const tenant = await previewTenant(request);
+    if (!tenant) return sendHtml(reply, 404, errorPage(404, `No tenant ${(request.params as { id: string }).id}.`, true));
+    return sendHtml(reply, 200, previewUploadPage({ tenant, csrf: csrfToken(auth) }));
+  });
+
+  app.post('/status/tenants/:id/preview', async (request, reply) => {
+    const auth = await requireSignIn(request, reply);
+    if (!auth) return reply;
+    // The session cookie is SameSite=Strict already; a post from another site is refused outright as well.
+    if (crossSite(request, options.config.publicUrl)) return sendHtml(reply, 403, errorPage(403, 'The upload must come from this server\'s own page.', true));
+    if (!request.isMultipart()) return sendHtml(reply, 415, errorPage(415, 'Upload the export with the form on the preview page.', true));
+    let csrf = '';
+    let format = 'html';
+    let file: Buffer | undefined;
+    try {
+      for await (const part of request.parts()) {
+        if (part.type === 'file') file = await part.toBuffer();
+        else if (part.fieldname === 'csrf') csrf = String(part.value);
+        else if (part.fieldname === 'format') format = String(part.value);
+      }
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== 'FST_REQ_FILE_TOO_LARGE') throw error;
+      const message = `The file is larger than ${PREVIEW_MAX_BYTES / 1024 / 1024} MiB; preview it with portal-scim preview on the command line.`;
+      return sendHtml(reply, 413, errorPage(413, message, true));
+    }
+    if (auth.via === 'session' && !sameToken(csrf, csrfToken(auth))) {
+      return sendHtml(reply, 403, errorPage(403, 'The form has expired or comes from elsewhere; open the preview page again.', true));
+    }
+    const tenant = await previewTenant(request);
+    if (!tenant) return sendHtml(reply, 404, errorPage(404, `No tenant ${(request.params as { id: string }).id}.`, true));
+    let report;
+    try {
+      report = await previewFirstSync(db, tenant.id, await readEntraUsers(file ?? Buffer.alloc(0)));
+    } catch (error) {
+      if (!(error instanceof ServiceError) || error.kind !== 'invalid') throw error;
+      return sendHtml(reply, 400, previewUploadPage({ tenant, csrf: csrfToken(auth), message: error.message }));
+    }
+    if (format === 'csv') {
+      return reply
+        .type('text/csv; charset=utf-8')
+        .header('content-disposition', `attachment; filename="first-sync-preview-${tenant.id}.csv"`)
+        .send(previewCsv(report));
+    }
+    return sendHtml(reply, 200, previewReportPage({ tenant, report, csrf: csrfToken(auth) }));
   });
 
   app.post('/status/session', async (request, reply) => {

@@ -1,6 +1,7 @@
-// Entra's "Download users" CSV as the admin center writes it, and a tenant's
+// Entra's "Download users" CSV as the admin center writes it, a tenant's
 // portal accounts before its first sync with one case of every preview
-// outcome, for the preview's tests.
+// outcome, and a fingerprint of the database, for the preview's tests.
+import { sql } from 'kysely';
 import type { Db } from '../../src/db/database.js';
 
 /** The columns of the documented export (objectId); the newer export names it "id" and adds a few more. */
@@ -175,4 +176,15 @@ export async function seedAccounts(db: Db, tenantId: string): Promise<Record<str
     ids[key] = inserted.id;
   }
   return ids;
+}
+
+/** Every row of every table the service owns, hashed: equal before and after means nothing was written. */
+export async function snapshot(db: Db): Promise<Record<string, string>> {
+  const tables = ['tenants', 'credentials', 'admin_credentials', 'accounts', 'classes', 'class_memberships', 'audit_events', 'sync_conflicts', 'request_counts', 'change_events'];
+  const result: Record<string, string> = {};
+  for (const table of tables) {
+    const { rows } = await sql<{ n: string; h: string }>`SELECT count(*) AS n, md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) AS h FROM ${sql.table(table)} x`.execute(db);
+    result[table] = `${rows[0]?.n} ${rows[0]?.h}`;
+  }
+  return result;
 }
