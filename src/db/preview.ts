@@ -27,7 +27,7 @@ export interface PreviewAccounts {
   admins: KeyedAccount[];
   /** Rule 8: manual, live, non-admin accounts with one of the object ids, oldest first. */
   adoptableByExternalId: KeyedAccount[];
-  /** Rule 2's candidates: manual, live, non-admin accounts linked to no Entra object. */
+  /** Rule 2's candidates: manual, live, non-admin accounts linked to no Entra object (in no order). */
   unlinked: KeyedAccount[];
 }
 
@@ -50,13 +50,16 @@ export async function readPreviewAccounts(
       .where('id', '=', tenantId)
       .executeTakeFirst();
     if (!tenant) return undefined;
+    // Arrays of 100,000 values make the planner expect huge joins and compile
+    // them to machine code first, which costs more than running them.
+    await sql`SET LOCAL jit = off`.execute(trx);
     const externalIds = sql.val([...new Set(users.externalIds)]);
     const userNames = sql.val([...new Set(users.userNames)]);
     const [syncedByExternalId, syncedByUserName, admins, adoptableByExternalId, unlinked] = [
       await sql<KeyedAccount>`
         SELECT a.*, ${KEYS} FROM accounts a
          WHERE a.tenant_id = ${tenantId}::uuid AND a.managed_by = 'sync' AND a.deleted_at IS NULL
-           AND a.external_id IN (SELECT unnest(${externalIds}::text[]))`.execute(trx),
+           AND a.external_id = ANY(${externalIds}::text[])`.execute(trx),
       await sql<KeyedAccount & { input: string }>`
         SELECT u.input, a.*, ${KEYS} FROM unnest(${userNames}::text[]) AS u(input)
           JOIN accounts a ON lower(a.user_name) = lower(u.input)
@@ -67,13 +70,12 @@ export async function readPreviewAccounts(
       await sql<KeyedAccount>`
         SELECT a.*, ${KEYS} FROM accounts a
          WHERE a.tenant_id = ${tenantId}::uuid AND a.managed_by = 'manual' AND a.role <> 'admin' AND a.deleted_at IS NULL
-           AND a.external_id IN (SELECT unnest(${externalIds}::text[]))
+           AND a.external_id = ANY(${externalIds}::text[])
          ORDER BY a.created_at, a.id`.execute(trx),
       await sql<KeyedAccount>`
         SELECT a.*, ${KEYS} FROM accounts a
          WHERE a.tenant_id = ${tenantId}::uuid AND a.managed_by = 'manual' AND a.role <> 'admin' AND a.deleted_at IS NULL
-           AND a.external_id IS NULL
-         ORDER BY a.created_at, a.id`.execute(trx),
+           AND a.external_id IS NULL`.execute(trx),
     ];
     return {
       tenant: { id: tenant.id, name: tenant.name, verifiedDomains: tenant.verified_domains, roleMapping: tenant.role_mapping },

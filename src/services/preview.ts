@@ -256,8 +256,9 @@ export interface PreviewReport {
 }
 
 const MAX_PROBABLE_MATCHES = 5;
-/** Users decided between two turns of the event loop, so the server keeps answering during a large preview. */
-const USERS_PER_TURN = 2000;
+/** Users decided (or accounts indexed) between two turns of the event loop, so the server keeps answering during a large preview. */
+const PER_TURN = 2000;
+const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
 const REASON_WEIGHT: Record<MatchReason, number> = { 'same-address': 4, 'same-local-part': 2, 'same-name': 1 };
 
 /** The resource Entra sends for the user under the default attribute mapping. */
@@ -307,19 +308,30 @@ class AccountIndex {
   readonly unlinkedByLocalPart = new Map<string, KeyedAccount[]>();
   readonly unlinkedByName = new Map<string, KeyedAccount[]>();
 
-  constructor(read: PreviewAccounts) {
+  /** Built a few thousand accounts per turn of the event loop, as the users are decided. */
+  static async of(read: PreviewAccounts): Promise<AccountIndex> {
+    const index = new AccountIndex(read);
+    for (const [i, a] of read.unlinked.entries()) {
+      if (i > 0 && i % PER_TURN === 0) await nextTurn();
+      index.addUnlinked(a);
+    }
+    return index;
+  }
+
+  private constructor(read: PreviewAccounts) {
     for (const a of read.syncedByExternalId) if (a.external_id !== null) this.syncedByExternalId.set(a.external_id, a);
     for (const a of read.syncedByUserName) this.syncedByUserName.set(a.input, a);
     for (const a of read.admins) {
       for (const key of [a.user_name_key, a.email_key]) if (key !== null && !this.adminByAddress.has(key)) this.adminByAddress.set(key, a);
     }
     for (const a of read.adoptableByExternalId) if (a.external_id !== null) push(this.adoptableByExternalId, a.external_id, a);
-    for (const a of read.unlinked) {
-      const keys = new Set([a.user_name_key, a.email_key].filter((k): k is string => k !== null));
-      for (const key of keys) push(this.unlinkedByAddress, key, a);
-      for (const part of new Set([...keys].map(localPart))) push(this.unlinkedByLocalPart, part, a);
-      for (const name of personNames(a.given_name, a.family_name, a.display_name)) push(this.unlinkedByName, name, a);
-    }
+  }
+
+  private addUnlinked(a: KeyedAccount): void {
+    const keys = new Set([a.user_name_key, a.email_key].filter((k): k is string => k !== null));
+    for (const key of keys) push(this.unlinkedByAddress, key, a);
+    for (const part of new Set([...keys].map(localPart))) push(this.unlinkedByLocalPart, part, a);
+    for (const name of personNames(a.given_name, a.family_name, a.display_name)) push(this.unlinkedByName, name, a);
   }
 }
 
@@ -339,14 +351,14 @@ export async function previewFirstSync(db: Executor, tenantId: string, users: re
   });
   if (!read) throw new ServiceError('not-found', `No tenant ${tenantId}.`);
   const { tenant } = read;
-  const index = new AccountIndex(read);
+  const index = await AccountIndex.of(read);
   const actor = previewActor(tenant.id);
   /** Accounts adopted by an earlier row: synced from then on, so no later create can adopt them. */
   const claimed = new Map<string, number>();
   const decided: PreviewUser[] = [];
 
   for (const [i, user] of users.entries()) {
-    if (i > 0 && i % USERS_PER_TURN === 0) await new Promise((resolve) => setImmediate(resolve));
+    if (i > 0 && i % PER_TURN === 0) await nextTurn();
     const base = {
       row: user.row,
       userPrincipalName: user.userPrincipalName,
