@@ -305,6 +305,12 @@ t.test('sent the same users as Entra sends them, in the same order, the server d
         t.fail(label);
     }
   }
+  const again = JSON.parse((await cli(env, 'preview', '--tenant', env.tenant.id, '--entra-users', file, '--json')).out) as PreviewReport;
+  t.same(
+    again.users.map((u) => [u.row, u.outcome, u.matchedBy]),
+    USERS.map((_, i) => (i + 2 === 6 ? [6, 'admin-collision', undefined] : [i + 2, 'already-synced', 'externalId'])),
+    'a run after the first sync: every user synced is found by its object id, and the admin collision stays',
+  );
   const adopted = await env.db.selectFrom('audit_events').select(['object_id', sql<string>`details->>'matchedBy'`.as('matched_by')]).where('action', '=', 'adopt').orderBy('id').execute();
   t.same(
     adopted.map((a) => [a.object_id, a.matched_by]),
@@ -316,4 +322,28 @@ t.test('sent the same users as Entra sends them, in the same order, the server d
     ],
     'the audit log records the adoptions the preview announced, by the rules it named',
   );
+});
+
+t.test('a user the server would refuse as invalid, and one synced under its userName by another object id, are told apart', async (t) => {
+  const env = await testApp(t);
+  const renamed = await env.db
+    .insertInto('accounts')
+    .values({ tenant_id: env.tenant.id, managed_by: 'sync', user_name: 'Moved@School.example', external_id: 'an-older-object', scim: '{}' })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  const users: ExportUser[] = [
+    { userPrincipalName: 'long@school.example', displayName: 'x'.repeat(600), givenName: 'Long', surname: 'Name', mail: 'long@school.example', objectId: 'obj-long' },
+    { userPrincipalName: 'moved@school.example', displayName: 'Moved', givenName: 'Mo', surname: 'Ved', mail: '', objectId: 'obj-moved' },
+  ];
+  const result = await cli(env, 'preview', '--tenant', env.tenant.id, '--entra-users', await tempFile('users.csv', entraExport(users)), '--json');
+  const report = JSON.parse(result.out) as PreviewReport;
+  t.match(report.users[0], { outcome: 'invalid', problem: 'displayName is too long: 600 characters, the limit is 512.' });
+  t.match(report.users[1], { outcome: 'already-synced', matchedBy: 'userName', account: { id: renamed.id } }, "Entra's lookup by userName finds it, in any case");
+  t.match(report.totals, { users: 2, invalid: 1, alreadySynced: 1 });
+
+  const send = client(env.app, env.headers);
+  t.same(await provision(send, users[1] as ExportUser), { outcome: 'already-synced', id: renamed.id });
+  const refused = await send('POST', '/Users', { schemas: [USER], userName: 'long@school.example', displayName: 'x'.repeat(600) });
+  t.equal(refused.statusCode, 400, 'the server refuses it as the preview said');
+  t.match(refused.json(), { scimType: 'invalidValue', detail: 'displayName is too long: 600 characters, the limit is 512.' });
 });
