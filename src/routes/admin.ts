@@ -199,18 +199,14 @@ export async function adminRoutes(app: FastifyInstance, options: AdminOptions): 
   await app.register(async (preview) => {
     preview.removeAllContentTypeParsers();
     preview.addContentTypeParser('text/csv', { parseAs: 'buffer', bodyLimit: PREVIEW_MAX_BYTES }, (_request, body, done) => done(null, body));
+    const csvBody = 'Send the CSV of "Download users" (Entra admin center) as the body, with Content-Type: text/csv.';
     preview.setErrorHandler(async (error) => {
-      if ((error as { code?: unknown }).code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
-        throw new ScimError(415, undefined, 'Send the CSV of "Download users" (Entra admin center) as the body, with Content-Type: text/csv.');
-      }
-      throw error;
+      throw (error as { code?: unknown }).code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? new ScimError(415, undefined, csvBody) : error;
     });
 
     preview.post('/tenants/:id/preview', { bodyLimit: PREVIEW_MAX_BYTES }, async (request, reply) => {
       const id = await tenantParam(request);
-      if (!Buffer.isBuffer(request.body)) {
-        throw badRequest('invalidValue', 'Send the CSV of "Download users" (Entra admin center) as the body, with Content-Type: text/csv.');
-      }
+      if (!Buffer.isBuffer(request.body)) throw new ServiceError('invalid', csvBody);
       const report = await previewFirstSync(db, id, await readEntraUsers(request.body));
       if (wantsCsv(request.headers.accept)) {
         return reply

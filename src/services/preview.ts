@@ -58,7 +58,7 @@ export const PREVIEW_MAX_BYTES = 64 * 1024 * 1024;
 /** Longest row accepted: far beyond any user's, short enough that a quote left open fails at once. */
 const MAX_ROW_CHARACTERS = 65_536;
 
-const invalid = (message: string) => new ServiceError('invalid', message);
+const unreadable = (message: string) => new ServiceError('invalid', message);
 
 const EXPORT_HINT = 'Use the file that "Download users" (Entra admin center, Users > All users) writes, as it is.';
 
@@ -69,19 +69,19 @@ async function* utf8Text(source: AsyncIterable<Uint8Array>): AsyncGenerator<stri
   let first = true;
   for await (const chunk of source) {
     if (first && chunk.length >= 2 && ((chunk[0] === 0xff && chunk[1] === 0xfe) || (chunk[0] === 0xfe && chunk[1] === 0xff))) {
-      throw invalid(`The file is UTF-16 text; the preview reads UTF-8 (with or without a byte order mark). ${EXPORT_HINT}`);
+      throw unreadable(`The file is UTF-16 text; the preview reads UTF-8 (with or without a byte order mark). ${EXPORT_HINT}`);
     }
     first = first && chunk.length === 0;
     try {
       yield decoder.decode(chunk, { stream: true });
     } catch {
-      throw invalid(`The file is not UTF-8 text. ${EXPORT_HINT}`);
+      throw unreadable(`The file is not UTF-8 text. ${EXPORT_HINT}`);
     }
   }
   try {
     yield decoder.decode();
   } catch {
-    throw invalid(`The file is not UTF-8 text. ${EXPORT_HINT}`);
+    throw unreadable(`The file is not UTF-8 text. ${EXPORT_HINT}`);
   }
 }
 
@@ -89,11 +89,11 @@ function csvProblem(error: CsvError): ServiceError {
   const line = typeof error.lines === 'number' ? ` at line ${error.lines}` : '';
   switch (error.code) {
     case 'CSV_QUOTE_NOT_CLOSED':
-      return invalid(`The file is not valid CSV: a quoted field is never closed (the file ends${line}).`);
+      return unreadable(`The file is not valid CSV: a quoted field is never closed (the file ends${line}).`);
     case 'CSV_MAX_RECORD_SIZE':
-      return invalid(`The file is not valid CSV${line}: a row longer than ${MAX_ROW_CHARACTERS} characters (a quote left open?).`);
+      return unreadable(`The file is not valid CSV${line}: a row longer than ${MAX_ROW_CHARACTERS} characters (a quote left open?).`);
     default:
-      return invalid(`The file is not valid CSV${line}: a quote in the middle of a field, or text after a closing quote.`);
+      return unreadable(`The file is not valid CSV${line}: a quote in the middle of a field, or text after a closing quote.`);
   }
 }
 
@@ -108,7 +108,7 @@ function headerIndexes(header: readonly string[]): Record<Field, number> {
   }
   if (missing.length > 0) {
     const semicolons = header.length === 1 && (header[0] ?? '').includes(';');
-    throw invalid(
+    throw unreadable(
       semicolons
         ? `The file's columns are separated by semicolons; Entra's export separates them by commas. ${EXPORT_HINT}`
         : `The file lacks the column${missing.length > 1 ? 's' : ''} ${missing.length > 1 ? `${missing.slice(0, -1).join(', ')} and ${missing.at(-1) ?? ''}` : (missing[0] ?? '')}. ${EXPORT_HINT}`,
@@ -140,13 +140,13 @@ export async function readEntraUsers(source: AsyncIterable<Uint8Array> | Uint8Ar
       return;
     }
     if (record.every((field) => field === '')) return;
-    if (record.length !== headerFields) throw invalid(`Row ${row} has ${record.length} fields, the header ${headerFields}: the file is not valid CSV.`);
+    if (record.length !== headerFields) throw unreadable(`Row ${row} has ${record.length} fields, the header ${headerFields}: the file is not valid CSV.`);
     const value = (field: Field) => {
       const text = record[indexes?.[field] ?? -1] ?? '';
       return text === '' ? null : text;
     };
     const userPrincipalName = value('userPrincipalName');
-    if (userPrincipalName === null) throw invalid(`Row ${row} has no userPrincipalName.`);
+    if (userPrincipalName === null) throw unreadable(`Row ${row} has no userPrincipalName.`);
     const user: EntraUser = {
       row,
       userPrincipalName,
@@ -157,11 +157,11 @@ export async function readEntraUsers(source: AsyncIterable<Uint8Array> | Uint8Ar
       objectId: value('objectId'),
     };
     const earlier = seenUserNames.get(userPrincipalName.toLowerCase());
-    if (earlier !== undefined) throw invalid(`Row ${row} repeats the userPrincipalName of row ${earlier}.`);
+    if (earlier !== undefined) throw unreadable(`Row ${row} repeats the userPrincipalName of row ${earlier}.`);
     seenUserNames.set(userPrincipalName.toLowerCase(), row);
     if (user.objectId !== null) {
       const same = seenObjectIds.get(user.objectId);
-      if (same !== undefined) throw invalid(`Row ${row} repeats the object id of row ${same}.`);
+      if (same !== undefined) throw unreadable(`Row ${row} repeats the object id of row ${same}.`);
       seenObjectIds.set(user.objectId, row);
     }
     users.push(user);
@@ -187,7 +187,7 @@ export async function readEntraUsers(source: AsyncIterable<Uint8Array> | Uint8Ar
     throw error;
   }
   if (refusal) throw refusal;
-  if (indexes === undefined) throw invalid(`The file is empty. ${EXPORT_HINT}`);
+  if (indexes === undefined) throw unreadable(`The file is empty. ${EXPORT_HINT}`);
   return users;
 }
 
