@@ -1,7 +1,7 @@
 // portal-scim tenant: create, list, set, disconnect and connect school
 // organisations, through the same operations as the admin API.
-import type { Command } from 'commander';
-import type { Role } from '../db/database.js';
+import { InvalidArgumentError, type Command } from 'commander';
+import type { ClassNames, Role } from '../db/database.js';
 import { listTenants, type TenantRow } from '../db/tenants.js';
 import { healthSettings, tenantOverview } from '../services/health.js';
 import { changeTenantSettings, connectTenant, createTenant, disconnectTenant, parseTenantName, tenantSettings, type TenantChanges } from '../services/tenants.js';
@@ -18,6 +18,7 @@ function settingsLines(row: TenantRow): string {
     ['Role mapping', mapping.length > 0 ? mapping.map(([source, role]) => `${source} → ${role}`).join(', ') : 'the defaults'],
     ['Retention', `${row.retention_days} days`],
     ['State', connectionWord(row.disconnected_at === null)],
+    ['Class names', row.class_names === 'unique' ? 'unique (a second synced class of a name is refused)' : 'may repeat (match groups on externalId)'],
   ]);
 }
 
@@ -27,6 +28,7 @@ interface SettingOptions {
   domains?: boolean;
   roleMap?: Record<string, Role> | false;
   retentionDays?: number;
+  classNames?: ClassNames;
 }
 
 function changesFrom(command: Command, options: SettingOptions): TenantChanges {
@@ -38,7 +40,13 @@ function changesFrom(command: Command, options: SettingOptions): TenantChanges {
     ...(domains !== undefined ? { verifiedDomains: domains } : {}),
     ...(roleMapping !== undefined ? { roleMapping } : {}),
     ...(options.retentionDays !== undefined ? { retentionDays: options.retentionDays } : {}),
+    ...(options.classNames !== undefined ? { classNames: options.classNames } : {}),
   };
+}
+
+function classNamesOption(value: string): ClassNames {
+  if (value !== 'unique' && value !== 'repeat') throw new InvalidArgumentError(`"${value}" is not unique or repeat.`);
+  return value;
 }
 
 function parseNameOption(command: Command, value: string): string {
@@ -106,7 +114,7 @@ export function tenantCommands(program: Command, ctx: CliContext): void {
 
   tenant
     .command('set')
-    .description("change a tenant's settings: name, verified domains, role mapping, retention")
+    .description("change a tenant's settings: name, verified domains, role mapping, retention, class names")
     .argument('<id>', 'the tenant id', uuidArgument('tenant'))
     .option('--name <name>', 'the organisation name')
     .option('--domain <domain>', 'a verified e-mail domain; the list given replaces the old one (repeat for several)', domainOption)
@@ -114,11 +122,12 @@ export function tenantCommands(program: Command, ctx: CliContext): void {
     .option('--role-map <source=role>', 'map a source value (app role, SDS ObjectType, primaryRole, userType) to student, teacher or staff; the list given replaces the old one', roleMapOption)
     .option('--no-role-map', 'clear the role mapping (the defaults apply)')
     .option('--retention-days <days>', 'days a deleted account is kept before purge', wholeNumber(0, 3650))
+    .option('--class-names <unique|repeat>', 'unique: a second synced class with a name answers 409, as Microsoft expects (the default); repeat: names may repeat across schools (match groups on externalId)', classNamesOption)
     .option('--json', 'print JSON')
     .action(async (id: string, options: SettingOptions & { json?: boolean }, command: Command) => {
       const changes = changesFrom(command, options);
       if (Object.keys(changes).length === 0) {
-        throw usageError(command, 'Nothing to change: give --name, --domain, --no-domains, --role-map, --no-role-map or --retention-days.');
+        throw usageError(command, 'Nothing to change: give --name, --domain, --no-domains, --role-map, --no-role-map, --retention-days or --class-names.');
       }
       await ctx.withDatabase(async ({ db }) => {
         const { tenant: row, changed } = await changeTenantSettings(db, id, changes, CLI);
@@ -126,7 +135,7 @@ export function tenantCommands(program: Command, ctx: CliContext): void {
           ctx.json({ ...tenantSettings(row), changed });
           return;
         }
-        const names: Record<keyof TenantChanges, string> = { name: 'name', verifiedDomains: 'verified domains', roleMapping: 'role mapping', retentionDays: 'retention' };
+        const names: Record<keyof TenantChanges, string> = { name: 'name', verifiedDomains: 'verified domains', roleMapping: 'role mapping', retentionDays: 'retention', classNames: 'class names' };
         ctx.out(`Updated tenant ${row.id}: ${changed.map((c) => names[c]).join(', ')}.`, settingsLines(row));
       });
     });

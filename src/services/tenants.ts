@@ -3,7 +3,7 @@
 // input, writes, and records its audit event; a verified domain belongs to
 // one tenant only.
 import { recordAudit } from '../db/audit.js';
-import type { Db, Role } from '../db/database.js';
+import type { ClassNames, Db, Role } from '../db/database.js';
 import { isUniqueViolation } from '../db/errors.js';
 import {
   connectTenant as connectTenantRow,
@@ -66,18 +66,25 @@ export function parseRetentionDays(value: unknown): number {
   return value;
 }
 
+export function parseClassNames(value: unknown): ClassNames {
+  if (value !== 'unique' && value !== 'repeat') throw new ServiceError('invalid', 'classNames must be "unique" or "repeat".');
+  return value;
+}
+
 export interface TenantChanges {
   name?: string;
   verifiedDomains?: string[];
   roleMapping?: Record<string, Role>;
   retentionDays?: number;
+  /** Whether synced class names are unique in the tenant (Microsoft's SCIM guidance) or repeat across its schools. */
+  classNames?: ClassNames;
 }
 
 export interface NewTenantInput extends TenantChanges {
   name: string;
 }
 
-const TENANT_FIELDS = ['name', 'verifiedDomains', 'roleMapping', 'retentionDays'] as const;
+const TENANT_FIELDS = ['name', 'verifiedDomains', 'roleMapping', 'retentionDays', 'classNames'] as const;
 
 function objectBody(body: unknown): Record<string, unknown> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ServiceError('invalid', 'The body must be a JSON object.');
@@ -86,7 +93,7 @@ function objectBody(body: unknown): Record<string, unknown> {
   return body as Record<string, unknown>;
 }
 
-/** The admin API's body of a tenant change: any of name, verifiedDomains, roleMapping, retentionDays. */
+/** The admin API's body of a tenant change: any of name, verifiedDomains, roleMapping, retentionDays, classNames. */
 export function parseTenantChanges(body: unknown): TenantChanges {
   const fields = objectBody(body);
   const changes: TenantChanges = {
@@ -94,6 +101,7 @@ export function parseTenantChanges(body: unknown): TenantChanges {
     ...(fields.verifiedDomains !== undefined ? { verifiedDomains: parseDomains(fields.verifiedDomains) } : {}),
     ...(fields.roleMapping !== undefined ? { roleMapping: parseRoleMapping(fields.roleMapping) } : {}),
     ...(fields.retentionDays !== undefined ? { retentionDays: parseRetentionDays(fields.retentionDays) } : {}),
+    ...(fields.classNames !== undefined ? { classNames: parseClassNames(fields.classNames) } : {}),
   };
   if (Object.keys(changes).length === 0) throw new ServiceError('invalid', `Nothing to change: give any of ${TENANT_FIELDS.join(', ')}.`);
   return changes;
@@ -133,10 +141,11 @@ export async function createTenant(db: Db, input: NewTenantInput, actor: Actor):
     db.transaction().execute(async (trx) => {
       const created = await createTenantRow(trx, { name: input.name, verifiedDomains: domains });
       const row =
-        input.roleMapping !== undefined || input.retentionDays !== undefined
+        input.roleMapping !== undefined || input.retentionDays !== undefined || input.classNames !== undefined
           ? ((await updateTenantSettings(trx, created.id, {
               ...(input.roleMapping !== undefined ? { roleMapping: input.roleMapping } : {}),
               ...(input.retentionDays !== undefined ? { retentionDays: input.retentionDays } : {}),
+              ...(input.classNames !== undefined ? { classNames: input.classNames } : {}),
             })) ?? created)
           : created;
       await recordAudit(trx, {
@@ -222,6 +231,7 @@ export function tenantSettings(row: TenantRow) {
     verifiedDomains: row.verified_domains,
     roleMapping: row.role_mapping,
     retentionDays: row.retention_days,
+    classNames: row.class_names,
     connected: row.disconnected_at === null,
     disconnectedAt: row.disconnected_at,
     lastRequestAt: row.last_request_at,
