@@ -22,7 +22,7 @@ import { normaliseResource, withManagerRef } from './entra-dialect.js';
 import { patchUserDocument, stripServerAttributes } from './patch.js';
 import { checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { checkStringLengths } from './limits.js';
-import { resolveRole } from './roles.js';
+import { resolveRole } from './rules/roles.js';
 import { addresses, inVerifiedDomain } from './rules/adoption.js';
 import { isActive } from './rules/deprovisioning.js';
 import { PORTAL_SCHEMA, USER_SCHEMA, coerceResource } from './schemas.js';
