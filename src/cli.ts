@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
+import { accountCommands } from './cli/account.js';
 import { adminTokenCommands } from './cli/admin-token.js';
 import { credentialCommands } from './cli/credentials.js';
 import { databaseCommands } from './cli/database.js';
@@ -37,6 +38,7 @@ export function buildCli(io: CliIo): Command {
 
   tenantCommands(program, ctx);
   credentialCommands(program, ctx);
+  accountCommands(program, ctx);
   adminTokenCommands(program, ctx);
   statusCommands(program, ctx);
   databaseCommands(program, ctx);

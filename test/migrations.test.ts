@@ -19,10 +19,11 @@ t.test('migrations go up, down and up again', async (t) => {
   const applied = await migrateToLatest(db);
   t.same(
     applied,
-    ['0001_initial', '0002_admin_credentials', '0003_request_counts', '0004_lookup_indexes', '0005_write_rules', '0006_domain_owner_and_write_counts', '0007_change_feed'],
+    ['0001_initial', '0002_admin_credentials', '0003_request_counts', '0004_lookup_indexes', '0005_write_rules', '0006_domain_owner_and_write_counts', '0007_change_feed', '0010_overrides_and_merges'],
     'every migration is applied in order',
   );
   t.same(await tables(db), [
+    'account_aliases',
     'accounts',
     'admin_credentials',
     'audit_events',
@@ -48,7 +49,7 @@ t.test('migrations go up, down and up again', async (t) => {
   const reverted = await migrateDown(db);
   t.equal(reverted.length, 1, 'migrate down reverts one migration');
   await migrateToLatest(db);
-  t.equal((await tables(db)).length, 14);
+  t.equal((await tables(db)).length, 15);
 });
 
 t.test('instances starting at once apply each migration exactly once', async (t) => {
@@ -75,7 +76,7 @@ t.test('every tenant-owned table is keyed by tenant first', async (t) => {
      ORDER BY c.relname`.execute(db);
   t.same(
     result.rows.map((r) => r.table),
-    ['accounts', 'audit_events', 'change_events', 'class_memberships', 'classes', 'credentials', 'request_counts', 'sync_conflicts'],
+    ['account_aliases', 'accounts', 'audit_events', 'change_events', 'class_memberships', 'classes', 'credentials', 'request_counts', 'sync_conflicts'],
   );
   for (const row of result.rows) t.equal(row.first, 'tenant_id', `${row.table} primary key starts with tenant_id`);
 

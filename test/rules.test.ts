@@ -62,6 +62,8 @@ const account = (over: Partial<AccountRow> = {}): AccountRow => ({
   created_at: new Date(0),
   updated_at: new Date(0),
   deleted_at: null,
+  role_override: null,
+  grade_override: null,
   ...over,
 });
 

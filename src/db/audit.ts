@@ -20,7 +20,9 @@ export type AuditAction =
   | 'disconnect'
   | 'connect'
   | 'settings'
-  | 'credential';
+  | 'credential'
+  | 'override'
+  | 'merge';
 
 export interface AuditEvent {
   tenantId: string;

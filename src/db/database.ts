@@ -58,6 +58,20 @@ export interface AccountsTable {
   created_at: Generated<Date>;
   updated_at: Timestamp;
   deleted_at: NullableTimestamp;
+  /** Set in the portal on a synced account (rule 11): wins over the role sync writes until cleared. */
+  role_override: ColumnType<SyncRoleValue | null, SyncRoleValue | null | undefined, SyncRoleValue | null>;
+  grade_override: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+/** The roles sync may grant and an override may set: never admin. */
+type SyncRoleValue = Exclude<Role, 'admin'>;
+
+/** An id Entra keeps using for an account merged into another (migration 0010). */
+export interface AccountAliasesTable {
+  tenant_id: string;
+  alias_id: string;
+  account_id: string;
+  created_at: Generated<Date>;
 }
 
 export interface ClassesTable {
@@ -154,6 +168,7 @@ export interface Database {
   sync_conflicts: SyncConflictsTable;
   request_counts: RequestCountsTable;
   change_events: ChangeEventsTable;
+  account_aliases: AccountAliasesTable;
 }
 
 export type Db = Kysely<Database>;

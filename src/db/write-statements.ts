@@ -82,10 +82,20 @@ function nothingClaims(p: Params, addressCount: number): RawBuilder<unknown> {
 /** The row still has the version it was planned from; a null version (a plan made without a read) accepts any. */
 const atVersion = (p: Params) => sql`(${p.version}::integer IS NULL OR version = ${p.version}::integer)`;
 
+/**
+ * The accounts member ids name: an id Entra keeps using for an account merged
+ * into another (an alias) names the kept account.
+ */
+const resolved = (p: Params, ids: unknown) => sql`SELECT coalesce(al.account_id, i.id) FROM unnest(${ids}::uuid[]) AS i(id)
+   LEFT JOIN account_aliases al ON al.tenant_id = ${p.tenantId}::uuid AND al.alias_id = i.id`;
+
 /** Rule 5: every member to add is a synced, live user of the tenant; the rows stay share-locked so a concurrent delete waits for this write. */
 const validMembers = (p: Params, ids: unknown) => sql`SELECT id FROM accounts
-   WHERE tenant_id = ${p.tenantId}::uuid AND id = ANY(${ids}::uuid[]) AND managed_by = 'sync' AND ${LIVE_BY_ID}
+   WHERE tenant_id = ${p.tenantId}::uuid AND id IN (${resolved(p, ids)}) AND managed_by = 'sync' AND ${LIVE_BY_ID}
    FOR SHARE`;
+
+/** The guard of rule 5: as many valid members as the ids name accounts (two ids may name one account after a merge). */
+const allMembersValid = (p: Params, ids: unknown) => sql`(SELECT count(*) FROM valid) = (SELECT count(DISTINCT coalesce) FROM (${resolved(p, ids)}) AS r(coalesce))`;
 
 /** Microsoft's unique class names, when the tenant keeps them unique: no other synced class has the name in any case. */
 const nameIsFree = (p: Params) => sql`(NOT ${p.uniqueName}::boolean OR NOT EXISTS (
@@ -240,8 +250,7 @@ function classValueParams(values: ClassValues | undefined): Params {
 /** The membership changes of a class write, after `ok` held: removed, demoted (manual ones keep their row) and added rows, and their count. */
 function memberSteps(p: Params, change: MemberChange['kind'] | 'none'): RawBuilder<unknown> {
   const ok = sql`(SELECT ok FROM checked)`;
-  const removedIds =
-    change === 'replace' ? sql`NOT (account_id = ANY(${p.members}::uuid[]))` : sql`account_id = ANY(${p.remove}::uuid[])`;
+  const removedIds = change === 'replace' ? sql`NOT (account_id IN (${resolved(p, p.members)}))` : sql`account_id IN (${resolved(p, p.remove)})`;
   const removing =
     change === 'none'
       ? sql`removed AS (SELECT NULL::uuid AS account_id WHERE false), demoted AS (SELECT NULL::uuid AS account_id WHERE false)`
@@ -257,7 +266,7 @@ function memberSteps(p: Params, change: MemberChange['kind'] | 'none'): RawBuild
   const addedIds = change === 'replace' ? p.members : p.add;
   return sql`${removing}, added AS (
         INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
-        SELECT ${p.tenantId}::uuid, ${p.id}::uuid, id, true FROM valid WHERE id = ANY(${addedIds}::uuid[]) AND ${ok}
+        SELECT ${p.tenantId}::uuid, ${p.id}::uuid, id, true FROM valid WHERE id IN (${resolved(p, addedIds)}) AND ${ok}
         ON CONFLICT (tenant_id, class_id, account_id) DO UPDATE SET synced = true WHERE NOT class_memberships.synced
         RETURNING account_id
       ), changes AS (
@@ -277,7 +286,7 @@ interface ClassWritten extends ClassRow {
 const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${preparedOn(...CLASS_TABLES)}
     WITH valid AS (${validMembers(p, p.usersExist)}),
     checked AS (
-      SELECT (SELECT count(*) FROM valid) = cardinality(${p.usersExist}::uuid[])
+      SELECT ${allMembersValid(p, p.usersExist)}
          AND (NOT ${p.nothingToAdopt}::boolean OR NOT EXISTS (
                SELECT 1 FROM classes WHERE tenant_id = ${p.tenantId}::uuid AND external_id = ${p.external_id}::text AND managed_by = 'manual'))
          AND ${nameIsFree(p)} AND ${connected(p)} AS ok
@@ -288,7 +297,7 @@ const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${prep
       RETURNING ${CLASS_COLUMNS}
     ), added AS (
       INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
-      SELECT w.tenant_id, w.id, v.id, true FROM written w, valid v WHERE v.id = ANY(${p.add}::uuid[])
+      SELECT w.tenant_id, w.id, v.id, true FROM written w, valid v WHERE v.id IN (${resolved(p, p.add)})
       RETURNING account_id
     ), audited AS (${plannedAudit(p, 'display_name', sql`(SELECT count(*) FROM added)`)})
     SELECT w.*, (SELECT ok FROM checked) AS ok, (SELECT count(*) FROM added) AS changes
@@ -304,7 +313,7 @@ const updateClass = perShape<ClassWritten>((shape) => {
     ), valid AS (${validMembers(p, p.usersExist)}),
     checked AS (
       SELECT EXISTS (SELECT 1 FROM class)
-         AND (SELECT count(*) FROM valid) = cardinality(${p.usersExist}::uuid[])
+         AND ${allMembersValid(p, p.usersExist)}
          AND ${values === 'values' ? nameIsFree(p) : sql`true`} AND ${connected(p)} AS ok
     ), ${memberSteps(p, members)},
     written AS (

@@ -14,6 +14,7 @@ import { isUuid } from '../db/ids.js';
 import { tenantStatus } from '../db/tenant-status.js';
 import { findTenant } from '../db/tenants.js';
 import { ScimError, badRequest, notFound } from '../errors.js';
+import { accountView, changeOverrides, mergeAccounts, parseMerge, parseOverrideChange, showAccount } from '../services/accounts.js';
 import type { Actor } from '../services/actor.js';
 import {
   createOAuthClient,
@@ -175,6 +176,27 @@ export async function adminRoutes(app: FastifyInstance, options: AdminOptions): 
     const result = await revokeCredential(db, credentialId.toLowerCase(), actor(request), { tenantId: id });
     const [view] = credentialViews([result.credential], new Date());
     return { ...view, alreadyRevoked: result.alreadyRevoked };
+  });
+
+  app.get('/accounts/:id', async (request) => {
+    const { id } = request.params as { id: string };
+    return accountView(await showAccount(db, id));
+  });
+
+  app.patch('/accounts/:id/overrides', async (request) => {
+    const { id } = request.params as { id: string };
+    return accountView(await changeOverrides(db, id, parseOverrideChange(request.body), actor(request)));
+  });
+
+  app.delete('/accounts/:id/overrides', async (request) => {
+    const { id } = request.params as { id: string };
+    return accountView(await changeOverrides(db, id, { clear: true }, actor(request)));
+  });
+
+  app.post('/accounts/merge', async (request) => {
+    const { keep, absorb } = parseMerge(request.body);
+    const { kept, absorbedId } = await mergeAccounts(db, keep, absorb, actor(request));
+    return { kept: accountView(kept), absorbedId };
   });
 
   app.get('/tenants/:id/conflicts', async (request) => {

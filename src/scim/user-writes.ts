@@ -72,7 +72,7 @@ export function planUserChange(
   };
 }
 
-/** A delete (rule 7), of the row as read when there is one (If-Match), else of whatever version is live. */
+/** A delete (rule 7) of the account read (the one an alias names, after a merge), at its version; without a read, of whatever version of `id` is live. */
 export function planUserDelete(actor: Actor, id: string, row: AccountResource | undefined): AccountPlan {
-  return { kind: 'delete', tenantId: actor.tenantId, id, guards: { version: row?.version }, events: { audit: userDeleted(actor) } };
+  return { kind: 'delete', tenantId: actor.tenantId, id: row?.id ?? id, guards: { version: row?.version }, events: { audit: userDeleted(actor) } };
 }
