@@ -40,7 +40,6 @@ export async function up(db: Kysely<unknown>): Promise<void> {
      WHERE deleted_at IS NULL`.execute(db);
 
   await sql`CREATE OR REPLACE FUNCTION change_feed_accounts() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE written bigint;
     BEGIN
       IF TG_OP = 'INSERT' THEN
         INSERT INTO change_events (tenant_id, object_type, object_id, action)
@@ -77,8 +76,6 @@ export async function up(db: Kysely<unknown>): Promise<void> {
                ]::text[], NULL)
           FROM new_rows n JOIN old_rows o ON o.tenant_id = n.tenant_id AND o.id = n.id;
       END IF;
-      GET DIAGNOSTICS written = ROW_COUNT;
-      IF written > 0 THEN PERFORM pg_notify('portal_changes', ''); END IF;
       RETURN NULL;
     END $$`.execute(db);
 }
@@ -95,7 +92,6 @@ export async function down(db: Kysely<unknown>): Promise<void> {
   await sql`ALTER TABLE accounts DROP COLUMN role_override, DROP COLUMN grade_override`.execute(db);
   // The feed's function as migration 0007 wrote it.
   await sql`CREATE OR REPLACE FUNCTION change_feed_accounts() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE written bigint;
     BEGIN
       IF TG_OP = 'INSERT' THEN
         INSERT INTO change_events (tenant_id, object_type, object_id, action)
@@ -128,8 +124,6 @@ export async function down(db: Kysely<unknown>): Promise<void> {
                ]::text[], NULL)
           FROM new_rows n JOIN old_rows o ON o.tenant_id = n.tenant_id AND o.id = n.id;
       END IF;
-      GET DIAGNOSTICS written = ROW_COUNT;
-      IF written > 0 THEN PERFORM pg_notify('portal_changes', ''); END IF;
       RETURN NULL;
     END $$`.execute(db);
 }

@@ -11,6 +11,7 @@ import { createAdminAuth } from './auth/admin.js';
 import type { SigningKeys } from './auth/keys.js';
 import type { Config } from './config.js';
 import { observeAudit } from './db/audit.js';
+import { createChangeNotifier } from './db/change-notifier.js';
 import type { Db } from './db/database.js';
 import { createMetrics } from './metrics.js';
 import { healthSettings } from './services/health.js';
@@ -218,9 +219,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       // Per app, like every other state: two apps in one process share nothing.
       const seenAccounts = new SeenAccounts();
       const writeStrategy = options.writeStrategy ?? 'quick';
-      await scim.register(resourceRoutes, { config, db, seenAccounts, writeStrategy, handler: users });
-      await scim.register(resourceRoutes, { config, db, seenAccounts, writeStrategy, handler: groups });
-      await scim.register(rootSearchRoutes, { config, db, seenAccounts, writeStrategy, handlers: [users, groups] });
+      // Wakes the change feed's readers after writes commit (db/change-notifier.ts).
+      const changes = createChangeNotifier(db, (error) => scim.log.warn({ err: error }, 'could not notify the change feed; readers find the changes at their next poll'));
+      scim.addHook('onClose', () => changes.close());
+      const routes = { config, db, seenAccounts, writeStrategy, changes };
+      await scim.register(resourceRoutes, { ...routes, handler: users });
+      await scim.register(resourceRoutes, { ...routes, handler: groups });
+      await scim.register(rootSearchRoutes, { ...routes, handlers: [users, groups] });
     },
     { prefix: '/scim/v2' },
   );

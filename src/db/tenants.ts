@@ -1,5 +1,6 @@
 // Queries on tenants and their settings.
 import { sql, type Selectable } from 'kysely';
+import { notifyChanges } from './change-notifier.js';
 import type { ClassNames, Db, Executor, Role, TenantsTable } from './database.js';
 
 export type TenantRow = Selectable<TenantsTable>;
@@ -104,6 +105,8 @@ export async function disconnectTenant(db: Db, id: string): Promise<{ accounts: 
       .executeTakeFirst();
     // Memberships Entra made become the portal's own, so the classes keep them.
     await trx.updateTable('class_memberships').set({ manual: true, synced: false }).where('tenant_id', '=', id).where('synced', '=', true).execute();
+    // Delivered when the transaction commits.
+    await notifyChanges(trx);
     return {
       accounts: Number(accounts.numUpdatedRows),
       classes: Number(classes.numUpdatedRows),

@@ -53,6 +53,12 @@ export function actorOf(ctx: RequestContext): Actor {
 }
 
 export async function runWrite<P, W>(ctx: RequestContext, write: Write<P, W>): Promise<W> {
+  const written = await writeOnce(ctx, write);
+  ctx.changes.changed();
+  return written;
+}
+
+async function writeOnce<P, W>(ctx: RequestContext, write: Write<P, W>): Promise<W> {
   try {
     if (ctx.writeStrategy === 'quick') {
       for (const quick of write.quick) {

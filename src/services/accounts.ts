@@ -5,6 +5,7 @@
 // and records its audit event.
 import { findAccount, mergeAccountRows, setOverrides, type Overrides } from '../db/account-repairs.js';
 import { recordAudit } from '../db/audit.js';
+import { notifyChanges } from '../db/change-notifier.js';
 import type { AccountRow } from '../db/columns.js';
 import { inTransaction, type Db, type Executor, type Role } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
@@ -67,7 +68,7 @@ export interface OverrideChange extends Overrides {
 export async function changeOverrides(db: Db, id: string, change: OverrideChange, actor: Actor): Promise<AccountRow> {
   const overrides: Overrides = change.clear ? { role: null, grade: null } : { ...(change.role !== undefined ? { role: change.role } : {}), ...(change.grade !== undefined ? { grade: change.grade } : {}) };
   if (overrides.role === undefined && overrides.grade === undefined) throw new ServiceError('invalid', 'Nothing to change: give a role, a grade, or clear the overrides.');
-  return inTransaction(db, async (trx) => {
+  const changed = await inTransaction(db, async (trx) => {
     const before = await syncedAccount(trx, id, true);
     if (before.role === 'admin') throw new ServiceError('conflict', `Account ${before.id} is a portal admin; its role is the portal's, and sync never touches it.`);
     if (before.managed_by !== 'sync') {
@@ -87,6 +88,8 @@ export async function changeOverrides(db: Db, id: string, change: OverrideChange
     });
     return row;
   });
+  await notifyChanges(db);
+  return changed;
 }
 
 export interface Merged {
@@ -138,6 +141,7 @@ export async function mergeAccounts(db: Db, keepId: string, absorbId: string, ac
     });
     return row;
   });
+  await notifyChanges(db);
   return { kept, absorbedId: absorb };
 }
 
