@@ -95,7 +95,7 @@ const validMembers = (p: Params, ids: unknown) => sql`SELECT id FROM accounts
    FOR SHARE`;
 
 /** The guard of rule 5: as many valid members as the ids name accounts (two ids may name one account after a merge). */
-const allMembersValid = (p: Params, ids: unknown) => sql`(SELECT count(*) FROM valid) = (SELECT count(DISTINCT coalesce) FROM (${resolved(p, ids)}) AS r(coalesce))`;
+const allMembersValid = (p: Params, ids: unknown) => sql`(SELECT count(*) FROM valid) = (SELECT count(DISTINCT id) FROM (${resolved(p, ids)}) AS r(id))`;
 
 /** Microsoft's unique class names, when the tenant keeps them unique: no other synced class has the name in any case. */
 const nameIsFree = (p: Params) => sql`(NOT ${p.uniqueName}::boolean OR NOT EXISTS (
