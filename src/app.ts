@@ -171,7 +171,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     cacheSeconds: config.credentialCacheSeconds,
   });
 
-  await app.register(healthRoutes, { db });
+  await app.register(healthRoutes, { db, timeoutMs: config.readinessTimeoutMs });
   await app.register(adminRoutes, { prefix: '/admin', db, adminAuth });
   await app.register(statusRoutes, { config, db, adminAuth });
   await app.register(openapiRoutes);

@@ -26,6 +26,16 @@ export interface Config {
   readonly databasePoolSize: number;
   /** Milliseconds a query may run before it is cancelled and the request answers 503. */
   readonly databaseStatementTimeoutMs: number;
+  /** Milliseconds a statement may wait for a row or table lock before it gives up and the request answers 503. */
+  readonly databaseLockTimeoutMs: number;
+  /**
+   * Milliseconds the server waits for any answer to a query before it gives
+   * up on the connection: the statement timeout lives in PostgreSQL and cannot
+   * fire when the database stops answering altogether.
+   */
+  readonly databaseQueryTimeoutMs: number;
+  /** How long /readyz waits for the database before it answers 503. */
+  readonly readinessTimeoutMs: number;
   readonly bodyLimitBytes: number;
   readonly shutdownTimeoutMs: number;
   /** Lifetime of access tokens issued at /oauth/token. */
@@ -132,6 +142,17 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     }
   }
 
+  const databaseStatementTimeoutMs = integer(env, 'DATABASE_STATEMENT_TIMEOUT_MS', 15000, 100, 600000);
+  const databaseLockTimeoutMs = integer(env, 'DATABASE_LOCK_TIMEOUT_MS', Math.min(5000, Math.floor(databaseStatementTimeoutMs / 3)), 10, 600000);
+  if (databaseLockTimeoutMs >= databaseStatementTimeoutMs) {
+    throw new ConfigError('DATABASE_LOCK_TIMEOUT_MS', `must be less than DATABASE_STATEMENT_TIMEOUT_MS (${databaseStatementTimeoutMs})`);
+  }
+  const databaseQueryTimeoutMs = integer(env, 'DATABASE_QUERY_TIMEOUT_MS', databaseStatementTimeoutMs + 1000, 100, 601000);
+  if (databaseQueryTimeoutMs <= databaseStatementTimeoutMs) {
+    throw new ConfigError('DATABASE_QUERY_TIMEOUT_MS', `must be more than DATABASE_STATEMENT_TIMEOUT_MS (${databaseStatementTimeoutMs})`);
+  }
+  const databasePoolSize = integer(env, 'DATABASE_POOL_SIZE', 10, 1, 200);
+
   return Object.freeze({
     port,
     host,
@@ -144,8 +165,11 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     jwtIssuer: read(env, 'JWT_ISSUER') ?? 'portal-scim',
     jwtAudience: read(env, 'JWT_AUDIENCE') ?? 'portal-scim',
     credentialCacheSeconds: integer(env, 'CREDENTIAL_CACHE_SECONDS', 5, 0, 300),
-    databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 10, 1, 200),
-    databaseStatementTimeoutMs: integer(env, 'DATABASE_STATEMENT_TIMEOUT_MS', 15000, 100, 600000),
+    databasePoolSize,
+    databaseStatementTimeoutMs,
+    databaseLockTimeoutMs,
+    databaseQueryTimeoutMs,
+    readinessTimeoutMs: integer(env, 'READINESS_TIMEOUT_MS', 1000, 50, 60000),
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 1048576, 1024, 67108864),
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10000, 100, 600000),
     oauthTokenSeconds: integer(env, 'OAUTH_TOKEN_SECONDS', 3600, 60, 86400),

@@ -21,9 +21,10 @@ const UNAVAILABLE_MESSAGES = [
   'client has encountered a connection error',
   'cannot use a pool after calling end',
   'client was closed',
+  'query read timeout', // pg's query_timeout: the server did not answer at all
 ];
 
-function isDatabaseUnavailable(error: unknown, depth = 0): boolean {
+export function isDatabaseUnavailable(error: unknown, depth = 0): boolean {
   if (typeof error !== 'object' || error === null || depth > 4) return false;
   const { code, message, cause, errors } = error as {
     code?: unknown;
