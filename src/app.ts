@@ -17,6 +17,7 @@ import { activityPlugin } from './plugins/activity.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { requestCountsPlugin } from './plugins/request-counts.js';
+import { tenantSharePlugin } from './plugins/tenant-share.js';
 import secureJson from 'secure-json-parse';
 import { ScimError, notFound, RETRY_AFTER_SECONDS, unavailable } from './errors.js';
 import { clientError, errorsPlugin, frameworkError, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
@@ -195,6 +196,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         });
       }
       await scim.register(activityPlugin, { db });
+      if (config.tenantConcurrency > 0) {
+        await scim.register(tenantSharePlugin, { concurrency: config.tenantConcurrency, queueTimeoutMs: config.tenantQueueTimeoutMs });
+      }
       scim.addHook('onSend', (_request, reply, payload, done) => {
         if (reply.getHeader('content-type')?.toString().startsWith('application/json')) {
           reply.type(SCIM_CONTENT_TYPE);

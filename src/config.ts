@@ -36,6 +36,10 @@ export interface Config {
   readonly databaseQueryTimeoutMs: number;
   /** How long /readyz waits for the database before it answers 503. */
   readonly readinessTimeoutMs: number;
+  /** SCIM requests of one tenant handled at once per instance, so one tenant cannot hold the whole pool; 0 for no limit. */
+  readonly tenantConcurrency: number;
+  /** How long a request past its tenant's share waits while none of the tenant's requests finishes, before it answers 503. */
+  readonly tenantQueueTimeoutMs: number;
   readonly bodyLimitBytes: number;
   readonly shutdownTimeoutMs: number;
   /** Lifetime of access tokens issued at /oauth/token. */
@@ -152,6 +156,8 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     throw new ConfigError('DATABASE_QUERY_TIMEOUT_MS', `must be more than DATABASE_STATEMENT_TIMEOUT_MS (${databaseStatementTimeoutMs})`);
   }
   const databasePoolSize = integer(env, 'DATABASE_POOL_SIZE', 10, 1, 200);
+  // Three quarters of the pool: a tenant whose requests are stuck leaves the rest to the others.
+  const tenantConcurrency = integer(env, 'TENANT_CONCURRENCY', Math.max(1, Math.floor((databasePoolSize * 3) / 4)), 0, 10000);
 
   return Object.freeze({
     port,
@@ -170,6 +176,8 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     databaseLockTimeoutMs,
     databaseQueryTimeoutMs,
     readinessTimeoutMs: integer(env, 'READINESS_TIMEOUT_MS', 1000, 50, 60000),
+    tenantConcurrency,
+    tenantQueueTimeoutMs: integer(env, 'TENANT_QUEUE_TIMEOUT_MS', 2000, 0, 60000),
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 1048576, 1024, 67108864),
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10000, 100, 600000),
     oauthTokenSeconds: integer(env, 'OAUTH_TOKEN_SECONDS', 3600, 60, 86400),
