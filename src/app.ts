@@ -15,6 +15,7 @@ import type { Db } from './db/database.js';
 import { createMetrics } from './metrics.js';
 import { activityPlugin } from './plugins/activity.js';
 import { authPlugin } from './plugins/auth.js';
+import { connectionLimitsPlugin, limitedServer } from './plugins/connection-limits.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { requestCountsPlugin } from './plugins/request-counts.js';
 import { tenantSharePlugin } from './plugins/tenant-share.js';
@@ -102,7 +103,14 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     clientErrorHandler: clientError,
     trustProxy: config.trustProxy,
     return503OnClosing: true,
+    serverFactory: limitedServer({ requestTimeoutMs: config.requestTimeoutMs }),
   }).withTypeProvider();
+
+  // First of all hooks, so a connection past its limits costs nothing more.
+  await app.register(connectionLimitsPlugin, {
+    connectionOutputLimitBytes: config.connectionOutputLimitBytes,
+    outputLimitBytes: config.outputLimitBytes,
+  });
 
   // The documented surface, for the OpenAPI test: every route but the 405s.
   const routeTable: { method: string; url: string }[] = [];

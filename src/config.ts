@@ -41,6 +41,12 @@ export interface Config {
   /** How long a request past its tenant's share waits while none of the tenant's requests finishes, before it answers 503. */
   readonly tenantQueueTimeoutMs: number;
   readonly bodyLimitBytes: number;
+  /** Time a client has to send a request's headers and body before it is answered 408 and closed. */
+  readonly requestTimeoutMs: number;
+  /** Answers one connection may have waiting to be sent before a connection that keeps asking is closed. */
+  readonly connectionOutputLimitBytes: number;
+  /** The same over all connections together. */
+  readonly outputLimitBytes: number;
   readonly shutdownTimeoutMs: number;
   /** Lifetime of access tokens issued at /oauth/token. */
   readonly oauthTokenSeconds: number;
@@ -158,6 +164,11 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const databasePoolSize = integer(env, 'DATABASE_POOL_SIZE', 10, 1, 200);
   // Three quarters of the pool: a tenant whose requests are stuck leaves the rest to the others.
   const tenantConcurrency = integer(env, 'TENANT_CONCURRENCY', Math.max(1, Math.floor((databasePoolSize * 3) / 4)), 0, 10000);
+  const connectionOutputLimitBytes = integer(env, 'CONNECTION_OUTPUT_LIMIT_BYTES', 1048576, 65536, 1073741824);
+  const outputLimitBytes = integer(env, 'OUTPUT_LIMIT_BYTES', 67108864, 65536, 17179869184);
+  if (outputLimitBytes < connectionOutputLimitBytes) {
+    throw new ConfigError('OUTPUT_LIMIT_BYTES', `must be at least CONNECTION_OUTPUT_LIMIT_BYTES (${connectionOutputLimitBytes})`);
+  }
 
   return Object.freeze({
     port,
@@ -179,6 +190,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     tenantConcurrency,
     tenantQueueTimeoutMs: integer(env, 'TENANT_QUEUE_TIMEOUT_MS', 2000, 0, 60000),
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 1048576, 1024, 67108864),
+    requestTimeoutMs: integer(env, 'REQUEST_TIMEOUT_MS', 30000, 100, 3600000),
+    connectionOutputLimitBytes,
+    outputLimitBytes,
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10000, 100, 600000),
     oauthTokenSeconds: integer(env, 'OAUTH_TOKEN_SECONDS', 3600, 60, 86400),
     rateLimitPerSecond: integer(env, 'RATE_LIMIT_PER_SECOND', 50, 0, 100000),

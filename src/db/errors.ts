@@ -26,12 +26,16 @@ const UNAVAILABLE_MESSAGES = [
 
 export function isDatabaseUnavailable(error: unknown, depth = 0): boolean {
   if (typeof error !== 'object' || error === null || depth > 4) return false;
-  const { code, message, cause, errors } = error as {
+  const { code, message, cause, errors, statusCode } = error as {
     code?: unknown;
     message?: unknown;
     cause?: unknown;
     errors?: unknown;
+    statusCode?: unknown;
   };
+  // An HTTP status on the error marks the request's own failure (a body cut
+  // off by its client is ECONNRESET too), never the database's.
+  if (statusCode !== undefined) return false;
   if (typeof code === 'string') {
     if (UNAVAILABLE_NODE_CODES.has(code) || UNAVAILABLE_SQLSTATES.has(code) || code.startsWith('08')) return true;
   }
