@@ -104,6 +104,8 @@ async function errors(app: FastifyInstance): Promise<void> {
     const scimError = toScimError(error);
     if (scimError) {
       if (scimError.status >= 500) request.log.warn({ err: error }, scimError.detail);
+      // Not the detail: it may quote the request.
+      else request.log.debug({ status: scimError.status, scimType: scimError.scimType }, 'request refused');
       return sendScimError(reply, scimError);
     }
     request.log.error({ err: error }, 'request failed');
