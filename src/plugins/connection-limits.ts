@@ -28,7 +28,8 @@ interface Connection {
   pending: number;
   /** Bytes of answers made but not yet handed to the operating system. */
   unsent: number;
-  closed: boolean;
+  /** No longer counted: its socket closed, or it has nothing in progress. */
+  untracked: boolean;
   readonly onClose: () => void;
 }
 
@@ -51,8 +52,8 @@ async function connectionLimits(app: FastifyInstance, options: ConnectionLimitsO
   let totalUnsent = 0;
 
   function forget(connection: Connection): void {
-    if (connection.closed) return;
-    connection.closed = true;
+    if (connection.untracked) return;
+    connection.untracked = true;
     totalUnsent -= connection.unsent;
     connection.socket.off('close', connection.onClose);
     connections.delete(connection.socket);
@@ -61,7 +62,7 @@ async function connectionLimits(app: FastifyInstance, options: ConnectionLimitsO
   function connectionOf(socket: Socket): Connection {
     let connection = connections.get(socket);
     if (connection === undefined) {
-      const created: Connection = { socket, pending: 0, unsent: 0, closed: false, onClose: () => forget(created) };
+      const created: Connection = { socket, pending: 0, unsent: 0, untracked: false, onClose: () => forget(created) };
       socket.once('close', created.onClose);
       connections.set(socket, created);
       connection = created;
@@ -92,7 +93,7 @@ async function connectionLimits(app: FastifyInstance, options: ConnectionLimitsO
     if (answer.done) return;
     answer.done = true;
     const { connection } = answer;
-    if (connection.closed) return;
+    if (connection.untracked) return;
     connection.pending -= 1;
     connection.unsent -= answer.bytes;
     totalUnsent -= answer.bytes;
@@ -119,7 +120,7 @@ async function connectionLimits(app: FastifyInstance, options: ConnectionLimitsO
 
   app.addHook('onSend', (_request, reply, payload, done) => {
     const answer = answers.get(reply.raw);
-    if (answer !== undefined && !answer.done && !answer.connection.closed) {
+    if (answer !== undefined && !answer.done && !answer.connection.untracked) {
       const bytes = sizeOf(payload);
       answer.bytes += bytes;
       answer.connection.unsent += bytes;
