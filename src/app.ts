@@ -17,8 +17,10 @@ import { createMetrics } from './metrics.js';
 import { healthSettings } from './services/health.js';
 import { activityPlugin } from './plugins/activity.js';
 import { authPlugin } from './plugins/auth.js';
+import { connectionLimitsPlugin, limitedServer } from './plugins/connection-limits.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { requestCountsPlugin } from './plugins/request-counts.js';
+import { tenantSharePlugin } from './plugins/tenant-share.js';
 import secureJson from 'secure-json-parse';
 import { ScimError, notFound, RETRY_AFTER_SECONDS, unavailable } from './errors.js';
 import { clientError, errorsPlugin, frameworkError, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
@@ -108,7 +110,14 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     clientErrorHandler: clientError,
     trustProxy: config.trustProxy,
     return503OnClosing: true,
+    serverFactory: limitedServer({ requestTimeoutMs: config.requestTimeoutMs }),
   }).withTypeProvider();
+
+  // First of all hooks, so a connection past its limits costs nothing more.
+  await app.register(connectionLimitsPlugin, {
+    connectionOutputLimitBytes: config.connectionOutputLimitBytes,
+    outputLimitBytes: config.outputLimitBytes,
+  });
 
   // The documented surface, for the OpenAPI test: every route but the 405s.
   const routeTable: { method: string; url: string }[] = [];
@@ -180,7 +189,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     cacheSeconds: config.credentialCacheSeconds,
   });
 
-  await app.register(healthRoutes, { db });
+  await app.register(healthRoutes, { db, timeoutMs: config.readinessTimeoutMs });
   await app.register(adminRoutes, { prefix: '/admin', config, db, keys, adminAuth });
   await app.register(statusRoutes, { config, db, adminAuth });
   await app.register(openapiRoutes);
@@ -205,6 +214,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         });
       }
       await scim.register(activityPlugin, { db });
+      if (config.tenantConcurrency > 0) {
+        await scim.register(tenantSharePlugin, { concurrency: config.tenantConcurrency, queueTimeoutMs: config.tenantQueueTimeoutMs });
+      }
       scim.addHook('onSend', (_request, reply, payload, done) => {
         if (reply.getHeader('content-type')?.toString().startsWith('application/json')) {
           reply.type(SCIM_CONTENT_TYPE);

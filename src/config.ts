@@ -26,7 +26,27 @@ export interface Config {
   readonly databasePoolSize: number;
   /** Milliseconds a query may run before it is cancelled and the request answers 503. */
   readonly databaseStatementTimeoutMs: number;
+  /** Milliseconds a statement may wait for a row or table lock before it gives up and the request answers 503. */
+  readonly databaseLockTimeoutMs: number;
+  /**
+   * Milliseconds the server waits for any answer to a query before it gives
+   * up on the connection: the statement timeout lives in PostgreSQL and cannot
+   * fire when the database stops answering altogether.
+   */
+  readonly databaseQueryTimeoutMs: number;
+  /** How long /readyz waits for the database before it answers 503. */
+  readonly readinessTimeoutMs: number;
+  /** SCIM requests of one tenant handled at once per instance, so one tenant cannot hold the whole pool; 0 for no limit. */
+  readonly tenantConcurrency: number;
+  /** How long a request past its tenant's share waits while none of the tenant's requests finishes, before it answers 503. */
+  readonly tenantQueueTimeoutMs: number;
   readonly bodyLimitBytes: number;
+  /** Time a client has to send a request's headers and body before it is answered 408 and closed. */
+  readonly requestTimeoutMs: number;
+  /** Answers one connection may have waiting to be sent before a connection that keeps asking is closed. */
+  readonly connectionOutputLimitBytes: number;
+  /** The same over all connections together. */
+  readonly outputLimitBytes: number;
   readonly shutdownTimeoutMs: number;
   /** Lifetime of access tokens issued at /oauth/token. */
   readonly oauthTokenSeconds: number;
@@ -134,6 +154,24 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     }
   }
 
+  const databaseStatementTimeoutMs = integer(env, 'DATABASE_STATEMENT_TIMEOUT_MS', 15000, 100, 600000);
+  const databaseLockTimeoutMs = integer(env, 'DATABASE_LOCK_TIMEOUT_MS', Math.min(5000, Math.floor(databaseStatementTimeoutMs / 3)), 10, 600000);
+  if (databaseLockTimeoutMs >= databaseStatementTimeoutMs) {
+    throw new ConfigError('DATABASE_LOCK_TIMEOUT_MS', `must be less than DATABASE_STATEMENT_TIMEOUT_MS (${databaseStatementTimeoutMs})`);
+  }
+  const databaseQueryTimeoutMs = integer(env, 'DATABASE_QUERY_TIMEOUT_MS', databaseStatementTimeoutMs + 1000, 100, 601000);
+  if (databaseQueryTimeoutMs <= databaseStatementTimeoutMs) {
+    throw new ConfigError('DATABASE_QUERY_TIMEOUT_MS', `must be more than DATABASE_STATEMENT_TIMEOUT_MS (${databaseStatementTimeoutMs})`);
+  }
+  const databasePoolSize = integer(env, 'DATABASE_POOL_SIZE', 10, 1, 200);
+  // Three quarters of the pool: a tenant whose requests are stuck leaves the rest to the others.
+  const tenantConcurrency = integer(env, 'TENANT_CONCURRENCY', Math.max(1, Math.floor((databasePoolSize * 3) / 4)), 0, 10000);
+  const connectionOutputLimitBytes = integer(env, 'CONNECTION_OUTPUT_LIMIT_BYTES', 1048576, 65536, 1073741824);
+  const outputLimitBytes = integer(env, 'OUTPUT_LIMIT_BYTES', 67108864, 65536, 17179869184);
+  if (outputLimitBytes < connectionOutputLimitBytes) {
+    throw new ConfigError('OUTPUT_LIMIT_BYTES', `must be at least CONNECTION_OUTPUT_LIMIT_BYTES (${connectionOutputLimitBytes})`);
+  }
+
   return Object.freeze({
     port,
     host,
@@ -146,9 +184,17 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     jwtIssuer: read(env, 'JWT_ISSUER') ?? 'portal-scim',
     jwtAudience: read(env, 'JWT_AUDIENCE') ?? 'portal-scim',
     credentialCacheSeconds: integer(env, 'CREDENTIAL_CACHE_SECONDS', 5, 0, 300),
-    databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 10, 1, 200),
-    databaseStatementTimeoutMs: integer(env, 'DATABASE_STATEMENT_TIMEOUT_MS', 15000, 100, 600000),
+    databasePoolSize,
+    databaseStatementTimeoutMs,
+    databaseLockTimeoutMs,
+    databaseQueryTimeoutMs,
+    readinessTimeoutMs: integer(env, 'READINESS_TIMEOUT_MS', 1000, 50, 60000),
+    tenantConcurrency,
+    tenantQueueTimeoutMs: integer(env, 'TENANT_QUEUE_TIMEOUT_MS', 2000, 0, 60000),
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 1048576, 1024, 67108864),
+    requestTimeoutMs: integer(env, 'REQUEST_TIMEOUT_MS', 30000, 100, 3600000),
+    connectionOutputLimitBytes,
+    outputLimitBytes,
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10000, 100, 600000),
     oauthTokenSeconds: integer(env, 'OAUTH_TOKEN_SECONDS', 3600, 60, 86400),
     rateLimitPerSecond: integer(env, 'RATE_LIMIT_PER_SECOND', 50, 0, 100000),

@@ -12,7 +12,7 @@ import { openDatabase, type OpenDatabase } from './db/open.js';
 import { purgeDeletedAccounts } from './db/accounts.js';
 import { recordAudit } from './db/audit.js';
 import { countTenants } from './db/tenants.js';
-import { createLogger } from './logger.js';
+import { createLogger, processLogDestination } from './logger.js';
 import { listenMetrics } from './metrics.js';
 
 const PURGE_EVERY_MS = 60 * 60 * 1000;
@@ -28,6 +28,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const database = await openDatabase(config, {
     log: (message) => logger.debug({ component: 'embedded-postgres' }, message),
   });
+  // Connections come and go with load and when a query gets no answer in time (see createDb).
+  const poolState = (): Record<string, number> => ({ connections: database.pool.totalCount, idle: database.pool.idleCount, waiting: database.pool.waitingCount });
+  database.pool.on('connect', () => logger.debug(poolState(), 'database connection opened'));
+  database.pool.on('remove', () => logger.debug(poolState(), 'database connection closed'));
   try {
     if (database.embedded) {
       logger.info({ dataDir: config.dataDir }, database.embedded.owned ? 'embedded PostgreSQL started' : 'embedded PostgreSQL already running; connected to it');
@@ -95,7 +99,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<void> 
     }
     throw error;
   }
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, await processLogDestination());
   let server: RunningServer | undefined;
   // close-with-grace: one handler for SIGINT/SIGTERM and fatal errors, with a
   // deadline after which the process exits anyway.

@@ -47,6 +47,12 @@ export interface AuthOptions {
 }
 
 const CHALLENGE = 'Bearer realm="portal-scim"';
+const BEARER = /^\s*bearer\s+(\S+)\s*$/i;
+
+/** The token of an Authorization header of the Bearer scheme, in any case and spacing (RFC 7235). */
+function bearerToken(header: string | undefined): string | undefined {
+  return header === undefined ? undefined : BEARER.exec(header)?.[1];
+}
 
 function unauthorized(detail: string, error?: 'invalid_token'): ScimError {
   const challenge = error ? `${CHALLENGE}, error="${error}"` : CHALLENGE;
@@ -69,6 +75,8 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
       allowedIss: options.issuer,
       allowedAud: options.audience,
       requiredClaims: ['tid', 'jti', 'iss', 'aud'],
+      // The same reading of the header as the cache's, so a spelling either accepts or refuses.
+      extractToken: (request: FastifyRequest) => bearerToken(request.headers.authorization),
     },
   });
 
@@ -77,34 +85,42 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
   const accepted = new Map<string, { auth: RequestAuth; until: number }>();
   const recordUse = credentialUseRecorder(options.db);
 
-  async function lookup(tenantId: string, credentialId: string): Promise<RequestAuth | null> {
+  /** The credential's row as of its last check, and until when that check stands. */
+  async function lookup(tenantId: string, credentialId: string, log: FastifyBaseLogger): Promise<CacheEntry> {
     const key = `${tenantId}/${credentialId}`;
     const now = Date.now();
     const hit = cache.get(key);
-    if (hit && hit.until > now) return hit.auth;
+    if (hit && hit.until > now) return hit;
+    log.debug('credential checked against the database');
     const row = await findActiveCredential(options.db, tenantId, credentialId);
     const found = row ? { credentialId: row.id, tenant: row.tenant } : null;
+    const entry = { auth: found, until: now + options.cacheSeconds * 1000 };
     if (options.cacheSeconds > 0) {
       if (cache.size > 10_000) cache.clear();
-      cache.set(key, { auth: found, until: now + options.cacheSeconds * 1000 });
+      cache.set(key, entry);
     }
-    return found;
+    return entry;
   }
 
   app.decorateRequest('auth', null);
   app.decorate('authenticate', async (request: FastifyRequest) => {
     const header = request.headers.authorization;
+    // The scheme is case-insensitive (RFC 7235), so the token alone is the
+    // key: "bearer x" and "Bearer x" share one entry and one expiry.
+    const token = bearerToken(header);
     const now = Date.now();
-    const known = header === undefined ? undefined : accepted.get(header);
+    const known = token === undefined ? undefined : accepted.get(token);
     if (known && known.until > now) {
       admit(request, known.auth);
       await recordUse(known.auth, request.log);
       return;
     }
     if (header === undefined || header.trim() === '') {
+      request.log.debug('refused a request without a credential');
       throw unauthorized('Authentication required: send the Secret Token as "Authorization: Bearer <token>".');
     }
-    if (!/^bearer\s+\S+$/i.test(header.trim())) {
+    if (token === undefined) {
+      request.log.debug('refused an Authorization header that is not a bearer token');
       throw unauthorized('The Authorization header must be "Bearer <token>".', 'invalid_token');
     }
     let claims: { tid: string; jti: string; exp?: unknown };
@@ -113,17 +129,25 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
     } catch (error) {
       const code = (error as { code?: string }).code ?? '';
       const expired = code.includes('EXPIRED');
+      request.log.debug({ code }, 'refused a token that does not verify');
       throw unauthorized(expired ? 'The token has expired.' : 'The token is not valid for this server.', 'invalid_token');
     }
     if (!isUuid(claims.tid) || !isUuid(claims.jti)) {
+      request.log.debug('refused a token whose tenant or credential is not an id');
       throw unauthorized('The token is not valid for this server.', 'invalid_token');
     }
-    const found = await lookup(claims.tid, claims.jti);
-    if (!found) throw unauthorized('The token has been revoked or its tenant is disconnected.', 'invalid_token');
+    const checked = await lookup(claims.tid, claims.jti, request.log);
+    const found = checked.auth;
+    if (!found) {
+      request.log.debug({ tenantId: claims.tid, credentialId: claims.jti }, 'refused a revoked credential or one of a disconnected tenant');
+      throw unauthorized('The token has been revoked or its tenant is disconnected.', 'invalid_token');
+    }
     if (options.cacheSeconds > 0) {
+      // Never past the credential check it rests on: a token accepted again
+      // from a check made earlier must not start a new period of its own.
       const expires = typeof claims.exp === 'number' ? claims.exp * 1000 : Infinity;
       if (accepted.size > 10_000) accepted.clear();
-      accepted.set(header, { auth: found, until: Math.min(now + options.cacheSeconds * 1000, expires) });
+      accepted.set(token, { auth: found, until: Math.min(checked.until, expires) });
     }
     admit(request, found);
     await recordUse(found, request.log);

@@ -85,12 +85,16 @@ export function clientError(error: Error & { code?: string }, socket: Socket): v
   const scimError =
     error.code === 'HPE_HEADER_OVERFLOW'
       ? new ScimError(431, undefined, 'The request headers are larger than this server accepts.')
-      : new ScimError(400, 'invalidSyntax', 'The request is not valid HTTP.');
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new ScimError(408, undefined, 'The request took too long to arrive.')
+        : new ScimError(400, 'invalidSyntax', 'The request is not valid HTTP.');
   const body = JSON.stringify(errorBody(scimError));
-  const reason = scimError.status === 431 ? 'Request Header Fields Too Large' : 'Bad Request';
+  const reason = { 408: 'Request Timeout', 431: 'Request Header Fields Too Large' }[scimError.status] ?? 'Bad Request';
+  // Closed once the answer is out, even if the client keeps sending.
   socket.end(
     `HTTP/1.1 ${scimError.status} ${reason}\r\nContent-Type: ${SCIM_CONTENT_TYPE}\r\n` +
       `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    () => socket.destroy(),
   );
 }
 
@@ -104,6 +108,8 @@ async function errors(app: FastifyInstance, options: ErrorsOptions): Promise<voi
     const scimError = toScimError(error);
     if (scimError) {
       if (scimError.status >= 500) request.log.warn({ err: error }, scimError.detail);
+      // Not the detail: it may quote the request.
+      else request.log.debug({ status: scimError.status, scimType: scimError.scimType }, 'request refused');
       return sendScimError(reply, scimError);
     }
     request.log.error({ err: error }, 'request failed');

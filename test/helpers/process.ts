@@ -27,10 +27,17 @@ export async function startServerProcess(env: Record<string, string>): Promise<S
   });
   const lines: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const collect = (chunk: Buffer): void => {
-    lines.push(...chunk.toString().split('\n').filter(Boolean));
+  // Whole lines only: a chunk of a busy process may end in the middle of one.
+  const collector = (): ((chunk: Buffer) => void) => {
+    let rest = '';
+    return (chunk) => {
+      const parts = (rest + chunk.toString()).split('\n');
+      rest = parts.pop() ?? '';
+      lines.push(...parts.filter(Boolean));
+    };
   };
-  child.stderr.on('data', collect);
+  child.stderr.on('data', collector());
+  const collect = collector();
   const url = await new Promise<string>((resolve, reject) => {
     child.stdout.on('data', (chunk: Buffer) => {
       const before = lines.length;
