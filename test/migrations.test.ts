@@ -19,7 +19,7 @@ t.test('migrations go up, down and up again', async (t) => {
   const applied = await migrateToLatest(db);
   t.same(
     applied,
-    ['0001_initial', '0002_admin_credentials', '0003_request_counts', '0004_lookup_indexes', '0005_write_rules', '0006_domain_owner_and_write_counts', '0007_change_feed'],
+    ['0001_initial', '0002_admin_credentials', '0003_request_counts', '0004_lookup_indexes', '0005_write_rules', '0006_domain_owner_and_write_counts', '0007_change_feed', '0009_entra_tenant_binding'],
     'every migration is applied in order',
   );
   t.same(await tables(db), [
