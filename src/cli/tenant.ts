@@ -4,6 +4,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import type { Role } from '../db/database.js';
 import { listTenants, type TenantRow } from '../db/tenants.js';
 import { healthSettings, tenantOverview } from '../services/health.js';
+import { entraCredentialId } from '../auth/entra-token.js';
 import {
   changeTenantSettings,
   connectTenant,
@@ -29,7 +30,7 @@ function settingsLines(row: TenantRow): string {
     ['Entra tenant', row.entra_tenant_id ?? 'not bound (no Microsoft login is linked to an account)'],
     [
       "Entra's own token",
-      row.accept_entra_token ? 'accepted' : 'refused (a Secret Token is needed)',
+      row.accept_entra_token ? `accepted (audit events name it as credential ${entraCredentialId(row.id)})` : 'refused (a Secret Token is needed)',
     ],
     ['State', connectionWord(row.disconnected_at === null)],
   ]);

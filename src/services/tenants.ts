@@ -2,6 +2,7 @@
 // changing its settings, disconnecting and connecting it. Each validates its
 // input, writes, and records its audit event; a verified domain belongs to
 // one tenant only, and so does an Entra tenant (rule 13).
+import { entraCredentialId } from '../auth/entra-token.js';
 import { recordAudit } from '../db/audit.js';
 import type { Db, Role } from '../db/database.js';
 import { isUniqueViolation } from '../db/errors.js';
@@ -296,6 +297,8 @@ export function tenantSettings(row: TenantRow) {
     retentionDays: row.retention_days,
     entraTenantId: row.entra_tenant_id,
     acceptEntraToken: row.accept_entra_token,
+    /** The credential id audit events record for requests made with Entra's own token. */
+    entraTokenCredentialId: row.accept_entra_token ? entraCredentialId(row.id) : null,
     connected: row.disconnected_at === null,
     disconnectedAt: row.disconnected_at,
     lastRequestAt: row.last_request_at,
