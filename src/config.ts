@@ -40,6 +40,8 @@ export interface Config {
   readonly metricsPort: number | undefined;
   /** A tenant that has synced and sent no request for longer than this is "silent". */
   readonly silentAfterMinutes: number;
+  /** Days a change stays in the change feed before the hourly job prunes it. */
+  readonly changeFeedRetentionDays: number;
   /** Where Microsoft publishes the keys that sign Entra's own bearer tokens (a JWKS document). */
   readonly entraJwksUrl: string;
   /** How long a fetch of those keys may take before the request is refused. */
@@ -178,6 +180,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     metricsPort,
     trustProxy: trustProxy(env),
     silentAfterMinutes: integer(env, 'SILENT_AFTER_MINUTES', 120, 5, 43200),
+    changeFeedRetentionDays: integer(env, 'CHANGE_FEED_RETENTION_DAYS', 30, 1, 3650),
     entraJwksUrl: jwksUrl(env),
     entraJwksTimeoutMs: integer(env, 'ENTRA_JWKS_TIMEOUT_MS', 5000, 100, 60000),
     entraJwksCooldownSeconds: integer(env, 'ENTRA_JWKS_COOLDOWN_SECONDS', 30, 0, 3600),
