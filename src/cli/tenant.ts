@@ -27,12 +27,12 @@ function settingsLines(row: TenantRow): string {
     ['Verified domains', row.verified_domains.join(', ') || 'none (no account is adopted by e-mail)'],
     ['Role mapping', mapping.length > 0 ? mapping.map(([source, role]) => `${source} → ${role}`).join(', ') : 'the defaults'],
     ['Retention', `${row.retention_days} days`],
+    ['State', connectionWord(row.disconnected_at === null)],
     ['Entra tenant', row.entra_tenant_id ?? 'not bound (no Microsoft login is linked to an account)'],
     [
       "Entra's own token",
       row.accept_entra_token ? `accepted (audit events name it as credential ${entraCredentialId(row.id)})` : 'refused (a Secret Token is needed)',
     ],
-    ['State', connectionWord(row.disconnected_at === null)],
   ]);
 }
 
