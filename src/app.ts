@@ -187,6 +187,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     issuer: config.jwtIssuer,
     audience: config.jwtAudience,
     cacheSeconds: config.credentialCacheSeconds,
+    entra: { jwksUrl: config.entraJwksUrl, timeoutMs: config.entraJwksTimeoutMs, cooldownSeconds: config.entraJwksCooldownSeconds },
   });
 
   await app.register(healthRoutes, { db, timeoutMs: config.readinessTimeoutMs });

@@ -60,6 +60,14 @@ export interface Config {
   readonly metricsPort: number | undefined;
   /** A tenant that has synced and sent no request for longer than this is "silent". */
   readonly silentAfterMinutes: number;
+  /** Days a change stays in the change feed before the hourly job prunes it. */
+  readonly changeFeedRetentionDays: number;
+  /** Where Microsoft publishes the keys that sign Entra's own bearer tokens (a JWKS document). */
+  readonly entraJwksUrl: string;
+  /** How long a fetch of those keys may take before the request is refused. */
+  readonly entraJwksTimeoutMs: number;
+  /** A token signed with a key not among those fetched fetches them again, at most this often. */
+  readonly entraJwksCooldownSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -111,6 +119,22 @@ function secret(env: Env, name: string): string | undefined {
     throw new ConfigError(name, 'must be at least 32 characters long');
   }
   return value;
+}
+
+/** Microsoft's keys for tokens whose issuer is https://sts.windows.net/<tenant>/ (v1 tokens). */
+export const MICROSOFT_JWKS_URL = 'https://login.microsoftonline.com/common/discovery/keys';
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
+
+/** The key document must come over TLS; plain http only from this machine (a test's key server). */
+function jwksUrl(env: Env): string {
+  const raw = url(env, 'ENTRA_JWKS_URL', ['https:', 'http:']);
+  if (raw === undefined) return MICROSOFT_JWKS_URL;
+  const parsed = new URL(raw);
+  if (parsed.protocol === 'http:' && !LOOPBACK_HOSTS.has(parsed.hostname)) {
+    throw new ConfigError('ENTRA_JWKS_URL', 'must start with https:// (http:// only for a loopback address)');
+  }
+  return raw;
 }
 
 function trustProxy(env: Env): boolean | string {
@@ -202,5 +226,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     metricsPort,
     trustProxy: trustProxy(env),
     silentAfterMinutes: integer(env, 'SILENT_AFTER_MINUTES', 120, 5, 43200),
+    changeFeedRetentionDays: integer(env, 'CHANGE_FEED_RETENTION_DAYS', 30, 1, 3650),
+    entraJwksUrl: jwksUrl(env),
+    entraJwksTimeoutMs: integer(env, 'ENTRA_JWKS_TIMEOUT_MS', 5000, 100, 60000),
+    entraJwksCooldownSeconds: integer(env, 'ENTRA_JWKS_COOLDOWN_SECONDS', 30, 0, 3600),
   });
 }

@@ -19,7 +19,17 @@ t.test('migrations go up, down and up again', async (t) => {
   const applied = await migrateToLatest(db);
   t.same(
     applied,
-    ['0001_initial', '0002_admin_credentials', '0003_request_counts', '0004_lookup_indexes', '0005_write_rules', '0006_domain_owner_and_write_counts', '0007_change_feed', '0010_overrides_and_merges'],
+    [
+      '0001_initial',
+      '0002_admin_credentials',
+      '0003_request_counts',
+      '0004_lookup_indexes',
+      '0005_write_rules',
+      '0006_domain_owner_and_write_counts',
+      '0007_change_feed',
+      '0009_entra_tenant_binding',
+      '0010_overrides_and_merges',
+    ],
     'every migration is applied in order',
   );
   t.same(await tables(db), [

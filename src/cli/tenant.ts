@@ -4,7 +4,17 @@ import { InvalidArgumentError, type Command } from 'commander';
 import type { ClassNames, Role } from '../db/database.js';
 import { listTenants, type TenantRow } from '../db/tenants.js';
 import { healthSettings, tenantOverview } from '../services/health.js';
-import { changeTenantSettings, connectTenant, createTenant, disconnectTenant, parseTenantName, tenantSettings, type TenantChanges } from '../services/tenants.js';
+import { entraCredentialId } from '../auth/entra-token.js';
+import {
+  changeTenantSettings,
+  connectTenant,
+  createTenant,
+  disconnectTenant,
+  parseEntraTenantId,
+  parseTenantName,
+  tenantSettings,
+  type TenantChanges,
+} from '../services/tenants.js';
 import { connectionWord, formatTime } from '../services/words.js';
 import { domainOption, fields, roleMapOption, table, usageError, uuidArgument, wholeNumber, type CliContext } from './shared.js';
 
@@ -19,6 +29,11 @@ function settingsLines(row: TenantRow): string {
     ['Retention', `${row.retention_days} days`],
     ['State', connectionWord(row.disconnected_at === null)],
     ['Class names', row.class_names === 'unique' ? 'unique (a second synced class of a name is refused)' : 'may repeat (match groups on externalId)'],
+    ['Entra tenant', row.entra_tenant_id ?? 'not bound (no Microsoft login is linked to an account)'],
+    [
+      "Entra's own token",
+      row.accept_entra_token ? `accepted (audit events name it as credential ${entraCredentialId(row.id)})` : 'refused (a Secret Token is needed)',
+    ],
   ]);
 }
 
@@ -29,24 +44,37 @@ interface SettingOptions {
   roleMap?: Record<string, Role> | false;
   retentionDays?: number;
   classNames?: ClassNames;
+  entraTenant?: string | false;
+  acceptEntraToken?: boolean;
 }
 
 function changesFrom(command: Command, options: SettingOptions): TenantChanges {
   const name = options.name === undefined ? undefined : parseNameOption(command, options.name);
   const domains = options.domains === false ? [] : options.domain;
   const roleMapping = options.roleMap === false ? {} : options.roleMap;
+  const entraTenantId = options.entraTenant === false ? null : options.entraTenant;
   return {
     ...(name !== undefined ? { name } : {}),
     ...(domains !== undefined ? { verifiedDomains: domains } : {}),
     ...(roleMapping !== undefined ? { roleMapping } : {}),
     ...(options.retentionDays !== undefined ? { retentionDays: options.retentionDays } : {}),
     ...(options.classNames !== undefined ? { classNames: options.classNames } : {}),
+    ...(entraTenantId !== undefined ? { entraTenantId } : {}),
+    ...(options.acceptEntraToken !== undefined ? { acceptEntraToken: options.acceptEntraToken } : {}),
   };
 }
 
 function classNamesOption(value: string): ClassNames {
   if (value !== 'unique' && value !== 'repeat') throw new InvalidArgumentError(`"${value}" is not unique or repeat.`);
   return value;
+}
+
+function entraTenantOption(value: string): string {
+  try {
+    return parseEntraTenantId(value) ?? '';
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
 }
 
 function parseNameOption(command: Command, value: string): string {
@@ -67,6 +95,8 @@ export function tenantCommands(program: Command, ctx: CliContext): void {
     .option('--domain <domain>', 'a verified e-mail domain (repeat for several); a domain belongs to one tenant only', domainOption, [])
     .option('--role-map <source=role>', 'map a source value to student, teacher or staff (repeat for several)', roleMapOption)
     .option('--retention-days <days>', 'days a deleted account is kept before purge (default 30)', wholeNumber(0, 3650))
+    .option('--entra-tenant <tid>', "the organisation's Entra tenant id (rule 13); an Entra tenant belongs to one tenant only", entraTenantOption)
+    .option('--accept-entra-token', "accept the token Entra signs itself when the Secret Token field is empty (needs --entra-tenant)")
     .option('--json', 'print JSON')
     .action(async (options: SettingOptions & { name: string; domain: string[]; json?: boolean }, command: Command) => {
       const changes = changesFrom(command, options);
@@ -114,7 +144,7 @@ export function tenantCommands(program: Command, ctx: CliContext): void {
 
   tenant
     .command('set')
-    .description("change a tenant's settings: name, verified domains, role mapping, retention, class names")
+    .description("change a tenant's settings: name, verified domains, role mapping, retention, class names, Entra tenant, Entra's own token")
     .argument('<id>', 'the tenant id', uuidArgument('tenant'))
     .option('--name <name>', 'the organisation name')
     .option('--domain <domain>', 'a verified e-mail domain; the list given replaces the old one (repeat for several)', domainOption)
@@ -123,11 +153,18 @@ export function tenantCommands(program: Command, ctx: CliContext): void {
     .option('--no-role-map', 'clear the role mapping (the defaults apply)')
     .option('--retention-days <days>', 'days a deleted account is kept before purge', wholeNumber(0, 3650))
     .option('--class-names <unique|repeat>', 'unique: a second synced class with a name answers 409, as Microsoft expects (the default); repeat: names may repeat across schools (match groups on externalId)', classNamesOption)
+    .option('--entra-tenant <tid>', "bind the tenant to its organisation's Entra tenant id (rule 13); an Entra tenant belongs to one tenant only", entraTenantOption)
+    .option('--no-entra-tenant', "remove the binding (no Microsoft login is linked, Entra's own token is refused)")
+    .option('--accept-entra-token', 'accept the token Entra signs itself when the Secret Token field is empty (the tenant must be bound)')
+    .option('--no-accept-entra-token', "refuse Entra's own token again (the default)")
     .option('--json', 'print JSON')
     .action(async (id: string, options: SettingOptions & { json?: boolean }, command: Command) => {
       const changes = changesFrom(command, options);
       if (Object.keys(changes).length === 0) {
-        throw usageError(command, 'Nothing to change: give --name, --domain, --no-domains, --role-map, --no-role-map, --retention-days or --class-names.');
+        throw usageError(
+          command,
+          'Nothing to change: give --name, --domain, --no-domains, --role-map, --no-role-map, --retention-days, --class-names, --entra-tenant, --no-entra-tenant, --accept-entra-token or --no-accept-entra-token.',
+        );
       }
       await ctx.withDatabase(async ({ db }) => {
         const { tenant: row, changed } = await changeTenantSettings(db, id, changes, CLI);
@@ -135,7 +172,15 @@ export function tenantCommands(program: Command, ctx: CliContext): void {
           ctx.json({ ...tenantSettings(row), changed });
           return;
         }
-        const names: Record<keyof TenantChanges, string> = { name: 'name', verifiedDomains: 'verified domains', roleMapping: 'role mapping', retentionDays: 'retention', classNames: 'class names' };
+        const names: Record<keyof TenantChanges, string> = {
+          name: 'name',
+          verifiedDomains: 'verified domains',
+          roleMapping: 'role mapping',
+          retentionDays: 'retention',
+          classNames: 'class names',
+          entraTenantId: 'Entra tenant',
+          acceptEntraToken: "Entra's own token",
+        };
         ctx.out(`Updated tenant ${row.id}: ${changed.map((c) => names[c]).join(', ')}.`, settingsLines(row));
       });
     });

@@ -21,6 +21,10 @@ export interface TenantsTable {
   role_mapping: Json<Record<string, Role>>;
   class_names: ColumnType<ClassNames, ClassNames | undefined, ClassNames>;
   retention_days: ColumnType<number, number | undefined, number>;
+  /** The Entra tenant id (tid) the tenant is bound to (migration 0009); one Entra tenant to one tenant at most. */
+  entra_tenant_id: string | null;
+  /** Whether requests may authenticate with the bearer token Entra signs itself for the bound Entra tenant. */
+  accept_entra_token: ColumnType<boolean, boolean | undefined, boolean>;
   disconnected_at: NullableTimestamp;
   last_request_at: NullableTimestamp;
   created_at: Generated<Date>;

@@ -3,14 +3,17 @@
 // live. Lookups are cached for a few seconds, which bounds how long a revoked
 // credential keeps working on any instance; so is a token that passed both
 // checks, never past its expiry, so Entra's stream of requests with one token
-// is not verified again on each.
+// is not verified again on each. A token Entra signed itself (issuer
+// https://sts.windows.net/<tid>/) is verified by auth/entra-token.ts instead,
+// for the tenant bound to that Entra tenant if it accepts such tokens.
 import fastifyJwt from '@fastify/jwt';
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { credentialUseRecorder } from '../auth/credential-use.js';
+import { claimedEntraTenant, entraCredentialId, entraTokenVerifier, type EntraTokenSettings } from '../auth/entra-token.js';
 import { secretFor, type SigningKeys } from '../auth/keys.js';
 import { TOKEN_ALGORITHM } from '../auth/tokens.js';
-import { findActiveCredential } from '../db/credentials.js';
+import { findActiveCredential, findEntraTokenTenant, type EntraTokenTenant } from '../db/credentials.js';
 import type { TenantSettings } from '../db/tenants.js';
 import type { Db } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
@@ -44,6 +47,8 @@ export interface AuthOptions {
   issuer: string;
   audience: string;
   cacheSeconds: number;
+  /** Where and how Microsoft's signing keys are fetched, for Entra's own token. */
+  entra: EntraTokenSettings;
 }
 
 const CHALLENGE = 'Bearer realm="portal-scim"';
@@ -83,7 +88,10 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
   // Per app, never global: two apps in one process keep their own caches.
   const cache = new Map<string, CacheEntry>();
   const accepted = new Map<string, { auth: RequestAuth; until: number }>();
-  const recordUse = credentialUseRecorder(options.db);
+  const recordCredentialUse = credentialUseRecorder(options.db);
+  // Entra's own token has no credential row whose last use could be written.
+  const entraAuths = new WeakSet<RequestAuth>();
+  const recordUse = (auth: RequestAuth, log: FastifyBaseLogger) => (entraAuths.has(auth) ? undefined : recordCredentialUse(auth, log));
 
   /** The credential's row as of its last check, and until when that check stands. */
   async function lookup(tenantId: string, credentialId: string, log: FastifyBaseLogger): Promise<CacheEntry> {
@@ -100,6 +108,53 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
       cache.set(key, entry);
     }
     return entry;
+  }
+
+  const entra = entraTokenVerifier(options.entra);
+  const entraTenants = new Map<string, { found: EntraTokenTenant | undefined; until: number }>();
+
+  async function lookupEntraTenant(entraTenantId: string): Promise<EntraTokenTenant | undefined> {
+    const now = Date.now();
+    const hit = entraTenants.get(entraTenantId);
+    if (hit && hit.until > now) return hit.found;
+    const found = await findEntraTokenTenant(options.db, entraTenantId);
+    if (options.cacheSeconds > 0) {
+      if (entraTenants.size > 10_000) entraTenants.clear();
+      entraTenants.set(entraTenantId, { found, until: now + options.cacheSeconds * 1000 });
+    }
+    return found;
+  }
+
+  /**
+   * Entra's own token: the tenant bound to its Entra tenant must accept it
+   * (checked first, so no other token makes this server fetch keys), then
+   * Microsoft's signature, the algorithm, issuer, audience and expiry.
+   */
+  async function authenticateEntra(token: string, entraTenantId: string): Promise<{ auth: RequestAuth; expiresAt: number }> {
+    const bound = await lookupEntraTenant(entraTenantId);
+    if (!bound?.accepts) {
+      throw unauthorized(
+        `No tenant of this server accepts the token Entra issues itself for Entra tenant ${entraTenantId}: paste the Secret Token from the portal team into Secret Token.`,
+        'invalid_token',
+      );
+    }
+    if (!bound.connected) throw unauthorized('The token has been revoked or its tenant is disconnected.', 'invalid_token');
+    const verdict = await entra.verify(token, entraTenantId);
+    if (!verdict.ok) {
+      switch (verdict.reason) {
+        case 'expired':
+          throw unauthorized('The token has expired.', 'invalid_token');
+        case 'audience':
+          throw unauthorized("Entra's token was issued for another application: its audience is not the template of non-gallery applications.", 'invalid_token');
+        case 'keys-unavailable':
+          throw unauthorized("Microsoft's signing keys could not be fetched to check Entra's token; Entra retries later.");
+        case 'unverified':
+          throw unauthorized("Entra's token could not be verified with Microsoft's published signing keys.", 'invalid_token');
+      }
+    }
+    const auth = { credentialId: entraCredentialId(bound.tenant.id), tenant: bound.tenant };
+    entraAuths.add(auth);
+    return { auth, expiresAt: verdict.expiresAt };
   }
 
   app.decorateRequest('auth', null);
@@ -122,6 +177,16 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
     if (token === undefined) {
       request.log.debug('refused an Authorization header that is not a bearer token');
       throw unauthorized('The Authorization header must be "Bearer <token>".', 'invalid_token');
+    }
+    const entraTenantId = claimedEntraTenant(token);
+    if (entraTenantId !== undefined) {
+      const { auth: found, expiresAt } = await authenticateEntra(token, entraTenantId);
+      if (options.cacheSeconds > 0) {
+        if (accepted.size > 10_000) accepted.clear();
+        accepted.set(token, { auth: found, until: Math.min(now + options.cacheSeconds * 1000, expiresAt) });
+      }
+      admit(request, found);
+      return;
     }
     let claims: { tid: string; jti: string; exp?: unknown };
     try {
