@@ -27,7 +27,7 @@ import {
   revokeCredential,
 } from '../services/credentials.js';
 import { ServiceError } from '../services/errors.js';
-import { FAILURE_WINDOW_HOURS, recentFailures } from '../services/failures.js';
+import { parseFailureHours, recentFailures } from '../services/failures.js';
 import { healthSettings, tenantOverview, withHealth } from '../services/health.js';
 import { changeTenantSettings, connectTenant, createTenant, disconnectTenant, parseNewTenant, parseTenantChanges, tenantSettings } from '../services/tenants.js';
 
@@ -194,9 +194,7 @@ export async function adminRoutes(app: FastifyInstance, options: AdminOptions): 
 
   app.get('/tenants/:id/failures', async (request) => {
     const id = await tenantParam(request);
-    const { hours: given } = request.query as { hours?: string };
-    const hours = given === undefined ? FAILURE_WINDOW_HOURS : Number(given);
-    if (!Number.isInteger(hours) || hours < 1 || hours > 168) throw badRequest('invalidValue', 'hours must be a whole number from 1 to 168.');
+    const hours = parseFailureHours((request.query as { hours?: unknown }).hours);
     return { hours, failures: await recentFailures(db, id, new Date(), { hours, groups: 50 }) };
   });
 
