@@ -5,7 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
 import underPressure from '@fastify/under-pressure';
 import helmet from 'helmet';
-import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type pg from 'pg';
 import { createAdminAuth } from './auth/admin.js';
 import type { SigningKeys } from './auth/keys.js';
@@ -23,7 +23,7 @@ import { requestCountsPlugin } from './plugins/request-counts.js';
 import { tenantSharePlugin } from './plugins/tenant-share.js';
 import secureJson from 'secure-json-parse';
 import { ScimError, notFound, RETRY_AFTER_SECONDS, unavailable } from './errors.js';
-import { clientError, errorsPlugin, frameworkError, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
+import { clientError, errorsPlugin, frameworkError, RequestLog, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
 import { adminRoutes } from './routes/admin.js';
 import { discoveryRoutes } from './routes/discovery.js';
 import { docsRoutes } from './routes/docs.js';
@@ -100,7 +100,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...(options.logger ? { loggerInstance: options.logger } : { logger: false }),
     bodyLimit: config.bodyLimitBytes,
     requestIdHeader: false,
-    logController: new LogController({ requestIdLogLabel: 'requestId' }),
+    logController: new RequestLog({ requestIdLogLabel: 'requestId' }),
     genReqId: (req) => {
       const given = req.headers['x-request-id'] ?? req.headers['client-request-id'];
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
@@ -192,7 +192,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
 
   await app.register(healthRoutes, { db, timeoutMs: config.readinessTimeoutMs });
   await app.register(adminRoutes, { prefix: '/admin', config, db, keys, adminAuth });
-  await app.register(statusRoutes, { config, db, adminAuth });
+  await app.register(statusRoutes, { config, db, adminAuth, keys });
   await app.register(openapiRoutes);
   await app.register(docsRoutes);
   await app.register(oauthRoutes, { prefix: '/oauth', config, db, keys });

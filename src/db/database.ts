@@ -127,7 +127,15 @@ export interface SyncConflictsTable {
   request_id: string | null;
   detail: string;
   resolved_at: NullableTimestamp;
+  /** Migration 0008: the latest refusal and how many there were while it was open. */
+  last_seen_at: Timestamp;
+  seen_count: ColumnType<number, number | undefined, number>;
+  /** How it closed: the object's write succeeded, or the portal team resolved or dismissed it. */
+  resolution: ConflictResolution | null;
+  note: string | null;
 }
+
+export type ConflictResolution = 'succeeded' | 'resolved' | 'dismissed';
 
 export interface AdminCredentialsTable {
   id: Generated<string>;

@@ -6,7 +6,7 @@
 // the row types, so a column cannot be left out of one statement.
 import type { Selectable } from 'kysely';
 import type { AccountsTable, ClassesTable, JsonObject, Role } from './database.js';
-import type { PlannedAuditEvent } from './audit.js';
+import type { PlannedAuditEvent, PlannedSettle } from './audit.js';
 
 /** The account columns a SCIM write sets. */
 export const ACCOUNT_WRITE_COLUMNS = [
@@ -83,6 +83,8 @@ void classValuesMatch;
 export interface WriteEvents {
   /** Written when the write writes; its object id and reference are the written row's. */
   audit?: PlannedAuditEvent | undefined;
+  /** A user write that succeeds closes the open conflicts of its userName (rule 3's refusals), each with an audit event. */
+  settles?: PlannedSettle | undefined;
 }
 
 /** A delete of an account or a class: of the version read, or (undefined) of whatever version is live. */

@@ -7,7 +7,17 @@
 // shape of plan, compiled once and prepared (see fixedStatement, PREPARED).
 import { sql, type RawBuilder } from 'kysely';
 import { CLASS_COLUMNS, LIVE_BY_ID, RESOURCE_COLUMNS, type AccountResource, type ClassRow } from './columns.js';
-import { auditInsert, auditRecorded, type AuditEvent, type AuditColumns, type PlannedAuditEvent } from './audit.js';
+import {
+  SETTLED_COLUMN,
+  auditInsert,
+  auditRecorded,
+  conflictsSettled,
+  settleConflicts,
+  settleParams,
+  type AuditEvent,
+  type AuditColumns,
+  type PlannedAuditEvent,
+} from './audit.js';
 import { fixedStatement, inTransaction, lockKey, preparedOn, type Executor, type PlannedTable } from './database.js';
 import { isForeignKeyViolation, uniqueViolation } from './errors.js';
 import {
@@ -173,18 +183,21 @@ function accountValueParams(values: AccountValues): Params {
   return { ...values, scim: JSON.stringify(values.scim) };
 }
 
-const createAccount = perShape<AccountResource>((shape) => (p) => sql<AccountResource>`${preparedOn('accounts')}
+/** A create or change also closes the open conflicts of the written userName (audit.ts settleConflicts) and lists them. */
+type AccountWritten = AccountResource & { settled?: string[] | null };
+
+const createAccount = perShape<AccountWritten>((shape) => (p) => sql<AccountWritten>`${preparedOn('accounts')}
     WITH written AS (
       INSERT INTO accounts (tenant_id, id, managed_by, ${columnList(ACCOUNT_WRITE_COLUMNS)})
       SELECT ${p.tenantId}::uuid, ${p.id}::uuid, 'sync', ${valueList(p, ACCOUNT_COLUMN_TYPES, ACCOUNT_WRITE_COLUMNS)}
        WHERE ${nothingClaims(p, Number(shape))} AND ${connected(p)}
       RETURNING tenant_id, ${RESOURCE_COLUMNS}
-    ), audited AS (${plannedAudit(p, 'user_name')})
-    SELECT ${RESOURCE_COLUMNS} FROM written`);
+    ), audited AS (${plannedAudit(p, 'user_name')}), ${settleConflicts(p)}
+    SELECT ${RESOURCE_COLUMNS}, ${SETTLED_COLUMN} FROM written`);
 
-const updateAccount = perShape<AccountResource>((shape) => {
+const updateAccount = perShape<AccountWritten>((shape) => {
   const [count, adopt] = shape.split(' ');
-  return (p) => sql<AccountResource>`${preparedOn('accounts')}
+  return (p) => sql<AccountWritten>`${preparedOn('accounts')}
     WITH written AS (
       UPDATE accounts
          SET ${setList(p, ACCOUNT_COLUMN_TYPES, ACCOUNT_WRITE_COLUMNS)},${adopt === 'adopt' ? sql` managed_by = 'sync',` : sql``}
@@ -193,8 +206,8 @@ const updateAccount = perShape<AccountResource>((shape) => {
          AND managed_by = ${adopt === 'adopt' ? sql`'manual' AND role <> 'admin'` : sql`'sync'`} AND ${atVersion(p)}
          AND ${noAdminHolds(p, Number(count), sql`${p.id}::uuid`)} AND ${connected(p)}
       RETURNING tenant_id, ${RESOURCE_COLUMNS}
-    ), audited AS (${plannedAudit(p, 'user_name')})
-    SELECT ${RESOURCE_COLUMNS} FROM written`;
+    ), audited AS (${plannedAudit(p, 'user_name')}), ${settleConflicts(p)}
+    SELECT ${RESOURCE_COLUMNS}, ${SETTLED_COLUMN} FROM written`;
 });
 
 // The account's memberships go with it: the trigger accounts_leave_classes
@@ -210,8 +223,8 @@ const deleteAccount = perShape<AccountResource>(() => (p) => sql<AccountResource
 
 /** Runs an account plan: the written account, or undefined when a guard failed and nothing was written. */
 export async function executeAccountPlan(db: Executor, plan: AccountPlan): Promise<AccountResource | undefined> {
-  const base = { tenantId: plan.tenantId, id: plan.id, ...auditParams(plan.events.audit) };
-  let row: AccountResource | undefined;
+  const base = { tenantId: plan.tenantId, id: plan.id, ...auditParams(plan.events.audit), ...settleParams(plan.events.settles) };
+  let row: AccountWritten | undefined;
   try {
     switch (plan.kind) {
       case 'create': {
@@ -234,8 +247,11 @@ export async function executeAccountPlan(db: Executor, plan: AccountPlan): Promi
   } catch (error) {
     throw uniqueViolation(error) ?? error;
   }
-  if (row) observed(db, plan.tenantId, plan.events.audit, row.id, row.user_name);
-  return row;
+  if (!row) return undefined;
+  const { settled, ...account } = row;
+  observed(db, plan.tenantId, plan.events.audit, account.id, account.user_name);
+  conflictsSettled(db, plan.tenantId, plan.events.settles, account.id, settled ?? null);
+  return account;
 }
 
 // ---------------------------------------------------------------------------

@@ -1,19 +1,27 @@
 // The status pages for the portal team: every tenant's health, worst first,
-// and a tenant's health, credentials, recent audit events and open
-// conflicts, as server-rendered HTML.
+// and a tenant's health, credentials, recent failures grouped by message,
+// conflicts (which the team can resolve or dismiss there) and audit events,
+// as server-rendered HTML.
 // Browsers cannot send a bearer header, so the sign-in form trades an admin
 // token for a short-lived signed session cookie; the Authorization header
-// works too.
+// works too. A form that changes something carries a token bound to the
+// session (see formToken): SameSite=Strict keeps the cookie off cross-site
+// posts in today's browsers, the token keeps it so wherever that fails.
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { SESSION_SECONDS, bearerToken, type AdminAuth } from '../auth/admin.js';
+import type { SigningKeys } from '../auth/keys.js';
 import type { Config } from '../config.js';
-import { listAuditEvents, listOpenConflicts } from '../db/audit.js';
+import { listAuditEvents, listConflicts } from '../db/audit.js';
 import { tenantStatus } from '../db/tenant-status.js';
 import type { Db } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
 import { countMemberships, listRequestsPerHour } from '../db/request-counts.js';
 import { toScimError } from '../plugins/errors.js';
+import { closeConflictByHand, parseNote } from '../services/conflicts.js';
 import { listTenantCredentials } from '../services/credentials.js';
+import { ServiceError } from '../services/errors.js';
+import { recentFailures } from '../services/failures.js';
 import { healthSettings, tenantOverview, withHealth } from '../services/health.js';
 import { STATUS_CSP, errorPage, overviewPage, signInPage, tenantPage } from './status-view.js';
 
@@ -21,6 +29,36 @@ export interface StatusOptions {
   config: Config;
   db: Db;
   adminAuth: AdminAuth;
+  /** The signing keys: a form token is a MAC of the session under them. */
+  keys: SigningKeys;
+}
+
+/** Who is signed in: the admin credential, and the session cookie when that is how (a bearer header needs no form token). */
+interface SignedIn {
+  credentialId: string;
+  session: string | undefined;
+}
+
+const FORM_TOKEN_CONTEXT = 'portal-scim status form\0';
+
+/**
+ * The token a status page's form carries: an HMAC of the session cookie
+ * under the signing key, so only a page rendered for this session can post
+ * with it, and it ends with the session. No state is kept, so any instance
+ * checks it.
+ */
+export function formToken(secret: string, session: string): string {
+  return createHmac('sha256', secret).update(FORM_TOKEN_CONTEXT).update(session).digest('base64url');
+}
+
+function formTokenMatches(keys: SigningKeys, session: string, given: unknown): boolean {
+  if (typeof given !== 'string') return false;
+  const actual = Buffer.from(given);
+  // Any key a session may be signed with: a page rendered before a key rotation still posts.
+  return [...keys.byKid.values()].some((key) => {
+    const expected = Buffer.from(formToken(key.secret, session));
+    return expected.length === actual.length && timingSafeEqual(expected, actual);
+  });
 }
 
 const COOKIE = 'portal_scim_status';
@@ -28,6 +66,11 @@ const CHALLENGE = 'Bearer realm="portal-scim-admin"';
 const DAY_MS = 24 * 3_600_000;
 /** Where a sign-in may send the browser back to: our own pages only. */
 const NEXT = /^\/status(?:\/tenants\/[0-9a-fA-F-]{36})?$/;
+
+/** A service error's status and message on a page. */
+function serviceStatus(error: ServiceError): { status: number; detail: string } {
+  return { status: error.kind === 'not-found' ? 404 : error.kind === 'invalid' ? 400 : 409, detail: error.message };
+}
 
 function cookieValue(header: string | undefined, name: string): string | undefined {
   for (const part of (header ?? '').split(';')) {
@@ -56,24 +99,30 @@ export async function statusRoutes(app: FastifyInstance, options: StatusOptions)
 
   const sendHtml = (reply: FastifyReply, status: number, body: string) => reply.code(status).type('text/html; charset=utf-8').send(body);
 
-  const signedIn = async (request: FastifyRequest): Promise<boolean> => {
+  const signedIn = async (request: FastifyRequest): Promise<SignedIn | undefined> => {
     const token = bearerToken(request.headers.authorization);
-    if (token !== undefined) return (await adminAuth.checkToken(token)).ok;
+    if (token !== undefined) {
+      const check = await adminAuth.checkToken(token);
+      return check.ok ? { credentialId: check.credentialId, session: undefined } : undefined;
+    }
     const session = cookieValue(request.headers.cookie, COOKIE);
-    return session !== undefined && session !== '' && (await adminAuth.checkSession(session)).ok;
+    if (session === undefined || session === '') return undefined;
+    const check = await adminAuth.checkSession(session);
+    return check.ok ? { credentialId: check.credentialId, session } : undefined;
   };
 
-  /** Answers 401 with the sign-in form when the request is not signed in; true when it is. */
-  const requireSignIn = async (request: FastifyRequest, reply: FastifyReply): Promise<boolean> => {
-    if (await signedIn(request)) return true;
-    const path = request.url.split('?')[0] ?? '';
+  /** Answers 401 with the sign-in form when the request is not signed in, leading back to `back`. */
+  const requireSignIn = async (request: FastifyRequest, reply: FastifyReply, back?: string): Promise<SignedIn | undefined> => {
+    const who = await signedIn(request);
+    if (who) return who;
+    const path = back ?? request.url.split('?')[0] ?? '';
     reply.header('www-authenticate', CHALLENGE);
     await sendHtml(reply, 401, signInPage({ next: NEXT.test(path) ? path : '/status' }));
-    return false;
+    return undefined;
   };
 
   app.setErrorHandler(async (error, request, reply) => {
-    const known = toScimError(error);
+    const known = error instanceof ServiceError ? serviceStatus(error) : toScimError(error);
     const status = known?.status ?? 500;
     if (status >= 500) request.log.warn({ err: error }, 'status page failed');
     const message = status >= 500 ? 'The status could not be read now; try again shortly.' : (known?.detail ?? 'The request could not be served.');
@@ -89,15 +138,18 @@ export async function statusRoutes(app: FastifyInstance, options: StatusOptions)
   });
 
   app.get('/status/tenants/:id', async (request, reply) => {
-    if (!(await requireSignIn(request, reply))) return reply;
+    const who = await requireSignIn(request, reply);
+    if (!who) return reply;
     const { id } = request.params as { id: string };
     await app.flushRequestCounts().catch((error: unknown) => request.log.warn({ err: error }, 'could not store request counts'));
     const now = new Date();
     const status = isUuid(id) ? await tenantStatus(db, id.toLowerCase(), now) : undefined;
     if (!status) return sendHtml(reply, 404, errorPage(404, `No tenant ${id}.`, true));
     const tenant = status.tenantId;
-    const [conflicts, events, memberships, hourly, credentials] = await Promise.all([
-      listOpenConflicts(db, tenant, 100),
+    const [conflicts, closedConflicts, failures, events, memberships, hourly, credentials] = await Promise.all([
+      listConflicts(db, tenant, { state: 'open', limit: 100 }),
+      listConflicts(db, tenant, { state: 'closed', limit: 20 }),
+      recentFailures(db, tenant, now),
       listAuditEvents(db, tenant, { limit: 50 }),
       countMemberships(db, tenant),
       listRequestsPerHour(db, new Date(now.getTime() - DAY_MS), tenant),
@@ -106,8 +158,37 @@ export async function statusRoutes(app: FastifyInstance, options: StatusOptions)
     return sendHtml(
       reply,
       200,
-      tenantPage({ status: { ...status, ...withHealth(status, now, health) }, memberships, conflicts, events: events.events, credentials, hourly, now, health }),
+      tenantPage({
+        status: { ...status, ...withHealth(status, now, health) },
+        memberships,
+        failures,
+        conflicts,
+        closedConflicts,
+        formToken: who.session === undefined ? undefined : formToken(options.keys.current.secret, who.session),
+        events: events.events,
+        credentials,
+        hourly,
+        now,
+        health,
+      }),
     );
+  });
+
+  // Resolve or dismiss a conflict from the tenant page, then back to it.
+  app.post('/status/tenants/:id/conflicts/:conflictId', async (request, reply) => {
+    const { id, conflictId } = request.params as { id: string; conflictId: string };
+    const page = `/status/tenants/${id}`;
+    const who = await requireSignIn(request, reply, page);
+    if (!who) return reply;
+    const form = (request.body ?? {}) as { action?: unknown; note?: unknown; csrf?: unknown };
+    // A bearer header cannot come from another site's form; a cookie can.
+    if (who.session !== undefined && !formTokenMatches(options.keys, who.session, form.csrf)) {
+      return sendHtml(reply, 403, errorPage(403, 'This form did not come from a page of this session (or the session has changed): open the tenant page again and retry.', true));
+    }
+    if (form.action !== 'resolve' && form.action !== 'dismiss') throw new ServiceError('invalid', 'action must be resolve or dismiss.');
+    if (!isUuid(id) || !isUuid(conflictId)) throw new ServiceError('not-found', `No conflict ${conflictId}.`);
+    await closeConflictByHand(db, conflictId.toLowerCase(), form.action, parseNote(form.note), { via: 'status-page', adminCredentialId: who.credentialId }, { tenantId: id.toLowerCase() });
+    return reply.code(303).header('location', `${page}#conflicts`).send();
   });
 
   app.post('/status/session', async (request, reply) => {
