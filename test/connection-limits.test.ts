@@ -83,7 +83,16 @@ t.test('200 connections pipelining 1,000 requests each without reading: closed, 
   const peak = await peakMemoryMiB(pid);
   t.comment(`server resident memory: ${before.toFixed(0)} MiB before, ${peak.toFixed(0)} MiB at most under the attack (ceiling ${CEILING_MIB} MiB)`);
   t.ok(peak < CEILING_MIB, `the server's resident memory stayed under ${CEILING_MIB} MiB (${peak.toFixed(0)} MiB)`);
-  t.equal((await fetch(`${server.url}/openapi.yaml`)).status, 200, 'and it still serves');
+  // Once the flood is handled (a loaded machine may shed load with 503 for a moment), it serves again.
+  let after: number | string = 'no answer';
+  for (let i = 0; i < 60 && after !== 200; i++) {
+    after = await fetch(`${server.url}/openapi.yaml`, { signal: AbortSignal.timeout(5000) }).then(
+      (res) => res.status,
+      (error: unknown) => String(error),
+    );
+    if (after !== 200) await new Promise((r) => setTimeout(r, 500));
+  }
+  t.equal(after, 200, 'and it still serves');
   t.equal(server.child.exitCode, null, 'the server process is still running');
 });
 

@@ -65,7 +65,7 @@ t.test('the audit event of a failed write waits for a free connection instead of
       object_id: userId,
       outcome: 'failure',
       credential_id: credentialId,
-      details: { status: 400 },
+      details: { status: 400, scimType: 'invalidSyntax', detail: 'The request body is not valid JSON.', message: 'The request body is not valid JSON.' },
     })),
     'both failed writes are recorded, in order, once a connection is free',
   );

@@ -117,7 +117,7 @@ t.test('0008 makes the open conflicts of one object one conflict, keeping the fi
   await conflict('2026-11-01T10:30:00Z', 'Pupil2@School.example');
   await conflict('2026-11-01T10:45:00Z', null);
 
-  t.same(await migrateToLatest(db), ['0008_conflict_life_cycle'], 'the upgrade applies 0008');
+  t.same((await migrateToLatest(db)).slice(0, 1), ['0008_conflict_life_cycle'], 'the upgrade applies 0008');
   const rows = await sql<{ object_ref: string | null; at: Date; last_seen_at: Date; seen_count: number; request_id: string; resolution: string | null; note: string | null }>`
     SELECT object_ref, at, last_seen_at, seen_count, request_id, resolution, note FROM sync_conflicts ORDER BY at`.execute(db);
   t.same(
