@@ -45,7 +45,12 @@ async function within<T>(ms: number, promise: Promise<T>): Promise<T | 'timed ou
 }
 
 t.test('200 connections pipelining 1,000 requests each without reading: closed, others answered, memory bounded', async (t) => {
-  const CEILING_MIB = 512;
+  // Unbounded, the queued answers took the server past 580 MB within seconds,
+  // until V8 aborted at npm start's heap limit. Bounded, what remains is the
+  // parse of the chunks already received (Node parses a whole chunk before a
+  // connection can be closed): 210-470 MiB at its highest on a loaded 2-core
+  // machine, varying with how the 200 connections' chunks interleave.
+  const CEILING_MIB = 560;
   const database = await testDatabase(t);
   // npm start's node flags: the same heap limit as in production.
   const server = await startServerProcess({
