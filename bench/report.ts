@@ -84,6 +84,8 @@ export interface Figures {
   full: { row: Row; members: number } | undefined;
   rss: { scim: Rss; reference: Rss };
   scale: { get: Row | undefined; post: Row | undefined };
+  /** The initial sync of two more tenants, with the change feed on and off in alternating turns (measureFeedCost). */
+  feed: { on: Measured; off: Measured; cpu: { on: Cpu; off: Cpu } } | undefined;
 }
 
 /** Judges the run's figures against the targets the README quotes. */
@@ -130,6 +132,16 @@ export function setTargets(report: Report, f: Figures): void {
     `${mb(rss.peak)}, now ${mb(rss.now)} (reference ${mb(referenceRss.peak)}, ${mb(referenceRss.now)})`,
     rss.peak <= 150 * 2 ** 20,
   );
+  if (f.feed) {
+    const { on, off, cpu } = f.feed;
+    const r = on.wallMs / off.wallMs;
+    target(
+      report,
+      'the change feed adds <= 10% to our initial sync (on/off, alternating turns)',
+      `${fmt(on.wallMs / 1000)} s / ${fmt(off.wallMs / 1000)} s = ${fmt(r, 2)}x; CPU per request: server ${ratio(cpu.on.server, cpu.off.server)}, PostgreSQL ${ratio(cpu.on.postgres, cpu.off.postgres)}`,
+      r <= 1.1 && on.errors === 0 && off.errors === 0,
+    );
+  }
   for (const [row, before] of [
     [f.scale.get, f.users.get],
     [f.scale.post, f.users.post],

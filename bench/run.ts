@@ -31,7 +31,7 @@ import { Client } from './driver.js';
 import { createReferenceSchema } from './reference.js';
 import { createReport, fmt, log, mb, printRows, printTargets, setTargets, type Row, type Rss } from './report.js';
 import type { ServerMessage } from './serve.js';
-import { measure, measureInTurns, measureTurns, settle, type Meter } from './settle.js';
+import { measure, measureFeedCost, measureInTurns, measureTurns, settle, type Meter } from './settle.js';
 import {
   DOMAIN,
   addAtSizes,
@@ -85,11 +85,12 @@ const QUICK: typeof FULL = {
 };
 
 /** The command line: the sizes (--quick, then each size's flag) and where --profile writes the server's CPU profile. */
-function parseOptions(): { sizes: Sizes; profile: string | undefined } {
+function parseOptions(): { sizes: Sizes; profile: string | undefined; noFeedCost: boolean } {
   const { values: args } = parseArgs({
     options: {
       quick: { type: 'boolean', default: false },
       profile: { type: 'string' },
+      'no-feed-cost': { type: 'boolean', default: false },
       ...Object.fromEntries(Object.keys(FULL).map((k) => [k, { type: 'string' as const }])),
     },
   });
@@ -123,7 +124,7 @@ function parseOptions(): { sizes: Sizes; profile: string | undefined } {
   if (sizes.growMax + sizes.batch > sizes.users || Math.max(0, ...sizes.largeClasses) > sizes.users || sizes.requests > sizes.users) {
     throw new Error('--users must be at least --grow-max + --batch, every large class, and --requests');
   }
-  return { sizes, profile: args.profile };
+  return { sizes, profile: args.profile, noFeedCost: args['no-feed-cost'] === true };
 }
 
 // ---------------------------------------------------------------- servers
@@ -219,7 +220,7 @@ async function startServerProcess(kind: 'scim' | 'reference', env: NodeJS.Proces
 // ---------------------------------------------------------------- main
 
 async function main(): Promise<void> {
-  const { sizes, profile: profileDir } = parseOptions();
+  const { sizes, profile: profileDir, noFeedCost } = parseOptions();
   const startedAt = performance.now();
   log('compiling the servers');
   await build();
@@ -254,9 +255,14 @@ async function main(): Promise<void> {
     }
     const secret = randomBytes(32).toString('hex');
     const config = loadConfig({ JWT_SECRET: secret });
-    const tenant = await createTenant(db, { name: 'Bench School', verifiedDomains: [DOMAIN] });
-    const credential = await createCredential(db, { tenantId: tenant.id, kind: 'token' });
-    const token = signToken({ keys: signingKeys(secret), issuer: config.jwtIssuer, audience: config.jwtAudience }, { tid: tenant.id, jti: credential.id });
+    const tokenFor = async (name: string, verifiedDomains: string[]) => {
+      const tenant = await createTenant(db, { name, verifiedDomains });
+      const credential = await createCredential(db, { tenantId: tenant.id, kind: 'token' });
+      return signToken({ keys: signingKeys(secret), issuer: config.jwtIssuer, audience: config.jwtAudience }, { tid: tenant.id, jti: credential.id });
+    };
+    const token = await tokenFor('Bench School', [DOMAIN]);
+    // Two more tenants, alike, for what the change feed costs (measureFeedCost).
+    const feedTokens = [await tokenFor('Feed School', []), await tokenFor('No Feed School', [])] as const;
 
     // The per-tenant rate limit is a policy, not a capacity: off, so the
     // benchmark measures what the server can do.
@@ -302,6 +308,20 @@ async function main(): Promise<void> {
     const parts = ['users', 'classes', 'members'].map((part, i) => `${part} ${fmt((scimSync.partsMs[i] ?? 0) / 1000)} s (reference ${fmt((referenceSync.partsMs[i] ?? 0) / 1000)} s)`);
     log(`initial sync parts: ${parts.join(', ')}`);
     log(`server memory after initial sync: ${await scimServer.memory()}`);
+
+    // The change feed's cost: half the initial sync again for two tenants,
+    // one with the feed's triggers on and one with them off, in alternating turns.
+    let feed: Parameters<typeof setTargets>[1]['feed'];
+    if (!noFeedCost) {
+      const half = Math.ceil(sizes.users / 2);
+      const feedSizes: Sizes = { ...sizes, users: half, classes: Math.ceil(sizes.classes / 2), largeClasses: sizes.largeClasses.filter((size) => size <= half) };
+      log(`change feed cost: ${half} users, ${feedSizes.classes} classes and classes of ${feedSizes.largeClasses.join(', ')}, for a tenant with the feed on and one with it off`);
+      const feedClients = feedTokens.map((t) => new Client(`${scimServer.url}/scim/v2`, { authorization: `Bearer ${t}` }));
+      const [onPlan, offPlan] = feedClients.map((client) => initialSyncTurns(scimSide(client), feedSizes));
+      feed = await measureFeedCost(meter, pool, onPlan?.turns ?? [], offPlan?.turns ?? []);
+      for (const client of feedClients) client.close();
+      log(`change feed cost: ${fmt(feed.on.wallMs / 1000)} s on, ${fmt(feed.off.wallMs / 1000)} s off`);
+    }
 
     // (1)-(3), (6): users, on the tenant the sync filled.
     // Both servers first run each user operation --warmup times, uncounted, on
@@ -389,6 +409,7 @@ async function main(): Promise<void> {
       full: full ? { row: full, members: largest } : undefined,
       rss: { scim: rss, reference: referenceRss },
       scale: { get: scaleGet, post: scalePost },
+      feed,
     });
     printRows(report);
     const end = await scimServer.rss();

@@ -138,3 +138,48 @@ export async function settle(sides: readonly { side: Side; cpu: CpuProbe }[], si
   const report = sides.map(({ side }, k) => `${side.label} ${(costs[k] ?? []).map((c) => fmt(c, 0)).join(', ')}`);
   log(`settled in ${fmt((performance.now() - started) / 1000)} s; CPU per lookup (µs): ${report.join('; ')}`);
 }
+
+/** The change feed's triggers (migration 0007), turned off and on between turns of the feed-cost measurement. */
+const FEED_TRIGGERS = ['accounts', 'classes', 'class_memberships'].flatMap((table) => ['insert', 'update', 'delete'].map((event) => [table, `${table}_feed_${event}`] as const));
+
+export async function setFeed(pool: { query: (text: string) => Promise<unknown> }, on: boolean): Promise<void> {
+  for (const [table, trigger] of FEED_TRIGGERS) await pool.query(`ALTER TABLE ${table} ${on ? 'ENABLE' : 'DISABLE'} TRIGGER ${trigger}`);
+}
+
+/**
+ * What the change feed costs the initial sync: the same workload for two
+ * tenants on the one SCIM server, in alternating turns, one tenant's turns
+ * with the feed's triggers on and the other's with them off (who goes first
+ * alternates too). Between turns nothing else runs. Ratio on/off of the summed
+ * wall times and of CPU per request. The feed is on again afterwards.
+ */
+export async function measureFeedCost(
+  meter: Meter,
+  pool: { query: (text: string) => Promise<unknown> },
+  on: readonly (() => Promise<Measured>)[],
+  off: readonly (() => Promise<Measured>)[],
+): Promise<{ on: Measured; off: Measured; cpu: { on: Cpu; off: Cpu } }> {
+  const total = () => ({ measured: { count: 0, errors: 0, wallMs: 0, latencies: [] as number[], failures: [] as string[] } satisfies Measured, cpu: { server: 0, postgres: 0 } });
+  const sides = { on: total(), off: total() };
+  try {
+    for (const [i, turn] of on.entries()) {
+      const order: ('on' | 'off')[] = i % 2 === 0 ? ['on', 'off'] : ['off', 'on'];
+      for (const which of order) {
+        await setFeed(pool, which === 'on');
+        const work = which === 'on' ? turn : (off[i] ?? (() => run(0, 1, async () => [])));
+        const [m, cpu] = await measuredCpu(meter, meter.cpu.scim, work);
+        const side = sides[which];
+        side.measured.count += m.count;
+        side.measured.errors += m.errors;
+        side.measured.wallMs += m.wallMs;
+        side.measured.latencies.push(...m.latencies);
+        side.cpu.server += cpu.server * m.count;
+        side.cpu.postgres += cpu.postgres * m.count;
+      }
+    }
+  } finally {
+    await setFeed(pool, true);
+  }
+  const per = (side: ReturnType<typeof total>): Cpu => ({ server: side.cpu.server / Math.max(1, side.measured.count), postgres: side.cpu.postgres / Math.max(1, side.measured.count) });
+  return { on: sides.on.measured, off: sides.off.measured, cpu: { on: per(sides.on), off: per(sides.off) } };
+}

@@ -11,7 +11,12 @@
 // (pg_snapshot_xmin): those have all ended, and any row written later
 // belongs to a newer transaction, so it sorts after every position already
 // returned. A reader never skips a row; a long transaction delays the feed
-// (but loses nothing) until it ends. Frozen once merged.
+// (but loses nothing) until it ends.
+//
+// The triggers send no NOTIFY: a notifying commit holds a lock that every
+// other notifying commit waits for, through its WAL flush, so Entra's writes
+// would commit one at a time. The server notifies after its writes commit,
+// at most a few times a second (db/change-notifier.ts). Frozen once merged.
 import { type Kysely, sql } from 'kysely';
 
 /** Positions: the transaction id times this, plus a sequence number (unique within it). */
@@ -37,7 +42,6 @@ export async function up(db: Kysely<unknown>): Promise<void> {
 
   // Accounts: the action a change stands for, and the contract's columns it changed.
   await sql`CREATE FUNCTION change_feed_accounts() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE written bigint;
     BEGIN
       IF TG_OP = 'INSERT' THEN
         INSERT INTO change_events (tenant_id, object_type, object_id, action)
@@ -70,13 +74,10 @@ export async function up(db: Kysely<unknown>): Promise<void> {
                ]::text[], NULL)
           FROM new_rows n JOIN old_rows o ON o.tenant_id = n.tenant_id AND o.id = n.id;
       END IF;
-      GET DIAGNOSTICS written = ROW_COUNT;
-      IF written > 0 THEN PERFORM pg_notify('portal_changes', ''); END IF;
       RETURN NULL;
     END $$`.execute(db);
 
   await sql`CREATE FUNCTION change_feed_classes() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE written bigint;
     BEGIN
       IF TG_OP = 'INSERT' THEN
         INSERT INTO change_events (tenant_id, object_type, object_id, action)
@@ -98,14 +99,11 @@ export async function up(db: Kysely<unknown>): Promise<void> {
                ]::text[], NULL)
           FROM new_rows n JOIN old_rows o ON o.tenant_id = n.tenant_id AND o.id = n.id;
       END IF;
-      GET DIAGNOSTICS written = ROW_COUNT;
-      IF written > 0 THEN PERFORM pg_notify('portal_changes', ''); END IF;
       RETURN NULL;
     END $$`.execute(db);
 
   // A membership is named by its class (object_id) and its account (related_id).
   await sql`CREATE FUNCTION change_feed_memberships() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE written bigint;
     BEGIN
       IF TG_OP = 'INSERT' THEN
         INSERT INTO change_events (tenant_id, object_type, object_id, related_id, action)
@@ -122,8 +120,6 @@ export async function up(db: Kysely<unknown>): Promise<void> {
                ]::text[], NULL)
           FROM new_rows n JOIN old_rows o ON o.tenant_id = n.tenant_id AND o.class_id = n.class_id AND o.account_id = n.account_id;
       END IF;
-      GET DIAGNOSTICS written = ROW_COUNT;
-      IF written > 0 THEN PERFORM pg_notify('portal_changes', ''); END IF;
       RETURN NULL;
     END $$`.execute(db);
 

@@ -5,22 +5,25 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
 import underPressure from '@fastify/under-pressure';
 import helmet from 'helmet';
-import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type pg from 'pg';
 import { createAdminAuth } from './auth/admin.js';
 import type { SigningKeys } from './auth/keys.js';
 import type { Config } from './config.js';
 import { observeAudit } from './db/audit.js';
+import { createChangeNotifier } from './db/change-notifier.js';
 import type { Db } from './db/database.js';
 import { createMetrics } from './metrics.js';
 import { healthSettings } from './services/health.js';
 import { activityPlugin } from './plugins/activity.js';
 import { authPlugin } from './plugins/auth.js';
+import { connectionLimitsPlugin, limitedServer } from './plugins/connection-limits.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { requestCountsPlugin } from './plugins/request-counts.js';
+import { tenantSharePlugin } from './plugins/tenant-share.js';
 import secureJson from 'secure-json-parse';
 import { ScimError, notFound, RETRY_AFTER_SECONDS, unavailable } from './errors.js';
-import { clientError, errorsPlugin, frameworkError, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
+import { clientError, errorsPlugin, frameworkError, RequestLog, SCIM_CONTENT_TYPE, sendScimError } from './plugins/errors.js';
 import { adminRoutes } from './routes/admin.js';
 import { discoveryRoutes } from './routes/discovery.js';
 import { docsRoutes } from './routes/docs.js';
@@ -97,7 +100,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...(options.logger ? { loggerInstance: options.logger } : { logger: false }),
     bodyLimit: config.bodyLimitBytes,
     requestIdHeader: false,
-    logController: new LogController({ requestIdLogLabel: 'requestId' }),
+    logController: new RequestLog({ requestIdLogLabel: 'requestId' }),
     genReqId: (req) => {
       const given = req.headers['x-request-id'] ?? req.headers['client-request-id'];
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
@@ -107,7 +110,14 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     clientErrorHandler: clientError,
     trustProxy: config.trustProxy,
     return503OnClosing: true,
+    serverFactory: limitedServer({ requestTimeoutMs: config.requestTimeoutMs }),
   }).withTypeProvider();
+
+  // First of all hooks, so a connection past its limits costs nothing more.
+  await app.register(connectionLimitsPlugin, {
+    connectionOutputLimitBytes: config.connectionOutputLimitBytes,
+    outputLimitBytes: config.outputLimitBytes,
+  });
 
   // The documented surface, for the OpenAPI test: every route but the 405s.
   const routeTable: { method: string; url: string }[] = [];
@@ -177,11 +187,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     issuer: config.jwtIssuer,
     audience: config.jwtAudience,
     cacheSeconds: config.credentialCacheSeconds,
+    entra: { jwksUrl: config.entraJwksUrl, timeoutMs: config.entraJwksTimeoutMs, cooldownSeconds: config.entraJwksCooldownSeconds },
   });
 
-  await app.register(healthRoutes, { db });
+  await app.register(healthRoutes, { db, timeoutMs: config.readinessTimeoutMs });
   await app.register(adminRoutes, { prefix: '/admin', config, db, keys, adminAuth });
-  await app.register(statusRoutes, { config, db, adminAuth });
+  await app.register(statusRoutes, { config, db, adminAuth, keys });
   await app.register(openapiRoutes);
   await app.register(docsRoutes);
   await app.register(oauthRoutes, { prefix: '/oauth', config, db, keys });
@@ -204,6 +215,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         });
       }
       await scim.register(activityPlugin, { db });
+      if (config.tenantConcurrency > 0) {
+        await scim.register(tenantSharePlugin, { concurrency: config.tenantConcurrency, queueTimeoutMs: config.tenantQueueTimeoutMs });
+      }
       scim.addHook('onSend', (_request, reply, payload, done) => {
         if (reply.getHeader('content-type')?.toString().startsWith('application/json')) {
           reply.type(SCIM_CONTENT_TYPE);
@@ -218,9 +232,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       // Per app, like every other state: two apps in one process share nothing.
       const seenAccounts = new SeenAccounts();
       const writeStrategy = options.writeStrategy ?? 'quick';
-      await scim.register(resourceRoutes, { config, db, seenAccounts, writeStrategy, handler: users });
-      await scim.register(resourceRoutes, { config, db, seenAccounts, writeStrategy, handler: groups });
-      await scim.register(rootSearchRoutes, { config, db, seenAccounts, writeStrategy, handlers: [users, groups] });
+      // Wakes the change feed's readers after writes commit (db/change-notifier.ts).
+      const changes = createChangeNotifier(db, (error) => scim.log.warn({ err: error }, 'could not notify the change feed; readers find the changes at their next poll'));
+      scim.addHook('onClose', () => changes.close());
+      const routes = { config, db, seenAccounts, writeStrategy, changes };
+      await scim.register(resourceRoutes, { ...routes, handler: users });
+      await scim.register(resourceRoutes, { ...routes, handler: groups });
+      await scim.register(rootSearchRoutes, { ...routes, handlers: [users, groups] });
     },
     { prefix: '/scim/v2' },
   );

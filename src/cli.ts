@@ -1,5 +1,5 @@
 // The admin command line, portal-scim: tenants, credentials, status,
-// migrations and the server itself. Works against DATABASE_URL or the
+// conflicts, migrations and the server itself. Works against DATABASE_URL or the
 // embedded database in the data directory, whether or not the server is
 // running. Each command group lives in src/cli/; the operations they run are
 // the services the admin API calls too.
@@ -7,7 +7,9 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
+import { accountCommands } from './cli/account.js';
 import { adminTokenCommands } from './cli/admin-token.js';
+import { conflictCommands } from './cli/conflicts.js';
 import { credentialCommands } from './cli/credentials.js';
 import { databaseCommands } from './cli/database.js';
 import { previewCommands } from './cli/preview.js';
@@ -38,9 +40,11 @@ export function buildCli(io: CliIo): Command {
 
   tenantCommands(program, ctx);
   credentialCommands(program, ctx);
+  accountCommands(program, ctx);
   adminTokenCommands(program, ctx);
   statusCommands(program, ctx);
   previewCommands(program, ctx);
+  conflictCommands(program, ctx);
   databaseCommands(program, ctx);
 
   // A command used wrongly prints the line that is wrong and where its help

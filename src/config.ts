@@ -26,7 +26,27 @@ export interface Config {
   readonly databasePoolSize: number;
   /** Milliseconds a query may run before it is cancelled and the request answers 503. */
   readonly databaseStatementTimeoutMs: number;
+  /** Milliseconds a statement may wait for a row or table lock before it gives up and the request answers 503. */
+  readonly databaseLockTimeoutMs: number;
+  /**
+   * Milliseconds the server waits for any answer to a query before it gives
+   * up on the connection: the statement timeout lives in PostgreSQL and cannot
+   * fire when the database stops answering altogether.
+   */
+  readonly databaseQueryTimeoutMs: number;
+  /** How long /readyz waits for the database before it answers 503. */
+  readonly readinessTimeoutMs: number;
+  /** SCIM requests of one tenant handled at once per instance, so one tenant cannot hold the whole pool; 0 for no limit. */
+  readonly tenantConcurrency: number;
+  /** How long a request past its tenant's share waits while none of the tenant's requests finishes, before it answers 503. */
+  readonly tenantQueueTimeoutMs: number;
   readonly bodyLimitBytes: number;
+  /** Time a client has to send a request's headers and body before it is answered 408 and closed. */
+  readonly requestTimeoutMs: number;
+  /** Answers one connection may have waiting to be sent before a connection that keeps asking is closed. */
+  readonly connectionOutputLimitBytes: number;
+  /** The same over all connections together. */
+  readonly outputLimitBytes: number;
   readonly shutdownTimeoutMs: number;
   /** Lifetime of access tokens issued at /oauth/token. */
   readonly oauthTokenSeconds: number;
@@ -40,6 +60,14 @@ export interface Config {
   readonly metricsPort: number | undefined;
   /** A tenant that has synced and sent no request for longer than this is "silent". */
   readonly silentAfterMinutes: number;
+  /** Days a change stays in the change feed before the hourly job prunes it. */
+  readonly changeFeedRetentionDays: number;
+  /** Where Microsoft publishes the keys that sign Entra's own bearer tokens (a JWKS document). */
+  readonly entraJwksUrl: string;
+  /** How long a fetch of those keys may take before the request is refused. */
+  readonly entraJwksTimeoutMs: number;
+  /** A token signed with a key not among those fetched fetches them again, at most this often. */
+  readonly entraJwksCooldownSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -93,6 +121,22 @@ function secret(env: Env, name: string): string | undefined {
   return value;
 }
 
+/** Microsoft's keys for tokens whose issuer is https://sts.windows.net/<tenant>/ (v1 tokens). */
+export const MICROSOFT_JWKS_URL = 'https://login.microsoftonline.com/common/discovery/keys';
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
+
+/** The key document must come over TLS; plain http only from this machine (a test's key server). */
+function jwksUrl(env: Env): string {
+  const raw = url(env, 'ENTRA_JWKS_URL', ['https:', 'http:']);
+  if (raw === undefined) return MICROSOFT_JWKS_URL;
+  const parsed = new URL(raw);
+  if (parsed.protocol === 'http:' && !LOOPBACK_HOSTS.has(parsed.hostname)) {
+    throw new ConfigError('ENTRA_JWKS_URL', 'must start with https:// (http:// only for a loopback address)');
+  }
+  return raw;
+}
+
 function trustProxy(env: Env): boolean | string {
   const raw = read(env, 'TRUST_PROXY');
   if (raw === undefined || raw.toLowerCase() === 'false') return false;
@@ -134,6 +178,24 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     }
   }
 
+  const databaseStatementTimeoutMs = integer(env, 'DATABASE_STATEMENT_TIMEOUT_MS', 15000, 100, 600000);
+  const databaseLockTimeoutMs = integer(env, 'DATABASE_LOCK_TIMEOUT_MS', Math.min(5000, Math.floor(databaseStatementTimeoutMs / 3)), 10, 600000);
+  if (databaseLockTimeoutMs >= databaseStatementTimeoutMs) {
+    throw new ConfigError('DATABASE_LOCK_TIMEOUT_MS', `must be less than DATABASE_STATEMENT_TIMEOUT_MS (${databaseStatementTimeoutMs})`);
+  }
+  const databaseQueryTimeoutMs = integer(env, 'DATABASE_QUERY_TIMEOUT_MS', databaseStatementTimeoutMs + 1000, 100, 601000);
+  if (databaseQueryTimeoutMs <= databaseStatementTimeoutMs) {
+    throw new ConfigError('DATABASE_QUERY_TIMEOUT_MS', `must be more than DATABASE_STATEMENT_TIMEOUT_MS (${databaseStatementTimeoutMs})`);
+  }
+  const databasePoolSize = integer(env, 'DATABASE_POOL_SIZE', 10, 1, 200);
+  // Three quarters of the pool: a tenant whose requests are stuck leaves the rest to the others.
+  const tenantConcurrency = integer(env, 'TENANT_CONCURRENCY', Math.max(1, Math.floor((databasePoolSize * 3) / 4)), 0, 10000);
+  const connectionOutputLimitBytes = integer(env, 'CONNECTION_OUTPUT_LIMIT_BYTES', 1048576, 65536, 1073741824);
+  const outputLimitBytes = integer(env, 'OUTPUT_LIMIT_BYTES', 67108864, 65536, 17179869184);
+  if (outputLimitBytes < connectionOutputLimitBytes) {
+    throw new ConfigError('OUTPUT_LIMIT_BYTES', `must be at least CONNECTION_OUTPUT_LIMIT_BYTES (${connectionOutputLimitBytes})`);
+  }
+
   return Object.freeze({
     port,
     host,
@@ -146,9 +208,17 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     jwtIssuer: read(env, 'JWT_ISSUER') ?? 'portal-scim',
     jwtAudience: read(env, 'JWT_AUDIENCE') ?? 'portal-scim',
     credentialCacheSeconds: integer(env, 'CREDENTIAL_CACHE_SECONDS', 5, 0, 300),
-    databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 10, 1, 200),
-    databaseStatementTimeoutMs: integer(env, 'DATABASE_STATEMENT_TIMEOUT_MS', 15000, 100, 600000),
+    databasePoolSize,
+    databaseStatementTimeoutMs,
+    databaseLockTimeoutMs,
+    databaseQueryTimeoutMs,
+    readinessTimeoutMs: integer(env, 'READINESS_TIMEOUT_MS', 1000, 50, 60000),
+    tenantConcurrency,
+    tenantQueueTimeoutMs: integer(env, 'TENANT_QUEUE_TIMEOUT_MS', 2000, 0, 60000),
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 1048576, 1024, 67108864),
+    requestTimeoutMs: integer(env, 'REQUEST_TIMEOUT_MS', 30000, 100, 3600000),
+    connectionOutputLimitBytes,
+    outputLimitBytes,
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10000, 100, 600000),
     oauthTokenSeconds: integer(env, 'OAUTH_TOKEN_SECONDS', 3600, 60, 86400),
     rateLimitPerSecond: integer(env, 'RATE_LIMIT_PER_SECOND', 50, 0, 100000),
@@ -156,5 +226,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     metricsPort,
     trustProxy: trustProxy(env),
     silentAfterMinutes: integer(env, 'SILENT_AFTER_MINUTES', 120, 5, 43200),
+    changeFeedRetentionDays: integer(env, 'CHANGE_FEED_RETENTION_DAYS', 30, 1, 3650),
+    entraJwksUrl: jwksUrl(env),
+    entraJwksTimeoutMs: integer(env, 'ENTRA_JWKS_TIMEOUT_MS', 5000, 100, 60000),
+    entraJwksCooldownSeconds: integer(env, 'ENTRA_JWKS_COOLDOWN_SECONDS', 30, 0, 3600),
   });
 }

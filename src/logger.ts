@@ -1,5 +1,6 @@
-// The pino logger: JSON lines with request id and tenant id; credentials,
-// secrets and query values (user names, e-mails in filters) never written.
+// The pino logger: JSON lines with request id and tenant id (readable lines
+// when the output is a terminal); credentials, secrets and query values (user
+// names, e-mails in filters) never written.
 import { pino, type Logger, type DestinationStream } from 'pino';
 import type { LogLevel } from './config.js';
 
@@ -53,4 +54,23 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
     },
     destination,
   );
+}
+
+/**
+ * Where the process logs: readable lines (pino-pretty) when standard output
+ * is a terminal, a person reading them as they come; otherwise undefined,
+ * pino's JSON lines on standard output, for whatever collects them. The
+ * lines are made from the same redacted records either way.
+ */
+export async function processLogDestination(output: NodeJS.WritableStream & { isTTY?: boolean } = process.stdout): Promise<DestinationStream | undefined> {
+  if (output.isTTY !== true) return undefined;
+  const { default: pretty } = await import('pino-pretty');
+  return pretty({
+    destination: output,
+    sync: true,
+    colorize: true,
+    singleLine: true,
+    translateTime: 'SYS:HH:MM:ss.l',
+    ignore: 'hostname',
+  });
 }

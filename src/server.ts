@@ -10,12 +10,14 @@ import { ConfigError, loadConfig, type Config } from './config.js';
 import { migrateToLatest } from './db/migrate.js';
 import { openDatabase, type OpenDatabase } from './db/open.js';
 import { purgeDeletedAccounts } from './db/accounts.js';
+import { pruneChangeEvents } from './db/change-feed.js';
+import type { Db } from './db/database.js';
 import { recordAudit } from './db/audit.js';
 import { countTenants } from './db/tenants.js';
-import { createLogger } from './logger.js';
+import { createLogger, processLogDestination } from './logger.js';
 import { listenMetrics } from './metrics.js';
 
-const PURGE_EVERY_MS = 60 * 60 * 1000;
+const HOURLY_JOB_EVERY_MS = 60 * 60 * 1000;
 
 export interface RunningServer {
   app: FastifyInstance;
@@ -28,6 +30,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const database = await openDatabase(config, {
     log: (message) => logger.debug({ component: 'embedded-postgres' }, message),
   });
+  // Connections come and go with load and when a query gets no answer in time (see createDb).
+  const poolState = (): Record<string, number> => ({ connections: database.pool.totalCount, idle: database.pool.idleCount, waiting: database.pool.waitingCount });
+  database.pool.on('connect', () => logger.debug(poolState(), 'database connection opened'));
+  database.pool.on('remove', () => logger.debug(poolState(), 'database connection closed'));
   try {
     if (database.embedded) {
       logger.info({ dataDir: config.dataDir }, database.embedded.owned ? 'embedded PostgreSQL started' : 'embedded PostgreSQL already running; connected to it');
@@ -53,24 +59,14 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           'then npx portal-scim token issue --tenant <tenant id>',
       );
     }
-    // Rule 7: deleted accounts leave the database after their tenant's retention period.
-    const purge = setInterval(() => {
-      purgeDeletedAccounts(database.db)
-        .then(async (purged) => {
-          for (const [tenantId, count] of purged) {
-            await recordAudit(database.db, { tenantId, action: 'purge', objectType: 'tenant', objectId: tenantId, outcome: 'success', details: { accounts: count } });
-            logger.info({ tenantId, accounts: count }, 'purged deleted accounts');
-          }
-        })
-        .catch((error: unknown) => logger.warn({ err: error }, 'purge failed; it runs again in an hour'));
-    }, PURGE_EVERY_MS);
-    purge.unref();
+    const hourly = setInterval(() => void runHourlyJob(database.db, config, logger), HOURLY_JOB_EVERY_MS);
+    hourly.unref();
     return {
       app,
       database,
       url,
       async close() {
-        clearInterval(purge);
+        clearInterval(hourly);
         metricsServer?.closeAllConnections();
         await new Promise((resolve) => (metricsServer ? metricsServer.close(resolve) : resolve(undefined)));
         await app.close();
@@ -80,6 +76,30 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   } catch (error) {
     await database.close();
     throw error;
+  }
+}
+
+/**
+ * The hourly upkeep every instance runs: deleted accounts leave the database
+ * after their tenant's retention period (rule 7), then changes older than
+ * CHANGE_FEED_RETENTION_DAYS leave the change feed. Both are safe on several
+ * instances at once. A failure is logged and waits for the next hour.
+ */
+export async function runHourlyJob(db: Db, config: Config, logger: Logger): Promise<void> {
+  try {
+    const purged = await purgeDeletedAccounts(db);
+    for (const [tenantId, count] of purged) {
+      await recordAudit(db, { tenantId, action: 'purge', objectType: 'tenant', objectId: tenantId, outcome: 'success', details: { accounts: count } });
+      logger.info({ tenantId, accounts: count }, 'purged deleted accounts');
+    }
+  } catch (error) {
+    logger.warn({ err: error }, 'purge failed; it runs again in an hour');
+  }
+  try {
+    const pruned = await pruneChangeEvents(db, config.changeFeedRetentionDays);
+    if (pruned > 0) logger.info({ changes: pruned, retentionDays: config.changeFeedRetentionDays }, 'pruned the change feed');
+  } catch (error) {
+    logger.warn({ err: error }, 'pruning the change feed failed; it runs again in an hour');
   }
 }
 
@@ -95,7 +115,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<void> 
     }
     throw error;
   }
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, await processLogDestination());
   let server: RunningServer | undefined;
   // close-with-grace: one handler for SIGINT/SIGTERM and fatal errors, with a
   // deadline after which the process exits anyway.

@@ -4,7 +4,7 @@
 // commits after one with a larger position has been read.
 import pg from 'pg';
 import { sql } from 'kysely';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type { Db } from '../src/db/database.js';
 import { disconnectTenant } from '../src/db/tenants.js';
 import { testApp } from './helpers/app.js';
@@ -218,4 +218,40 @@ t.test('many concurrent writers and a reader polling meanwhile: the reader gets 
   t.equal(committed, WRITERS * TRANSACTIONS - rolledBack);
   t.equal(written.rows.length, committed * 2, 'the committed changes, and none of the rolled-back ones, are in the feed');
   t.same(read.map((c) => c.position), written.rows.map((r) => r.position), 'the reader read every change once, in position order');
+});
+
+async function listen(t: Test, url: string): Promise<() => Promise<number>> {
+  const listener = new pg.Client({ connectionString: url });
+  await listener.connect();
+  t.teardown(() => listener.end());
+  let heard = 0;
+  listener.on('notification', (n) => {
+    if (n.channel === 'portal_changes') heard++;
+  });
+  await listener.query('LISTEN portal_changes');
+  // Resolves with how many notifications came once at least one has, or 0 after a generous wait.
+  return async () => {
+    const deadline = Date.now() + 10_000;
+    while (heard === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    return heard;
+  };
+}
+
+t.test('LISTEN portal_changes wakes a reader after SCIM writes commit', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const woken = await listen(t, env.database.url);
+  const created = await Promise.all([1, 2, 3, 4].map((n) => scim('POST', '/Users', entraUser(n))));
+  t.same(created.map((r) => r.statusCode), [201, 201, 201, 201]);
+  const heard = await woken();
+  t.ok(heard >= 1 && heard <= 4, `the writes woke the reader (${heard} notifications for 4 writes)`);
+  const changes = await follow(env.db, env.tenant.id, (c) => c.length >= 4);
+  t.equal(changes.length, 4, 'and the feed has the four creates');
+});
+
+t.test('LISTEN portal_changes wakes a reader after a disconnect', async (t) => {
+  const env = await testApp(t);
+  const woken = await listen(t, env.database.url);
+  await disconnectTenant(env.db, env.tenant.id);
+  t.equal(await woken(), 1);
 });

@@ -6,7 +6,10 @@
 import { sql } from 'kysely';
 import t from 'tap';
 import { migrateDown, migrateToLatest } from '../src/db/migrate.js';
-import { testApp } from './helpers/app.js';
+import { signAdminToken } from '../src/auth/tokens.js';
+import { runCli } from '../src/cli.js';
+import { createAdminCredential } from '../src/db/admin-credentials.js';
+import { testApp, testEnv } from './helpers/app.js';
 import { testDatabase } from './helpers/database.js';
 import { GROUP, client, patch } from './helpers/scim.js';
 
@@ -54,13 +57,42 @@ t.test('manual classes never count, and a tenant that repeats class names allows
   await env.db.insertInto('classes').values({ tenant_id: env.tenant.id, display_name: 'Class 7A', scim: '{}' }).execute();
   t.equal((await scim('POST', '/Groups', group('Class 7A', 'g-1'))).statusCode, 201, 'a manual class of that name is no conflict');
 
-  await sql`UPDATE tenants SET class_names = 'repeat' WHERE id = ${env.tenant.id}::uuid`.execute(env.db);
+  const out: string[] = [];
+  const set = await runCli(['tenant', 'set', env.tenant.id, '--class-names', 'repeat'], { out: (line) => out.push(line), err: (line) => out.push(line), env: testEnv({ DATABASE_URL: env.database.url }) });
+  t.equal(set.valueOf(), 0, out.join('\n'));
+  t.match(out.join('\n'), /Updated tenant .*: class names\.[\s\S]*Class names: +may repeat/);
+  t.equal((await env.db.selectFrom('tenants').select('class_names').where('id', '=', env.tenant.id).executeTakeFirstOrThrow()).class_names, 'repeat');
   const again = await scim('POST', '/Groups', group('Class 7A', 'g-2'));
   t.equal(again.statusCode, 201, 'a repeated name is accepted');
   const third = await scim('POST', '/Groups', group('Class 7B', 'g-3'));
   t.equal((await scim('PATCH', `/Groups/${third.json().id as string}`, patch({ op: 'Replace', path: 'displayName', value: 'class 7a' }))).statusCode, 204);
   const names = await env.db.selectFrom('classes').select('display_name').where('tenant_id', '=', env.tenant.id).where('managed_by', '=', 'sync').orderBy('external_id').execute();
   t.same(names.map((r) => r.display_name), ['Class 7A', 'Class 7A', 'class 7a']);
+
+  const bad = await runCli(['tenant', 'set', env.tenant.id, '--class-names', 'sometimes'], { out: (line) => out.push(line), err: (line) => out.push(line), env: testEnv({ DATABASE_URL: env.database.url }) });
+  t.not(bad, 0, 'a value other than unique or repeat is a usage error');
+  t.match(out.join('\n'), /"sometimes" is not unique or repeat/);
+});
+
+t.test('the admin API sets the class-name policy too', async (t) => {
+  const env = await testApp(t);
+  const credential = await createAdminCredential(env.db, 'class names', null);
+  const token = signAdminToken({ keys: env.keys, issuer: env.config.jwtIssuer, audience: env.config.jwtAudience }, credential.id);
+  const change = (body: unknown) =>
+    env.app.inject({ method: 'PATCH', url: `/admin/tenants/${env.tenant.id}`, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, payload: JSON.stringify(body) });
+  const repeat = await change({ classNames: 'repeat' });
+  t.equal(repeat.statusCode, 200, repeat.body);
+  t.match(repeat.json(), { classNames: 'repeat', changed: ['classNames'] });
+  const wrong = await change({ classNames: 'often' });
+  t.equal(wrong.statusCode, 400);
+  t.match(wrong.json(), { scimType: 'invalidValue', detail: 'classNames must be "unique" or "repeat".' });
+  const scim = client(env.app, env.headers);
+  t.equal((await scim('POST', '/Groups', group('Class 7A', 'g-1'))).statusCode, 201);
+  t.equal((await scim('POST', '/Groups', group('Class 7A', 'g-2'))).statusCode, 201, 'repeats are allowed at once');
+  t.equal((await change({ classNames: 'unique' })).statusCode, 200);
+  t.equal((await scim('POST', '/Groups', group('Class 7A', 'g-3'))).statusCode, 409, 'unique again: a third one is refused');
+  const events = await env.db.selectFrom('audit_events').select(['action', 'details']).where('action', '=', 'settings').orderBy('id').execute();
+  t.match(events, [{ details: { changed: ['classNames'] } }, { details: { changed: ['classNames'] } }], 'each change is audited');
 });
 
 t.test('parallel creates of one name make one class', async (t) => {

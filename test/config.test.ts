@@ -52,6 +52,12 @@ const bad: [Record<string, string>, string, RegExp][] = [
   [{ JWT_PREVIOUS_SECRETS: 'short' }, 'JWT_PREVIOUS_SECRETS', /32 characters/],
   [{ CREDENTIAL_CACHE_SECONDS: '-1' }, 'CREDENTIAL_CACHE_SECONDS', /whole number/],
   [{ DATABASE_POOL_SIZE: '0' }, 'DATABASE_POOL_SIZE', /between 1 and 200/],
+  [{ CHANGE_FEED_RETENTION_DAYS: '0' }, 'CHANGE_FEED_RETENTION_DAYS', /between 1 and 3650/],
+  [{ ENTRA_JWKS_URL: 'keys.example' }, 'ENTRA_JWKS_URL', /not a valid URL/],
+  [{ ENTRA_JWKS_URL: 'http://keys.example/keys' }, 'ENTRA_JWKS_URL', /https:\/\/ \(http:\/\/ only for a loopback address\)/],
+  [{ ENTRA_JWKS_URL: 'ftp://keys.example/keys' }, 'ENTRA_JWKS_URL', /must start with https:\/\/ or http:\/\//],
+  [{ ENTRA_JWKS_TIMEOUT_MS: '10' }, 'ENTRA_JWKS_TIMEOUT_MS', /between 100 and 60000/],
+  [{ ENTRA_JWKS_COOLDOWN_SECONDS: 'soon' }, 'ENTRA_JWKS_COOLDOWN_SECONDS', /whole number/],
 ];
 
 for (const [env, variable, message] of bad) {
@@ -77,4 +83,14 @@ t.test('TRUST_PROXY reads false, true, or a list of proxies', async (t) => {
   t.equal(loadConfig({}).rateLimitPerSecond, 50);
   t.equal(loadConfig({}).oauthTokenSeconds, 3600);
   t.equal(loadConfig({ MAX_EVENT_LOOP_DELAY_MS: '0' }).maxEventLoopDelayMs, 0);
+});
+
+t.test("Entra's signing keys come from Microsoft unless set, over https or from this machine", async (t) => {
+  const defaults = loadConfig({});
+  t.equal(defaults.entraJwksUrl, 'https://login.microsoftonline.com/common/discovery/keys');
+  t.equal(defaults.entraJwksTimeoutMs, 5000);
+  t.equal(defaults.entraJwksCooldownSeconds, 30);
+  t.equal(loadConfig({ ENTRA_JWKS_URL: 'https://keys.example/discovery/keys' }).entraJwksUrl, 'https://keys.example/discovery/keys');
+  t.equal(loadConfig({ ENTRA_JWKS_URL: 'http://127.0.0.1:9999/keys' }).entraJwksUrl, 'http://127.0.0.1:9999/keys', 'a key server on loopback');
+  t.equal(loadConfig({ ENTRA_JWKS_URL: 'http://localhost/keys', ENTRA_JWKS_COOLDOWN_SECONDS: '0' }).entraJwksCooldownSeconds, 0);
 });

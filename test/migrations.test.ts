@@ -1,5 +1,6 @@
 // Migrations apply up and down, are safe to start concurrently, and key every
-// tenant-owned table by tenant first.
+// tenant-owned table by tenant first; the conflict life cycle's migration
+// folds the rows earlier versions added per refusal into one per object.
 import { type Kysely, sql } from 'kysely';
 import t from 'tap';
 import { createDb } from '../src/db/database.js';
@@ -19,10 +20,22 @@ t.test('migrations go up, down and up again', async (t) => {
   const applied = await migrateToLatest(db);
   t.same(
     applied,
-    ['0001_initial', '0002_admin_credentials', '0003_request_counts', '0004_lookup_indexes', '0005_write_rules', '0006_domain_owner_and_write_counts', '0007_change_feed'],
+    [
+      '0001_initial',
+      '0002_admin_credentials',
+      '0003_request_counts',
+      '0004_lookup_indexes',
+      '0005_write_rules',
+      '0006_domain_owner_and_write_counts',
+      '0007_change_feed',
+      '0008_conflict_life_cycle',
+      '0009_entra_tenant_binding',
+      '0010_overrides_and_merges',
+    ],
     'every migration is applied in order',
   );
   t.same(await tables(db), [
+    'account_aliases',
     'accounts',
     'admin_credentials',
     'audit_events',
@@ -48,7 +61,7 @@ t.test('migrations go up, down and up again', async (t) => {
   const reverted = await migrateDown(db);
   t.equal(reverted.length, 1, 'migrate down reverts one migration');
   await migrateToLatest(db);
-  t.equal((await tables(db)).length, 14);
+  t.equal((await tables(db)).length, 15);
 });
 
 t.test('instances starting at once apply each migration exactly once', async (t) => {
@@ -75,7 +88,7 @@ t.test('every tenant-owned table is keyed by tenant first', async (t) => {
      ORDER BY c.relname`.execute(db);
   t.same(
     result.rows.map((r) => r.table),
-    ['accounts', 'audit_events', 'change_events', 'class_memberships', 'classes', 'credentials', 'request_counts', 'sync_conflicts'],
+    ['account_aliases', 'accounts', 'audit_events', 'change_events', 'class_memberships', 'classes', 'credentials', 'request_counts', 'sync_conflicts'],
   );
   for (const row of result.rows) t.equal(row.first, 'tenant_id', `${row.table} primary key starts with tenant_id`);
 
@@ -85,4 +98,41 @@ t.test('every tenant-owned table is keyed by tenant first', async (t) => {
   for (const index of indexes.rows) {
     t.match(index.def, /\(tenant_id[,)]/, `${index.name} is led by tenant_id`);
   }
+});
+
+t.test('0008 makes the open conflicts of one object one conflict, keeping the first and counting the rest', async (t) => {
+  const { db } = await testDatabase(t, { migrated: false });
+  await migrateToLatest(db);
+  const isApplied = async () => (await listMigrations(db)).find((m) => m.name === '0008_conflict_life_cycle')?.executedAt !== undefined;
+  while (await isApplied()) await migrateDown(db);
+
+  const tenant = (await sql<{ id: string }>`INSERT INTO tenants (name) VALUES ('Upgraded School') RETURNING id`.execute(db)).rows[0]?.id;
+  const conflict = (at: string, ref: string | null, resolved = false) =>
+    sql`INSERT INTO sync_conflicts (tenant_id, at, kind, object_type, object_ref, request_id, detail, resolved_at)
+        VALUES (${tenant}::uuid, ${at}::timestamptz, 'admin-collision', 'user', ${ref}, ${`r-${at}`}, 'in the way', ${resolved ? at : null}::timestamptz)`.execute(db);
+  await conflict('2026-11-01T10:00:00Z', 'Pupil1@School.example');
+  await conflict('2026-11-01T11:00:00Z', 'pupil1@school.example');
+  await conflict('2026-11-01T12:00:00Z', 'PUPIL1@SCHOOL.EXAMPLE');
+  await conflict('2026-11-01T09:00:00Z', 'Pupil1@School.example', true);
+  await conflict('2026-11-01T10:30:00Z', 'Pupil2@School.example');
+  await conflict('2026-11-01T10:45:00Z', null);
+
+  t.same((await migrateToLatest(db)).slice(0, 1), ['0008_conflict_life_cycle'], 'the upgrade applies 0008');
+  const rows = await sql<{ object_ref: string | null; at: Date; last_seen_at: Date; seen_count: number; request_id: string; resolution: string | null; note: string | null }>`
+    SELECT object_ref, at, last_seen_at, seen_count, request_id, resolution, note FROM sync_conflicts ORDER BY at`.execute(db);
+  t.same(
+    rows.rows.map((r) => [r.object_ref, r.at.toISOString(), r.last_seen_at.toISOString(), r.seen_count, r.request_id, r.resolution, r.note]),
+    [
+      ['Pupil1@School.example', '2026-11-01T09:00:00.000Z', '2026-11-01T09:00:00.000Z', 1, 'r-2026-11-01T09:00:00Z', 'resolved', null],
+      ['Pupil1@School.example', '2026-11-01T10:00:00.000Z', '2026-11-01T12:00:00.000Z', 3, 'r-2026-11-01T10:00:00Z', null, null],
+      ['Pupil2@School.example', '2026-11-01T10:30:00.000Z', '2026-11-01T10:30:00.000Z', 1, 'r-2026-11-01T10:30:00Z', null, null],
+      [null, '2026-11-01T10:45:00.000Z', '2026-11-01T10:45:00.000Z', 1, 'r-2026-11-01T10:45:00Z', 'dismissed', 'no object reference'],
+    ],
+    'the first open row of an object stays with the count and latest sighting of all; a closed one and other objects are kept',
+  );
+  await t.rejects(
+    sql`INSERT INTO sync_conflicts (tenant_id, kind, object_type, object_ref, detail) VALUES (${tenant}::uuid, 'admin-collision', 'user', 'pupil2@SCHOOL.example', 'again')`.execute(db),
+    { code: '23505' },
+    'a second open conflict of an object is refused in any case',
+  );
 });

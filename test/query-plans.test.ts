@@ -16,7 +16,8 @@ import { TEST_SECRET, tenantWithToken, testEnv } from './helpers/app.js';
 import { testDatabase } from './helpers/database.js';
 import { GROUP, client, entraUser, patch } from './helpers/scim.js';
 
-const WATCHED = new Set(['accounts', 'classes', 'class_memberships']);
+// sync_conflicts: every user create and change closes its userName's open conflicts in the same statement (one probe).
+const WATCHED = new Set(['accounts', 'classes', 'class_memberships', 'sync_conflicts']);
 const OTHER_TENANTS = 30;
 const ACCOUNTS_PER_TENANT = 3000;
 
@@ -114,6 +115,14 @@ async function hotQueries(t: Test, analyzed: boolean): Promise<void> {
     INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
     SELECT c.tenant_id, c.id, a.id, true
       FROM classes c JOIN LATERAL (SELECT id FROM accounts WHERE tenant_id = c.tenant_id ORDER BY id OFFSET (hashtext(c.id::text) & 1023) LIMIT 25) a ON true`.execute(database.db);
+  // A history of conflicts, mostly closed, and one open conflict of the user the create below writes.
+  await sql`
+    INSERT INTO sync_conflicts (tenant_id, at, kind, object_type, object_ref, detail, resolved_at, resolution)
+    SELECT t.id, now() - g * interval '1 hour', 'admin-collision', 'user', 'u' || g || '.' || t.n || '@school.example', 'in the way',
+           CASE WHEN g % 10 = 0 THEN NULL ELSE now() END, CASE WHEN g % 10 = 0 THEN NULL ELSE 'resolved' END
+      FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM tenants) t, generate_series(1, 200) g`.execute(database.db);
+  await sql`INSERT INTO sync_conflicts (tenant_id, kind, object_type, object_ref, detail)
+    VALUES (${tenant.id}::uuid, 'admin-collision', 'user', 'pupil2@school.example', 'in the way')`.execute(database.db);
   if (analyzed) await sql`ANALYZE`.execute(database.db);
   // Statements are prepared (and their generic plans may be used) only once their tables have statistics.
   t.equal((await analyzedTables(database.pool)).size, analyzed ? 3 : 0, analyzed ? 'statements are prepared' : 'statements are planned on every run');
@@ -122,7 +131,7 @@ async function hotQueries(t: Test, analyzed: boolean): Promise<void> {
   const watchedIndexes = new Map(
     (
       await sql<{ name: string; def: string }>`SELECT indexname AS name, indexdef AS def FROM pg_indexes
-        WHERE schemaname = 'public' AND tablename IN ('accounts', 'classes', 'class_memberships')`.execute(database.db)
+        WHERE schemaname = 'public' AND tablename IN ('accounts', 'classes', 'class_memberships', 'sync_conflicts')`.execute(database.db)
     ).rows.map((r) => [r.name, { tenantFirst: /\(tenant_id[,)]/.test(r.def), documentPredicate: / WHERE .*\bscim\b/.test(r.def) }]),
   );
   const userId = (await scim('POST', '/Users', entraUser(1))).json().id as string;
@@ -139,7 +148,7 @@ async function hotQueries(t: Test, analyzed: boolean): Promise<void> {
     ['user lookup by externalId filter', () => scim('GET', `/Users?filter=${encodeURIComponent('externalId eq "00000000-0000-4000-8000-000000000001"')}`), 200],
     ['user lookup by e-mail filter', () => scim('GET', `/Users?filter=${encodeURIComponent('emails[type eq "work"].value eq "pupil1@school.example"')}`), 200],
     ['user lookup by emails.value filter', () => scim('GET', `/Users?filter=${encodeURIComponent('emails.value eq "pupil1@school.example"')}`), 200],
-    ['user create (admin collision and adoption lookups)', () => scim('POST', '/Users', entraUser(2)), 201],
+    ['user create (admin collision and adoption lookups; closes its open conflict)', () => scim('POST', '/Users', entraUser(2)), 201],
     [
       'user create with an e-mail other than its userName',
       () => scim('POST', '/Users', entraUser(3, { emails: [{ primary: true, type: 'work', value: 'third.pupil@school.example' }] })),
@@ -167,6 +176,7 @@ async function hotQueries(t: Test, analyzed: boolean): Promise<void> {
       const statements = captured.filter((q) => /^\s*(\/\*[^*]*\*\/\s*)?(select|insert|update|delete|with)\b/i.test(q.sql));
       t.ok(statements.length > 0, 'the request ran queries');
       let indexed = 0;
+      const indexesRead = new Set<string>();
       const check = (plan: PlanNode, sqlText: string, generic: boolean): void => {
         const label = `${generic ? 'generic plan of' : 'plan of'}: ${sqlText}`;
         for (const node of nodes(plan)) {
@@ -174,6 +184,7 @@ async function hotQueries(t: Test, analyzed: boolean): Promise<void> {
             t.not(node['Node Type'], 'Seq Scan', `no sequential scan of ${node['Relation Name']} in the ${label}`);
           }
           const index = node['Index Name'];
+          if (index !== undefined) indexesRead.add(index);
           const known = index === undefined ? undefined : watchedIndexes.get(index);
           if (index === undefined || known === undefined) continue;
           t.ok(known.tenantFirst, `${index} is led by tenant_id`);
@@ -195,8 +206,12 @@ async function hotQueries(t: Test, analyzed: boolean): Promise<void> {
         }
       }
       t.ok(indexed > 0, 'an index led by tenant_id is read');
+      // A user write closes its userName's open conflicts by one probe of the partial index of open conflicts.
+      if (/^user (create|change)/.test(name)) t.ok(indexesRead.has('sync_conflicts_open_object_idx'), 'the open conflicts of the userName are found by their index');
     });
   }
+  const settled = await sql<{ resolution: string | null }>`SELECT resolution FROM sync_conflicts WHERE tenant_id = ${tenant.id}::uuid AND object_ref = 'pupil2@school.example'`.execute(database.db);
+  t.same(settled.rows, [{ resolution: 'succeeded' }], 'the create closed the open conflict of its userName');
   // Entra's create, read, change and delete of a user, the create of a class,
   // the userName and displayName lookups and the member batch are prepared statements.
   if (analyzed) t.ok(preparedTexts.size >= 8, `the generic plans of ${preparedTexts.size} prepared statements were checked`);

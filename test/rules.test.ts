@@ -7,7 +7,7 @@ import type { AccountResource, AccountRow, ClassRow } from '../src/db/columns.js
 import type { AccountValues } from '../src/db/write-plan.js';
 import { ScimError } from '../src/errors.js';
 import { planClassChange, planClassCreate } from '../src/scim/class-writes.js';
-import { resolveRole } from '../src/scim/roles.js';
+import { resolveRole } from '../src/scim/rules/roles.js';
 import { AdminCollision, adminCollisionError, refuseAdminCollision } from '../src/scim/rules/admin-guard.js';
 import { addresses, adoptableAddresses, adoptionDetails, chooseAdoption, inVerifiedDomain } from '../src/scim/rules/adoption.js';
 import { adminCollisionEvent, classChanged, userChanged, userCreated } from '../src/scim/rules/audit-events.js';
@@ -62,6 +62,8 @@ const account = (over: Partial<AccountRow> = {}): AccountRow => ({
   created_at: new Date(0),
   updated_at: new Date(0),
   deleted_at: null,
+  role_override: null,
+  grade_override: null,
   ...over,
 });
 

@@ -202,6 +202,8 @@ function storedRow(body: Json): AccountRow {
     created_at: at,
     updated_at: at,
     deleted_at: null,
+    role_override: null,
+    grade_override: null,
     version: 1,
     ...values,
   };

@@ -229,11 +229,14 @@ async function state(side: Side, tenantId: string): Promise<string> {
        active, scim, version, deleted_at IS NOT NULL AS deleted FROM accounts WHERE tenant_id = ${tenantId}::uuid`.execute(side.db);
   const classes = await sql`SELECT id, managed_by, display_name, external_id, school_id, scim, version FROM classes WHERE tenant_id = ${tenantId}::uuid`.execute(side.db);
   const memberships = await sql`SELECT class_id, account_id, synced, manual FROM class_memberships WHERE tenant_id = ${tenantId}::uuid`.execute(side.db);
+  // A conflict's id is named by its object and the request that opened it; its audit events name it by that.
+  const conflictIds = await sql<{ id: string; object_ref: string; request_id: string }>`SELECT id, object_ref, request_id FROM sync_conflicts
+       WHERE tenant_id = ${tenantId}::uuid`.execute(side.db);
+  for (const c of conflictIds.rows) side.names.set(c.id, `conflict ${c.object_ref.toLowerCase()} ${c.request_id}`);
   const events = await sql`SELECT action, object_type, object_id, object_ref, outcome, credential_id, request_id, details
        FROM audit_events WHERE tenant_id = ${tenantId}::uuid ORDER BY id`.execute(side.db);
-  const conflicts = await sql`SELECT kind, object_type, object_ref, account_id, request_id, detail, resolved_at FROM sync_conflicts WHERE tenant_id = ${tenantId}::uuid ORDER BY at, request_id`.execute(
-    side.db,
-  );
+  const conflicts = await sql`SELECT id, kind, object_type, object_ref, account_id, request_id, detail, seen_count, resolution, resolved_at IS NOT NULL AS closed
+       FROM sync_conflicts WHERE tenant_id = ${tenantId}::uuid ORDER BY lower(object_ref), request_id`.execute(side.db);
   const sorted = (rows: unknown[]) => rows.map((r) => labelled(side, JSON.stringify(r))).sort();
   return JSON.stringify(
     {

@@ -1,13 +1,15 @@
 // portal-scim status: every tenant's health, worst first, or one tenant's
-// sync in detail: accounts, failures, open conflicts and credentials. The
-// same figures and words as the status pages.
+// sync in detail: accounts, failures grouped by message, open conflicts and
+// credentials. The same figures and words as the status pages.
 import type { Command } from 'commander';
 import { listOpenConflicts } from '../db/audit.js';
+import { failureStatusText, recentFailures } from '../services/failures.js';
 import { tenantStatus } from '../db/tenant-status.js';
 import { listTenantCredentials } from '../services/credentials.js';
 import { healthReason, healthSettings, tenantOverview, withHealth } from '../services/health.js';
 import { ServiceError } from '../services/errors.js';
 import { accountStateWord, connectionWord, formatTime } from '../services/words.js';
+import { conflictJson } from './conflicts.js';
 import { credentialJson, credentialsTable } from './credentials.js';
 import { fields, table, uuidArgument, type CliContext } from './shared.js';
 
@@ -57,7 +59,7 @@ async function oneTenant(ctx: CliContext, id: string, json: boolean): Promise<vo
     const now = new Date();
     const status = await tenantStatus(db, id, now);
     if (!status) throw new ServiceError('not-found', `No tenant ${id}.`);
-    const [conflicts, credentials] = await Promise.all([listOpenConflicts(db, id, 20), listTenantCredentials(db, id, now)]);
+    const [conflicts, credentials, failures] = await Promise.all([listOpenConflicts(db, id, 20), listTenantCredentials(db, id, now), recentFailures(db, id, now)]);
     const settings = healthSettings(cfg);
     const tenant = withHealth(status, now, settings);
     if (json) {
@@ -66,7 +68,8 @@ async function oneTenant(ctx: CliContext, id: string, json: boolean): Promise<vo
         health: tenant.health,
         writesLastHour: tenant.writesLastHour,
         writeFailuresLastHour: tenant.writeFailuresLastHour,
-        conflicts: conflicts.map((c) => ({ id: c.id, at: c.at, kind: c.kind, objectRef: c.object_ref, detail: c.detail })),
+        failures,
+        conflicts: conflicts.map((c) => ({ ...conflictJson(c), at: c.at })),
         credentials: credentials.map(credentialJson),
       });
       return;
@@ -83,8 +86,12 @@ async function oneTenant(ctx: CliContext, id: string, json: boolean): Promise<vo
       `Deleted accounts awaiting purge: ${status.deletedAccounts}`,
       table([['ROLE', 'STATE', 'ACCOUNTS'], ...status.accounts.map((a) => [a.role, accountStateWord(a.active), String(a.count)])]),
       `Failures (24 h):        ${status.failures24h}`,
+      ...failures.flatMap((f) => [
+        `  ${String(f.count).padStart(5)}× ${failureStatusText(f)}  ${f.message}`,
+        `         last ${formatTime(f.lastAt)}${f.objects.length > 0 ? `; latest: ${f.objects.join(', ')}` : ''}`,
+      ]),
       `Open conflicts (24 h):  ${status.openConflicts24h} (all open: ${status.openConflicts})`,
-      ...conflicts.map((c) => `  ${formatTime(c.at)}  ${c.kind}  ${c.object_ref ?? ''}  ${c.detail}`),
+      ...conflicts.map((c) => `  ${c.id}  ${c.kind}  ${c.object_ref ?? ''}  seen ${c.seen_count}×, last ${formatTime(c.last_seen_at)}  ${c.detail}`),
       'Credentials:',
       credentialsTable(credentials, now),
     );

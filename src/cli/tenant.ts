@@ -1,10 +1,20 @@
 // portal-scim tenant: create, list, set, disconnect and connect school
 // organisations, through the same operations as the admin API.
-import type { Command } from 'commander';
-import type { Role } from '../db/database.js';
+import { InvalidArgumentError, type Command } from 'commander';
+import type { ClassNames, Role } from '../db/database.js';
 import { listTenants, type TenantRow } from '../db/tenants.js';
 import { healthSettings, tenantOverview } from '../services/health.js';
-import { changeTenantSettings, connectTenant, createTenant, disconnectTenant, parseTenantName, tenantSettings, type TenantChanges } from '../services/tenants.js';
+import { entraCredentialId } from '../auth/entra-token.js';
+import {
+  changeTenantSettings,
+  connectTenant,
+  createTenant,
+  disconnectTenant,
+  parseEntraTenantId,
+  parseTenantName,
+  tenantSettings,
+  type TenantChanges,
+} from '../services/tenants.js';
 import { connectionWord, formatTime } from '../services/words.js';
 import { domainOption, fields, roleMapOption, table, usageError, uuidArgument, wholeNumber, type CliContext } from './shared.js';
 
@@ -18,6 +28,12 @@ function settingsLines(row: TenantRow): string {
     ['Role mapping', mapping.length > 0 ? mapping.map(([source, role]) => `${source} → ${role}`).join(', ') : 'the defaults'],
     ['Retention', `${row.retention_days} days`],
     ['State', connectionWord(row.disconnected_at === null)],
+    ['Class names', row.class_names === 'unique' ? 'unique (a second synced class of a name is refused)' : 'may repeat (match groups on externalId)'],
+    ['Entra tenant', row.entra_tenant_id ?? 'not bound (no Microsoft login is linked to an account)'],
+    [
+      "Entra's own token",
+      row.accept_entra_token ? `accepted (audit events name it as credential ${entraCredentialId(row.id)})` : 'refused (a Secret Token is needed)',
+    ],
   ]);
 }
 
@@ -27,18 +43,38 @@ interface SettingOptions {
   domains?: boolean;
   roleMap?: Record<string, Role> | false;
   retentionDays?: number;
+  classNames?: ClassNames;
+  entraTenant?: string | false;
+  acceptEntraToken?: boolean;
 }
 
 function changesFrom(command: Command, options: SettingOptions): TenantChanges {
   const name = options.name === undefined ? undefined : parseNameOption(command, options.name);
   const domains = options.domains === false ? [] : options.domain;
   const roleMapping = options.roleMap === false ? {} : options.roleMap;
+  const entraTenantId = options.entraTenant === false ? null : options.entraTenant;
   return {
     ...(name !== undefined ? { name } : {}),
     ...(domains !== undefined ? { verifiedDomains: domains } : {}),
     ...(roleMapping !== undefined ? { roleMapping } : {}),
     ...(options.retentionDays !== undefined ? { retentionDays: options.retentionDays } : {}),
+    ...(options.classNames !== undefined ? { classNames: options.classNames } : {}),
+    ...(entraTenantId !== undefined ? { entraTenantId } : {}),
+    ...(options.acceptEntraToken !== undefined ? { acceptEntraToken: options.acceptEntraToken } : {}),
   };
+}
+
+function classNamesOption(value: string): ClassNames {
+  if (value !== 'unique' && value !== 'repeat') throw new InvalidArgumentError(`"${value}" is not unique or repeat.`);
+  return value;
+}
+
+function entraTenantOption(value: string): string {
+  try {
+    return parseEntraTenantId(value) ?? '';
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
 }
 
 function parseNameOption(command: Command, value: string): string {
@@ -59,6 +95,8 @@ export function tenantCommands(program: Command, ctx: CliContext): void {
     .option('--domain <domain>', 'a verified e-mail domain (repeat for several); a domain belongs to one tenant only', domainOption, [])
     .option('--role-map <source=role>', 'map a source value to student, teacher or staff (repeat for several)', roleMapOption)
     .option('--retention-days <days>', 'days a deleted account is kept before purge (default 30)', wholeNumber(0, 3650))
+    .option('--entra-tenant <tid>', "the organisation's Entra tenant id (rule 13); an Entra tenant belongs to one tenant only", entraTenantOption)
+    .option('--accept-entra-token', "accept the token Entra signs itself when the Secret Token field is empty (needs --entra-tenant)")
     .option('--json', 'print JSON')
     .action(async (options: SettingOptions & { name: string; domain: string[]; json?: boolean }, command: Command) => {
       const changes = changesFrom(command, options);
@@ -106,7 +144,7 @@ export function tenantCommands(program: Command, ctx: CliContext): void {
 
   tenant
     .command('set')
-    .description("change a tenant's settings: name, verified domains, role mapping, retention")
+    .description("change a tenant's settings: name, verified domains, role mapping, retention, class names, Entra tenant, Entra's own token")
     .argument('<id>', 'the tenant id', uuidArgument('tenant'))
     .option('--name <name>', 'the organisation name')
     .option('--domain <domain>', 'a verified e-mail domain; the list given replaces the old one (repeat for several)', domainOption)
@@ -114,11 +152,19 @@ export function tenantCommands(program: Command, ctx: CliContext): void {
     .option('--role-map <source=role>', 'map a source value (app role, SDS ObjectType, primaryRole, userType) to student, teacher or staff; the list given replaces the old one', roleMapOption)
     .option('--no-role-map', 'clear the role mapping (the defaults apply)')
     .option('--retention-days <days>', 'days a deleted account is kept before purge', wholeNumber(0, 3650))
+    .option('--class-names <unique|repeat>', 'unique: a second synced class with a name answers 409, as Microsoft expects (the default); repeat: names may repeat across schools (match groups on externalId)', classNamesOption)
+    .option('--entra-tenant <tid>', "bind the tenant to its organisation's Entra tenant id (rule 13); an Entra tenant belongs to one tenant only", entraTenantOption)
+    .option('--no-entra-tenant', "remove the binding (no Microsoft login is linked, Entra's own token is refused)")
+    .option('--accept-entra-token', 'accept the token Entra signs itself when the Secret Token field is empty (the tenant must be bound)')
+    .option('--no-accept-entra-token', "refuse Entra's own token again (the default)")
     .option('--json', 'print JSON')
     .action(async (id: string, options: SettingOptions & { json?: boolean }, command: Command) => {
       const changes = changesFrom(command, options);
       if (Object.keys(changes).length === 0) {
-        throw usageError(command, 'Nothing to change: give --name, --domain, --no-domains, --role-map, --no-role-map or --retention-days.');
+        throw usageError(
+          command,
+          'Nothing to change: give --name, --domain, --no-domains, --role-map, --no-role-map, --retention-days, --class-names, --entra-tenant, --no-entra-tenant, --accept-entra-token or --no-accept-entra-token.',
+        );
       }
       await ctx.withDatabase(async ({ db }) => {
         const { tenant: row, changed } = await changeTenantSettings(db, id, changes, CLI);
@@ -126,7 +172,15 @@ export function tenantCommands(program: Command, ctx: CliContext): void {
           ctx.json({ ...tenantSettings(row), changed });
           return;
         }
-        const names: Record<keyof TenantChanges, string> = { name: 'name', verifiedDomains: 'verified domains', roleMapping: 'role mapping', retentionDays: 'retention' };
+        const names: Record<keyof TenantChanges, string> = {
+          name: 'name',
+          verifiedDomains: 'verified domains',
+          roleMapping: 'role mapping',
+          retentionDays: 'retention',
+          classNames: 'class names',
+          entraTenantId: 'Entra tenant',
+          acceptEntraToken: "Entra's own token",
+        };
         ctx.out(`Updated tenant ${row.id}: ${changed.map((c) => names[c]).join(', ')}.`, settingsLines(row));
       });
     });

@@ -3,6 +3,7 @@
 // planners what they decide on (the account, an admin in the way, an
 // account to adopt).
 import { sql, type RawBuilder } from 'kysely';
+import { notifyChanges } from './change-notifier.js';
 import { RESOURCE_COLUMNS, type AccountResource, type AccountRow } from './columns.js';
 import { fixedStatement, preparedOn, type Executor } from './database.js';
 import { criteriaToSql, sortToSql, type Criterion, type SearchTable, type SortKey } from './filter-sql.js';
@@ -153,5 +154,6 @@ export async function purgeDeletedAccounts(db: Executor, tenantId?: string): Pro
          AND (${tenantId ?? null}::uuid IS NULL OR a.tenant_id = ${tenantId ?? null}::uuid)
       RETURNING a.tenant_id)
     SELECT tenant_id, count(*) AS n FROM purged GROUP BY tenant_id`.execute(db);
+  if (result.rows.length > 0) await notifyChanges(db);
   return new Map(result.rows.map((r) => [r.tenant_id, Number(r.n)]));
 }

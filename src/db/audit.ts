@@ -1,9 +1,13 @@
 // The audit log and sync conflicts: what happened to a tenant's data, by whom
 // (credential), in which request, with what outcome. Only what finds the
 // object (its id and a reference such as the userName) is written; never
-// attribute values or secrets.
+// attribute values or secrets. A failed write keeps the SCIM error's detail
+// as Entra received it. A conflict is one row per open conflict of an
+// object, and each step of its life is an audit event: opened, seen again
+// (a refusal of the same object while it is open), closed (the object's
+// write succeeded, or the portal team resolved or dismissed it).
 import { sql, type KyselyPlugin, type RawBuilder, type Selectable } from 'kysely';
-import type { AuditEventsTable, AuditOutcome, Db, Executor, JsonObject, SyncConflictsTable } from './database.js';
+import type { AuditEventsTable, AuditOutcome, ConflictResolution, Db, Executor, JsonObject, SyncConflictsTable } from './database.js';
 
 export type AuditEventRow = Selectable<AuditEventsTable>;
 export type ConflictRow = Selectable<SyncConflictsTable>;
@@ -16,11 +20,14 @@ export type AuditAction =
   | 'delete'
   | 'adopt'
   | 'conflict'
+  | 'conflict-closed'
   | 'purge'
   | 'disconnect'
   | 'connect'
   | 'settings'
-  | 'credential';
+  | 'credential'
+  | 'override'
+  | 'merge';
 
 export interface AuditEvent {
   tenantId: string;
@@ -132,35 +139,252 @@ export interface NewConflict {
   tenantId: string;
   kind: string;
   objectType: 'user' | 'group';
-  objectRef: string | null;
+  /** What names the object (the Entra user's userName): one open conflict per tenant, kind and reference in any case. */
+  objectRef: string;
   accountId: string | null;
   requestId: string | null;
   detail: string;
 }
 
-export async function recordConflict(db: Executor, conflict: NewConflict): Promise<ConflictRow> {
-  return db
-    .insertInto('sync_conflicts')
-    .values({
-      tenant_id: conflict.tenantId,
-      kind: conflict.kind,
-      object_type: conflict.objectType,
-      object_ref: conflict.objectRef,
-      account_id: conflict.accountId,
-      request_id: conflict.requestId,
-      detail: conflict.detail,
-    })
-    .returningAll()
-    .executeTakeFirstOrThrow();
+/** The step of a refusal in its conflict's life: the first refusal opens it, later ones while it is open are seen again. */
+export type ConflictStep = 'opened' | 'seen again';
+
+/** The audit details every step of a conflict's life carries beside its own: which conflict. */
+const conflictDetails = (conflict: RawBuilder<unknown>) => sql`jsonb_build_object('conflict', ${conflict}.id, 'kind', ${conflict}.kind)`;
+
+/**
+ * Records a refusal: opens the object's conflict, or updates the open one
+ * (last seen, count, the latest detail and account in the way), and writes
+ * `event` with the conflict and the step added to its details, in one
+ * statement. Concurrent refusals of one object meet on the unique index.
+ */
+export async function recordConflict(db: Executor, conflict: NewConflict, event: AuditEvent): Promise<{ conflict: ConflictRow; step: ConflictStep }> {
+  const columns = eventColumns(event);
+  const result = await sql<ConflictRow>`WITH c AS (
+      INSERT INTO sync_conflicts (tenant_id, kind, object_type, object_ref, account_id, request_id, detail)
+      VALUES (${conflict.tenantId}::uuid, ${conflict.kind}::text, ${conflict.objectType}::text, ${conflict.objectRef}::text,
+              ${conflict.accountId}::uuid, ${conflict.requestId}::text, ${conflict.detail}::text)
+      ON CONFLICT (tenant_id, object_type, lower(object_ref), kind) WHERE resolved_at IS NULL
+      DO UPDATE SET last_seen_at = now(), seen_count = sync_conflicts.seen_count + 1,
+                    detail = EXCLUDED.detail, account_id = EXCLUDED.account_id
+      RETURNING *
+    ), audited AS (${auditInsert(
+      {
+        ...columns,
+        details: sql`${columns.details} || ${conflictDetails(sql.raw('c'))}
+          || jsonb_build_object('step', CASE WHEN c.seen_count = 1 THEN 'opened' ELSE 'seen again' END, 'seen', c.seen_count)`,
+      },
+      sql`FROM c`,
+    )})
+    SELECT * FROM c`.execute(db);
+  const row = result.rows[0];
+  if (!row) throw new Error('the conflict upsert returned no row');
+  const step: ConflictStep = row.seen_count === 1 ? 'opened' : 'seen again';
+  auditRecorded(db, { ...event, details: { ...event.details, conflict: row.id, kind: row.kind, step, seen: row.seen_count } });
+  return { conflict: row, step };
+}
+
+/**
+ * Closes an open conflict by hand (resolved or dismissed, with an optional
+ * note) and writes its audit event, in one statement. Undefined when no
+ * conflict with that id (of that tenant, when given) is open.
+ */
+export async function closeConflict(
+  db: Executor,
+  close: { id: string; tenantId?: string; resolution: Exclude<ConflictResolution, 'succeeded'>; note: string | null; details: JsonObject },
+): Promise<ConflictRow | undefined> {
+  const tenant = close.tenantId === undefined ? sql`true` : sql`tenant_id = ${close.tenantId}::uuid`;
+  const result = await sql<ConflictRow>`WITH c AS (
+      UPDATE sync_conflicts SET resolved_at = now(), resolution = ${close.resolution}::text, note = ${close.note}::text
+       WHERE id = ${close.id}::uuid AND ${tenant} AND resolved_at IS NULL
+      RETURNING *
+    ), audited AS (${auditInsert(
+      {
+        tenantId: sql`c.tenant_id`,
+        action: sql`'conflict-closed'`,
+        objectType: sql`c.object_type`,
+        objectId: sql`c.account_id`,
+        objectRef: sql`c.object_ref`,
+        outcome: sql`'success'`,
+        credentialId: sql`NULL::uuid`,
+        requestId: sql`NULL::text`,
+        details: sql`${conflictDetails(sql.raw('c'))} || jsonb_build_object('resolution', c.resolution)
+          || CASE WHEN c.note IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('note', c.note) END || ${JSON.stringify(close.details)}::jsonb`,
+      },
+      sql`FROM c`,
+    )})
+    SELECT * FROM c`.execute(db);
+  const row = result.rows[0];
+  if (row) {
+    auditRecorded(db, {
+      tenantId: row.tenant_id,
+      action: 'conflict-closed',
+      objectType: row.object_type as 'user' | 'group',
+      objectId: row.account_id,
+      objectRef: row.object_ref,
+      outcome: 'success',
+      details: { conflict: row.id, kind: row.kind, resolution: close.resolution, ...(row.note === null ? {} : { note: row.note }), ...close.details },
+    });
+  }
+  return row;
+}
+
+/**
+ * The conflicts a successful user write closes, as its statement carries
+ * them: the open conflicts of that userName (in any case), each with an
+ * audit event of the write's credential and request.
+ */
+export interface PlannedSettle {
+  objectRef: string;
+  credentialId: string;
+  requestId: string;
+}
+
+/**
+ * The CTEs that close the open conflicts of the written user (`written`,
+ * with its tenant_id and id) and write each one's audit event, when the
+ * statement writes. One probe of sync_conflicts_open_object_idx; a null
+ * reference matches nothing.
+ */
+export function settleConflicts(p: Readonly<Record<string, unknown>>): RawBuilder<unknown> {
+  return sql`settled AS (
+      UPDATE sync_conflicts SET resolved_at = clock_timestamp(), resolution = 'succeeded'
+       WHERE tenant_id = ${p.tenantId}::uuid AND object_type = 'user' AND lower(object_ref) = lower(${p.settleRef}::text)
+         AND resolved_at IS NULL AND EXISTS (SELECT 1 FROM written)
+      RETURNING tenant_id, id, kind, object_ref
+    ), settle_audited AS (${auditInsert(
+      {
+        tenantId: sql`s.tenant_id`,
+        action: sql`'conflict-closed'`,
+        objectType: sql`'user'`,
+        objectId: sql`w.id`,
+        objectRef: sql`s.object_ref`,
+        outcome: sql`'success'`,
+        credentialId: sql`${p.settleCredentialId}::uuid`,
+        requestId: sql`${p.settleRequestId}::text`,
+        details: sql`${conflictDetails(sql.raw('s'))} || '{"resolution": "succeeded"}'::jsonb`,
+      },
+      sql`FROM settled s, written w`,
+    )})`;
+}
+
+/** The parameters of settleConflicts (all null when the write closes nothing). */
+export function settleParams(settle: PlannedSettle | undefined): { settleRef: string | null; settleCredentialId: string | null; settleRequestId: string | null } {
+  return { settleRef: settle?.objectRef ?? null, settleCredentialId: settle?.credentialId ?? null, settleRequestId: settle?.requestId ?? null };
+}
+
+/** The statement's column that lists the ids of the conflicts it closed (null when none). */
+export const SETTLED_COLUMN = sql`(SELECT array_agg(id) FROM settled) AS settled`;
+
+/** Tells the observers of the conflicts a write closed (settleConflicts). */
+export function conflictsSettled(db: Executor, tenantId: string, settle: PlannedSettle | undefined, accountId: string, closed: readonly string[] | null): void {
+  if (!settle || !closed) return;
+  for (const conflict of closed) {
+    auditRecorded(db, {
+      tenantId,
+      action: 'conflict-closed',
+      objectType: 'user',
+      objectId: accountId,
+      objectRef: settle.objectRef,
+      outcome: 'success',
+      credentialId: settle.credentialId,
+      requestId: settle.requestId,
+      details: { conflict, resolution: 'succeeded' },
+    });
+  }
+}
+
+export type ConflictState = 'open' | 'closed' | 'all';
+
+/** A tenant's conflicts: open ones by their latest refusal, closed ones by when they closed; newest first. */
+export async function listConflicts(db: Executor, tenantId: string, options: { state?: ConflictState; limit?: number } = {}): Promise<ConflictRow[]> {
+  const state = options.state ?? 'open';
+  let query = db.selectFrom('sync_conflicts').selectAll().where('tenant_id', '=', tenantId);
+  if (state === 'open') query = query.where('resolved_at', 'is', null);
+  if (state === 'closed') query = query.where('resolved_at', 'is not', null);
+  return query
+    .orderBy(sql`resolved_at DESC NULLS FIRST`)
+    .orderBy('last_seen_at', 'desc')
+    .orderBy('id')
+    .limit(options.limit ?? 100)
+    .execute();
 }
 
 export async function listOpenConflicts(db: Executor, tenantId: string, limit = 100): Promise<ConflictRow[]> {
-  return db
-    .selectFrom('sync_conflicts')
-    .selectAll()
-    .where('tenant_id', '=', tenantId)
-    .where('resolved_at', 'is', null)
-    .orderBy('at', 'desc')
-    .limit(limit)
-    .execute();
+  return listConflicts(db, tenantId, { state: 'open', limit });
+}
+
+/** One conflict by its id, of any tenant (an operator names it by id alone), or of the tenant given. */
+export async function findConflict(db: Executor, id: string, tenantId?: string): Promise<ConflictRow | undefined> {
+  let query = db.selectFrom('sync_conflicts').selectAll().where('id', '=', id);
+  if (tenantId !== undefined) query = query.where('tenant_id', '=', tenantId);
+  return query.executeTakeFirst();
+}
+
+/** Recent failed writes that share one message (placeholders folded), with how many, when last, and the latest objects. */
+export interface FailureGroup {
+  /** The detail with quoted values, ids and numbers folded (see foldDetail): what the group shares. */
+  message: string;
+  count: number;
+  firstAt: Date;
+  lastAt: Date;
+  /** The latest failure's status, scimType and detail, as Entra received them. */
+  status: number | null;
+  scimType: string | null;
+  latestDetail: string | null;
+  /** The latest distinct objects (userName, displayName, externalId or id), newest first. */
+  objects: string[];
+}
+
+/**
+ * A tenant's failed writes since `since`, grouped by their folded message,
+ * the largest groups first. Reads the failures through
+ * audit_events_failures_idx; one statement however many groups.
+ */
+export async function listFailureGroups(
+  db: Executor,
+  tenantId: string,
+  since: Date,
+  options: { groups?: number; objects?: number } = {},
+): Promise<FailureGroup[]> {
+  const groups = options.groups ?? 10;
+  const objects = options.objects ?? 5;
+  const result = await sql<{
+    message: string;
+    count: string;
+    first_at: Date;
+    last_at: Date;
+    status: string | null;
+    scim_type: string | null;
+    latest_detail: string | null;
+    objects: string[] | null;
+  }>`WITH f AS (
+      SELECT id, at, details,
+             coalesce(details ->> 'message', 'HTTP ' || coalesce(details ->> 'status', '?')) AS message,
+             coalesce(object_ref, details ->> 'externalId', object_id::text, details ->> 'id') AS object
+        FROM audit_events
+       WHERE tenant_id = ${tenantId}::uuid AND outcome = 'failure' AND at > ${since}::timestamptz
+    ), g AS (
+      SELECT message, count(*) AS count, min(at) AS first_at, max(at) AS last_at, max(id) AS last_id
+        FROM f GROUP BY message ORDER BY count(*) DESC, max(id) DESC LIMIT ${groups}::int
+    ), o AS (
+      SELECT message, object, max(id) AS last_id FROM f WHERE object IS NOT NULL AND message IN (SELECT message FROM g) GROUP BY message, object
+    ), ranked AS (
+      SELECT message, object, row_number() OVER (PARTITION BY message ORDER BY last_id DESC) AS n FROM o
+    )
+    SELECT g.message, g.count, g.first_at, g.last_at,
+           latest.details ->> 'status' AS status, latest.details ->> 'scimType' AS scim_type, latest.details ->> 'detail' AS latest_detail,
+           (SELECT array_agg(r.object ORDER BY r.n) FROM ranked r WHERE r.message = g.message AND r.n <= ${objects}::int) AS objects
+      FROM g JOIN f latest ON latest.id = g.last_id
+     ORDER BY g.count DESC, g.last_id DESC`.execute(db);
+  return result.rows.map((r) => ({
+    message: r.message,
+    count: Number(r.count),
+    firstAt: r.first_at,
+    lastAt: r.last_at,
+    status: r.status === null ? null : Number(r.status),
+    scimType: r.scim_type,
+    latestDetail: r.latest_detail,
+    objects: r.objects ?? [],
+  }));
 }

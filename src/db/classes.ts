@@ -102,18 +102,15 @@ export async function listSyncedMembers(db: Executor, tenantId: string, classIds
   return rows.map((r) => ({ classId: r.class_id, accountId: r.account_id, display: r.display_name }));
 }
 
-/** Of these ids, the ones that are synced, live users of the tenant. */
+/** Of these ids, the ones that name synced, live users of the tenant: their own, or an alias of one after a merge. */
 export async function findMemberCandidates(db: Executor, tenantId: string, ids: readonly string[]): Promise<Set<string>> {
   if (ids.length === 0) return new Set();
-  const rows = await db
-    .selectFrom('accounts')
-    .select('id')
-    .where('tenant_id', '=', tenantId)
-    .where('id', 'in', ids)
-    .where('managed_by', '=', 'sync')
-    .where(LIVE_BY_ID)
-    .execute();
-  return new Set(rows.map((r) => r.id));
+  const rows = await sql<{ given: string }>`
+    SELECT i.id AS given FROM unnest(${[...ids]}::uuid[]) AS i(id)
+      LEFT JOIN account_aliases al ON al.tenant_id = ${tenantId}::uuid AND al.alias_id = i.id
+      JOIN accounts a ON a.tenant_id = ${tenantId}::uuid AND a.id = coalesce(al.account_id, i.id)
+     WHERE a.managed_by = 'sync' AND ${LIVE_BY_ID}`.execute(db);
+  return new Set(rows.rows.map((r) => r.given));
 }
 
 /** Rule 8: a manual class that was synced before (same Entra object id), to adopt again. */

@@ -64,6 +64,25 @@ export async function findActiveCredential(
   return { id: row.id, kind: row.kind, tenant: Object.freeze(tenant) };
 }
 
+export interface EntraTokenTenant {
+  tenant: TenantSettings;
+  /** The tenant allows Entra's own token. */
+  accepts: boolean;
+  connected: boolean;
+}
+
+/** The tenant bound to this Entra tenant id, with whether it accepts Entra's own token, as the request authenticator needs it. */
+export async function findEntraTokenTenant(db: Db, entraTenantId: string): Promise<EntraTokenTenant | undefined> {
+  const row = await db
+    .selectFrom('tenants')
+    .select(['id', 'role_mapping', 'verified_domains', 'class_names', 'accept_entra_token', 'disconnected_at'])
+    .where('entra_tenant_id', '=', entraTenantId)
+    .executeTakeFirst();
+  if (!row) return undefined;
+  const tenant = { id: row.id, roleMapping: row.role_mapping, verifiedDomains: row.verified_domains, classNames: row.class_names };
+  return { tenant: Object.freeze(tenant), accepts: row.accept_entra_token, connected: row.disconnected_at === null };
+}
+
 /** Revokes a credential by id (of the given kind); returns it, or undefined when no such credential exists. */
 export async function revokeCredential(db: Db, id: string, kind?: 'token' | 'client'): Promise<CredentialRow | undefined> {
   return db

@@ -21,6 +21,10 @@ export interface TenantsTable {
   role_mapping: Json<Record<string, Role>>;
   class_names: ColumnType<ClassNames, ClassNames | undefined, ClassNames>;
   retention_days: ColumnType<number, number | undefined, number>;
+  /** The Entra tenant id (tid) the tenant is bound to (migration 0009); one Entra tenant to one tenant at most. */
+  entra_tenant_id: string | null;
+  /** Whether requests may authenticate with the bearer token Entra signs itself for the bound Entra tenant. */
+  accept_entra_token: ColumnType<boolean, boolean | undefined, boolean>;
   disconnected_at: NullableTimestamp;
   last_request_at: NullableTimestamp;
   created_at: Generated<Date>;
@@ -58,6 +62,20 @@ export interface AccountsTable {
   created_at: Generated<Date>;
   updated_at: Timestamp;
   deleted_at: NullableTimestamp;
+  /** Set in the portal on a synced account (rule 11): wins over the role sync writes until cleared. */
+  role_override: ColumnType<SyncRoleValue | null, SyncRoleValue | null | undefined, SyncRoleValue | null>;
+  grade_override: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+/** The roles sync may grant and an override may set: never admin. */
+type SyncRoleValue = Exclude<Role, 'admin'>;
+
+/** An id Entra keeps using for an account merged into another (migration 0010). */
+export interface AccountAliasesTable {
+  tenant_id: string;
+  alias_id: string;
+  account_id: string;
+  created_at: Generated<Date>;
 }
 
 export interface ClassesTable {
@@ -109,7 +127,15 @@ export interface SyncConflictsTable {
   request_id: string | null;
   detail: string;
   resolved_at: NullableTimestamp;
+  /** Migration 0008: the latest refusal and how many there were while it was open. */
+  last_seen_at: Timestamp;
+  seen_count: ColumnType<number, number | undefined, number>;
+  /** How it closed: the object's write succeeded, or the portal team resolved or dismissed it. */
+  resolution: ConflictResolution | null;
+  note: string | null;
 }
+
+export type ConflictResolution = 'succeeded' | 'resolved' | 'dismissed';
 
 export interface AdminCredentialsTable {
   id: Generated<string>;
@@ -154,6 +180,7 @@ export interface Database {
   sync_conflicts: SyncConflictsTable;
   request_counts: RequestCountsTable;
   change_events: ChangeEventsTable;
+  account_aliases: AccountAliasesTable;
 }
 
 export type Db = Kysely<Database>;
@@ -195,6 +222,10 @@ export function fixedStatement<P extends object, R>(build: (p: P) => RawBuilder<
 export interface DatabaseOptions {
   poolSize?: number;
   statementTimeoutMs?: number;
+  /** How long a statement may wait for a lock before PostgreSQL ends it (55P03); unset, it waits up to the statement timeout. */
+  lockTimeoutMs?: number;
+  /** How long the client waits for any answer to a query; by default a second past the statement timeout. */
+  queryTimeoutMs?: number;
   /** How long to wait for a connection before the request fails with 503. */
   connectionTimeoutMs?: number;
   applicationName?: string;
@@ -331,26 +362,58 @@ export async function analyzedTables(pool: pg.Pool): Promise<ReadonlySet<Planned
   return (await planStatistics.get(pool)?.check()) ?? new Set();
 }
 
-/** Sends the client's marked statements (kysely's query(text, values)) as named ones once their tables have statistics. */
-function prepareMarked(client: pg.PoolClient, statistics: PlanStatistics): void {
+/** pg's error when query_timeout passes without an answer. */
+function isQueryTimeout(error: unknown): boolean {
+  return error instanceof Error && error.message === 'Query read timeout';
+}
+
+/**
+ * Sends the client's marked statements (kysely's query(text, values)) as
+ * named ones once their tables have statistics, and ends the client when a
+ * query of kysely's gets no answer in time.
+ *
+ * pg gives up on such a query but keeps the connection, and kysely puts it
+ * back in the pool: later queries would queue behind the unanswered one, and
+ * a ROLLBACK that timed out in that queue is dropped unsent, so the next
+ * request would run inside the failed request's transaction. Ended, the
+ * client leaves the pool when kysely releases it, and PostgreSQL rolls back
+ * whatever the connection had open once it answers again.
+ */
+function instrumentClient(client: pg.PoolClient, statistics: PlanStatistics): void {
   const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  const endOnTimeout = (error: unknown): void => {
+    if (isQueryTimeout(error)) void client.end().catch(() => undefined);
+  };
   (client as { query: unknown }).query = (...args: unknown[]) => {
     const [text, values] = args;
+    let result: unknown;
     if (args.length === 2 && typeof text === 'string' && text.startsWith(PREPARED) && Array.isArray(values)) {
       const { name, tables } = statement(text);
-      if (statistics.cover(tables)) return query({ name, text, values });
+      result = statistics.cover(tables) ? query({ name, text, values }) : query(...args);
+    } else {
+      result = query(...args);
     }
-    return query(...args);
+    // kysely's calls return promises; pool.query's own callbacks release the client with the error, which ends it.
+    if (result instanceof Promise) result.catch(endOnTimeout);
+    return result;
   };
 }
 
 export function createDb(url: string, options: DatabaseOptions = {}): { db: Db; pool: pg.Pool } {
+  const statementTimeoutMs = options.statementTimeoutMs ?? 15000;
   const pool = new pg.Pool({
     connectionString: url,
     max: options.poolSize ?? 10,
     connectionTimeoutMillis: options.connectionTimeoutMs ?? 5000,
     idleTimeoutMillis: 30000,
-    statement_timeout: options.statementTimeoutMs ?? 15000,
+    statement_timeout: statementTimeoutMs,
+    ...(options.lockTimeoutMs === undefined ? {} : { lock_timeout: options.lockTimeoutMs }),
+    // The statement timeout is PostgreSQL's: a server that stops answering
+    // (stopped, or behind a network black hole) never sends it.
+    query_timeout: options.queryTimeoutMs ?? statementTimeoutMs + 1000,
+    // Finds connections whose server vanished without closing them.
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
     application_name: options.applicationName ?? 'portal-scim',
   });
   // An idle client losing its server (restart, failover) must not crash the
@@ -358,7 +421,7 @@ export function createDb(url: string, options: DatabaseOptions = {}): { db: Db; 
   pool.on('error', () => undefined);
   const statistics = new PlanStatistics(pool, options.analyzeNewTables ?? true);
   planStatistics.set(pool, statistics);
-  pool.on('connect', (client) => prepareMarked(client, statistics));
+  pool.on('connect', (client) => instrumentClient(client, statistics));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return { db, pool };
 }

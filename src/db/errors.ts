@@ -21,17 +21,22 @@ const UNAVAILABLE_MESSAGES = [
   'client has encountered a connection error',
   'cannot use a pool after calling end',
   'client was closed',
+  'query read timeout', // pg's query_timeout: the server did not answer at all
 ];
 
 /** Whether a failure means the database cannot answer now (worth a retry later). */
 export function isDatabaseUnavailable(error: unknown, depth = 0): boolean {
   if (typeof error !== 'object' || error === null || depth > 4) return false;
-  const { code, message, cause, errors } = error as {
+  const { code, message, cause, errors, statusCode } = error as {
     code?: unknown;
     message?: unknown;
     cause?: unknown;
     errors?: unknown;
+    statusCode?: unknown;
   };
+  // An HTTP status on the error marks the request's own failure (a body cut
+  // off by its client is ECONNRESET too), never the database's.
+  if (statusCode !== undefined) return false;
   if (typeof code === 'string') {
     if (UNAVAILABLE_NODE_CODES.has(code) || UNAVAILABLE_SQLSTATES.has(code) || code.startsWith('08')) return true;
   }

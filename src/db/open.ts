@@ -25,6 +25,8 @@ export async function openDatabase(
   const { db, pool } = createDb(url, {
     poolSize: options.poolSize ?? config.databasePoolSize,
     statementTimeoutMs: config.databaseStatementTimeoutMs,
+    lockTimeoutMs: config.databaseLockTimeoutMs,
+    queryTimeoutMs: config.databaseQueryTimeoutMs,
     ...(options.applicationName ? { applicationName: options.applicationName } : {}),
   });
   let closed = false;

@@ -1,5 +1,6 @@
 // Queries on tenants and their settings.
 import { sql, type Selectable } from 'kysely';
+import { notifyChanges } from './change-notifier.js';
 import type { ClassNames, Db, Executor, Role, TenantsTable } from './database.js';
 
 export type TenantRow = Selectable<TenantsTable>;
@@ -56,6 +57,9 @@ export interface TenantSettingsChange {
   retentionDays?: number;
   name?: string;
   classNames?: ClassNames;
+  /** The Entra tenant id to bind to; null unbinds (and stops accepting Entra's own token). */
+  entraTenantId?: string | null;
+  acceptEntraToken?: boolean;
 }
 
 export async function updateTenantSettings(db: Db, id: string, settings: TenantSettingsChange): Promise<TenantRow | undefined> {
@@ -69,6 +73,10 @@ export async function updateTenantSettings(db: Db, id: string, settings: TenantS
       ...(settings.roleMapping !== undefined ? { role_mapping: JSON.stringify(settings.roleMapping) } : {}),
       ...(settings.retentionDays !== undefined ? { retention_days: settings.retentionDays } : {}),
       ...(settings.classNames !== undefined ? { class_names: settings.classNames } : {}),
+      ...(settings.entraTenantId !== undefined ? { entra_tenant_id: settings.entraTenantId?.toLowerCase() ?? null } : {}),
+      ...(settings.acceptEntraToken !== undefined ? { accept_entra_token: settings.acceptEntraToken } : {}),
+      // Without a binding there is no Entra tenant whose token could be accepted.
+      ...(settings.entraTenantId === null ? { accept_entra_token: false } : {}),
       updated_at: new Date(),
     })
     .where('id', '=', id)
@@ -104,6 +112,8 @@ export async function disconnectTenant(db: Db, id: string): Promise<{ accounts: 
       .executeTakeFirst();
     // Memberships Entra made become the portal's own, so the classes keep them.
     await trx.updateTable('class_memberships').set({ manual: true, synced: false }).where('tenant_id', '=', id).where('synced', '=', true).execute();
+    // Delivered when the transaction commits.
+    await notifyChanges(trx);
     return {
       accounts: Number(accounts.numUpdatedRows),
       classes: Number(classes.numUpdatedRows),
@@ -138,3 +148,17 @@ export async function findDomainOwners(db: Executor, domains: readonly string[],
 
 /** The trigger of migration 0006 refused a domain another tenant holds. */
 export const DOMAIN_OWNER_CONSTRAINT = 'tenants_verified_domain_owner';
+
+/** The unique index of migration 0009: an Entra tenant belongs to one tenant at most. */
+export const ENTRA_TENANT_CONSTRAINT = 'tenants_entra_tenant_id_key';
+
+/** The tenant (other than exceptTenantId) bound to this Entra tenant id, if any. */
+export async function findEntraTenantOwner(db: Executor, entraTenantId: string, exceptTenantId?: string): Promise<{ tenantId: string; name: string } | undefined> {
+  const row = await db
+    .selectFrom('tenants')
+    .select(['id', 'name'])
+    .where('entra_tenant_id', '=', entraTenantId.toLowerCase())
+    .$if(exceptTenantId !== undefined, (qb) => qb.where('id', '<>', exceptTenantId ?? ''))
+    .executeTakeFirst();
+  return row ? { tenantId: row.id, name: row.name } : undefined;
+}

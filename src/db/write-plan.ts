@@ -6,7 +6,7 @@
 // the row types, so a column cannot be left out of one statement.
 import type { Selectable } from 'kysely';
 import type { AccountsTable, ClassesTable, JsonObject, Role } from './database.js';
-import type { PlannedAuditEvent } from './audit.js';
+import type { PlannedAuditEvent, PlannedSettle } from './audit.js';
 
 /** The account columns a SCIM write sets. */
 export const ACCOUNT_WRITE_COLUMNS = [
@@ -29,8 +29,8 @@ export const CLASS_WRITE_COLUMNS = ['display_name', 'external_id', 'school_id', 
 type AccountWriteColumn = (typeof ACCOUNT_WRITE_COLUMNS)[number];
 type ClassWriteColumn = (typeof CLASS_WRITE_COLUMNS)[number];
 
-/** Columns the server keeps itself: keys, ownership, version and times. */
-type AccountServerColumn = 'tenant_id' | 'id' | 'managed_by' | 'version' | 'created_at' | 'updated_at' | 'deleted_at';
+/** Columns the server keeps itself: keys, ownership, version and times; and the portal's overrides, which sync never writes (rule 11). */
+type AccountServerColumn = 'tenant_id' | 'id' | 'managed_by' | 'version' | 'created_at' | 'updated_at' | 'deleted_at' | 'role_override' | 'grade_override';
 type ClassServerColumn = 'tenant_id' | 'id' | 'managed_by' | 'version' | 'created_at' | 'updated_at';
 
 /**
@@ -83,6 +83,8 @@ void classValuesMatch;
 export interface WriteEvents {
   /** Written when the write writes; its object id and reference are the written row's. */
   audit?: PlannedAuditEvent | undefined;
+  /** A user write that succeeds closes the open conflicts of its userName (rule 3's refusals), each with an audit event. */
+  settles?: PlannedSettle | undefined;
 }
 
 /** A delete of an account or a class: of the version read, or (undefined) of whatever version is live. */

@@ -7,7 +7,17 @@
 // shape of plan, compiled once and prepared (see fixedStatement, PREPARED).
 import { sql, type RawBuilder } from 'kysely';
 import { CLASS_COLUMNS, LIVE_BY_ID, RESOURCE_COLUMNS, type AccountResource, type ClassRow } from './columns.js';
-import { auditInsert, auditRecorded, type AuditEvent, type AuditColumns, type PlannedAuditEvent } from './audit.js';
+import {
+  SETTLED_COLUMN,
+  auditInsert,
+  auditRecorded,
+  conflictsSettled,
+  settleConflicts,
+  settleParams,
+  type AuditEvent,
+  type AuditColumns,
+  type PlannedAuditEvent,
+} from './audit.js';
 import { fixedStatement, inTransaction, lockKey, preparedOn, type Executor, type PlannedTable } from './database.js';
 import { isForeignKeyViolation, uniqueViolation } from './errors.js';
 import {
@@ -82,10 +92,20 @@ function nothingClaims(p: Params, addressCount: number): RawBuilder<unknown> {
 /** The row still has the version it was planned from; a null version (a plan made without a read) accepts any. */
 const atVersion = (p: Params) => sql`(${p.version}::integer IS NULL OR version = ${p.version}::integer)`;
 
+/**
+ * The accounts member ids name: an id Entra keeps using for an account merged
+ * into another (an alias) names the kept account.
+ */
+const resolved = (p: Params, ids: unknown) => sql`SELECT coalesce(al.account_id, i.id) FROM unnest(${ids}::uuid[]) AS i(id)
+   LEFT JOIN account_aliases al ON al.tenant_id = ${p.tenantId}::uuid AND al.alias_id = i.id`;
+
 /** Rule 5: every member to add is a synced, live user of the tenant; the rows stay share-locked so a concurrent delete waits for this write. */
 const validMembers = (p: Params, ids: unknown) => sql`SELECT id FROM accounts
-   WHERE tenant_id = ${p.tenantId}::uuid AND id = ANY(${ids}::uuid[]) AND managed_by = 'sync' AND ${LIVE_BY_ID}
+   WHERE tenant_id = ${p.tenantId}::uuid AND id IN (${resolved(p, ids)}) AND managed_by = 'sync' AND ${LIVE_BY_ID}
    FOR SHARE`;
+
+/** The guard of rule 5: as many valid members as the ids name accounts (two ids may name one account after a merge). */
+const allMembersValid = (p: Params, ids: unknown) => sql`(SELECT count(*) FROM valid) = (SELECT count(DISTINCT id) FROM (${resolved(p, ids)}) AS r(id))`;
 
 /** Microsoft's unique class names, when the tenant keeps them unique: no other synced class has the name in any case. */
 const nameIsFree = (p: Params) => sql`(NOT ${p.uniqueName}::boolean OR NOT EXISTS (
@@ -163,18 +183,21 @@ function accountValueParams(values: AccountValues): Params {
   return { ...values, scim: JSON.stringify(values.scim) };
 }
 
-const createAccount = perShape<AccountResource>((shape) => (p) => sql<AccountResource>`${preparedOn('accounts')}
+/** A create or change also closes the open conflicts of the written userName (audit.ts settleConflicts) and lists them. */
+type AccountWritten = AccountResource & { settled?: string[] | null };
+
+const createAccount = perShape<AccountWritten>((shape) => (p) => sql<AccountWritten>`${preparedOn('accounts')}
     WITH written AS (
       INSERT INTO accounts (tenant_id, id, managed_by, ${columnList(ACCOUNT_WRITE_COLUMNS)})
       SELECT ${p.tenantId}::uuid, ${p.id}::uuid, 'sync', ${valueList(p, ACCOUNT_COLUMN_TYPES, ACCOUNT_WRITE_COLUMNS)}
        WHERE ${nothingClaims(p, Number(shape))} AND ${connected(p)}
       RETURNING tenant_id, ${RESOURCE_COLUMNS}
-    ), audited AS (${plannedAudit(p, 'user_name')})
-    SELECT ${RESOURCE_COLUMNS} FROM written`);
+    ), audited AS (${plannedAudit(p, 'user_name')}), ${settleConflicts(p)}
+    SELECT ${RESOURCE_COLUMNS}, ${SETTLED_COLUMN} FROM written`);
 
-const updateAccount = perShape<AccountResource>((shape) => {
+const updateAccount = perShape<AccountWritten>((shape) => {
   const [count, adopt] = shape.split(' ');
-  return (p) => sql<AccountResource>`${preparedOn('accounts')}
+  return (p) => sql<AccountWritten>`${preparedOn('accounts')}
     WITH written AS (
       UPDATE accounts
          SET ${setList(p, ACCOUNT_COLUMN_TYPES, ACCOUNT_WRITE_COLUMNS)},${adopt === 'adopt' ? sql` managed_by = 'sync',` : sql``}
@@ -183,8 +206,8 @@ const updateAccount = perShape<AccountResource>((shape) => {
          AND managed_by = ${adopt === 'adopt' ? sql`'manual' AND role <> 'admin'` : sql`'sync'`} AND ${atVersion(p)}
          AND ${noAdminHolds(p, Number(count), sql`${p.id}::uuid`)} AND ${connected(p)}
       RETURNING tenant_id, ${RESOURCE_COLUMNS}
-    ), audited AS (${plannedAudit(p, 'user_name')})
-    SELECT ${RESOURCE_COLUMNS} FROM written`;
+    ), audited AS (${plannedAudit(p, 'user_name')}), ${settleConflicts(p)}
+    SELECT ${RESOURCE_COLUMNS}, ${SETTLED_COLUMN} FROM written`;
 });
 
 // The account's memberships go with it: the trigger accounts_leave_classes
@@ -200,8 +223,8 @@ const deleteAccount = perShape<AccountResource>(() => (p) => sql<AccountResource
 
 /** Runs an account plan: the written account, or undefined when a guard failed and nothing was written. */
 export async function executeAccountPlan(db: Executor, plan: AccountPlan): Promise<AccountResource | undefined> {
-  const base = { tenantId: plan.tenantId, id: plan.id, ...auditParams(plan.events.audit) };
-  let row: AccountResource | undefined;
+  const base = { tenantId: plan.tenantId, id: plan.id, ...auditParams(plan.events.audit), ...settleParams(plan.events.settles) };
+  let row: AccountWritten | undefined;
   try {
     switch (plan.kind) {
       case 'create': {
@@ -224,8 +247,11 @@ export async function executeAccountPlan(db: Executor, plan: AccountPlan): Promi
   } catch (error) {
     throw uniqueViolation(error) ?? error;
   }
-  if (row) observed(db, plan.tenantId, plan.events.audit, row.id, row.user_name);
-  return row;
+  if (!row) return undefined;
+  const { settled, ...account } = row;
+  observed(db, plan.tenantId, plan.events.audit, account.id, account.user_name);
+  conflictsSettled(db, plan.tenantId, plan.events.settles, account.id, settled ?? null);
+  return account;
 }
 
 // ---------------------------------------------------------------------------
@@ -240,8 +266,7 @@ function classValueParams(values: ClassValues | undefined): Params {
 /** The membership changes of a class write, after `ok` held: removed, demoted (manual ones keep their row) and added rows, and their count. */
 function memberSteps(p: Params, change: MemberChange['kind'] | 'none'): RawBuilder<unknown> {
   const ok = sql`(SELECT ok FROM checked)`;
-  const removedIds =
-    change === 'replace' ? sql`NOT (account_id = ANY(${p.members}::uuid[]))` : sql`account_id = ANY(${p.remove}::uuid[])`;
+  const removedIds = change === 'replace' ? sql`NOT (account_id IN (${resolved(p, p.members)}))` : sql`account_id IN (${resolved(p, p.remove)})`;
   const removing =
     change === 'none'
       ? sql`removed AS (SELECT NULL::uuid AS account_id WHERE false), demoted AS (SELECT NULL::uuid AS account_id WHERE false)`
@@ -257,7 +282,7 @@ function memberSteps(p: Params, change: MemberChange['kind'] | 'none'): RawBuild
   const addedIds = change === 'replace' ? p.members : p.add;
   return sql`${removing}, added AS (
         INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
-        SELECT ${p.tenantId}::uuid, ${p.id}::uuid, id, true FROM valid WHERE id = ANY(${addedIds}::uuid[]) AND ${ok}
+        SELECT ${p.tenantId}::uuid, ${p.id}::uuid, id, true FROM valid WHERE id IN (${resolved(p, addedIds)}) AND ${ok}
         ON CONFLICT (tenant_id, class_id, account_id) DO UPDATE SET synced = true WHERE NOT class_memberships.synced
         RETURNING account_id
       ), changes AS (
@@ -277,7 +302,7 @@ interface ClassWritten extends ClassRow {
 const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${preparedOn(...CLASS_TABLES)}
     WITH valid AS (${validMembers(p, p.usersExist)}),
     checked AS (
-      SELECT (SELECT count(*) FROM valid) = cardinality(${p.usersExist}::uuid[])
+      SELECT ${allMembersValid(p, p.usersExist)}
          AND (NOT ${p.nothingToAdopt}::boolean OR NOT EXISTS (
                SELECT 1 FROM classes WHERE tenant_id = ${p.tenantId}::uuid AND external_id = ${p.external_id}::text AND managed_by = 'manual'))
          AND ${nameIsFree(p)} AND ${connected(p)} AS ok
@@ -288,7 +313,7 @@ const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${prep
       RETURNING ${CLASS_COLUMNS}
     ), added AS (
       INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
-      SELECT w.tenant_id, w.id, v.id, true FROM written w, valid v WHERE v.id = ANY(${p.add}::uuid[])
+      SELECT w.tenant_id, w.id, v.id, true FROM written w, valid v WHERE v.id IN (${resolved(p, p.add)})
       RETURNING account_id
     ), audited AS (${plannedAudit(p, 'display_name', sql`(SELECT count(*) FROM added)`)})
     SELECT w.*, (SELECT ok FROM checked) AS ok, (SELECT count(*) FROM added) AS changes
@@ -304,7 +329,7 @@ const updateClass = perShape<ClassWritten>((shape) => {
     ), valid AS (${validMembers(p, p.usersExist)}),
     checked AS (
       SELECT EXISTS (SELECT 1 FROM class)
-         AND (SELECT count(*) FROM valid) = cardinality(${p.usersExist}::uuid[])
+         AND ${allMembersValid(p, p.usersExist)}
          AND ${values === 'values' ? nameIsFree(p) : sql`true`} AND ${connected(p)} AS ok
     ), ${memberSteps(p, members)},
     written AS (

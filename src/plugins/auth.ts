@@ -3,14 +3,17 @@
 // live. Lookups are cached for a few seconds, which bounds how long a revoked
 // credential keeps working on any instance; so is a token that passed both
 // checks, never past its expiry, so Entra's stream of requests with one token
-// is not verified again on each.
+// is not verified again on each. A token Entra signed itself (issuer
+// https://sts.windows.net/<tid>/) is verified by auth/entra-token.ts instead,
+// for the tenant bound to that Entra tenant if it accepts such tokens.
 import fastifyJwt from '@fastify/jwt';
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { credentialUseRecorder } from '../auth/credential-use.js';
+import { claimedEntraTenant, entraCredentialId, entraTokenVerifier, type EntraTokenSettings } from '../auth/entra-token.js';
 import { secretFor, type SigningKeys } from '../auth/keys.js';
 import { TOKEN_ALGORITHM } from '../auth/tokens.js';
-import { findActiveCredential } from '../db/credentials.js';
+import { findActiveCredential, findEntraTokenTenant, type EntraTokenTenant } from '../db/credentials.js';
 import type { TenantSettings } from '../db/tenants.js';
 import type { Db } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
@@ -44,9 +47,17 @@ export interface AuthOptions {
   issuer: string;
   audience: string;
   cacheSeconds: number;
+  /** Where and how Microsoft's signing keys are fetched, for Entra's own token. */
+  entra: EntraTokenSettings;
 }
 
 const CHALLENGE = 'Bearer realm="portal-scim"';
+const BEARER = /^\s*bearer\s+(\S+)\s*$/i;
+
+/** The token of an Authorization header of the Bearer scheme, in any case and spacing (RFC 7235). */
+function bearerToken(header: string | undefined): string | undefined {
+  return header === undefined ? undefined : BEARER.exec(header)?.[1];
+}
 
 function unauthorized(detail: string, error?: 'invalid_token'): ScimError {
   const challenge = error ? `${CHALLENGE}, error="${error}"` : CHALLENGE;
@@ -69,43 +80,113 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
       allowedIss: options.issuer,
       allowedAud: options.audience,
       requiredClaims: ['tid', 'jti', 'iss', 'aud'],
+      // The same reading of the header as the cache's, so a spelling either accepts or refuses.
+      extractToken: (request: FastifyRequest) => bearerToken(request.headers.authorization),
     },
   });
 
   // Per app, never global: two apps in one process keep their own caches.
   const cache = new Map<string, CacheEntry>();
   const accepted = new Map<string, { auth: RequestAuth; until: number }>();
-  const recordUse = credentialUseRecorder(options.db);
+  const recordCredentialUse = credentialUseRecorder(options.db);
+  // Entra's own token has no credential row whose last use could be written.
+  const entraAuths = new WeakSet<RequestAuth>();
+  const recordUse = (auth: RequestAuth, log: FastifyBaseLogger) => (entraAuths.has(auth) ? undefined : recordCredentialUse(auth, log));
 
-  async function lookup(tenantId: string, credentialId: string): Promise<RequestAuth | null> {
+  /** The credential's row as of its last check, and until when that check stands. */
+  async function lookup(tenantId: string, credentialId: string, log: FastifyBaseLogger): Promise<CacheEntry> {
     const key = `${tenantId}/${credentialId}`;
     const now = Date.now();
     const hit = cache.get(key);
-    if (hit && hit.until > now) return hit.auth;
+    if (hit && hit.until > now) return hit;
+    log.debug('credential checked against the database');
     const row = await findActiveCredential(options.db, tenantId, credentialId);
     const found = row ? { credentialId: row.id, tenant: row.tenant } : null;
+    const entry = { auth: found, until: now + options.cacheSeconds * 1000 };
     if (options.cacheSeconds > 0) {
       if (cache.size > 10_000) cache.clear();
-      cache.set(key, { auth: found, until: now + options.cacheSeconds * 1000 });
+      cache.set(key, entry);
+    }
+    return entry;
+  }
+
+  const entra = entraTokenVerifier(options.entra);
+  const entraTenants = new Map<string, { found: EntraTokenTenant | undefined; until: number }>();
+
+  async function lookupEntraTenant(entraTenantId: string): Promise<EntraTokenTenant | undefined> {
+    const now = Date.now();
+    const hit = entraTenants.get(entraTenantId);
+    if (hit && hit.until > now) return hit.found;
+    const found = await findEntraTokenTenant(options.db, entraTenantId);
+    if (options.cacheSeconds > 0) {
+      if (entraTenants.size > 10_000) entraTenants.clear();
+      entraTenants.set(entraTenantId, { found, until: now + options.cacheSeconds * 1000 });
     }
     return found;
+  }
+
+  /**
+   * Entra's own token: the tenant bound to its Entra tenant must accept it
+   * (checked first, so no other token makes this server fetch keys), then
+   * Microsoft's signature, the algorithm, issuer, audience and expiry.
+   */
+  async function authenticateEntra(token: string, entraTenantId: string): Promise<{ auth: RequestAuth; expiresAt: number }> {
+    const bound = await lookupEntraTenant(entraTenantId);
+    if (!bound?.accepts) {
+      throw unauthorized(
+        `No tenant of this server accepts the token Entra issues itself for Entra tenant ${entraTenantId}: paste the Secret Token from the portal team into Secret Token.`,
+        'invalid_token',
+      );
+    }
+    if (!bound.connected) throw unauthorized('The token has been revoked or its tenant is disconnected.', 'invalid_token');
+    const verdict = await entra.verify(token, entraTenantId);
+    if (!verdict.ok) {
+      switch (verdict.reason) {
+        case 'expired':
+          throw unauthorized('The token has expired.', 'invalid_token');
+        case 'audience':
+          throw unauthorized("Entra's token was issued for another application: its audience is not the template of non-gallery applications.", 'invalid_token');
+        case 'keys-unavailable':
+          throw unauthorized("Microsoft's signing keys could not be fetched to check Entra's token; Entra retries later.");
+        case 'unverified':
+          throw unauthorized("Entra's token could not be verified with Microsoft's published signing keys.", 'invalid_token');
+      }
+    }
+    const auth = { credentialId: entraCredentialId(bound.tenant.id), tenant: bound.tenant };
+    entraAuths.add(auth);
+    return { auth, expiresAt: verdict.expiresAt };
   }
 
   app.decorateRequest('auth', null);
   app.decorate('authenticate', async (request: FastifyRequest) => {
     const header = request.headers.authorization;
+    // The scheme is case-insensitive (RFC 7235), so the token alone is the
+    // key: "bearer x" and "Bearer x" share one entry and one expiry.
+    const token = bearerToken(header);
     const now = Date.now();
-    const known = header === undefined ? undefined : accepted.get(header);
+    const known = token === undefined ? undefined : accepted.get(token);
     if (known && known.until > now) {
       admit(request, known.auth);
       await recordUse(known.auth, request.log);
       return;
     }
     if (header === undefined || header.trim() === '') {
+      request.log.debug('refused a request without a credential');
       throw unauthorized('Authentication required: send the Secret Token as "Authorization: Bearer <token>".');
     }
-    if (!/^bearer\s+\S+$/i.test(header.trim())) {
+    if (token === undefined) {
+      request.log.debug('refused an Authorization header that is not a bearer token');
       throw unauthorized('The Authorization header must be "Bearer <token>".', 'invalid_token');
+    }
+    const entraTenantId = claimedEntraTenant(token);
+    if (entraTenantId !== undefined) {
+      const { auth: found, expiresAt } = await authenticateEntra(token, entraTenantId);
+      if (options.cacheSeconds > 0) {
+        if (accepted.size > 10_000) accepted.clear();
+        accepted.set(token, { auth: found, until: Math.min(now + options.cacheSeconds * 1000, expiresAt) });
+      }
+      admit(request, found);
+      return;
     }
     let claims: { tid: string; jti: string; exp?: unknown };
     try {
@@ -113,17 +194,25 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
     } catch (error) {
       const code = (error as { code?: string }).code ?? '';
       const expired = code.includes('EXPIRED');
+      request.log.debug({ code }, 'refused a token that does not verify');
       throw unauthorized(expired ? 'The token has expired.' : 'The token is not valid for this server.', 'invalid_token');
     }
     if (!isUuid(claims.tid) || !isUuid(claims.jti)) {
+      request.log.debug('refused a token whose tenant or credential is not an id');
       throw unauthorized('The token is not valid for this server.', 'invalid_token');
     }
-    const found = await lookup(claims.tid, claims.jti);
-    if (!found) throw unauthorized('The token has been revoked or its tenant is disconnected.', 'invalid_token');
+    const checked = await lookup(claims.tid, claims.jti, request.log);
+    const found = checked.auth;
+    if (!found) {
+      request.log.debug({ tenantId: claims.tid, credentialId: claims.jti }, 'refused a revoked credential or one of a disconnected tenant');
+      throw unauthorized('The token has been revoked or its tenant is disconnected.', 'invalid_token');
+    }
     if (options.cacheSeconds > 0) {
+      // Never past the credential check it rests on: a token accepted again
+      // from a check made earlier must not start a new period of its own.
       const expires = typeof claims.exp === 'number' ? claims.exp * 1000 : Infinity;
       if (accepted.size > 10_000) accepted.clear();
-      accepted.set(header, { auth: found, until: Math.min(now + options.cacheSeconds * 1000, expires) });
+      accepted.set(token, { auth: found, until: Math.min(checked.until, expires) });
     }
     admit(request, found);
     await recordUse(found, request.log);

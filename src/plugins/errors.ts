@@ -1,9 +1,19 @@
 // The one error renderer: every failure leaves as a SCIM error body with the
-// right status and scimType. 5xx details are logged, never sent.
+// right status and scimType. 5xx details are logged, never sent. The error a
+// reply carries stays on it (reply.scimError) for the failed-write audit
+// event and for the request's log line, which carries its status, scimType
+// and detail with every value from the request folded away.
 import type { Socket } from 'node:net';
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { ScimError, databaseError, type ScimType } from '../errors.js';
+
+declare module 'fastify' {
+  interface FastifyReply {
+    /** The SCIM error this reply answers with, once the renderer has sent it. */
+    scimError: ScimError | null;
+  }
+}
 
 export const SCIM_ERROR_SCHEMA = 'urn:ietf:params:scim:api:messages:2.0:Error';
 export const SCIM_CONTENT_TYPE = 'application/scim+json; charset=utf-8';
@@ -57,6 +67,7 @@ export function toScimError(error: unknown): ScimError | undefined {
 }
 
 export function sendScimError(reply: FastifyReply, error: ScimError): FastifyReply {
+  reply.scimError = error;
   return reply
     .code(error.status)
     .headers(error.headers)
@@ -85,12 +96,16 @@ export function clientError(error: Error & { code?: string }, socket: Socket): v
   const scimError =
     error.code === 'HPE_HEADER_OVERFLOW'
       ? new ScimError(431, undefined, 'The request headers are larger than this server accepts.')
-      : new ScimError(400, 'invalidSyntax', 'The request is not valid HTTP.');
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new ScimError(408, undefined, 'The request took too long to arrive.')
+        : new ScimError(400, 'invalidSyntax', 'The request is not valid HTTP.');
   const body = JSON.stringify(errorBody(scimError));
-  const reason = scimError.status === 431 ? 'Request Header Fields Too Large' : 'Bad Request';
+  const reason = { 408: 'Request Timeout', 431: 'Request Header Fields Too Large' }[scimError.status] ?? 'Bad Request';
+  // Closed once the answer is out, even if the client keeps sending.
   socket.end(
     `HTTP/1.1 ${scimError.status} ${reason}\r\nContent-Type: ${SCIM_CONTENT_TYPE}\r\n` +
       `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    () => socket.destroy(),
   );
 }
 
@@ -99,11 +114,63 @@ export interface ErrorsOptions {
   notFound?: (request: FastifyRequest) => ScimError | undefined;
 }
 
+/*
+ * Some details quote what the request sent: a userName that is taken, a
+ * class name, a path or filter with its values, the ids of members that are
+ * no users. Entra shows the detail as sent to the school's admin, and the
+ * failed write's audit event keeps it so (the objects it names are the
+ * tenant's own). The log line keeps a folded form instead: logs never hold
+ * attribute values, and the folded form still says which error it was.
+ */
+const FOLDS: readonly (readonly [RegExp, string])[] = [
+  // Everything from the first double quote to the last: values, paths and
+  // filters as sent, however many quotes they hold themselves.
+  [/"[\s\S]*"/, '"…"'],
+  // scimmy's single-quoted values (canonical values, filter tokens); its
+  // quoted attribute names and types stay.
+  [/\b(value|token|filter) '[\s\S]*'/, "$1 '…'"],
+  // The member values a class write named that are no users.
+  [/(not a user here: )[\s\S]*$/, '$1….'],
+  [/\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/gi, '<id>'],
+];
+
+/** A detail with what the request sent folded away (quoted text, member lists and ids): what the log line of a failed request carries. */
+export function foldValues(detail: string): string {
+  return FOLDS.reduce((text, [pattern, replacement]) => text.replace(pattern, replacement), detail);
+}
+
+/** What failures of one kind share: the folded detail with its numbers folded too (operation numbers, lengths, counts). */
+export function failureMessage(detail: string): string {
+  return foldValues(detail).replace(/\b\d+\b/g, 'N');
+}
+
+/**
+ * Fastify's request log with what a failed request's log line needs: the
+ * "request completed" line of an answer the renderer sent carries its
+ * scimType and folded detail beside the status.
+ */
+export class RequestLog extends LogController {
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply, metadata?: Record<string, unknown>): void {
+    const scimError = reply.scimError;
+    if (error || !scimError || this.isLogDisabled(request)) {
+      super.requestCompleted(error, request, reply, metadata);
+      return;
+    }
+    reply.log.info(
+      { res: reply, responseTime: reply.elapsedTime, ...(scimError.scimType ? { scimType: scimError.scimType } : {}), detail: foldValues(scimError.detail) },
+      'request completed',
+    );
+  }
+}
+
 async function errors(app: FastifyInstance, options: ErrorsOptions): Promise<void> {
+  app.decorateReply('scimError', null);
   app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const scimError = toScimError(error);
     if (scimError) {
       if (scimError.status >= 500) request.log.warn({ err: error }, scimError.detail);
+      // Not the detail: it may quote the request.
+      else request.log.debug({ status: scimError.status, scimType: scimError.scimType }, 'request refused');
       return sendScimError(reply, scimError);
     }
     request.log.error({ err: error }, 'request failed');

@@ -1,5 +1,6 @@
 // The admin API for the portal team's screens and automation: every tenant's
-// health, a tenant's sync, audit events with paging and open conflicts; and
+// health, a tenant's sync, its recent failures grouped by message, audit
+// events with paging, conflicts and closing them by hand; and
 // onboarding: creating tenants, changing their settings, issuing and revoking
 // Secret Tokens and OAuth clients, disconnecting and connecting, through the
 // same operations as the CLI; and the preview of a tenant's first sync from
@@ -15,7 +16,9 @@ import { isUuid } from '../db/ids.js';
 import { tenantStatus } from '../db/tenant-status.js';
 import { findTenant } from '../db/tenants.js';
 import { ScimError, badRequest, notFound } from '../errors.js';
+import { accountView, changeOverrides, mergeAccounts, parseMerge, parseOverrideChange, showAccount } from '../services/accounts.js';
 import type { Actor } from '../services/actor.js';
+import { closeConflictByHand, listTenantConflicts, parseClosingRequest, parseConflictState, type Closing } from '../services/conflicts.js';
 import {
   createOAuthClient,
   credentialViews,
@@ -26,6 +29,7 @@ import {
   revokeCredential,
 } from '../services/credentials.js';
 import { ServiceError } from '../services/errors.js';
+import { parseFailureHours, recentFailures } from '../services/failures.js';
 import { healthSettings, tenantOverview, withHealth } from '../services/health.js';
 import { PREVIEW_MAX_BYTES, previewCsv, previewFirstSync, readEntraUsers } from '../services/preview.js';
 import { changeTenantSettings, connectTenant, createTenant, disconnectTenant, parseNewTenant, parseTenantChanges, tenantSettings } from '../services/tenants.js';
@@ -110,8 +114,20 @@ export async function adminRoutes(app: FastifyInstance, options: AdminOptions): 
     // tenantStatus reads the tenant itself: no separate existence check.
     const status = isUuid(id) ? await tenantStatus(db, id.toLowerCase(), now) : undefined;
     if (!status) throw notFound(`No tenant ${String(id)}.`);
-    const [conflicts, credentials] = await Promise.all([listOpenConflicts(db, status.tenantId, 20), listTenantCredentials(db, status.tenantId, now)]);
-    return { ...withHealth(status, now, health), accounts: status.accounts, deletedAccounts: status.deletedAccounts, classes: status.classes, conflicts, credentials };
+    const [conflicts, credentials, failures] = await Promise.all([
+      listOpenConflicts(db, status.tenantId, 20),
+      listTenantCredentials(db, status.tenantId, now),
+      recentFailures(db, status.tenantId, now),
+    ]);
+    return {
+      ...withHealth(status, now, health),
+      accounts: status.accounts,
+      deletedAccounts: status.deletedAccounts,
+      classes: status.classes,
+      failures,
+      conflicts,
+      credentials,
+    };
   });
 
   app.patch('/tenants/:id', async (request) => {
@@ -179,10 +195,49 @@ export async function adminRoutes(app: FastifyInstance, options: AdminOptions): 
     return { ...view, alreadyRevoked: result.alreadyRevoked };
   });
 
+  app.get('/accounts/:id', async (request) => {
+    const { id } = request.params as { id: string };
+    return accountView(await showAccount(db, id));
+  });
+
+  app.patch('/accounts/:id/overrides', async (request) => {
+    const { id } = request.params as { id: string };
+    return accountView(await changeOverrides(db, id, parseOverrideChange(request.body), actor(request)));
+  });
+
+  app.delete('/accounts/:id/overrides', async (request) => {
+    const { id } = request.params as { id: string };
+    return accountView(await changeOverrides(db, id, { clear: true }, actor(request)));
+  });
+
+  app.post('/accounts/merge', async (request) => {
+    const { keep, absorb } = parseMerge(request.body);
+    const { kept, absorbedId } = await mergeAccounts(db, keep, absorb, actor(request));
+    return { kept: accountView(kept), absorbedId };
+  });
+
+  app.get('/tenants/:id/failures', async (request) => {
+    const id = await tenantParam(request);
+    const hours = parseFailureHours((request.query as { hours?: unknown }).hours);
+    return { hours, failures: await recentFailures(db, id, new Date(), { hours, groups: 50 }) };
+  });
+
   app.get('/tenants/:id/conflicts', async (request) => {
     const id = await tenantParam(request);
-    return { conflicts: await listOpenConflicts(db, id, 500) };
+    const { state } = request.query as { state?: string };
+    return { conflicts: await listTenantConflicts(db, id, { state: parseConflictState(state), limit: 500 }) };
   });
+
+  const closeConflict = (closing: Closing) => async (request: FastifyRequest) => {
+    const id = await tenantParam(request);
+    const { conflictId } = request.params as { conflictId: string };
+    if (!isUuid(conflictId)) throw new ServiceError('not-found', `No conflict ${String(conflictId)}.`);
+    const { note } = parseClosingRequest(request.body);
+    const result = await closeConflictByHand(db, conflictId.toLowerCase(), closing, note, actor(request), { tenantId: id });
+    return { ...result.conflict, alreadyClosed: result.alreadyClosed };
+  };
+  app.post('/tenants/:id/conflicts/:conflictId/resolve', closeConflict('resolve'));
+  app.post('/tenants/:id/conflicts/:conflictId/dismiss', closeConflict('dismiss'));
 
   app.get('/tenants/:id/audit', async (request) => {
     const id = await tenantParam(request);

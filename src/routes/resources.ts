@@ -3,6 +3,7 @@
 // the search from the root over both.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.js';
+import type { ChangeNotifier } from '../db/change-notifier.js';
 import type { Db } from '../db/database.js';
 import { ScimError, badRequest } from '../errors.js';
 import { parseFilter, parsePatchPath } from '../scim/filter.js';
@@ -121,9 +122,10 @@ interface ContextOptions {
   db: Db;
   seenAccounts: SeenAccounts;
   writeStrategy: WriteStrategy;
+  changes: ChangeNotifier;
 }
 
-function requestContext(request: FastifyRequest, { config, db, seenAccounts, writeStrategy }: ContextOptions): RequestContext {
+function requestContext(request: FastifyRequest, { config, db, seenAccounts, writeStrategy, changes }: ContextOptions): RequestContext {
   const auth = request.auth;
   if (!auth) throw new ScimError(401, undefined, 'Authentication required.');
   return {
@@ -135,6 +137,7 @@ function requestContext(request: FastifyRequest, { config, db, seenAccounts, wri
     log: request.log,
     seenAccounts,
     writeStrategy,
+    changes,
   };
 }
 

@@ -2,10 +2,12 @@
 // allowed by its hash, every value escaped (tenant, class and user names come
 // from schools).
 import { createHash } from 'node:crypto';
-import type { AuditEventRow, ConflictRow } from '../db/audit.js';
+import type { AuditEventRow, ConflictRow, FailureGroup } from '../db/audit.js';
 import type { HourlyRequests } from '../db/request-counts.js';
 import type { TenantStatus } from '../db/tenant-status.js';
+import { conflictStateText } from '../services/conflicts.js';
 import type { CredentialView } from '../services/credentials.js';
+import { FAILURE_WINDOW_HOURS, failureStatusText } from '../services/failures.js';
 import { healthReason, type Health, type HealthSettings, type TenantOverview } from '../services/health.js';
 import { attention, noteOf, outcomeWords, type PreviewReport } from '../services/preview.js';
 import { accountStateWord, connectionWord, flagText, formatTime } from '../services/words.js';
@@ -28,6 +30,8 @@ svg { max-width: 100%; height: auto; } .legend span { margin-right: 1rem; }
 .health-never-synced { background: #e0e7ff; color: #3730a3; } .health-healthy { background: #dcfce7; color: #166534; }
 .health-disconnected { background: #f3f4f6; color: #4b5563; }
 tr.flagged td { background: #fff7ed; } .flags { color: #9a3412; }
+form.close { display: flex; flex-wrap: wrap; gap: .3rem; } form.close input[type=text] { font: inherit; padding: .2rem .3rem; min-width: 10rem; }
+td.detail { max-width: 28rem; } .objects code { display: inline-block; margin-right: .4rem; }
 form.upload { display: grid; gap: .6rem; max-width: 40rem; margin: 1rem 0; } form.upload div { display: flex; gap: .6rem; }
 tr.refused td { background: #fee2e2; } #users td { overflow-wrap: anywhere; }
 `;
@@ -191,7 +195,12 @@ ${tenants.length > 0 ? body : html`<tr><td colspan="10" class="muted">No tenants
 export interface TenantPageView {
   status: TenantStatus & TenantOverview;
   memberships: number;
+  failures: readonly FailureGroup[];
+  /** Open conflicts, each with the form that resolves or dismisses it. */
   conflicts: readonly ConflictRow[];
+  closedConflicts: readonly ConflictRow[];
+  /** The form token of the session (see routes/status.ts); undefined when signed in by an Authorization header, which needs none. */
+  formToken: string | undefined;
   events: readonly AuditEventRow[];
   credentials: readonly CredentialView[];
   hourly: readonly HourlyRequests[];
@@ -202,8 +211,16 @@ export interface TenantPageView {
 export function tenantPage(view: TenantPageView): string {
   const { status, now } = view;
   const accounts = status.accounts.map((a) => html`<tr><td>${a.role}</td><td>${accountStateWord(a.active)}</td><td class="n">${a.count}</td></tr>`);
+  const csrf = view.formToken === undefined ? html`` : html`<input type="hidden" name="csrf" value="${view.formToken}">`;
   const conflicts = view.conflicts.map(
-    (c) => html`<tr><td>${time(c.at)}</td><td>${c.kind}</td><td>${c.object_type}</td><td>${c.object_ref ?? ''}</td><td>${c.detail}</td><td><code>${c.request_id ?? ''}</code></td></tr>`,
+    (c) => html`<tr data-conflict="${c.id}"><td>${time(c.at)}</td><td>${time(c.last_seen_at)}</td><td class="n">${c.seen_count}</td><td>${c.kind}</td><td>${c.object_type}</td><td>${c.object_ref ?? ''}</td><td class="detail">${c.detail}</td><td><code>${c.request_id ?? ''}</code></td>
+<td><form class="close" method="post" action="/status/tenants/${status.tenantId}/conflicts/${c.id}">${csrf}<input type="text" name="note" maxlength="1000" placeholder="note (optional)" aria-label="note"><button type="submit" name="action" value="resolve">Resolve</button><button type="submit" name="action" value="dismiss">Dismiss</button></form></td></tr>`,
+  );
+  const closed = view.closedConflicts.map(
+    (c) => html`<tr data-conflict="${c.id}" data-resolution="${c.resolution ?? ''}"><td>${time(c.resolved_at)}</td><td>${conflictStateText(c)}</td><td>${c.kind}</td><td>${c.object_ref ?? ''}</td><td class="n">${c.seen_count}</td><td>${c.note ?? ''}</td></tr>`,
+  );
+  const failures = view.failures.map(
+    (f) => html`<tr><td class="n">${f.count}</td><td>${failureStatusText(f)}</td><td class="detail">${f.message}</td><td>${time(f.lastAt)}</td><td class="objects">${f.objects.map((o) => html`<code>${o}</code>`)}</td><td class="detail">${f.latestDetail ?? ''}</td></tr>`,
   );
   const events = view.events.map(
     (e) => html`<tr class="${e.outcome === 'success' ? '' : 'warn'}"><td>${time(e.at)}</td><td>${e.action}</td><td>${e.object_type}</td><td>${e.object_ref ?? ''}</td><td>${e.outcome}</td><td><code>${JSON.stringify(e.details)}</code></td><td><code>${e.request_id ?? ''}</code></td></tr>`,
@@ -230,9 +247,17 @@ ${credentials.length > 0 ? credentials : html`<tr><td colspan="8" class="muted">
 <table><thead><tr><th>Role</th><th>State</th><th class="n">Accounts</th></tr></thead><tbody>
 ${accounts.length > 0 ? accounts : html`<tr><td colspan="3" class="muted">No synced accounts.</td></tr>`}
 </tbody></table>
+<h2 id="failures">Failed writes (${FAILURE_WINDOW_HOURS} h) by message</h2>
+<table><thead><tr><th class="n">Count</th><th>Status</th><th>Message</th><th>Last</th><th>Latest objects</th><th>Latest detail, as Entra received it</th></tr></thead><tbody>
+${failures.length > 0 ? failures : html`<tr><td colspan="6" class="muted">No failed writes.</td></tr>`}
+</tbody></table>
 <h2 id="conflicts">Open conflicts</h2>
-<table><thead><tr><th>At</th><th>Kind</th><th>Object</th><th>Reference</th><th>Detail</th><th>Request</th></tr></thead><tbody>
-${conflicts.length > 0 ? conflicts : html`<tr><td colspan="6" class="muted">No open conflicts.</td></tr>`}
+<table><thead><tr><th>Opened</th><th>Last seen</th><th class="n">Seen</th><th>Kind</th><th>Object</th><th>Reference</th><th>Detail</th><th>Request</th><th>Close</th></tr></thead><tbody>
+${conflicts.length > 0 ? conflicts : html`<tr><td colspan="9" class="muted">No open conflicts.</td></tr>`}
+</tbody></table>
+<h2 id="closed-conflicts">Recently closed conflicts</h2>
+<table><thead><tr><th>Closed</th><th>How</th><th>Kind</th><th>Reference</th><th class="n">Seen</th><th>Note</th></tr></thead><tbody>
+${closed.length > 0 ? closed : html`<tr><td colspan="6" class="muted">None closed yet.</td></tr>`}
 </tbody></table>
 <h2 id="audit">Recent audit events</h2>
 <table><thead><tr><th>At</th><th>Action</th><th>Object</th><th>Reference</th><th>Outcome</th><th>Details</th><th>Request</th></tr></thead><tbody>

@@ -9,7 +9,7 @@ import { badRequest } from '../errors.js';
 import { parsePatchPath, type FilterNode } from './filter.js';
 import { MAX_PATCH_OPERATIONS } from './limits.js';
 import { findAttribute, findExtension, findSub, renderValue, resolvePatchPath, type ResolvedPath } from './schema-index.js';
-import { appRoleInValue, decodeAppRole } from './roles.js';
+import { appRoleInValue, decodeAppRole } from './rules/roles.js';
 import { ENTERPRISE_SCHEMA, PATCH_OP_SCHEMA, definitionOf, type ResourceName } from './schemas.js';
 
 type Json = Record<string, unknown>;

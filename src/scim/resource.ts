@@ -1,6 +1,7 @@
 // What every SCIM resource type offers the generic routes, and the pieces
 // they share: request context, ETags, list parameters.
 import type { FastifyBaseLogger } from 'fastify';
+import type { ChangeNotifier } from '../db/change-notifier.js';
 import type { Db } from '../db/database.js';
 import type { TenantSettings } from '../db/tenants.js';
 import { preconditionFailed } from '../errors.js';
@@ -30,6 +31,8 @@ export interface RequestContext {
   /** This app's recently seen accounts, the base of the next PATCH (seen-accounts.ts). */
   seenAccounts: SeenAccounts;
   writeStrategy: WriteStrategy;
+  /** Told when a write has committed, to wake the change feed's readers. */
+  changes: Pick<ChangeNotifier, 'changed'>;
 }
 
 export interface ListParams {

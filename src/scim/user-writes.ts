@@ -4,11 +4,17 @@
 // nothing themselves; the same planner serves the quick path (planned from
 // a remembered or unlocked read, or from nothing) and the locked one.
 import type { AccountResource, AccountRow } from '../db/columns.js';
+import type { PlannedSettle } from '../db/audit.js';
 import type { AccountPlan, AccountValues } from '../db/write-plan.js';
 import { refuseAdminCollision } from './rules/admin-guard.js';
 import { addresses, adoptableAddresses, chooseAdoption } from './rules/adoption.js';
 import { userAdopted, userChanged, userCreated, userDeleted, type Actor } from './rules/audit-events.js';
 import type { Json } from './resource.js';
+
+/** A create or change that writes closes the open conflicts of its userName: the refused object has now succeeded. */
+function settles(actor: Actor, values: AccountValues): PlannedSettle {
+  return { objectRef: values.user_name, credentialId: actor.credentialId, requestId: actor.requestId };
+}
 
 /**
  * What a create knows of the accounts in its way, read under lock: an admin
@@ -32,7 +38,7 @@ export function planUserCreate(actor: Actor, verifiedDomains: readonly string[],
         values,
         adopt: true,
         guards: { version: adoption.candidate.version, noAdmin: known },
-        events: { audit: userAdopted(actor, adoption, values) },
+        events: { audit: userAdopted(actor, adoption, values), settles: settles(actor, values) },
       };
     }
   }
@@ -42,7 +48,7 @@ export function planUserCreate(actor: Actor, verifiedDomains: readonly string[],
     id: newId,
     values,
     guards: { noAdmin: known, nothingToAdopt: { adoptable: adoptableAddresses(known, verifiedDomains) } },
-    events: { audit: userCreated(actor, values.role) },
+    events: { audit: userCreated(actor, values.role), settles: settles(actor, values) },
   };
 }
 
@@ -68,11 +74,12 @@ export function planUserChange(
     guards: { version: row.version, noAdmin: addresses(values) },
     events: {
       audit: userChanged(actor, { attributes: attributes.before, active: row.active, role: row.role }, { attributes: attributes.after, active: values.active, role: values.role }),
+      settles: settles(actor, values),
     },
   };
 }
 
-/** A delete (rule 7), of the row as read when there is one (If-Match), else of whatever version is live. */
+/** A delete (rule 7) of the account read (the one an alias names, after a merge), at its version; without a read, of whatever version of `id` is live. */
 export function planUserDelete(actor: Actor, id: string, row: AccountResource | undefined): AccountPlan {
-  return { kind: 'delete', tenantId: actor.tenantId, id, guards: { version: row?.version }, events: { audit: userDeleted(actor) } };
+  return { kind: 'delete', tenantId: actor.tenantId, id: row?.id ?? id, guards: { version: row?.version }, events: { audit: userDeleted(actor) } };
 }

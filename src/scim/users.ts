@@ -11,6 +11,7 @@ import {
   lookupSyncedAccounts,
   type AccountResource,
 } from '../db/accounts.js';
+import { findAliasTarget } from '../db/account-repairs.js';
 import type { Executor } from '../db/database.js';
 import { UniqueViolation } from '../db/errors.js';
 import { isUuid } from '../db/ids.js';
@@ -22,7 +23,7 @@ import { normaliseResource, withManagerRef } from './entra-dialect.js';
 import { patchUserDocument, stripServerAttributes } from './patch.js';
 import { checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { checkStringLengths } from './limits.js';
-import { resolveRole } from './roles.js';
+import { resolveRole } from './rules/roles.js';
 import { addresses, inVerifiedDomain } from './rules/adoption.js';
 import { isActive } from './rules/deprovisioning.js';
 import { PORTAL_SCHEMA, USER_SCHEMA, coerceResource } from './schemas.js';
@@ -96,8 +97,17 @@ function inbound(body: unknown): Json {
   return coerced;
 }
 
+/**
+ * The synced account an id names: its own, or after a merge the kept
+ * account's, as Entra keeps using the absorbed account's id (an alias).
+ */
 async function readAccount(ctx: RequestContext, db: Executor, id: string, forUpdate: boolean): Promise<AccountResource> {
-  const row = isUuid(id) ? await findSyncedAccount(db, ctx.tenant.id, id, forUpdate) : undefined;
+  if (!isUuid(id)) throw notFound(`No user ${String(id)}.`);
+  let row = await findSyncedAccount(db, ctx.tenant.id, id, forUpdate);
+  if (!row) {
+    const target = await findAliasTarget(db, ctx.tenant.id, id);
+    if (target !== undefined) row = await findSyncedAccount(db, ctx.tenant.id, target, forUpdate);
+  }
   if (!row) throw notFound(`No user ${id}.`);
   return row;
 }

@@ -5,7 +5,7 @@
 // same planner runs again on rows read and locked in a transaction, and the
 // same statement runs there. Refusals a planner makes (rule 3) are recorded
 // after the transaction, so they outlive its rollback.
-import { recordConflict, recordAudit } from '../db/audit.js';
+import { recordConflict } from '../db/audit.js';
 import { inTransaction, type Executor } from '../db/database.js';
 import { unavailable, type ScimError } from '../errors.js';
 import { AdminCollision, adminCollisionError } from './rules/admin-guard.js';
@@ -53,6 +53,12 @@ export function actorOf(ctx: RequestContext): Actor {
 }
 
 export async function runWrite<P, W>(ctx: RequestContext, write: Write<P, W>): Promise<W> {
+  const written = await writeOnce(ctx, write);
+  ctx.changes.changed();
+  return written;
+}
+
+async function writeOnce<P, W>(ctx: RequestContext, write: Write<P, W>): Promise<W> {
   try {
     if (ctx.writeStrategy === 'quick') {
       for (const quick of write.quick) {
@@ -77,19 +83,22 @@ export async function runWrite<P, W>(ctx: RequestContext, write: Write<P, W>): P
   }
 }
 
-/** Rule 3: records the conflict and its audit event, and the 409 that says both are recorded. */
+/** Rule 3: opens the object's conflict (or counts the refusal on the open one) with its audit event, and the 409 that says so. */
 async function refuse(ctx: RequestContext, collision: AdminCollision): Promise<ScimError> {
   const error = adminCollisionError(collision);
   const actor = actorOf(ctx);
-  await recordConflict(ctx.db, {
-    tenantId: actor.tenantId,
-    kind: 'admin-collision',
-    objectType: 'user',
-    objectRef: collision.ref,
-    accountId: collision.adminId,
-    requestId: actor.requestId,
-    detail: error.detail,
-  });
-  await recordAudit(ctx.db, adminCollisionEvent(actor, collision));
+  await recordConflict(
+    ctx.db,
+    {
+      tenantId: actor.tenantId,
+      kind: 'admin-collision',
+      objectType: 'user',
+      objectRef: collision.ref,
+      accountId: collision.adminId,
+      requestId: actor.requestId,
+      detail: error.detail,
+    },
+    adminCollisionEvent(actor, collision),
+  );
   return error;
 }

@@ -1,20 +1,24 @@
 // Tenant operations the CLI and the admin API share: creating a tenant,
 // changing its settings, disconnecting and connecting it. Each validates its
 // input, writes, and records its audit event; a verified domain belongs to
-// one tenant only.
+// one tenant only, and so does an Entra tenant (rule 13).
+import { entraCredentialId } from '../auth/entra-token.js';
 import { recordAudit } from '../db/audit.js';
-import type { Db, Role } from '../db/database.js';
+import type { ClassNames, Db, Role } from '../db/database.js';
 import { isUniqueViolation } from '../db/errors.js';
 import {
   connectTenant as connectTenantRow,
   createTenant as createTenantRow,
   disconnectTenant as disconnectTenantRows,
   DOMAIN_OWNER_CONSTRAINT,
+  ENTRA_TENANT_CONSTRAINT,
   findDomainOwners,
+  findEntraTenantOwner,
   findTenant,
   updateTenantSettings,
   type TenantRow,
 } from '../db/tenants.js';
+import { isUuid } from '../db/ids.js';
 import { auditVia, type Actor } from './actor.js';
 import { ServiceError } from './errors.js';
 
@@ -66,18 +70,44 @@ export function parseRetentionDays(value: unknown): number {
   return value;
 }
 
+export function parseClassNames(value: unknown): ClassNames {
+  if (value !== 'unique' && value !== 'repeat') throw new ServiceError('invalid', 'classNames must be "unique" or "repeat".');
+  return value;
+}
+
+/** An Entra tenant id (the tid of Entra's tokens), lower-case; null unbinds. */
+export function parseEntraTenantId(value: unknown): string | null {
+  if (value === null) return null;
+  if (typeof value !== 'string' || !isUuid(value.trim())) {
+    const shown = typeof value === 'string' ? `"${value}"` : JSON.stringify(value);
+    throw new ServiceError('invalid', `${shown} is not an Entra tenant id: give the Tenant ID from the Entra admin center's Overview page, a GUID.`);
+  }
+  return value.trim().toLowerCase();
+}
+
+export function parseAcceptEntraToken(value: unknown): boolean {
+  if (typeof value !== 'boolean') throw new ServiceError('invalid', 'acceptEntraToken must be true or false.');
+  return value;
+}
+
 export interface TenantChanges {
   name?: string;
   verifiedDomains?: string[];
   roleMapping?: Record<string, Role>;
   retentionDays?: number;
+  /** Whether synced class names are unique in the tenant (Microsoft's SCIM guidance) or repeat across its schools. */
+  classNames?: ClassNames;
+  /** Rule 13: the Entra tenant this tenant is bound to; null unbinds. */
+  entraTenantId?: string | null;
+  /** Whether Entra's own bearer token (for the bound Entra tenant) is accepted instead of a Secret Token. */
+  acceptEntraToken?: boolean;
 }
 
 export interface NewTenantInput extends TenantChanges {
   name: string;
 }
 
-const TENANT_FIELDS = ['name', 'verifiedDomains', 'roleMapping', 'retentionDays'] as const;
+const TENANT_FIELDS = ['name', 'verifiedDomains', 'roleMapping', 'retentionDays', 'classNames', 'entraTenantId', 'acceptEntraToken'] as const;
 
 function objectBody(body: unknown): Record<string, unknown> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ServiceError('invalid', 'The body must be a JSON object.');
@@ -86,7 +116,7 @@ function objectBody(body: unknown): Record<string, unknown> {
   return body as Record<string, unknown>;
 }
 
-/** The admin API's body of a tenant change: any of name, verifiedDomains, roleMapping, retentionDays. */
+/** The admin API's body of a tenant change: any of TENANT_FIELDS. */
 export function parseTenantChanges(body: unknown): TenantChanges {
   const fields = objectBody(body);
   const changes: TenantChanges = {
@@ -94,6 +124,9 @@ export function parseTenantChanges(body: unknown): TenantChanges {
     ...(fields.verifiedDomains !== undefined ? { verifiedDomains: parseDomains(fields.verifiedDomains) } : {}),
     ...(fields.roleMapping !== undefined ? { roleMapping: parseRoleMapping(fields.roleMapping) } : {}),
     ...(fields.retentionDays !== undefined ? { retentionDays: parseRetentionDays(fields.retentionDays) } : {}),
+    ...(fields.classNames !== undefined ? { classNames: parseClassNames(fields.classNames) } : {}),
+    ...(fields.entraTenantId !== undefined ? { entraTenantId: parseEntraTenantId(fields.entraTenantId) } : {}),
+    ...(fields.acceptEntraToken !== undefined ? { acceptEntraToken: parseAcceptEntraToken(fields.acceptEntraToken) } : {}),
   };
   if (Object.keys(changes).length === 0) throw new ServiceError('invalid', `Nothing to change: give any of ${TENANT_FIELDS.join(', ')}.`);
   return changes;
@@ -115,30 +148,70 @@ function domainTaken(domain: string, tenantId: string, name: string): ServiceErr
   return new ServiceError('taken', `The domain ${domain} is already a verified domain of tenant ${name} (${tenantId}); a domain belongs to one tenant only.`);
 }
 
-/** The database refused a domain (another tenant claimed it meanwhile): the same answer as the check before. */
-async function domainRace<T>(db: Db, domains: readonly string[] | undefined, tenantId: string | undefined, write: () => Promise<T>): Promise<T> {
+/** Refuses an Entra tenant another tenant is bound to, naming it. */
+async function checkEntraTenantFree(db: Db, entraTenantId: string | null | undefined, tenantId?: string): Promise<void> {
+  if (!entraTenantId) return;
+  const owner = await findEntraTenantOwner(db, entraTenantId, tenantId);
+  if (owner) throw entraTenantTaken(entraTenantId, owner.tenantId, owner.name);
+}
+
+function entraTenantTaken(entraTenantId: string, tenantId: string, name: string): ServiceError {
+  return new ServiceError('taken', `The Entra tenant ${entraTenantId} is already bound to tenant ${name} (${tenantId}); an Entra tenant belongs to one tenant only.`);
+}
+
+/** What a write claims that no other tenant may hold. */
+interface Claims {
+  verifiedDomains?: readonly string[] | undefined;
+  entraTenantId?: string | null | undefined;
+}
+
+async function checkClaimsFree(db: Db, claims: Claims, tenantId?: string): Promise<void> {
+  if (claims.verifiedDomains !== undefined) await checkDomainsFree(db, claims.verifiedDomains, tenantId);
+  await checkEntraTenantFree(db, claims.entraTenantId, tenantId);
+}
+
+/** The database refused a claim (another tenant made it meanwhile): the same answer as the check before. */
+async function claimRace<T>(db: Db, claims: Claims, tenantId: string | undefined, write: () => Promise<T>): Promise<T> {
   try {
     return await write();
   } catch (error) {
-    if (domains === undefined || !isUniqueViolation(error, DOMAIN_OWNER_CONSTRAINT)) throw error;
-    await checkDomainsFree(db, domains, tenantId);
-    throw new ServiceError('taken', 'A verified domain of this request belongs to another tenant; a domain belongs to one tenant only.');
+    if (claims.verifiedDomains !== undefined && isUniqueViolation(error, DOMAIN_OWNER_CONSTRAINT)) {
+      await checkDomainsFree(db, claims.verifiedDomains, tenantId);
+      throw new ServiceError('taken', 'A verified domain of this request belongs to another tenant; a domain belongs to one tenant only.');
+    }
+    if (claims.entraTenantId && isUniqueViolation(error, ENTRA_TENANT_CONSTRAINT)) {
+      await checkEntraTenantFree(db, claims.entraTenantId, tenantId);
+      throw new ServiceError('taken', `The Entra tenant ${claims.entraTenantId} is already bound to another tenant; an Entra tenant belongs to one tenant only.`);
+    }
+    throw error;
+  }
+}
+
+/** Entra's own token names an Entra tenant: a tenant accepts it only while bound to one. */
+function checkEntraTokenBinding(changes: TenantChanges, before?: TenantRow): void {
+  if (changes.acceptEntraToken !== true) return;
+  const bound = changes.entraTenantId !== undefined ? changes.entraTenantId : (before?.entra_tenant_id ?? null);
+  if (bound === null) {
+    throw new ServiceError('invalid', "Entra's own token can only be accepted by a tenant bound to its Entra tenant: give the Entra tenant id too (entraTenantId, or --entra-tenant).");
   }
 }
 
 export async function createTenant(db: Db, input: NewTenantInput, actor: Actor): Promise<TenantRow> {
   const domains = input.verifiedDomains ?? [];
-  await checkDomainsFree(db, domains);
-  return domainRace(db, domains, undefined, () =>
+  checkEntraTokenBinding(input);
+  const claims = { verifiedDomains: domains, entraTenantId: input.entraTenantId };
+  await checkClaimsFree(db, claims);
+  return claimRace(db, claims, undefined, () =>
     db.transaction().execute(async (trx) => {
       const created = await createTenantRow(trx, { name: input.name, verifiedDomains: domains });
-      const row =
-        input.roleMapping !== undefined || input.retentionDays !== undefined
-          ? ((await updateTenantSettings(trx, created.id, {
-              ...(input.roleMapping !== undefined ? { roleMapping: input.roleMapping } : {}),
-              ...(input.retentionDays !== undefined ? { retentionDays: input.retentionDays } : {}),
-            })) ?? created)
-          : created;
+      const settings = {
+        ...(input.roleMapping !== undefined ? { roleMapping: input.roleMapping } : {}),
+        ...(input.retentionDays !== undefined ? { retentionDays: input.retentionDays } : {}),
+        ...(input.classNames !== undefined ? { classNames: input.classNames } : {}),
+        ...(input.entraTenantId !== undefined ? { entraTenantId: input.entraTenantId } : {}),
+        ...(input.acceptEntraToken !== undefined ? { acceptEntraToken: input.acceptEntraToken } : {}),
+      };
+      const row = Object.keys(settings).length > 0 ? ((await updateTenantSettings(trx, created.id, settings)) ?? created) : created;
       await recordAudit(trx, {
         tenantId: row.id,
         action: 'create',
@@ -146,7 +219,7 @@ export async function createTenant(db: Db, input: NewTenantInput, actor: Actor):
         objectId: row.id,
         objectRef: row.name,
         outcome: 'success',
-        details: { verifiedDomains: row.verified_domains, ...auditVia(actor) },
+        details: { verifiedDomains: row.verified_domains, ...(row.entra_tenant_id ? { entraTenantId: row.entra_tenant_id } : {}), ...auditVia(actor) },
       });
       return row;
     }),
@@ -162,12 +235,21 @@ export interface SettingsChanged {
 export async function changeTenantSettings(db: Db, id: string, changes: TenantChanges, actor: Actor): Promise<SettingsChanged> {
   const changed = TENANT_FIELDS.filter((k) => changes[k] !== undefined);
   if (changed.length === 0) throw new ServiceError('invalid', `Nothing to change: give any of ${TENANT_FIELDS.join(', ')}.`);
-  if (changes.verifiedDomains !== undefined) await checkDomainsFree(db, changes.verifiedDomains, id);
-  const tenant = await domainRace(db, changes.verifiedDomains, id, () =>
+  if (changes.acceptEntraToken === true && changes.entraTenantId === undefined) {
+    const before = await findTenant(db, id);
+    if (!before) throw new ServiceError('not-found', `No tenant ${id}.`);
+    checkEntraTokenBinding(changes, before);
+  } else {
+    checkEntraTokenBinding(changes);
+  }
+  const claims = { verifiedDomains: changes.verifiedDomains, entraTenantId: changes.entraTenantId };
+  await checkClaimsFree(db, claims, id);
+  const tenant = await claimRace(db, claims, id, () =>
     db.transaction().execute(async (trx) => {
       const row = await updateTenantSettings(trx, id, changes);
       if (!row) return undefined;
-      await recordAudit(trx, { tenantId: id, action: 'settings', objectType: 'tenant', objectId: id, objectRef: row.name, outcome: 'success', details: { changed, ...auditVia(actor) } });
+      const binding = changes.entraTenantId !== undefined ? { entraTenantId: row.entra_tenant_id } : {};
+      await recordAudit(trx, { tenantId: id, action: 'settings', objectType: 'tenant', objectId: id, objectRef: row.name, outcome: 'success', details: { changed, ...binding, ...auditVia(actor) } });
       return row;
     }),
   );
@@ -222,6 +304,11 @@ export function tenantSettings(row: TenantRow) {
     verifiedDomains: row.verified_domains,
     roleMapping: row.role_mapping,
     retentionDays: row.retention_days,
+    classNames: row.class_names,
+    entraTenantId: row.entra_tenant_id,
+    acceptEntraToken: row.accept_entra_token,
+    /** The credential id audit events record for requests made with Entra's own token. */
+    entraTokenCredentialId: row.accept_entra_token ? entraCredentialId(row.id) : null,
     connected: row.disconnected_at === null,
     disconnectedAt: row.disconnected_at,
     lastRequestAt: row.last_request_at,

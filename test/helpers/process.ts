@@ -12,25 +12,35 @@ export interface ServerProcess {
   stop: (signal?: NodeJS.Signals) => Promise<number | null>;
 }
 
-export async function startServerProcess(env: Record<string, string>): Promise<ServerProcess> {
+/** Starts src/server.ts of the checkout in `cwd` (this one by default); an undefined value leaves that variable out. */
+export async function startServerProcess(env: Record<string, string | undefined>, options: { cwd?: string } = {}): Promise<ServerProcess> {
+  const merged: Record<string, string | undefined> = {
+    ...process.env,
+    PORT: '0',
+    LOG_LEVEL: 'info',
+    JWT_SECRET: TEST_SECRET,
+    PUBLIC_URL: 'https://scim.example.test',
+    RATE_LIMIT_PER_SECOND: '0',
+    ...env,
+  };
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    env: {
-      ...process.env,
-      PORT: '0',
-      LOG_LEVEL: 'info',
-      JWT_SECRET: TEST_SECRET,
-      PUBLIC_URL: 'https://scim.example.test',
-      RATE_LIMIT_PER_SECOND: '0',
-      ...env,
-    },
+    ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+    env: Object.fromEntries(Object.entries(merged).filter((entry): entry is [string, string] => entry[1] !== undefined)),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const collect = (chunk: Buffer): void => {
-    lines.push(...chunk.toString().split('\n').filter(Boolean));
+  // Whole lines only: a chunk of a busy process may end in the middle of one.
+  const collector = (): ((chunk: Buffer) => void) => {
+    let rest = '';
+    return (chunk) => {
+      const parts = (rest + chunk.toString()).split('\n');
+      rest = parts.pop() ?? '';
+      lines.push(...parts.filter(Boolean));
+    };
   };
-  child.stderr.on('data', collect);
+  child.stderr.on('data', collector());
+  const collect = collector();
   const url = await new Promise<string>((resolve, reject) => {
     child.stdout.on('data', (chunk: Buffer) => {
       const before = lines.length;

@@ -2,8 +2,8 @@
 // school extension (SDS Education_ObjectType or Graph primaryRole), then
 // userType, through the tenant's mapping. Sync never grants admin. Also the
 // shapes Entra gives app roles in, read into SCIM role elements.
-import type { Role } from '../db/database.js';
-import { PORTAL_SCHEMA } from './schemas.js';
+import type { Role } from '../../db/database.js';
+import { PORTAL_SCHEMA } from '../schemas.js';
 
 export type SyncRole = Exclude<Role, 'admin'>;
 

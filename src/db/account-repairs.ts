@@ -1,0 +1,103 @@
+// What the portal team does to accounts beside Entra's sync: local overrides
+// of role and grade (rule 11), and merges that repair a first sync which
+// made a new account for a person the portal already had. Both keep the
+// kept account's id, so licences and history stay attached.
+import { sql, type Selectable } from 'kysely';
+import type { AccountRow } from './columns.js';
+import type { AccountAliasesTable, Executor, Role } from './database.js';
+
+export type AliasRow = Selectable<AccountAliasesTable>;
+
+/** An account by id alone (the portal team names accounts by id), with its tenant. */
+export async function findAccount(db: Executor, id: string, forUpdate = false): Promise<AccountRow | undefined> {
+  let query = db.selectFrom('accounts').selectAll().where('id', '=', id);
+  if (forUpdate) query = query.forUpdate();
+  return query.executeTakeFirst();
+}
+
+export interface Overrides {
+  /** undefined: leave as it is; null: clear. */
+  role?: Exclude<Role, 'admin'> | null;
+  grade?: string | null;
+}
+
+/** Sets or clears an account's overrides; moves its version so a remembered copy is not written over them. */
+export async function setOverrides(db: Executor, tenantId: string, id: string, overrides: Overrides): Promise<AccountRow | undefined> {
+  return db
+    .updateTable('accounts')
+    .set((eb) => ({
+      ...(overrides.role !== undefined ? { role_override: overrides.role } : {}),
+      ...(overrides.grade !== undefined ? { grade_override: overrides.grade } : {}),
+      version: eb('version', '+', 1),
+      updated_at: sql<Date>`clock_timestamp()`,
+    }))
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', id)
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** The account an id Entra uses stands for after a merge, if it is an alias. */
+export async function findAliasTarget(db: Executor, tenantId: string, id: string): Promise<string | undefined> {
+  const row = await db.selectFrom('account_aliases').select('account_id').where('tenant_id', '=', tenantId).where('alias_id', '=', id).executeTakeFirst();
+  return row?.account_id;
+}
+
+/** Of these ids, the ones that are aliases, with the account each stands for. */
+export async function findAliasTargets(db: Executor, tenantId: string, ids: readonly string[]): Promise<Map<string, string>> {
+  if (ids.length === 0) return new Map();
+  const rows = await db.selectFrom('account_aliases').select(['alias_id', 'account_id']).where('tenant_id', '=', tenantId).where('alias_id', 'in', ids).execute();
+  return new Map(rows.map((r) => [r.alias_id, r.account_id]));
+}
+
+/**
+ * The kept account takes over the absorbed one: its Entra link and synced
+ * attributes (the SCIM write columns and document), its memberships (united
+ * with the kept account's; a manual flag on either side stays), and its SCIM
+ * id as an alias (with the aliases that already pointed to it). The absorbed
+ * account is marked deleted: it leaves the portal's view, and a deleted
+ * account is never adopted. The feed gets a `merged` row naming both. Runs in
+ * the caller's transaction, with both rows locked by the caller.
+ */
+export async function mergeAccountRows(trx: Executor, tenantId: string, keep: string, absorb: string): Promise<AccountRow> {
+  // Memberships first: the absorbed account's go when it is marked deleted.
+  await sql`
+    INSERT INTO class_memberships (tenant_id, class_id, account_id, synced, manual)
+    SELECT tenant_id, class_id, ${keep}::uuid, synced, manual FROM class_memberships
+     WHERE tenant_id = ${tenantId}::uuid AND account_id = ${absorb}::uuid
+    ON CONFLICT (tenant_id, class_id, account_id) DO UPDATE
+      SET synced = class_memberships.synced OR excluded.synced, manual = class_memberships.manual OR excluded.manual`.execute(trx);
+  const absorbed = await trx
+    .updateTable('accounts')
+    .set((eb) => ({ deleted_at: sql<Date>`clock_timestamp()`, version: eb('version', '+', 1), updated_at: sql<Date>`clock_timestamp()` }))
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', absorb)
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  const kept = await trx
+    .updateTable('accounts')
+    .set((eb) => ({
+      managed_by: 'sync',
+      user_name: absorbed.user_name,
+      external_id: absorbed.external_id,
+      email: absorbed.email,
+      given_name: absorbed.given_name,
+      family_name: absorbed.family_name,
+      display_name: absorbed.display_name,
+      school_id: absorbed.school_id,
+      grade: absorbed.grade,
+      active: absorbed.active,
+      role: absorbed.role,
+      scim: JSON.stringify(absorbed.scim),
+      version: eb('version', '+', 1),
+      updated_at: sql<Date>`clock_timestamp()`,
+    }))
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', keep)
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  await trx.updateTable('account_aliases').set({ account_id: keep }).where('tenant_id', '=', tenantId).where('account_id', '=', absorb).execute();
+  await trx.insertInto('account_aliases').values({ tenant_id: tenantId, alias_id: absorb, account_id: keep }).execute();
+  await trx.insertInto('change_events').values({ tenant_id: tenantId, object_type: 'account', object_id: keep, related_id: absorb, action: 'merged' }).execute();
+  return kept;
+}

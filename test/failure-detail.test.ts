@@ -1,0 +1,215 @@
+// Every failed SCIM write says why. Its audit event keeps what Entra
+// received (status, scimType, the detail as sent) and what names the object
+// (userName or displayName and externalId from the body, the id in the
+// path), and no other value of the body. The admin API and portal-scim
+// status show recent failures grouped by message, values folded, with counts
+// and the latest objects. The log line of a failed request carries the
+// scimType and the detail with the request's values folded away.
+import { Writable } from 'node:stream';
+import { sql } from 'kysely';
+import t from 'tap';
+import { buildApp } from '../src/app.js';
+import { signAdminToken } from '../src/auth/tokens.js';
+import { signingKeys } from '../src/auth/keys.js';
+import { runCli } from '../src/cli.js';
+import { loadConfig } from '../src/config.js';
+import { createAdminCredential } from '../src/db/admin-credentials.js';
+import { createLogger } from '../src/logger.js';
+import { failureMessage, foldValues } from '../src/plugins/errors.js';
+import { TEST_SECRET, tenantWithToken, testApp, testEnv, type TestApp } from './helpers/app.js';
+import { testDatabase } from './helpers/database.js';
+import { GROUP, USER, client, entraUser, patch } from './helpers/scim.js';
+
+const UNKNOWN = '6f1c1d9e-3a57-4d5e-9f0e-2b8f0c6a1d11';
+
+async function failures(env: TestApp) {
+  const rows = await sql<{ action: string; object_type: string; object_id: string | null; object_ref: string | null; request_id: string; details: Record<string, unknown> }>`
+    SELECT action, object_type, object_id, object_ref, request_id, details FROM audit_events
+     WHERE tenant_id = ${env.tenant.id}::uuid AND outcome = 'failure' ORDER BY id`.execute(env.db);
+  return rows.rows;
+}
+
+async function adminToken(env: TestApp): Promise<string> {
+  const credential = await createAdminCredential(env.db, 'failures test', null);
+  return signAdminToken({ keys: env.keys, issuer: env.config.jwtIssuer, audience: env.config.jwtAudience }, credential.id);
+}
+
+t.test("a failed write's audit event keeps the detail Entra received, its status and scimType, and the object's reference only", async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  t.equal((await scim('POST', '/Users', entraUser(1))).statusCode, 201);
+  const userId = (await env.db.selectFrom('accounts').select('id').where('tenant_id', '=', env.tenant.id).executeTakeFirstOrThrow()).id;
+
+  const sent: { status: number; detail: string }[] = [];
+  const fail = async (status: number, ...args: Parameters<typeof scim>) => {
+    const res = await scim(...args);
+    t.equal(res.statusCode, status, `${args[0]} ${args[1]} answers ${status}`);
+    const body = res.json<{ detail: string }>();
+    sent.push({ status, detail: body.detail });
+    return res;
+  };
+  // A second Entra user with the first one's userName, in another case.
+  await fail(409, 'POST', '/Users', entraUser(2, { userName: 'PUPIL1@school.example', displayName: 'Second Pupil' }), { 'x-request-id': 'dup-1' });
+  await fail(400, 'POST', '/Users', { ...entraUser(3), userName: undefined }, { 'x-request-id': 'no-name' });
+  await fail(400, 'PATCH', `/Users/${userId}`, patch({ op: 'Jump', path: 'displayName', value: 'Secret Name' }), { 'x-request-id': 'bad-op' });
+  await fail(404, 'PATCH', '/Users/not-an-id', patch({ op: 'Replace', path: 'displayName', value: 'Secret Name' }), { 'x-request-id': 'no-id' });
+  await fail(404, 'DELETE', `/Users/${UNKNOWN}`, undefined, { 'x-request-id': 'gone' });
+  await fail(400, 'POST', '/Groups', { schemas: [GROUP], displayName: 'Class 7B', externalId: 'class-7b', members: [{ value: UNKNOWN }] }, { 'x-request-id': 'not-user' });
+
+  // Neither a search nor a read is a write; a refusal its handler records itself (rule 3) is a conflict, not a failure.
+  t.equal((await scim('POST', '/Users/.search', { schemas: ['urn:ietf:params:scim:api:messages:2.0:SearchRequest'], filter: 'userName eq' })).statusCode, 400);
+  t.equal((await scim('GET', `/Users/${UNKNOWN}`)).statusCode, 404);
+
+  const rows = await failures(env);
+  t.same(
+    rows.map((r) => [r.request_id, r.action, r.object_type, r.object_id, r.object_ref]),
+    [
+      ['dup-1', 'create', 'user', null, 'PUPIL1@school.example'],
+      ['no-name', 'create', 'user', null, null],
+      ['bad-op', 'update', 'user', userId, null],
+      ['no-id', 'update', 'user', null, null],
+      ['gone', 'delete', 'user', UNKNOWN, null],
+      ['not-user', 'create', 'group', null, 'Class 7B'],
+    ],
+    'one failure event per failed write, naming its object',
+  );
+  t.same(
+    rows.map((r) => r.details),
+    [
+      {
+        status: 409,
+        scimType: 'uniqueness',
+        detail: sent[0]?.detail,
+        message: 'A user with userName "…" already exists (userName is unique in any case).',
+        externalId: '00000000-0000-4000-8000-000000000002',
+      },
+      { status: 400, scimType: 'invalidValue', detail: "Required attribute 'userName' is missing", message: "Required attribute 'userName' is missing", externalId: '00000000-0000-4000-8000-000000000003' },
+      { status: 400, scimType: 'invalidSyntax', detail: sent[2]?.detail, message: 'Operation N has an unknown op "…"; use add, replace or remove.' },
+      { status: 404, detail: 'No user not-an-id.', message: 'No user not-an-id.', id: 'not-an-id' },
+      { status: 404, detail: `No user ${UNKNOWN}.`, message: 'No user <id>.' },
+      {
+        status: 400,
+        scimType: 'invalidValue',
+        detail: sent[5]?.detail,
+        message: 'Members must be users of this tenant (nested groups are not supported); not a user here: ….',
+        externalId: 'class-7b',
+      },
+    ],
+    'each keeps the status, scimType and detail Entra received, and the message it groups under',
+  );
+  t.equal(sent[0]?.detail, 'A user with userName "PUPIL1@school.example" already exists (userName is unique in any case).', 'the detail as sent, value and all');
+  t.equal(sent[2]?.detail, 'Operation 1 has an unknown op "Jump"; use add, replace or remove.');
+  const stored = JSON.stringify(rows);
+  for (const value of ['Second Pupil', 'Secret Name', 'pupil2@school.example', 'Number 2', '1002', 'Norra skolan']) {
+    t.notOk(stored.includes(value), `no other attribute value in the audit log (${value})`);
+  }
+
+  const huge = 'x'.repeat(5000);
+  await fail(400, 'POST', '/Users', { schemas: [USER], userName: `${huge}@school.example`, externalId: huge });
+  const [last] = (await failures(env)).slice(-1);
+  t.equal(last?.object_ref?.length, 257, 'a reference is cut to 256 characters and an ellipsis');
+  t.equal((last?.details.externalId as string).length, 257);
+});
+
+t.test('failures are grouped by message, values folded, with counts, the latest detail and the latest objects: admin API and portal-scim status', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  for (const n of [1, 2, 3]) t.equal((await scim('POST', '/Users', entraUser(n))).statusCode, 201);
+  // Entra retries: user 1's duplicate three times, 2's and 3's once; two users without a userName.
+  for (const n of [1, 1, 2, 1, 3]) t.equal((await scim('POST', '/Users', entraUser(10 + n, { userName: `Pupil${n}@School.example` }))).statusCode, 409);
+  for (const n of [21, 22]) t.equal((await scim('POST', '/Users', { ...entraUser(n), userName: '' })).statusCode, 400);
+
+  const token = await adminToken(env);
+  const admin = (url: string) => env.app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${token}` } });
+  const res = await admin(`/admin/tenants/${env.tenant.id}/failures`);
+  t.equal(res.statusCode, 200);
+  const body = res.json<{ hours: number; failures: Record<string, unknown>[] }>();
+  t.equal(body.hours, 24);
+  t.match(body.failures, [
+    {
+      message: 'A user with userName "…" already exists (userName is unique in any case).',
+      count: 5,
+      status: 409,
+      scimType: 'uniqueness',
+      latestDetail: 'A user with userName "Pupil3@School.example" already exists (userName is unique in any case).',
+      objects: ['Pupil3@School.example', 'Pupil1@School.example', 'Pupil2@School.example'],
+    },
+    {
+      message: 'userName is required and must not be empty.',
+      count: 2,
+      status: 400,
+      scimType: 'invalidValue',
+      objects: ['00000000-0000-4000-8000-000000000022', '00000000-0000-4000-8000-000000000021'],
+    },
+  ]);
+  t.equal(body.failures.length, 2, 'one group per message');
+  t.ok(typeof body.failures[0]?.firstAt === 'string' && typeof body.failures[0]?.lastAt === 'string', 'when each group began and last failed');
+  t.equal((await admin(`/admin/tenants/${env.tenant.id}/failures?hours=0`)).statusCode, 400);
+  t.equal((await admin(`/admin/tenants/${UNKNOWN}/failures`)).statusCode, 404);
+  t.match((await admin(`/admin/tenants/${env.tenant.id}`)).json(), { failures24h: 7, failures: [{ count: 5 }, { count: 2 }] }, "the tenant's status carries the groups");
+
+  const io = { out: [] as string[], err: [] as string[] };
+  const cliEnv = testEnv({ DATABASE_URL: env.database.url });
+  const cli = async (...argv: string[]) => {
+    io.out.length = 0;
+    const code = await runCli(argv, { out: (s) => io.out.push(s), err: (s) => io.err.push(s), env: cliEnv });
+    return { code, out: io.out.join('\n') };
+  };
+  const json = await cli('status', '--tenant', env.tenant.id, '--json');
+  t.equal(json.code, 0);
+  t.match(JSON.parse(json.out), { failures24h: 7, failures: [{ message: 'A user with userName "…" already exists (userName is unique in any case).', count: 5, objects: ['Pupil3@School.example', 'Pupil1@School.example', 'Pupil2@School.example'] }, { count: 2 }] });
+  const text = await cli('status', '--tenant', env.tenant.id);
+  t.match(text.out, /Failures \(24 h\): +7\n +5× 409 uniqueness {2}A user with userName "…" already exists \(userName is unique in any case\)\.\n +last \d{4}-\d\d-\d\d \d\d:\d\d UTC; latest: Pupil3@School\.example, Pupil1@School\.example, Pupil2@School\.example\n +2× 400 invalidValue {2}userName is required/);
+});
+
+t.test('the log line of a failed request carries its scimType and the detail with the values the request sent folded away', async (t) => {
+  const database = await testDatabase(t);
+  const config = loadConfig(testEnv({ LOG_LEVEL: 'info' }));
+  const keys = signingKeys(TEST_SECRET);
+  const lines: Record<string, unknown>[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  const app = await buildApp({ config, db: database.db, pool: database.pool, keys, logger: createLogger('info', destination) });
+  t.teardown(() => app.close());
+  const { headers } = await tenantWithToken(database.db, config, keys);
+  const scim = client(app, headers);
+  t.equal((await scim('POST', '/Users', entraUser(1))).statusCode, 201);
+  t.equal((await scim('POST', '/Users', entraUser(2, { userName: 'Pupil1@School.example' }), { 'x-request-id': 'dup' })).statusCode, 409);
+  const id = (await database.db.selectFrom('accounts').select('id').executeTakeFirstOrThrow()).id;
+  t.equal((await scim('PATCH', `/Users/${id}`, patch({ op: 'Replace', path: 'emails[value eq "hidden.address@school.example"].colour', value: 'red' }), { 'x-request-id': 'path' })).statusCode, 400);
+  t.equal((await scim('PATCH', '/Groups/' + UNKNOWN, patch({ op: 'Add', path: 'members', value: [{ value: 'not-a-member-id' }] }), { 'x-request-id': 'group' })).statusCode, 404);
+
+  const completed = (requestId: string) => lines.find((l) => l.requestId === requestId && l.msg === 'request completed');
+  t.match(completed('dup'), { res: { statusCode: 409 }, scimType: 'uniqueness', detail: 'A user with userName "…" already exists (userName is unique in any case).' });
+  t.match(completed('path'), { res: { statusCode: 400 }, scimType: /^(noTarget|invalidPath|invalidFilter|invalidValue)$/, detail: /"…"/ });
+  t.match(completed('group'), { res: { statusCode: 404 }, detail: 'No group <id>.' });
+  t.notOk('scimType' in (completed('group') ?? {}), 'an error without a scimType has none in its line');
+  const ok = lines.find((l) => l.msg === 'request completed' && (l.res as { statusCode?: number }).statusCode === 201);
+  t.ok(ok && !('detail' in ok), 'a successful request has no detail');
+  const all = JSON.stringify(lines);
+  for (const value of ['Pupil1@School.example', 'pupil1@school.example', 'hidden.address', 'Pupil 2', 'not-a-member-id']) {
+    t.notOk(all.includes(value), `no value from a body in the log (${value})`);
+  }
+});
+
+t.test('folding: values, paths, member lists and ids go; attribute names and the kind of error stay', async (t) => {
+  const cases: [string, string, string][] = [
+    ['A user with userName "a@b.example" already exists.', 'A user with userName "…" already exists.', 'A user with userName "…" already exists.'],
+    ['The path "emails[value eq "x@y"].type" names no sub-attribute "z" of emails.', 'The path "…" of emails.', 'The path "…" of emails.'],
+    ['A user with userName "has "quotes" inside" already exists.', 'A user with userName "…" already exists.', 'A user with userName "…" already exists.'],
+    [`No user ${UNKNOWN}.`, 'No user <id>.', 'No user <id>.'],
+    ['Operation 3 has an unknown op "Jump"; use add, replace or remove.', 'Operation 3 has an unknown op "…"; use add, replace or remove.', 'Operation N has an unknown op "…"; use add, replace or remove.'],
+    ["Attribute 'roles' does not include canonical value 'Principal'", "Attribute 'roles' does not include canonical value '…'", "Attribute 'roles' does not include canonical value '…'"],
+    ["Attribute 'active' expected value type 'boolean' but found type 'string'", "Attribute 'active' expected value type 'boolean' but found type 'string'", "Attribute 'active' expected value type 'boolean' but found type 'string'"],
+    ['Members must be users of this tenant (nested groups are not supported); not a user here: abc, def and 3 more.', 'Members must be users of this tenant (nested groups are not supported); not a user here: ….', 'Members must be users of this tenant (nested groups are not supported); not a user here: ….'],
+    ['displayName is too long: 300 characters, the limit is 256.', 'displayName is too long: 300 characters, the limit is 256.', 'displayName is too long: N characters, the limit is N.'],
+  ];
+  for (const [detail, logged, grouped] of cases) {
+    t.equal(foldValues(detail), logged, `logged: ${detail}`);
+    t.equal(failureMessage(detail), grouped, `grouped: ${detail}`);
+  }
+});
