@@ -19,7 +19,11 @@ export async function up(db: Kysely<unknown>): Promise<void> {
 
   await sql`CREATE FUNCTION accounts_leave_classes() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-      DELETE FROM class_memberships WHERE tenant_id = NEW.tenant_id AND account_id = NEW.id;
+      -- An account in no class is spared a DELETE that finds nothing, and
+      -- the statement triggers that would fire for it.
+      IF EXISTS (SELECT 1 FROM class_memberships WHERE tenant_id = NEW.tenant_id AND account_id = NEW.id) THEN
+        DELETE FROM class_memberships WHERE tenant_id = NEW.tenant_id AND account_id = NEW.id;
+      END IF;
       RETURN NULL;
     END $$`.execute(db);
   await sql`CREATE TRIGGER accounts_leave_classes AFTER UPDATE OF deleted_at ON accounts

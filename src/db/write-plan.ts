@@ -125,6 +125,9 @@ export type AccountPlan =
     }
   | DeletePlan;
 
+/** An account's create or change: the plans that write its values. */
+export type AccountWritePlan = Exclude<AccountPlan, DeletePlan>;
+
 /**
  * The synced members of a class after a write, as a set operation that never
  * reads the member list: either an edit of the current set (remove some,

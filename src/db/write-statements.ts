@@ -25,7 +25,8 @@ import {
   ACCOUNT_WRITE_COLUMNS,
   CLASS_COLUMN_TYPES,
   CLASS_WRITE_COLUMNS,
-  type AccountPlan,
+  type AccountWritePlan,
+  type DeletePlan,
   type AccountValues,
   type ClassPlan,
   type ClassValues,
@@ -212,17 +213,31 @@ const updateAccount = perShape<AccountWritten>((shape) => {
 
 // The account's memberships go with it: the trigger accounts_leave_classes
 // (migration 0005) removes them once this statement holds the row.
-const deleteAccount = perShape<AccountResource>(() => (p) => sql<AccountResource>`${preparedOn('accounts')}
+// A delete answers nothing of the account: it returns only what names it.
+const deleteAccount = perShape<DeletedAccount>(() => (p) => sql<DeletedAccount>`${preparedOn('accounts')}
     WITH written AS (
       UPDATE accounts SET deleted_at = clock_timestamp(), version = version + 1, updated_at = clock_timestamp()
        WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid AND managed_by = 'sync' AND ${LIVE_BY_ID}
          AND ${atVersion(p)} AND ${connected(p)}
-      RETURNING tenant_id, ${RESOURCE_COLUMNS}
+      RETURNING tenant_id, id, user_name
     ), audited AS (${plannedAudit(p, 'user_name')})
-    SELECT ${RESOURCE_COLUMNS} FROM written`);
+    SELECT id, user_name FROM written`);
 
-/** Runs an account plan: the written account, or undefined when a guard failed and nothing was written. */
-export async function executeAccountPlan(db: Executor, plan: AccountPlan): Promise<AccountResource | undefined> {
+/** What names a deleted account. */
+export interface DeletedAccount {
+  id: string;
+  user_name: string;
+}
+
+/** Runs an account's delete plan: the deleted account, or undefined when a guard failed and nothing was written. */
+export async function executeAccountDelete(db: Executor, plan: DeletePlan): Promise<DeletedAccount | undefined> {
+  const row = (await deleteAccount('')(db, { tenantId: plan.tenantId, id: plan.id, ...auditParams(plan.events.audit), version: plan.guards.version ?? null })).rows[0];
+  if (row) observed(db, plan.tenantId, plan.events.audit, row.id, row.user_name);
+  return row;
+}
+
+/** Runs an account's create or change plan: the written account, or undefined when a guard failed and nothing was written. */
+export async function executeAccountPlan(db: Executor, plan: AccountWritePlan): Promise<AccountResource | undefined> {
   const base = { tenantId: plan.tenantId, id: plan.id, ...auditParams(plan.events.audit), ...settleParams(plan.events.settles) };
   let row: AccountWritten | undefined;
   try {
@@ -240,9 +255,6 @@ export async function executeAccountPlan(db: Executor, plan: AccountPlan): Promi
         row = (await updateAccount(`${plan.guards.noAdmin.length} ${plan.adopt ? 'adopt' : 'keep'}`)(db, params)).rows[0];
         break;
       }
-      case 'delete':
-        row = (await deleteAccount('')(db, { ...base, version: plan.guards.version ?? null })).rows[0];
-        break;
     }
   } catch (error) {
     throw uniqueViolation(error) ?? error;
@@ -264,11 +276,24 @@ function classValueParams(values: ClassValues | undefined): Params {
 }
 
 /** The membership changes of a class write, after `ok` held: removed, demoted (manual ones keep their row) and added rows, and their count. */
-function memberSteps(p: Params, change: MemberChange['kind'] | 'none'): RawBuilder<unknown> {
+/**
+ * How a write's members change, as far as the statement's text goes: not at
+ * all, added only (Entra's member batch: no DELETE or UPDATE of memberships
+ * in the statement, nor their triggers), an edit that also removes, or a
+ * replacement.
+ */
+type MemberShape = 'none' | 'add' | MemberChange['kind'];
+
+function memberShape(change: MemberChange | undefined): MemberShape {
+  if (!change) return 'none';
+  return change.kind === 'edit' && change.remove.length === 0 ? 'add' : change.kind;
+}
+
+function memberSteps(p: Params, change: MemberShape): RawBuilder<unknown> {
   const ok = sql`(SELECT ok FROM checked)`;
   const removedIds = change === 'replace' ? sql`NOT (account_id IN (${resolved(p, p.members)}))` : sql`account_id IN (${resolved(p, p.remove)})`;
   const removing =
-    change === 'none'
+    change === 'none' || change === 'add'
       ? sql`removed AS (SELECT NULL::uuid AS account_id WHERE false), demoted AS (SELECT NULL::uuid AS account_id WHERE false)`
       : sql`removed AS (
         DELETE FROM class_memberships
@@ -320,7 +345,7 @@ const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${prep
       FROM (SELECT 1) AS one LEFT JOIN written w ON true`);
 
 const updateClass = perShape<ClassWritten>((shape) => {
-  const [members, values, adopt] = shape.split(' ') as [MemberChange['kind'] | 'none', 'values' | 'members-only', 'adopt' | 'keep'];
+  const [members, values, adopt] = shape.split(' ') as [MemberShape, 'values' | 'members-only', 'adopt' | 'keep'];
   return (p) => sql<ClassWritten>`${preparedOn(...CLASS_TABLES)}
     WITH class AS (
       SELECT id FROM classes
@@ -402,7 +427,7 @@ async function runClassPlan(db: Executor, plan: ClassPlan): Promise<ClassWrite |
           remove: members?.kind === 'edit' ? [...members.remove] : [],
           members: members?.kind === 'replace' ? [...members.members] : [],
         };
-        const shape = `${members?.kind ?? 'none'} ${plan.values ? 'values' : 'members-only'} ${plan.adopt ? 'adopt' : 'keep'}`;
+        const shape = `${memberShape(members)} ${plan.values ? 'values' : 'members-only'} ${plan.adopt ? 'adopt' : 'keep'}`;
         written = (await updateClass(shape)(db, params)).rows[0];
         break;
       }

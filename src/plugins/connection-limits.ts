@@ -110,10 +110,8 @@ async function connectionLimits(app: FastifyInstance, options: ConnectionLimitsO
     connection.pending += 1;
     const answer: Answer = { connection, bytes: 0, done: false };
     answers.set(reply.raw, answer);
-    // 'finish': handed to the operating system; 'close': the connection went first.
-    const end = (): void => answered(answer);
-    reply.raw.once('finish', end);
-    reply.raw.once('close', end);
+    // A response ends with 'close', whether its answer went or its connection did.
+    reply.raw.once('close', () => answered(answer));
     if (closeIfOver(connection)) reply.hijack();
     done();
   });

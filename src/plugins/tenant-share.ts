@@ -16,16 +16,20 @@ export interface TenantShareOptions {
   queueTimeoutMs: number;
 }
 
+/** A request past the share: let it go on, or answer it 503. */
 interface Waiter {
   admit: () => void;
-  timer: NodeJS.Timeout | undefined;
+  refuse: () => void;
 }
 
 interface Share {
   running: number;
+  /** Requests past the share, in order. */
   waiting: Waiter[];
   /** When one of the tenant's requests last finished, or its first began. */
   progressAt: number;
+  /** While some wait: the one timer that gives up on them when the share is stuck. */
+  timer: NodeJS.Timeout | undefined;
 }
 
 async function tenantShare(app: FastifyInstance, options: TenantShareOptions): Promise<void> {
@@ -37,7 +41,7 @@ async function tenantShare(app: FastifyInstance, options: TenantShareOptions): P
     const next = share.waiting.shift();
     if (next) {
       // The slot passes straight to the next request in line.
-      clearTimeout(next.timer);
+      if (share.waiting.length === 0) stopWatching(share);
       next.admit();
       return;
     }
@@ -45,18 +49,33 @@ async function tenantShare(app: FastifyInstance, options: TenantShareOptions): P
     if (share.running === 0) shares.delete(tenantId);
   }
 
-  /** Frees the slot once the answer has gone, or the connection has, whichever comes first. */
-  function holdUntilAnswered(reply: FastifyReply, tenantId: string, share: Share): void {
-    let held = true;
-    const done = (): void => {
-      if (!held) return;
-      held = false;
-      reply.raw.off('finish', done);
-      reply.raw.off('close', done);
-      release(tenantId, share);
+  function stopWatching(share: Share): void {
+    clearTimeout(share.timer);
+    share.timer = undefined;
+  }
+
+  /**
+   * One timer per share with requests waiting: when none of the tenant's
+   * requests has finished for the queue timeout, the share is stuck and every
+   * waiting request answers 503; while they keep finishing, the timer waits on.
+   */
+  function watch(share: Share): void {
+    if (share.timer !== undefined) return;
+    const check = (): void => {
+      const stuckFor = Date.now() - share.progressAt;
+      if (stuckFor < options.queueTimeoutMs) {
+        share.timer = setTimeout(check, options.queueTimeoutMs - stuckFor);
+        return;
+      }
+      share.timer = undefined;
+      for (const waiter of share.waiting.splice(0)) waiter.refuse();
     };
-    reply.raw.once('finish', done);
-    reply.raw.once('close', done);
+    share.timer = setTimeout(check, options.queueTimeoutMs);
+  }
+
+  /** Frees the slot once the answer has gone or the connection has: a response always ends with 'close'. */
+  function holdUntilAnswered(reply: FastifyReply, tenantId: string, share: Share): void {
+    reply.raw.once('close', () => release(tenantId, share));
   }
 
   // After authentication and the rate limit: only a known tenant's admitted requests count.
@@ -68,7 +87,7 @@ async function tenantShare(app: FastifyInstance, options: TenantShareOptions): P
     }
     let share = shares.get(tenantId);
     if (share === undefined) {
-      share = { running: 0, waiting: [], progressAt: Date.now() };
+      share = { running: 0, waiting: [], progressAt: Date.now(), timer: undefined };
       shares.set(tenantId, share);
     }
     if (share.running < options.concurrency) {
@@ -78,26 +97,17 @@ async function tenantShare(app: FastifyInstance, options: TenantShareOptions): P
       return;
     }
     const current = share;
-    const waiter: Waiter = {
+    current.waiting.push({
       admit: () => {
         holdUntilAnswered(reply, tenantId, current);
         done();
       },
-      timer: undefined,
-    };
-    const giveUpWhenStuck = (): void => {
-      const stuckFor = Date.now() - current.progressAt;
-      if (stuckFor < options.queueTimeoutMs) {
-        waiter.timer = setTimeout(giveUpWhenStuck, options.queueTimeoutMs - stuckFor);
-        return;
-      }
-      const index = current.waiting.indexOf(waiter);
-      if (index !== -1) current.waiting.splice(index, 1);
-      request.log.info({ concurrency: options.concurrency, stuckForMs: stuckFor }, "none of the tenant's requests in progress is finishing; answered 503");
-      done(unavailable('This tenant has too many requests in progress; retry shortly.'));
-    };
-    waiter.timer = setTimeout(giveUpWhenStuck, options.queueTimeoutMs);
-    current.waiting.push(waiter);
+      refuse: () => {
+        request.log.info({ concurrency: options.concurrency, stuckForMs: Date.now() - current.progressAt }, "none of the tenant's requests in progress is finishing; answered 503");
+        done(unavailable('This tenant has too many requests in progress; retry shortly.'));
+      },
+    });
+    watch(current);
     request.log.debug({ waiting: current.waiting.length }, "waiting for the tenant's share of the server");
   });
 }

@@ -5,7 +5,7 @@
 // a remembered or unlocked read, or from nothing) and the locked one.
 import type { AccountResource, AccountRow } from '../db/columns.js';
 import type { PlannedSettle } from '../db/audit.js';
-import type { AccountPlan, AccountValues } from '../db/write-plan.js';
+import type { AccountValues, AccountWritePlan, DeletePlan } from '../db/write-plan.js';
 import { refuseAdminCollision } from './rules/admin-guard.js';
 import { addresses, adoptableAddresses, chooseAdoption } from './rules/adoption.js';
 import { userAdopted, userChanged, userCreated, userDeleted, type Actor } from './rules/audit-events.js';
@@ -25,7 +25,7 @@ function settles(actor: Actor, values: AccountValues): PlannedSettle {
 export type CreateSituation = 'unread' | { admin: AccountRow | undefined; byExternalId: AccountRow | undefined; byAddress: AccountRow | undefined };
 
 /** A create: a new account, or the adoption of the account rule 8 or 2 names; refused by rule 3. */
-export function planUserCreate(actor: Actor, verifiedDomains: readonly string[], values: AccountValues, situation: CreateSituation, newId: string): AccountPlan {
+export function planUserCreate(actor: Actor, verifiedDomains: readonly string[], values: AccountValues, situation: CreateSituation, newId: string): AccountWritePlan {
   const known = addresses(values);
   if (situation !== 'unread') {
     refuseAdminCollision(situation.admin, values.user_name);
@@ -63,7 +63,7 @@ export function planUserChange(
   attributes: { before: Json; after: Json },
   values: AccountValues,
   admin: AccountRow | undefined | 'unread',
-): AccountPlan {
+): AccountWritePlan {
   if (admin !== 'unread') refuseAdminCollision(admin, values.user_name);
   return {
     kind: 'update',
@@ -80,6 +80,6 @@ export function planUserChange(
 }
 
 /** A delete (rule 7) of the account read (the one an alias names, after a merge), at its version; without a read, of whatever version of `id` is live. */
-export function planUserDelete(actor: Actor, id: string, row: AccountResource | undefined): AccountPlan {
+export function planUserDelete(actor: Actor, id: string, row: AccountResource | undefined): DeletePlan {
   return { kind: 'delete', tenantId: actor.tenantId, id: row?.id ?? id, guards: { version: row?.version }, events: { audit: userDeleted(actor) } };
 }

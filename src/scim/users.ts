@@ -15,8 +15,8 @@ import { findAliasTarget } from '../db/account-repairs.js';
 import type { Executor } from '../db/database.js';
 import { UniqueViolation } from '../db/errors.js';
 import { isUuid } from '../db/ids.js';
-import type { AccountValues } from '../db/write-plan.js';
-import { executeAccountPlan } from '../db/write-statements.js';
+import type { AccountValues, AccountWritePlan, DeletePlan } from '../db/write-plan.js';
+import { executeAccountDelete, executeAccountPlan, type DeletedAccount } from '../db/write-statements.js';
 import { badRequest, conflict, notFound } from '../errors.js';
 import { columnLookup, filterCriteria, sortKey } from './filter-criteria.js';
 import { normaliseResource, withManagerRef } from './entra-dialect.js';
@@ -112,7 +112,7 @@ async function readAccount(ctx: RequestContext, db: Executor, id: string, forUpd
   return row;
 }
 
-type UserStep = Step<Parameters<typeof executeAccountPlan>[1], AccountResource>;
+type UserStep = Step<AccountWritePlan, AccountResource>;
 
 /** The plan of a change of `row` into `values`; `admin` as planUserChange takes it. */
 function changeStep(ctx: RequestContext, row: AccountResource, values: AccountValues, admin: Parameters<typeof planUserChange>[4]): UserStep {
@@ -136,7 +136,7 @@ async function lockedChange(
 }
 
 /** Runs a user write; a userName taken meanwhile by a concurrent create is 409, as Entra expects. */
-async function writeUser(ctx: RequestContext, userName: () => string, write: Omit<Write<UserStep extends Step<infer P, AccountResource> ? P : never, AccountResource>, 'execute'>): Promise<AccountResource> {
+async function writeUser(ctx: RequestContext, userName: () => string, write: Pick<Write<AccountWritePlan, AccountResource>, 'quick' | 'locked'>): Promise<AccountResource> {
   try {
     return await runWrite(ctx, { ...write, execute: executeAccountPlan });
   } catch (error) {
@@ -255,7 +255,10 @@ export const users: ResourceHandler = {
     const actor = actorOf(ctx);
     if (!isUuid(id)) throw notFound(`No user ${String(id)}.`);
     ctx.seenAccounts.forget(ctx.tenant.id, id);
-    await writeUser(ctx, () => '', deleteSteps(ifMatch, (db, forUpdate) => readAccount(ctx, db ?? ctx.db, id, forUpdate), (row) => planUserDelete(actor, id, row)));
+    await runWrite(ctx, {
+      ...deleteSteps<AccountResource, DeletePlan, DeletedAccount>(ifMatch, (db, forUpdate) => readAccount(ctx, db ?? ctx.db, id, forUpdate), (row) => planUserDelete(actor, id, row)),
+      execute: executeAccountDelete,
+    });
   },
 };
 
