@@ -31,6 +31,7 @@ t.test('migrations go up, down and up again', async (t) => {
       '0008_conflict_life_cycle',
       '0009_entra_tenant_binding',
       '0010_overrides_and_merges',
+      '0011_row_level_feed',
     ],
     'every migration is applied in order',
   );

@@ -97,16 +97,25 @@ const atVersion = (p: Params) => sql`(${p.version}::integer IS NULL OR version =
  * The accounts member ids name: an id Entra keeps using for an account merged
  * into another (an alias) names the kept account.
  */
-const resolved = (p: Params, ids: unknown) => sql`SELECT coalesce(al.account_id, i.id) FROM unnest(${ids}::uuid[]) AS i(id)
+const resolved = (p: Params, ids: unknown) => sql`SELECT coalesce(al.account_id, i.id) AS id FROM unnest(${ids}::uuid[]) AS i(id)
    LEFT JOIN account_aliases al ON al.tenant_id = ${p.tenantId}::uuid AND al.alias_id = i.id`;
 
-/** Rule 5: every member to add is a synced, live user of the tenant; the rows stay share-locked so a concurrent delete waits for this write. */
-const validMembers = (p: Params, ids: unknown) => sql`SELECT id FROM accounts
-   WHERE tenant_id = ${p.tenantId}::uuid AND id IN (${resolved(p, ids)}) AND managed_by = 'sync' AND ${LIVE_BY_ID}
-   FOR SHARE`;
+/**
+ * Rule 5: every member named is a synced, live user of the tenant. The ids
+ * are resolved once (`named`) and looked up as an array, each by the primary
+ * key: a lookup by a subquery lets the planner scan the tenant's accounts.
+ * The rows stay share-locked so a concurrent delete waits for this write.
+ */
+const validMembers = (p: Params, ids: unknown) => sql`named AS MATERIALIZED (${resolved(p, ids)}),
+   valid AS (SELECT id FROM accounts
+   WHERE tenant_id = ${p.tenantId}::uuid AND id = ANY (ARRAY(SELECT id FROM named)) AND managed_by = 'sync' AND ${LIVE_BY_ID}
+   FOR SHARE)`;
 
 /** The guard of rule 5: as many valid members as the ids name accounts (two ids may name one account after a merge). */
-const allMembersValid = (p: Params, ids: unknown) => sql`(SELECT count(*) FROM valid) = (SELECT count(DISTINCT id) FROM (${resolved(p, ids)}) AS r(id))`;
+const allMembersValid = sql`(SELECT count(*) FROM valid) = (SELECT count(DISTINCT id) FROM named)`;
+
+/** The members to add, resolved like `named`, as the CTE `adding`. */
+const addingMembers = (p: Params, ids: unknown) => sql`adding AS MATERIALIZED (${resolved(p, ids)})`;
 
 /** Microsoft's unique class names, when the tenant keeps them unique: no other synced class has the name in any case. */
 const nameIsFree = (p: Params) => sql`(NOT ${p.uniqueName}::boolean OR NOT EXISTS (
@@ -211,8 +220,8 @@ const updateAccount = perShape<AccountWritten>((shape) => {
     SELECT ${RESOURCE_COLUMNS}, ${SETTLED_COLUMN} FROM written`;
 });
 
-// The account's memberships go with it: the trigger accounts_leave_classes
-// (migration 0005) removes them once this statement holds the row.
+// The account's memberships go with it: the trigger accounts_deleted_leave_classes
+// (migrations 0005, 0011) removes them once this statement holds the row.
 // A delete answers nothing of the account: it returns only what names it.
 const deleteAccount = perShape<DeletedAccount>(() => (p) => sql<DeletedAccount>`${preparedOn('accounts')}
     WITH written AS (
@@ -305,9 +314,9 @@ function memberSteps(p: Params, change: MemberShape): RawBuilder<unknown> {
         RETURNING account_id
       )`;
   const addedIds = change === 'replace' ? p.members : p.add;
-  return sql`${removing}, added AS (
+  return sql`${removing}, ${addingMembers(p, addedIds)}, added AS (
         INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
-        SELECT ${p.tenantId}::uuid, ${p.id}::uuid, id, true FROM valid WHERE id IN (${resolved(p, addedIds)}) AND ${ok}
+        SELECT ${p.tenantId}::uuid, ${p.id}::uuid, id, true FROM valid WHERE id IN (SELECT id FROM adding) AND ${ok}
         ON CONFLICT (tenant_id, class_id, account_id) DO UPDATE SET synced = true WHERE NOT class_memberships.synced
         RETURNING account_id
       ), changes AS (
@@ -325,9 +334,9 @@ interface ClassWritten extends ClassRow {
 // A create writes the class before its memberships: the class row and the
 // rows that reference it are inserted by one statement.
 const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${preparedOn(...CLASS_TABLES)}
-    WITH valid AS (${validMembers(p, p.usersExist)}),
+    WITH ${validMembers(p, p.usersExist)}, ${addingMembers(p, p.add)},
     checked AS (
-      SELECT ${allMembersValid(p, p.usersExist)}
+      SELECT ${allMembersValid}
          AND (NOT ${p.nothingToAdopt}::boolean OR NOT EXISTS (
                SELECT 1 FROM classes WHERE tenant_id = ${p.tenantId}::uuid AND external_id = ${p.external_id}::text AND managed_by = 'manual'))
          AND ${nameIsFree(p)} AND ${connected(p)} AS ok
@@ -338,7 +347,7 @@ const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${prep
       RETURNING ${CLASS_COLUMNS}
     ), added AS (
       INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
-      SELECT w.tenant_id, w.id, v.id, true FROM written w, valid v WHERE v.id IN (${resolved(p, p.add)})
+      SELECT w.tenant_id, w.id, v.id, true FROM written w, valid v WHERE v.id IN (SELECT id FROM adding)
       RETURNING account_id
     ), audited AS (${plannedAudit(p, 'display_name', sql`(SELECT count(*) FROM added)`)})
     SELECT w.*, (SELECT ok FROM checked) AS ok, (SELECT count(*) FROM added) AS changes
@@ -351,10 +360,10 @@ const updateClass = perShape<ClassWritten>((shape) => {
       SELECT id FROM classes
        WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid
          AND managed_by = ${adopt === 'adopt' ? sql`'manual'` : sql`'sync'`} AND ${atVersion(p)}
-    ), valid AS (${validMembers(p, p.usersExist)}),
+    ), ${validMembers(p, p.usersExist)},
     checked AS (
       SELECT EXISTS (SELECT 1 FROM class)
-         AND ${allMembersValid(p, p.usersExist)}
+         AND ${allMembersValid}
          AND ${values === 'values' ? nameIsFree(p) : sql`true`} AND ${connected(p)} AS ok
     ), ${memberSteps(p, members)},
     written AS (
