@@ -193,6 +193,39 @@ class Parameter {
 }
 
 /**
+ * A fixed statement's text and the name of each of its parameters ($1, $2,
+ * ...). A name used in several places is one parameter: it is sent once and
+ * PostgreSQL binds it once.
+ */
+interface FixedText {
+  sql: string;
+  names: string[];
+}
+
+function compileFixed<P extends object>(db: Executor, build: (p: P) => RawBuilder<unknown>): FixedText {
+  const standIns = new Proxy({}, { get: (_target, name) => new Parameter(String(name)) }) as P;
+  const query = build(standIns).compile(db);
+  const names: string[] = [];
+  const numbers = new Map<string, number>();
+  const numberOf = query.parameters.map((value) => {
+    if (!(value instanceof Parameter)) throw new Error(`a fixed statement takes every value as a parameter: ${query.sql}`);
+    let n = numbers.get(value.name);
+    if (n === undefined) {
+      n = names.push(value.name);
+      numbers.set(value.name, n);
+    }
+    return n;
+  });
+  let seen = 0;
+  const text = query.sql.replace(/\$(\d+)\b/g, (_match, digits: string) => {
+    seen += 1;
+    return `$${numberOf[Number(digits) - 1] ?? digits}`;
+  });
+  if (seen !== query.parameters.length) throw new Error(`a fixed statement's text holds a $ that is not a parameter: ${query.sql}`);
+  return { sql: text, names };
+}
+
+/**
  * A statement whose text kysely compiles once, at its first run, instead of
  * on every run: for the hot statements (building and compiling one of their
  * templates costs about as much CPU as pg's whole round trip). `build` gets a
@@ -202,20 +235,39 @@ class Parameter {
  * run's values in the compiled order.
  */
 export function fixedStatement<P extends object, R>(build: (p: P) => RawBuilder<R>): (db: Executor, params: P) => Promise<QueryResult<R>> {
-  let compiled: { sql: string; names: string[] } | undefined;
+  let compiled: FixedText | undefined;
   return async (db, params) => {
-    if (compiled === undefined) {
-      const standIns = new Proxy({}, { get: (_target, name) => new Parameter(String(name)) }) as P;
-      const query = build(standIns).compile(db);
-      const names = query.parameters.map((value) => {
-        if (!(value instanceof Parameter)) throw new Error(`a fixed statement takes every value as a parameter: ${query.sql}`);
-        return value.name;
-      });
-      compiled = { sql: query.sql, names };
-    }
-    const { sql: text, names } = compiled;
+    compiled ??= compileFixed(db, build);
     const values = params as Record<string, unknown>;
-    return db.executeQuery(CompiledQuery.raw(text, names.map((name) => values[name])));
+    return db.executeQuery(CompiledQuery.raw(compiled.sql, compiled.names.map((name) => values[name])));
+  };
+}
+
+/**
+ * fixedStatement whose parameters come from several objects (a plan's
+ * values, its guards, its audit event), each name from the first that has
+ * it: a run makes no merged copy of them. Each source keeps its keys from
+ * run to run (the builder functions make them), so where each name is found
+ * is looked up at the first run only.
+ */
+export function fixedStatementOver<R>(
+  build: (p: Record<string, unknown>) => RawBuilder<R>,
+): (db: Executor, sources: readonly Readonly<Record<string, unknown>>[]) => Promise<QueryResult<R>> {
+  let compiled: (FixedText & { from: number[] }) | undefined;
+  return async (db, sources) => {
+    if (compiled === undefined) {
+      const text = compileFixed(db, build);
+      const from = text.names.map((name) => {
+        const i = sources.findIndex((source) => name in source);
+        if (i < 0) throw new Error(`no value for the parameter ${name} of a fixed statement`);
+        return i;
+      });
+      compiled = { ...text, from };
+    }
+    const { names, from } = compiled;
+    const values = new Array<unknown>(names.length);
+    for (let i = 0; i < names.length; i++) values[i] = sources[from[i] as number]?.[names[i] as string];
+    return db.executeQuery(CompiledQuery.raw(compiled.sql, values));
   };
 }
 

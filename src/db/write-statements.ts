@@ -18,7 +18,7 @@ import {
   type AuditColumns,
   type PlannedAuditEvent,
 } from './audit.js';
-import { fixedStatement, inTransaction, lockKey, preparedOn, type Executor, type PlannedTable } from './database.js';
+import { fixedStatementOver, inTransaction, lockKey, preparedOn, type Executor, type PlannedTable } from './database.js';
 import { isForeignKeyViolation, uniqueViolation } from './errors.js';
 import {
   ACCOUNT_COLUMN_TYPES,
@@ -33,8 +33,11 @@ import {
   type MemberChange,
 } from './write-plan.js';
 
-/** A statement's parameters: every value is bound, none is part of the text. */
-type Params = Record<string, unknown>;
+/**
+ * A statement's parameters: every value is bound, none is part of the text.
+ * A run passes them as several objects (see fixedStatementOver).
+ */
+type Params = Readonly<Record<string, unknown>>;
 
 // ---------------------------------------------------------------------------
 // Shared fragments
@@ -161,18 +164,18 @@ function auditParams(event: PlannedAuditEvent | undefined): Params {
 /** Tells the audit observers (the metrics) of the event a statement wrote. */
 function observed(db: Executor, tenantId: string, event: PlannedAuditEvent | undefined, objectId: string, objectRef: string | null): void {
   if (!event) return;
-  const { memberCount: _count, ...rest } = event;
-  const recorded: AuditEvent = { ...rest, tenantId, objectId, objectRef, outcome: 'success' };
+  const { action, objectType, credentialId, requestId, details } = event;
+  const recorded: AuditEvent = { tenantId, action, objectType, objectId, objectRef, outcome: 'success', credentialId, requestId, details };
   auditRecorded(db, recorded);
 }
 
 /** Fixed statements made at their first use, one per shape of plan. */
-function perShape<R>(build: (shape: string) => (p: Params) => RawBuilder<R>): (shape: string) => ReturnType<typeof fixedStatement<Params, R>> {
-  const statements = new Map<string, ReturnType<typeof fixedStatement<Params, R>>>();
+function perShape<R>(build: (shape: string) => (p: Params) => RawBuilder<R>): (shape: string) => ReturnType<typeof fixedStatementOver<R>> {
+  const statements = new Map<string, ReturnType<typeof fixedStatementOver<R>>>();
   return (shape) => {
     let statement = statements.get(shape);
     if (statement === undefined) {
-      statement = fixedStatement<Params, R>(build(shape));
+      statement = fixedStatementOver<R>(build(shape));
       statements.set(shape, statement);
     }
     return statement;
@@ -188,10 +191,6 @@ const setList = (p: Params, types: Readonly<Record<string, string>>, columns: re
 // ---------------------------------------------------------------------------
 // Accounts
 
-/** The write columns as parameters (scim as JSON text). */
-function accountValueParams(values: AccountValues): Params {
-  return { ...values, scim: JSON.stringify(values.scim) };
-}
 
 /** A create or change also closes the open conflicts of the written userName (audit.ts settleConflicts) and lists them. */
 type AccountWritten = AccountResource & { settled?: string[] | null };
@@ -240,28 +239,29 @@ export interface DeletedAccount {
 
 /** Runs an account's delete plan: the deleted account, or undefined when a guard failed and nothing was written. */
 export async function executeAccountDelete(db: Executor, plan: DeletePlan): Promise<DeletedAccount | undefined> {
-  const row = (await deleteAccount('')(db, { tenantId: plan.tenantId, id: plan.id, ...auditParams(plan.events.audit), version: plan.guards.version ?? null })).rows[0];
+  const params = { tenantId: plan.tenantId, id: plan.id, version: plan.guards.version ?? null };
+  const row = (await deleteAccount('')(db, [params, auditParams(plan.events.audit)])).rows[0];
   if (row) observed(db, plan.tenantId, plan.events.audit, row.id, row.user_name);
   return row;
 }
 
 /** Runs an account's create or change plan: the written account, or undefined when a guard failed and nothing was written. */
 export async function executeAccountPlan(db: Executor, plan: AccountWritePlan): Promise<AccountResource | undefined> {
-  const base = { tenantId: plan.tenantId, id: plan.id, ...auditParams(plan.events.audit), ...settleParams(plan.events.settles) };
+  const events = [auditParams(plan.events.audit), settleParams(plan.events.settles)];
+  const [address0, address1 = null] = plan.guards.noAdmin;
   let row: AccountWritten | undefined;
   try {
     switch (plan.kind) {
       case 'create': {
-        const [address0, address1 = null] = plan.guards.noAdmin;
         const [adoptable0 = false, adoptable1 = false] = plan.guards.nothingToAdopt.adoptable;
-        const params = { ...base, ...accountValueParams(plan.values), address0, address1, adoptable0, adoptable1 };
-        row = (await createAccount(String(plan.guards.noAdmin.length))(db, params)).rows[0];
+        const params = { tenantId: plan.tenantId, id: plan.id, scim: JSON.stringify(plan.values.scim), address0, address1, adoptable0, adoptable1 };
+        row = (await createAccount(String(plan.guards.noAdmin.length))(db, [params, plan.values, ...events])).rows[0];
         break;
       }
       case 'update': {
-        const [address0, address1 = null] = plan.guards.noAdmin;
-        const params = { ...base, ...accountValueParams(plan.values), address0, address1, version: plan.guards.version };
-        row = (await updateAccount(`${plan.guards.noAdmin.length} ${plan.adopt ? 'adopt' : 'keep'}`)(db, params)).rows[0];
+        const params = { tenantId: plan.tenantId, id: plan.id, scim: JSON.stringify(plan.values.scim), address0, address1, version: plan.guards.version };
+        const statement = updateAccount(`${plan.guards.noAdmin.length} ${plan.adopt ? 'adopt' : 'keep'}`);
+        row = (await statement(db, [params, plan.values, ...events])).rows[0];
         break;
       }
     }
@@ -278,11 +278,12 @@ export async function executeAccountPlan(db: Executor, plan: AccountWritePlan): 
 // ---------------------------------------------------------------------------
 // Classes
 
-function classValueParams(values: ClassValues | undefined): Params {
-  const params: Params = { display_name: null, external_id: null, school_id: null, scim: null };
-  if (values) Object.assign(params, values, { scim: JSON.stringify(values.scim) });
-  return params;
-}
+/** The write columns of a write that changes only members: all null. */
+const NO_CLASS_VALUES: Params = Object.fromEntries(CLASS_WRITE_COLUMNS.map((column) => [column, null]));
+
+/** A class's write columns as parameters, after the sources that come first (scim as JSON text, see classScim). */
+const classValues = (values: ClassValues | undefined): Params => values ?? NO_CLASS_VALUES;
+const classScim = (values: ClassValues | undefined): string | null => (values ? JSON.stringify(values.scim) : null);
 
 /** The membership changes of a class write, after `ok` held: removed, demoted (manual ones keep their row) and added rows, and their count. */
 /**
@@ -407,28 +408,30 @@ export async function executeClassPlan(db: Executor, plan: ClassPlan): Promise<C
 }
 
 async function runClassPlan(db: Executor, plan: ClassPlan): Promise<ClassWrite | undefined> {
-  const base = { tenantId: plan.tenantId, id: plan.id, ...auditParams(plan.events.audit) };
+  const audit = auditParams(plan.events.audit);
   let written: ClassWritten | undefined;
   let result: ClassWrite | undefined;
   try {
     switch (plan.kind) {
       case 'create': {
         const params = {
-          ...base,
-          ...classValueParams(plan.values),
+          tenantId: plan.tenantId,
+          id: plan.id,
+          scim: classScim(plan.values),
           add: [...plan.members],
           usersExist: [...plan.guards.usersExist],
           nothingToAdopt: plan.guards.nothingToAdopt,
           uniqueName: plan.guards.uniqueName,
         };
-        written = (await createClass('')(db, params)).rows[0];
+        written = (await createClass('')(db, [params, classValues(plan.values), audit])).rows[0];
         break;
       }
       case 'update': {
         const members = plan.members;
         const params = {
-          ...base,
-          ...classValueParams(plan.values),
+          tenantId: plan.tenantId,
+          id: plan.id,
+          scim: classScim(plan.values),
           version: plan.guards.version ?? null,
           uniqueName: plan.guards.uniqueName,
           usersExist: [...plan.guards.usersExist],
@@ -437,11 +440,12 @@ async function runClassPlan(db: Executor, plan: ClassPlan): Promise<ClassWrite |
           members: members?.kind === 'replace' ? [...members.members] : [],
         };
         const shape = `${memberShape(members)} ${plan.values ? 'values' : 'members-only'} ${plan.adopt ? 'adopt' : 'keep'}`;
-        written = (await updateClass(shape)(db, params)).rows[0];
+        written = (await updateClass(shape)(db, [params, classValues(plan.values), audit])).rows[0];
         break;
       }
       case 'delete': {
-        const row = (await deleteClass('')(db, { ...base, version: plan.guards.version ?? null })).rows[0];
+        const params = { tenantId: plan.tenantId, id: plan.id, version: plan.guards.version ?? null };
+        const row = (await deleteClass('')(db, [params, audit])).rows[0];
         result = row ? { row, memberChanges: 0 } : undefined;
         break;
       }
