@@ -27,7 +27,6 @@ import {
   CLASS_WRITE_COLUMNS,
   type AccountWritePlan,
   type DeletePlan,
-  type AccountValues,
   type ClassPlan,
   type ClassValues,
   type MemberChange,
