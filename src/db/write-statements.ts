@@ -324,7 +324,13 @@ function memberSteps(p: Params, change: MemberShape): RawBuilder<unknown> {
       )`;
 }
 
-const CLASS_TABLES: PlannedTable[] = ['classes', 'accounts', 'class_memberships'];
+/**
+ * The tables whose statistics a class write's plan depends on: memberships
+ * only when it reads them (removes or replaces members); adding inserts them.
+ */
+function classTables(members: MemberShape): PlannedTable[] {
+  return members === 'none' || members === 'add' ? ['classes', 'accounts'] : ['classes', 'accounts', 'class_memberships'];
+}
 
 interface ClassWritten extends ClassRow {
   ok: boolean;
@@ -332,8 +338,10 @@ interface ClassWritten extends ClassRow {
 }
 
 // A create writes the class before its memberships: the class row and the
-// rows that reference it are inserted by one statement.
-const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${preparedOn(...CLASS_TABLES)}
+// rows that reference it are inserted by one statement. It reads no
+// memberships, so its plan does not wait for their statistics: a first sync
+// creates every class before any has members.
+const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${preparedOn(...classTables('add'))}
     WITH ${validMembers(p, p.usersExist)}, ${addingMembers(p, p.add)},
     checked AS (
       SELECT ${allMembersValid}
@@ -355,7 +363,7 @@ const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${prep
 
 const updateClass = perShape<ClassWritten>((shape) => {
   const [members, values, adopt] = shape.split(' ') as [MemberShape, 'values' | 'members-only', 'adopt' | 'keep'];
-  return (p) => sql<ClassWritten>`${preparedOn(...CLASS_TABLES)}
+  return (p) => sql<ClassWritten>`${preparedOn(...classTables(members))}
     WITH class AS (
       SELECT id FROM classes
        WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid
