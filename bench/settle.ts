@@ -139,7 +139,7 @@ export async function settle(sides: readonly { side: Side; cpu: CpuProbe }[], si
   log(`settled in ${fmt((performance.now() - started) / 1000)} s; CPU per lookup (µs): ${report.join('; ')}`);
 }
 
-/** The change feed's triggers (migration 0007), turned off and on between turns of the feed-cost measurement. */
+/** The change feed's triggers (migrations 0007 and 0011), turned off and on between turns of the feed-cost measurement. */
 const FEED_TRIGGERS = ['accounts', 'classes', 'class_memberships'].flatMap((table) => ['insert', 'update', 'delete'].map((event) => [table, `${table}_feed_${event}`] as const));
 
 export async function setFeed(pool: { query: (text: string) => Promise<unknown> }, on: boolean): Promise<void> {

@@ -3,8 +3,11 @@
 // with transition tables costs a row about twice what a row trigger does
 // (the two tuplestores, and a join of old and new for one row). Deletes
 // (the purge, a tenant's removal) and memberships (Entra's member batches)
-// change many rows at once and keep their statement triggers. The feed's
-// rows are the same either way.
+// change many rows at once and keep their statement triggers; the few bulk
+// updates (a tenant's disconnect and connect) pay a row trigger per row. The
+// feed's rows are the same either way; a class write that also changes
+// members writes its memberships before the class row (write-statements.ts),
+// so their events come first, as they did.
 //
 // Row triggers of an event fire in the order of their names. A deleted
 // account leaves its classes (migration 0005) before the feed records the
@@ -84,7 +87,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     }
   }
 
-  // The statement functions now serve deletes only: one account of rules.
+  // The statement functions now serve deletes only.
   await sql`CREATE OR REPLACE FUNCTION change_feed_accounts() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
       INSERT INTO change_events (tenant_id, object_type, object_id, action)

@@ -89,6 +89,38 @@ t.test('every SCIM write of an account, a class or a membership is in the feed, 
   t.equal(stored.n, 14, 'nothing else was written');
 });
 
+t.test('a class write that changes its name and its members records the memberships first', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const first = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+  const second = (await scim('POST', '/Users', entraUser(2))).json().id as string;
+  const klass = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 8A', externalId: 'c-8', members: [{ value: first }] })).json().id as string;
+  const put = await scim('PUT', `/Groups/${klass}`, { schemas: [GROUP], displayName: 'Class 8B', externalId: 'c-8', members: [{ value: second }] });
+  t.equal(put.statusCode, 200);
+  t.same(
+    (put.json().members as { value: string }[]).map((m) => m.value),
+    [second],
+    'the class has its new member',
+  );
+  const changes = await follow(env.db, env.tenant.id, (c) => c.length >= 7);
+  t.same(changes.map(brief), [
+    'account created',
+    'account created',
+    'class created',
+    'membership created',
+    'membership deleted',
+    'membership created',
+    'class updated display_name',
+  ]);
+  t.same(
+    changes.filter((c) => c.object_type === 'membership').map((c) => c.related_id),
+    [first, first, second],
+    'the memberships name their accounts',
+  );
+  const stored = await env.db.selectFrom('classes').select(['display_name']).where('id', '=', klass).executeTakeFirstOrThrow();
+  t.equal(stored.display_name, 'Class 8B');
+});
+
 t.test('writers outside SCIM are in the feed too: the portal, a disconnect, the purge', async (t) => {
   const env = await testApp(t);
   const scim = client(env.app, env.headers);

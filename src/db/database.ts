@@ -258,7 +258,7 @@ export function fixedStatementOver<R>(
     if (compiled === undefined) {
       const text = compileFixed(db, build);
       const from = text.names.map((name) => {
-        const i = sources.findIndex((source) => name in source);
+        const i = sources.findIndex((source) => Object.hasOwn(source, name));
         if (i < 0) throw new Error(`no value for the parameter ${name} of a fixed statement`);
         return i;
       });
@@ -333,10 +333,11 @@ function statement(text: string): Statement {
   return found;
 }
 
-// Until then every marked statement is planned on each run, which costs a
-// create about as much as running it: a first sync's statements are
-// prepared within a second of the tables' first rows. A check is two
-// one-row queries.
+// A marked statement is planned on every run until its tables have
+// statistics, which costs a create about as much as running it: checking
+// every second prepares a first sync's statements within a second of each
+// table's ANALYZE (at ANALYZE_AT_ROWS rows). A check is two small queries per
+// table still without statistics.
 const STATISTICS_CHECK_MS = 1000;
 /** Autovacuum's default: a table is analyzed once it has this many rows. */
 const ANALYZE_AT_ROWS = 50;

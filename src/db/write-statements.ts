@@ -4,7 +4,7 @@
 // and answers undefined: the caller plans again from freshly locked rows and
 // runs the same statement in that transaction. Guards and events are SQL
 // fragments shared by every statement; each statement has a fixed text per
-// shape of plan, compiled once and prepared (see fixedStatement, PREPARED).
+// shape of plan, compiled once and prepared (see fixedStatementOver, PREPARED).
 import { sql, type RawBuilder } from 'kysely';
 import { CLASS_COLUMNS, LIVE_BY_ID, RESOURCE_COLUMNS, type AccountResource, type ClassRow } from './columns.js';
 import {
@@ -190,7 +190,6 @@ const setList = (p: Params, types: Readonly<Record<string, string>>, columns: re
 // ---------------------------------------------------------------------------
 // Accounts
 
-
 /** A create or change also closes the open conflicts of the written userName (audit.ts settleConflicts) and lists them. */
 type AccountWritten = AccountResource & { settled?: string[] | null };
 
@@ -284,7 +283,6 @@ const NO_CLASS_VALUES: Params = Object.fromEntries(CLASS_WRITE_COLUMNS.map((colu
 const classValues = (values: ClassValues | undefined): Params => values ?? NO_CLASS_VALUES;
 const classScim = (values: ClassValues | undefined): string | null => (values ? JSON.stringify(values.scim) : null);
 
-/** The membership changes of a class write, after `ok` held: removed, demoted (manual ones keep their row) and added rows, and their count. */
 /**
  * How a write's members change, as far as the statement's text goes: not at
  * all, added only (Entra's member batch: no DELETE or UPDATE of memberships
@@ -298,6 +296,7 @@ function memberShape(change: MemberChange | undefined): MemberShape {
   return change.kind === 'edit' && change.remove.length === 0 ? 'add' : change.kind;
 }
 
+/** The membership changes of a class write, after `ok` held: removed, demoted (manual ones keep their row) and added rows, and their count. */
 function memberSteps(p: Params, change: MemberShape): RawBuilder<unknown> {
   const ok = sql`(SELECT ok FROM checked)`;
   const removedIds = change === 'replace' ? sql`NOT (account_id IN (${resolved(p, p.members)}))` : sql`account_id IN (${resolved(p, p.remove)})`;
@@ -379,7 +378,7 @@ const updateClass = perShape<ClassWritten>((shape) => {
          SET ${values === 'values' ? sql`${setList(p, CLASS_COLUMN_TYPES, CLASS_WRITE_COLUMNS)}, ` : sql``}${adopt === 'adopt' ? sql`managed_by = 'sync', ` : sql``}
              version = version + 1, updated_at = clock_timestamp()
        WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid AND (SELECT ok FROM checked)
-         AND ${values === 'values' ? sql`true` : sql`(SELECT n FROM changes) > 0`}
+         AND ${values === 'values' ? sql`(SELECT n FROM changes) IS NOT NULL` : sql`(SELECT n FROM changes) > 0`}
       RETURNING ${CLASS_COLUMNS}
     ), audited AS (${plannedAudit(p, 'display_name', sql`(SELECT n FROM changes)`)})
     SELECT w.*, (SELECT ok FROM checked) AS ok, (SELECT n FROM changes) AS changes
