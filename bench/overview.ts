@@ -8,19 +8,17 @@
 //   npm run bench:overview -- [--tenants 300] [--accounts 1000000] [--runs 30] [--keep]
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { KyselyPlugin } from 'kysely';
-import pg from 'pg';
+import type pg from 'pg';
 import { buildApp } from '../src/app.js';
 import { signingKeys } from '../src/auth/keys.js';
 import { signAdminToken } from '../src/auth/tokens.js';
 import { loadConfig } from '../src/config.js';
 import { createAdminCredential } from '../src/db/admin-credentials.js';
 import { createDb } from '../src/db/database.js';
-import { openEmbeddedPostgres } from '../src/db/embedded.js';
 import { migrateToLatest } from '../src/db/migrate.js';
+import { benchDatabase, countingStatements } from './database.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const USER = 'urn:ietf:params:scim:schemas:core:2.0:User';
@@ -123,26 +121,10 @@ function stats(samples: readonly number[]): { median: number; p95: number; max: 
 }
 
 async function main(): Promise<void> {
-  const embedded = process.env.DATABASE_URL ? undefined : await openEmbeddedPostgres({ dataDir: path.resolve(root, '.data/bench'), database: 'postgres' });
-  const adminUrl = process.env.DATABASE_URL ?? embedded?.adminUrl ?? '';
-  const name = `portal_scim_overview_${process.pid}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  const version = (await admin.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version ?? '?';
-  await admin.query(`CREATE DATABASE ${name}`);
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  const { db: raw, pool } = createDb(url.toString(), { poolSize: 10, statementTimeoutMs: 600_000 });
-  // Counts every statement the app runs, to show the requests' statements do not grow with the tenants.
-  let statements = 0;
-  const counting: KyselyPlugin = {
-    transformQuery: (query) => {
-      statements += 1;
-      return query.node;
-    },
-    transformResult: async (result) => result.result,
-  };
-  const db = raw.withPlugin(counting);
+  const database = await benchDatabase(root, 'portal_scim_overview');
+  const { version } = database;
+  const { db: raw, pool } = createDb(database.url, { poolSize: 10, statementTimeoutMs: 600_000 });
+  const { db, statements } = countingStatements(raw);
   try {
     await migrateToLatest(raw);
     log(`seeding ${tenants} tenants and ${accounts} accounts`);
@@ -166,14 +148,14 @@ async function main(): Promise<void> {
       };
       for (let i = 0; i < 5; i++) await get();
       const samples: number[] = [];
-      const before = statements;
+      const before = statements();
       let bytes = 0;
       for (let i = 0; i < runs; i++) {
         const t0 = performance.now();
         bytes = await get();
         samples.push(performance.now() - t0);
       }
-      results.push({ path: target, ...stats(samples), statements: (statements - before) / runs, bytes });
+      results.push({ path: target, ...stats(samples), statements: (statements() - before) / runs, bytes });
       log(`measured GET ${target}`);
     }
     await app.close();
@@ -196,10 +178,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {
     await raw.destroy();
-    if (!args.keep) await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    else log(`kept the database ${name}`);
-    await admin.end();
-    await embedded?.stop();
+    await database.close({ keep: args.keep, log });
   }
 }
 

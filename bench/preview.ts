@@ -18,17 +18,16 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import type { KyselyPlugin } from 'kysely';
-import pg from 'pg';
+import type pg from 'pg';
 import { signingKeys } from '../src/auth/keys.js';
 import { signAdminToken } from '../src/auth/tokens.js';
 import { runCli } from '../src/cli.js';
 import { loadConfig } from '../src/config.js';
 import { createAdminCredential } from '../src/db/admin-credentials.js';
 import { createDb } from '../src/db/database.js';
-import { openEmbeddedPostgres } from '../src/db/embedded.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { previewCsv, previewFirstSync, readEntraUsers, type PreviewTotals } from '../src/services/preview.js';
+import { benchDatabase, countingStatements } from './database.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const TARGET_MS = 30_000;
@@ -208,25 +207,10 @@ async function waitUntilReady(base: string, exited: Promise<number | null>): Pro
 const median = (samples: readonly number[]) => [...samples].sort((a, b) => a - b)[Math.floor(samples.length / 2)] ?? NaN;
 
 async function main(): Promise<void> {
-  const embedded = process.env.DATABASE_URL ? undefined : await openEmbeddedPostgres({ dataDir: path.resolve(root, '.data/bench'), database: 'postgres' });
-  const adminUrl = process.env.DATABASE_URL ?? embedded?.adminUrl ?? '';
-  const name = `portal_scim_preview_${process.pid}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  const version = (await admin.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version ?? '?';
-  await admin.query(`CREATE DATABASE ${name}`);
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  const { db: raw, pool } = createDb(url.toString(), { poolSize: 4, statementTimeoutMs: 600_000 });
-  let statements = 0;
-  const counting: KyselyPlugin = {
-    transformQuery: (query) => {
-      statements += 1;
-      return query.node;
-    },
-    transformResult: async (result) => result.result,
-  };
-  const db = raw.withPlugin(counting);
+  const database = await benchDatabase(root, 'portal_scim_preview');
+  const { version } = database;
+  const { db: raw, pool } = createDb(database.url, { poolSize: 4, statementTimeoutMs: 600_000 });
+  const { db, statements } = countingStatements(raw);
   const dir = await mkdtemp(path.join(os.tmpdir(), 'portal-scim-bench-preview-'));
   try {
     await migrateToLatest(raw);
@@ -252,9 +236,9 @@ async function main(): Promise<void> {
       const parsed = await readEntraUsers(bytes);
       steps.read.push(performance.now() - t0);
       t0 = performance.now();
-      const before = statements;
+      const before = statements();
       const report = await previewFirstSync(db, tenantId, parsed);
-      perPreview = statements - before;
+      perPreview = statements() - before;
       steps.decide.push(performance.now() - t0);
       loop.disable();
       loopWaits.push(loop.max / 1e6);
@@ -270,7 +254,7 @@ async function main(): Promise<void> {
 
     // The CLI as an operator runs it: the file, the database, --json to stdout and --csv to a file.
     const secret = randomBytes(32).toString('hex');
-    const env = { DATABASE_URL: url.toString(), JWT_SECRET: secret, LOG_LEVEL: 'silent', PUBLIC_URL: 'https://scim.example.org' };
+    const env = { DATABASE_URL: database.url, JWT_SECRET: secret, LOG_LEVEL: 'silent', PUBLIC_URL: 'https://scim.example.org' };
     const cliTimes: number[] = [];
     for (let i = 0; i < runs; i++) {
       let printed = 0;
@@ -340,10 +324,7 @@ async function main(): Promise<void> {
   } finally {
     await rm(dir, { recursive: true, force: true });
     await raw.destroy();
-    if (!args.keep) await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    else log(`kept the database ${name}`);
-    await admin.end();
-    await embedded?.stop();
+    await database.close({ keep: args.keep, log });
   }
 }
 

@@ -18,15 +18,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
-import pg from 'pg';
 import { signingKeys } from '../src/auth/keys.js';
 import { signToken } from '../src/auth/tokens.js';
 import { loadConfig } from '../src/config.js';
 import { createCredential } from '../src/db/credentials.js';
 import { createDb } from '../src/db/database.js';
-import { openEmbeddedPostgres } from '../src/db/embedded.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { createTenant } from '../src/db/tenants.js';
+import { benchDatabase } from './database.js';
 import { Client } from './driver.js';
 import { createReferenceSchema } from './reference.js';
 import { createReport, fmt, log, mb, printRows, printTargets, setTargets, type Row, type Rss } from './report.js';
@@ -224,16 +223,8 @@ async function main(): Promise<void> {
   const startedAt = performance.now();
   log('compiling the servers');
   await build();
-  const embedded = process.env.DATABASE_URL ? undefined : await openEmbeddedPostgres({ dataDir: path.resolve(root, '.data/bench'), database: 'postgres' });
-  const adminUrl = process.env.DATABASE_URL ?? embedded?.adminUrl ?? '';
-  const name = `portal_scim_bench_${process.pid}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  const version = (await admin.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version ?? '?';
-  await admin.query(`CREATE DATABASE ${name}`);
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  const databaseUrl = url.toString();
+  const database = await benchDatabase(root, 'portal_scim_bench');
+  const { url: databaseUrl, version } = database;
   const { db, pool } = createDb(databaseUrl, { poolSize: 4, statementTimeoutMs: 600_000 });
   const servers: Server[] = [];
   try {
@@ -425,9 +416,7 @@ async function main(): Promise<void> {
   } finally {
     for (const server of servers) await server.stop().catch(() => undefined);
     await db.destroy();
-    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await admin.end();
-    await embedded?.stop();
+    await database.close();
   }
 }
 
