@@ -32,6 +32,7 @@ t.test('migrations go up, down and up again', async (t) => {
       '0009_entra_tenant_binding',
       '0010_overrides_and_merges',
       '0011_row_level_feed',
+      '0012_domain_checks',
     ],
     'every migration is applied in order',
   );
