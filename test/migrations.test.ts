@@ -33,6 +33,7 @@ t.test('migrations go up, down and up again', async (t) => {
       '0010_overrides_and_merges',
       '0011_row_level_feed',
       '0012_domain_checks',
+      '0013_hot_account_changes',
     ],
     'every migration is applied in order',
   );
@@ -137,4 +138,58 @@ t.test('0008 makes the open conflicts of one object one conflict, keeping the fi
     { code: '23505' },
     'a second open conflict of an object is refused in any case',
   );
+});
+
+t.test('0012 keeps refusing the values its domains check, with the check violation of before', async (t) => {
+  const { db } = await testDatabase(t);
+  const tenant = (await sql<{ id: string }>`INSERT INTO tenants (name) VALUES ('Checked School') RETURNING id`.execute(db)).rows[0]?.id;
+  const account = (column: string, value: string) =>
+    sql`INSERT INTO accounts (tenant_id, user_name, scim, ${sql.ref(column)}) VALUES (${tenant}::uuid, ${`u-${column}@school.example`}, '{}', ${value})`.execute(db);
+  await t.rejects(account('managed_by', 'entra'), { code: '23514' }, 'managed_by is sync or manual');
+  await t.rejects(account('role_override', 'admin'), { code: '23514' }, 'an override never makes an admin');
+  await t.rejects(account('grade_override', 'x'.repeat(513)), { code: '23514' }, 'a grade override is at most 512 characters');
+  await t.rejects(
+    sql`INSERT INTO audit_events (tenant_id, action, object_type, outcome) VALUES (${tenant}::uuid, 'create', 'user', 'maybe')`.execute(db),
+    { code: '23514' },
+    'an audit outcome is success, failure or conflict',
+  );
+  await t.rejects(
+    sql`INSERT INTO change_events (tenant_id, object_type, object_id, action) VALUES (${tenant}::uuid, 'account', gen_random_uuid(), 'renamed')`.execute(db),
+    { code: '23514' },
+    'a change is one of the actions of the contract',
+  );
+  await t.resolves(account('role_override', 'teacher'), 'a valid override is written');
+  const views = await sql<{ column: string; type: string }>`
+    SELECT table_name || '.' || column_name AS column, data_type AS type FROM information_schema.columns
+     WHERE table_name IN ('portal_accounts', 'portal_classes') AND column_name IN ('role', 'grade', 'managed_by_sync', 'role_source', 'synced_role')
+     ORDER BY 1`.execute(db);
+  t.same(
+    views.rows.map((r) => `${r.column} ${r.type}`),
+    ['portal_accounts.grade text', 'portal_accounts.managed_by_sync boolean', 'portal_accounts.role text', 'portal_accounts.role_source text', 'portal_accounts.synced_role text', 'portal_classes.managed_by_sync boolean'],
+    'the views show the columns with the types of the contract',
+  );
+});
+
+t.test('0013 makes a change of names and SCIM document a HOT update, and keeps several_emails with the document', async (t) => {
+  const { db } = await testDatabase(t);
+  const tenant = (await sql<{ id: string }>`INSERT INTO tenants (name) VALUES ('Hot School') RETURNING id`.execute(db)).rows[0]?.id;
+  const options = (await sql<{ options: string[] | null }>`SELECT reloptions AS options FROM pg_class WHERE oid = 'accounts'::regclass`.execute(db)).rows[0]?.options;
+  t.same(options, ['fillfactor=90'], 'accounts pages keep room for a changed row');
+  await db.transaction().execute(async (trx) => {
+    const emails = (n: number) => JSON.stringify({ emails: Array.from({ length: n }, (_, i) => ({ value: `pupil${i}@school.example` })) });
+    const id = (
+      await sql<{ id: string }>`INSERT INTO accounts (tenant_id, managed_by, user_name, email, display_name, scim)
+        VALUES (${tenant}::uuid, 'sync', 'pupil@school.example', 'pupil0@school.example', 'Pupil', ${emails(1)}::jsonb) RETURNING id`.execute(trx)
+    ).rows[0]?.id;
+    const hot = async () =>
+      Number((await sql<{ n: string }>`SELECT pg_stat_get_xact_tuples_hot_updated('accounts'::regclass) AS n`.execute(trx)).rows[0]?.n);
+    const several = async () => (await sql<{ several: boolean }>`SELECT several_emails AS several FROM accounts WHERE id = ${id}::uuid`.execute(trx)).rows[0]?.several;
+    t.equal(await several(), false, 'one address');
+    await sql`UPDATE accounts SET display_name = 'Changed', given_name = 'Given', scim = scim || '{"displayName": "Changed"}', version = version + 1
+      WHERE id = ${id}::uuid`.execute(trx);
+    t.equal(await hot(), 1, 'a change of names and document adds no index entries');
+    await sql`UPDATE accounts SET scim = ${emails(2)}::jsonb WHERE id = ${id}::uuid`.execute(trx);
+    t.equal(await several(), true, 'a second address sets several_emails');
+    t.equal(await hot(), 1, 'and that change updates the index of such accounts');
+  });
 });

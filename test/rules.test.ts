@@ -64,6 +64,7 @@ const account = (over: Partial<AccountRow> = {}): AccountRow => ({
   deleted_at: null,
   role_override: null,
   grade_override: null,
+  several_emails: false,
   ...over,
 });
 

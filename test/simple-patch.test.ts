@@ -204,6 +204,7 @@ function storedRow(body: Json): AccountRow {
     deleted_at: null,
     role_override: null,
     grade_override: null,
+    several_emails: Array.isArray(values.scim.emails) && values.scim.emails.length > 1,
     version: 1,
     ...values,
   };

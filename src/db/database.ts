@@ -1,7 +1,7 @@
 // Row types of every table and the Kysely instance over a pg pool. Nothing here
 // knows about HTTP or SCIM.
 import { createHash } from 'node:crypto';
-import { CompiledQuery, Kysely, PostgresDialect, sql, type ColumnType, type Generated, type QueryResult, type RawBuilder, type Transaction } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect, sql, type ColumnType, type Generated, type GeneratedAlways, type QueryResult, type RawBuilder, type Transaction } from 'kysely';
 import pg from 'pg';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
@@ -65,6 +65,8 @@ export interface AccountsTable {
   /** Set in the portal on a synced account (rule 11): wins over the role sync writes until cleared. */
   role_override: ColumnType<SyncRoleValue | null, SyncRoleValue | null | undefined, SyncRoleValue | null>;
   grade_override: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Whether the SCIM document has more than one e-mail address (computed by PostgreSQL, migration 0013). */
+  several_emails: GeneratedAlways<boolean>;
 }
 
 /** The roles sync may grant and an override may set: never admin. */

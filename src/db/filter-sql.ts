@@ -200,7 +200,7 @@ function emailPrefilter(table: SearchTable, criterion: Criterion): Condition | u
   const path = criterion.collection.path;
   if (path.length !== 1 || path[0] !== 'emails') return undefined;
   const wanted = elementValueEquals(criterion.where);
-  return wanted === undefined ? undefined : sql<boolean>`(lower(a.email) = lower(${wanted}) OR ((a.scim -> 'emails') -> 1) IS NOT NULL)`;
+  return wanted === undefined ? undefined : sql<boolean>`(lower(a.email) = lower(${wanted}) OR a.several_emails)`;
 }
 
 /** The SQL condition of search criteria over the repository's table. */

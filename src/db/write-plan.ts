@@ -29,8 +29,18 @@ export const CLASS_WRITE_COLUMNS = ['display_name', 'external_id', 'school_id', 
 type AccountWriteColumn = (typeof ACCOUNT_WRITE_COLUMNS)[number];
 type ClassWriteColumn = (typeof CLASS_WRITE_COLUMNS)[number];
 
-/** Columns the server keeps itself: keys, ownership, version and times; and the portal's overrides, which sync never writes (rule 11). */
-type AccountServerColumn = 'tenant_id' | 'id' | 'managed_by' | 'version' | 'created_at' | 'updated_at' | 'deleted_at' | 'role_override' | 'grade_override';
+/** Columns the server keeps itself: keys, ownership, version and times; the portal's overrides, which sync never writes (rule 11); and what PostgreSQL computes. */
+type AccountServerColumn =
+  | 'tenant_id'
+  | 'id'
+  | 'managed_by'
+  | 'version'
+  | 'created_at'
+  | 'updated_at'
+  | 'deleted_at'
+  | 'role_override'
+  | 'grade_override'
+  | 'several_emails';
 type ClassServerColumn = 'tenant_id' | 'id' | 'managed_by' | 'version' | 'created_at' | 'updated_at';
 
 /**
