@@ -53,6 +53,11 @@ export async function migrateDown<T>(db: Kysely<T>): Promise<string[]> {
   return check(await migrator(db).migrateDown());
 }
 
+/** Applies or reverts migrations until `name` is the latest applied (for tests of one migration). */
+export async function migrateTo<T>(db: Kysely<T>, name: string): Promise<string[]> {
+  return check(await migrator(db).migrateTo(name));
+}
+
 /** Reverts every migration. */
 export async function migrateToNone<T>(db: Kysely<T>): Promise<string[]> {
   return check(await migrator(db).migrateTo(NO_MIGRATIONS));
