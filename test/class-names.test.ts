@@ -104,6 +104,42 @@ t.test('parallel creates of one name make one class', async (t) => {
   t.equal(rows.length, 1, 'one class row');
 });
 
+t.test('a create waits for the name\'s turn and then sees the class a write ahead of it committed', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const tenant = env.tenant.id;
+  // Another writer of the name: takes its turn, writes the class, and holds the turn until told.
+  let release = (): void => undefined;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  let taken = (): void => undefined;
+  const turnTaken = new Promise<void>((resolve) => (taken = resolve));
+  const first = env.db.transaction().execute(async (trx) => {
+    await sql`SELECT class_name_is_free(${tenant}::uuid, 'Turn class', gen_random_uuid())`.execute(trx);
+    await sql`INSERT INTO classes (tenant_id, managed_by, display_name) VALUES (${tenant}::uuid, 'sync', 'Turn class')`.execute(trx);
+    taken();
+    await held;
+  });
+  await turnTaken;
+  let answered = false;
+  const second = scim('POST', '/Groups', group('TURN CLASS', 'g-turn')).then((answer) => {
+    answered = true;
+    return answer;
+  });
+  // The create is waiting once PostgreSQL shows an advisory lock not granted.
+  const waiting = async () =>
+    (await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`.execute(env.db)).rows[0]?.n ?? 0;
+  for (let i = 0; i < 500 && (await waiting()) === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+  t.equal(await waiting(), 1, 'the create waits for the name');
+  t.notOk(answered, 'and has not answered');
+  release();
+  await first;
+  const answer = await second;
+  t.equal(answer.statusCode, 409, 'then finds the name taken');
+  t.equal(answer.json().scimType, 'uniqueness');
+  const rows = await sql<{ n: number }>`SELECT count(*)::int AS n FROM classes WHERE tenant_id = ${tenant}::uuid AND lower(display_name) = 'turn class'`.execute(env.db);
+  t.equal(rows.rows[0]?.n, 1, 'one class of the name');
+});
+
 t.test('a tenant that already held repeated class names keeps repeating them after the upgrade', async (t) => {
   const { db } = await testDatabase(t);
   // Back to before the rule, with one tenant holding repeated names and one not.

@@ -34,6 +34,7 @@ t.test('migrations go up, down and up again', async (t) => {
       '0011_row_level_feed',
       '0012_domain_checks',
       '0013_hot_account_changes',
+      '0014_class_name_turns',
     ],
     'every migration is applied in order',
   );
@@ -209,6 +210,7 @@ async function schema<T>(db: Kysely<T>): Promise<string[]> {
     UNION ALL SELECT 'view ' || viewname || ' ' || definition FROM pg_views WHERE schemaname = 'public'
     UNION ALL SELECT 'type ' || typname FROM pg_type WHERE typnamespace = 'public'::regnamespace AND typtype = 'd'
     UNION ALL SELECT 'statistics ' || stxname FROM pg_statistic_ext WHERE stxnamespace = 'public'::regnamespace
+    UNION ALL SELECT 'function ' || pg_get_functiondef(oid) FROM pg_proc WHERE pronamespace = 'public'::regnamespace AND prokind = 'f'
     ORDER BY 1`.execute(db);
   return rows.map((r) => r.line);
 }
@@ -219,13 +221,29 @@ t.test('0012 and 0013 go down to the schema they came from, keeping the views\' 
   await sql`GRANT SELECT ON portal_accounts TO PUBLIC`.execute(db);
   await sql`COMMENT ON VIEW portal_classes IS 'The classes the portal shows'`.execute(db);
   const before = await schema(db);
-  t.same(await migrateToLatest(db), ['0012_domain_checks', '0013_hot_account_changes']);
+  t.same(await migrateTo(db, '0013_hot_account_changes'), ['0012_domain_checks', '0013_hot_account_changes']);
   const acl = (await sql<{ acl: string }>`SELECT relacl::text AS acl FROM pg_class WHERE oid = 'portal_accounts'::regclass`.execute(db)).rows[0]?.acl;
   t.match(acl, /(^|[{,])=r\//, 'the view made again keeps its grant');
   const comment = (await sql<{ comment: string }>`SELECT obj_description('portal_classes'::regclass, 'pg_class') AS comment`.execute(db)).rows[0]?.comment;
   t.equal(comment, 'The classes the portal shows', 'and its comment');
   await migrateTo(db, '0011_row_level_feed');
   t.same(await schema(db), before, 'down restores every column, constraint, index, view and grant');
+});
+
+t.test('0014 adds the function that takes a class name\'s turn, and goes down to the schema it came from', async (t) => {
+  const { db } = await testDatabase(t, { migrated: false });
+  await migrateTo(db, '0013_hot_account_changes');
+  const before = await schema(db);
+  t.same(await migrateTo(db, '0014_class_name_turns'), ['0014_class_name_turns']);
+  const tenant = (await sql<{ id: string }>`INSERT INTO tenants (name) VALUES ('Turns') RETURNING id`.execute(db)).rows[0]?.id ?? '';
+  await sql`INSERT INTO classes (tenant_id, managed_by, display_name) VALUES (${tenant}::uuid, 'sync', 'Class 7A'), (${tenant}::uuid, 'manual', 'Class 8B')`.execute(db);
+  const free = async (name: string) =>
+    (await sql<{ free: boolean }>`SELECT class_name_is_free(${tenant}::uuid, ${name}, gen_random_uuid()) AS free`.execute(db)).rows[0]?.free;
+  t.equal(await free('CLASS 7a'), false, 'a synced class holds its name in any case');
+  t.equal(await free('Class 8B'), true, 'a manual class holds none');
+  t.equal(await free('Class 9C'), true, 'nor does a name no class has');
+  await migrateTo(db, '0013_hot_account_changes');
+  t.same(await schema(db), before, 'down drops the function and nothing else');
 });
 
 t.test("a view of the portal's own on portal_accounts stops 0012 with its name, and nothing changes", async (t) => {

@@ -490,9 +490,3 @@ export async function inTransaction<T>(db: Executor, run: (trx: Executor) => Pro
   if (db.isTransaction) return run(db);
   return db.transaction().execute(run);
 }
-
-/** Holds a transaction-scoped advisory lock on a text key until the transaction ends: writes of one key take turns. */
-export async function lockKey(trx: Executor, key: string): Promise<void> {
-  if (!trx.isTransaction) throw new Error('lockKey needs a transaction');
-  await sql`SELECT pg_advisory_xact_lock(hashtextextended(${key}::text, 0))`.execute(trx);
-}

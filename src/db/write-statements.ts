@@ -18,7 +18,7 @@ import {
   type AuditColumns,
   type PlannedAuditEvent,
 } from './audit.js';
-import { fixedStatementOver, inTransaction, lockKey, preparedOn, type Executor, type PlannedTable } from './database.js';
+import { fixedStatementOver, inTransaction, preparedOn, type Executor, type PlannedTable } from './database.js';
 import { isForeignKeyViolation, uniqueViolation } from './errors.js';
 import {
   ACCOUNT_COLUMN_TYPES,
@@ -119,10 +119,14 @@ const allMembersValid = sql`(SELECT count(*) FROM valid) = (SELECT count(DISTINC
 /** The members to add, resolved like `named`, as the CTE `adding`. */
 const addingMembers = (p: Params, ids: unknown) => sql`adding AS MATERIALIZED (${resolved(p, ids)})`;
 
-/** Microsoft's unique class names, when the tenant keeps them unique: no other synced class has the name in any case. */
-const nameIsFree = (p: Params) => sql`(NOT ${p.uniqueName}::boolean OR NOT EXISTS (
-    SELECT 1 FROM classes WHERE tenant_id = ${p.tenantId}::uuid AND lower(display_name) = lower(${p.display_name}::text)
-       AND managed_by = 'sync' AND id <> ${p.id}::uuid))`;
+/**
+ * Microsoft's unique class names, when the tenant keeps them unique: no other
+ * synced class has the name in any case. class_name_is_free (migration 0014)
+ * first waits for the name's turn, so of two writes of one name at once the
+ * second sees the first's class. First in its guard, so the turn is taken
+ * before the statement locks anything else, as a transaction's first lock was.
+ */
+const nameIsFree = (p: Params) => sql`(NOT ${p.uniqueName}::boolean OR class_name_is_free(${p.tenantId}::uuid, ${p.display_name}::text, ${p.id}::uuid))`;
 
 /** The audit event of a row write, from the written row `w`, written only when the plan carries one. */
 function plannedAudit(p: Params, ref: 'user_name' | 'display_name', memberCount?: RawBuilder<unknown>): RawBuilder<unknown> {
@@ -343,10 +347,10 @@ interface ClassWritten extends ClassRow {
 const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${preparedOn(...classTables('add'))}
     WITH ${validMembers(p, p.usersExist)}, ${addingMembers(p, p.add)},
     checked AS (
-      SELECT ${allMembersValid}
+      SELECT ${nameIsFree(p)} AND ${allMembersValid}
          AND (NOT ${p.nothingToAdopt}::boolean OR NOT EXISTS (
                SELECT 1 FROM classes WHERE tenant_id = ${p.tenantId}::uuid AND external_id = ${p.external_id}::text AND managed_by = 'manual'))
-         AND ${nameIsFree(p)} AND ${connected(p)} AS ok
+         AND ${connected(p)} AS ok
     ), written AS (
       INSERT INTO classes (tenant_id, id, managed_by, ${columnList(CLASS_WRITE_COLUMNS)})
       SELECT ${p.tenantId}::uuid, ${p.id}::uuid, 'sync', ${valueList(p, CLASS_COLUMN_TYPES, CLASS_WRITE_COLUMNS)}
@@ -369,9 +373,9 @@ const updateClass = perShape<ClassWritten>((shape) => {
          AND managed_by = ${adopt === 'adopt' ? sql`'manual'` : sql`'sync'`} AND ${atVersion(p)}
     ), ${validMembers(p, p.usersExist)},
     checked AS (
-      SELECT EXISTS (SELECT 1 FROM class)
-         AND ${allMembersValid}
-         AND ${values === 'values' ? nameIsFree(p) : sql`true`} AND ${connected(p)} AS ok
+      SELECT ${values === 'values' ? nameIsFree(p) : sql`true`}
+         AND EXISTS (SELECT 1 FROM class)
+         AND ${allMembersValid} AND ${connected(p)} AS ok
     ), ${memberSteps(p, members)},
     written AS (
       UPDATE classes
@@ -401,14 +405,17 @@ export interface ClassWrite {
 
 /**
  * Runs a class plan; undefined when a guard failed and nothing was written.
- * A write that must keep a name unique takes its turn on the name first: two
- * creates of one name at once would each find the name free.
+ * A write that keeps a name unique takes its turn on the name inside its
+ * statement (nameIsFree), so a create is one statement. A rename also takes
+ * the turn in a transaction of its own before its statement: one that waits
+ * for the turn while its server dies is then rolled back, never applied
+ * without an answer (a statement alone would commit when the turn came).
  */
 export async function executeClassPlan(db: Executor, plan: ClassPlan): Promise<ClassWrite | undefined> {
-  const name = plan.kind !== 'delete' && plan.guards.uniqueName ? plan.values?.display_name : undefined;
-  if (name === undefined) return runClassPlan(db, plan);
+  if (plan.kind !== 'update' || !plan.guards.uniqueName || plan.values === undefined) return runClassPlan(db, plan);
+  const { display_name: name } = plan.values;
   return inTransaction(db, async (trx) => {
-    await lockKey(trx, `class name ${plan.tenantId} ${name.toLowerCase()}`);
+    await sql`SELECT class_name_is_free(${plan.tenantId}::uuid, ${name}::text, ${plan.id}::uuid)`.execute(trx);
     return runClassPlan(trx, plan);
   });
 }
