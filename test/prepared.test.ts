@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import t, { type Test } from 'tap';
-import { analyzedTables, createDb, fixedStatement, preparedOn, type Database } from '../src/db/database.js';
+import { PREPARED, UNIQUE_KEYS, analyzedTables, createDb, fixedStatement, preparedOn, type Database } from '../src/db/database.js';
 import { testDatabase } from './helpers/database.js';
 
 /** Runs the marked statements on one connection; the statements then prepared on it. */
@@ -48,6 +48,17 @@ t.test('a marked statement is planned on every run until its tables have statist
 
   const prepared = await preparedAfter(db, (c) => runMarked(t, c));
   t.same(prepared, ['named: /* prepared on accounts */ SELECT $1::integer AS n'], 'only the statement on accounts alone is prepared, once');
+});
+
+t.test('a marked statement that names no table is prepared at its first run, before any statistics', async (t) => {
+  const { db, pool } = await testDatabase(t);
+  t.same([...(await analyzedTables(pool))], [], 'a new database has no statistics');
+  const onUniqueKeys = (connection: Kysely<Database>, n: number) => sql<{ n: number }>`${preparedOn()} SELECT ${n}::integer * 2 AS n`.execute(connection);
+  const prepared = await preparedAfter(db, async (connection) => {
+    for (const n of [1, 2, 3]) t.same((await onUniqueKeys(connection, n)).rows, [{ n: n * 2 }], 'it answers with its parameters');
+    await runMarked(t, connection);
+  });
+  t.same(prepared, [`named: ${PREPARED}${UNIQUE_KEYS} */ SELECT $1::integer * 2 AS n`], 'it alone is prepared, once');
 });
 
 t.test('a role that may not analyze the tables leaves that to autovacuum, and statements stay unprepared', async (t) => {

@@ -305,9 +305,17 @@ const PLANNED_TABLES: readonly PlannedTable[] = ['accounts', 'classes', 'class_m
  */
 export const PREPARED = '/* prepared on ';
 
-/** The comment that marks a statement as prepared, naming the tables whose plans it depends on. */
+/** What the comment names when no table's statistics change the plan. */
+export const UNIQUE_KEYS = 'unique keys';
+
+/**
+ * The comment that marks a statement as prepared, naming the tables whose
+ * plans it depends on. A statement that reads every row by a unique key
+ * (the primary key, or a unique index on all of its columns) names none: no
+ * statistics change its plan, so it is prepared from its first run.
+ */
 export function preparedComment(tables: readonly PlannedTable[]): string {
-  return `${PREPARED}${tables.join(', ')} */`;
+  return `${PREPARED}${tables.length === 0 ? UNIQUE_KEYS : tables.join(', ')} */`;
 }
 
 /** preparedComment as the head of a sql`` template. */

@@ -328,11 +328,16 @@ function memberSteps(p: Params, change: MemberShape): RawBuilder<unknown> {
 }
 
 /**
- * The tables whose statistics a class write's plan depends on: memberships
- * only when it reads them (removes or replaces members); adding inserts them.
+ * The tables whose statistics a class write's plan depends on. A write that
+ * only adds members (Entra's member batch) or changes no members reads every
+ * row by a unique key: the class and the accounts by their primary keys, a
+ * membership by its own as the insert's conflict target. It names none and
+ * is prepared from its first run, as a first sync's member batches follow its
+ * class creates within a second or two. Removing or replacing members reads
+ * a class's memberships, a range the statistics size.
  */
 function classTables(members: MemberShape): PlannedTable[] {
-  return members === 'none' || members === 'add' ? ['classes', 'accounts'] : ['classes', 'accounts', 'class_memberships'];
+  return members === 'none' || members === 'add' ? [] : ['classes', 'accounts', 'class_memberships'];
 }
 
 interface ClassWritten extends ClassRow {
@@ -341,9 +346,12 @@ interface ClassWritten extends ClassRow {
 }
 
 // A create writes the class before its memberships: the class row and the
-// rows that reference it are inserted by one statement. It reads no
-// memberships, so its plan does not wait for their statistics: a first sync
-// creates every class before any has members.
+// rows that reference it are inserted by one statement. It reads rows by
+// unique keys only (members by the accounts' primary key, a class to adopt
+// by the tenant's external id; the name through class_name_is_free), so no
+// statistics change its plan and it is prepared from its first run: a first
+// sync creates every class within a second or two of the first, before the
+// classes table has statistics.
 const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${preparedOn(...classTables('add'))}
     WITH ${validMembers(p, p.usersExist)}, ${addingMembers(p, p.add)},
     checked AS (
