@@ -11,13 +11,15 @@ import { type Kysely, sql } from 'kysely';
 
 export async function up(db: Kysely<unknown>): Promise<void> {
   // VOLATILE: each query in it takes a new snapshot (READ COMMITTED).
-  await sql`CREATE FUNCTION class_name_is_free(tenant uuid, name text, except_id uuid) RETURNS boolean
+  // Parameters with a prefix of their own, so no column of classes can make a name ambiguous.
+  await sql`CREATE FUNCTION class_name_is_free(p_tenant uuid, p_name text, p_except uuid) RETURNS boolean
     LANGUAGE plpgsql VOLATILE AS $$
     BEGIN
-      PERFORM pg_advisory_xact_lock(hashtextextended('class name ' || tenant::text || ' ' || lower(name), 0));
+      PERFORM pg_advisory_xact_lock(hashtextextended('class name ' || p_tenant::text || ' ' || lower(p_name), 0));
       RETURN NOT EXISTS (
         SELECT 1 FROM classes
-         WHERE tenant_id = tenant AND lower(display_name) = lower(name) AND managed_by = 'sync' AND id <> except_id);
+         WHERE tenant_id = p_tenant AND lower(display_name) = lower(p_name) AND managed_by = 'sync'
+           AND id IS DISTINCT FROM p_except);
     END $$`.execute(db);
   await sql`COMMENT ON FUNCTION class_name_is_free(uuid, text, uuid) IS
     'Whether no other synced class of the tenant has this name, in any case; waits for the name''s turn first. For the server''s class writes.'`.execute(db);

@@ -125,9 +125,13 @@ t.test('a create waits for the name\'s turn and then sees the class a write ahea
     answered = true;
     return answer;
   });
-  // The create is waiting once PostgreSQL shows an advisory lock not granted.
+  // The create is waiting once PostgreSQL shows the name's lock not granted (in this database: other test files run beside this one).
   const waiting = async () =>
-    (await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`.execute(env.db)).rows[0]?.n ?? 0;
+    (
+      await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_locks
+        WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND (classid::bigint << 32 | objid::bigint) = hashtextextended(${`class name ${tenant} turn class`}, 0)`.execute(env.db)
+    ).rows[0]?.n ?? 0;
   for (let i = 0; i < 500 && (await waiting()) === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
   t.equal(await waiting(), 1, 'the create waits for the name');
   t.notOk(answered, 'and has not answered');

@@ -212,6 +212,33 @@ async function hotQueries(t: Test, analyzed: boolean): Promise<void> {
       if (/^user (create|change)/.test(name)) t.ok(indexesRead.has('sync_conflicts_open_object_idx'), 'the open conflicts of the userName are found by their index');
     });
   }
+  // class_name_is_free (migration 0014) looks the name up in a query that
+  // PL/pgSQL plans apart from the statement and may keep as a generic plan
+  // from its sixth run, statistics or not: its plan, from the function's own text.
+  await t.test('the class-name lookup inside class_name_is_free', async (t) => {
+    const source = (await sql<{ src: string }>`SELECT prosrc AS src FROM pg_proc WHERE proname = 'class_name_is_free'`.execute(database.db)).rows[0]?.src ?? '';
+    const lookup = /NOT EXISTS \(([\s\S]*?)\);/.exec(source)?.[1];
+    t.ok(lookup, 'the function has its lookup');
+    const text = (lookup ?? '').replace(/\bp_tenant\b/g, '$1').replace(/\bp_name\b/g, '$2').replace(/\bp_except\b/g, '$3');
+    const client = await database.pool.connect();
+    try {
+      await client.query(`PREPARE name_check(uuid, text, uuid) AS ${text}`);
+      await client.query('SET plan_cache_mode = force_generic_plan');
+      const explained = await client.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(`EXPLAIN (FORMAT JSON) EXECUTE name_check('${tenant.id}', 'Plan class', NULL)`);
+      const plan = explained.rows[0]?.['QUERY PLAN'][0]?.Plan;
+      const reads = plan ? nodes(plan).filter((node) => node['Relation Name'] === 'classes' || node['Index Name'] !== undefined) : [];
+      t.ok(reads.length > 0, 'the generic plan reads classes');
+      for (const node of reads) {
+        t.not(node['Node Type'], 'Seq Scan', 'no sequential scan of classes');
+        t.equal(node['Index Name'], 'classes_display_name_idx', 'the name is searched in its index');
+        t.match(node['Index Cond'] ?? '', /tenant_id.* AND .*lower\(display_name\)/, `by tenant and name (${node['Index Cond'] ?? 'no condition'})`);
+      }
+    } finally {
+      await client.query('DEALLOCATE name_check').catch(() => undefined);
+      await client.query('RESET plan_cache_mode');
+      client.release();
+    }
+  });
   const settled = await sql<{ resolution: string | null }>`SELECT resolution FROM sync_conflicts WHERE tenant_id = ${tenant.id}::uuid AND object_ref = 'pupil2@school.example'`.execute(database.db);
   t.same(settled.rows, [{ resolution: 'succeeded' }], 'the create closed the open conflict of its userName');
   // Entra's create, read, change and delete of a user, the create of a class,

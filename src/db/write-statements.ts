@@ -346,12 +346,13 @@ interface ClassWritten extends ClassRow {
 }
 
 // A create writes the class before its memberships: the class row and the
-// rows that reference it are inserted by one statement. It reads rows by
-// unique keys only (members by the accounts' primary key, a class to adopt
-// by the tenant's external id; the name through class_name_is_free), so no
-// statistics change its plan and it is prepared from its first run: a first
-// sync creates every class within a second or two of the first, before the
-// classes table has statistics.
+// rows that reference it are inserted by one statement. Its own plan reads
+// rows by unique keys only (members by the accounts' primary key, a class to
+// adopt by the tenant's external id), so no statistics change it and it is
+// prepared from its first run: a first sync creates every class within a
+// second or two of the first, before the classes table has statistics. The
+// name is looked up inside class_name_is_free, whose query PL/pgSQL plans
+// apart (test/query-plans.test.ts checks that plan too).
 const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${preparedOn(...classTables('add'))}
     WITH ${validMembers(p, p.usersExist)}, ${addingMembers(p, p.add)},
     checked AS (
