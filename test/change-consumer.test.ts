@@ -125,7 +125,7 @@ t.test('killed mid-batch and started again, the consumer applies every change ex
 
   // Every change of the feed, and what the consumer applied, by position.
   const feed = await sql<{ position: string; object_type: string; object_id: string; related_id: string | null; action: string }>`
-    SELECT position::text, object_type, object_id, related_id, action FROM change_events ORDER BY position`.execute(db);
+    SELECT position::text, object_type, object_id, related_id, action FROM change_events ORDER BY change_events.position`.execute(db);
   const applied = await sql<{ position: string; object_type: string; object_id: string; related_id: string | null; action: string }>`
     SELECT position::text, object_type, object_id, related_id, action FROM change_consumer_log ORDER BY seq`.execute(db);
   const twice = await sql<{ position: string; n: number }>`

@@ -175,7 +175,7 @@ t.test('a change that commits after a later one was read is not skipped', async 
   await write(late, 'late@school.example');
   await late.query('COMMIT');
 
-  const naive = await sql<{ position: string }>`SELECT position::text FROM change_events WHERE tenant_id = ${tenant}::uuid ORDER BY position`.execute(db);
+  const naive = await sql<{ position: string }>`SELECT position::text FROM change_events WHERE tenant_id = ${tenant}::uuid ORDER BY change_events.position`.execute(db);
   t.equal(naive.rows.length, 1, 'a reader by position alone sees the late change now, and would move past the early one');
   const before = await sql<Change>`SELECT * FROM portal_changes(0, 100) WHERE tenant_id = ${tenant}::uuid`.execute(db);
   t.same(before.rows, [], 'portal_changes holds the late change back while the early transaction runs');
@@ -245,7 +245,7 @@ t.test('many concurrent writers and a reader polling meanwhile: the reader gets 
   writing = false;
   await reader;
 
-  const written = await sql<{ position: string }>`SELECT position::text FROM change_events WHERE tenant_id = ${tenant}::uuid ORDER BY position`.execute(db);
+  const written = await sql<{ position: string }>`SELECT position::text FROM change_events WHERE tenant_id = ${tenant}::uuid ORDER BY change_events.position`.execute(db);
   const rolledBack = WRITERS * Array.from({ length: TRANSACTIONS }, (_, i) => i).filter((i) => i % 7 === 3).length;
   t.equal(committed, WRITERS * TRANSACTIONS - rolledBack);
   t.equal(written.rows.length, committed * 2, 'the committed changes, and none of the rolled-back ones, are in the feed');
