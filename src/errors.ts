@@ -37,6 +37,14 @@ export const conflict = (detail: string): ScimError => new ScimError(409, 'uniqu
 
 export const preconditionFailed = (detail: string): ScimError => new ScimError(412, undefined, detail);
 
+const CHALLENGE = 'Bearer realm="portal-scim"';
+
+/** 401 with the SCIM API's Bearer challenge (RFC 6750); `invalid_token` when a token was sent and is refused. */
+export function unauthorized(detail: string, error?: 'invalid_token'): ScimError {
+  const challenge = error ? `${CHALLENGE}, error="${error}"` : CHALLENGE;
+  return new ScimError(401, undefined, detail, { 'www-authenticate': challenge });
+}
+
 /** Retry-After in seconds for answers that tell Entra to come back soon. */
 export const RETRY_AFTER_SECONDS = 5;
 

@@ -90,6 +90,10 @@ export async function updateTenantSettings(db: Db, id: string, settings: TenantS
  */
 export async function disconnectTenant(db: Db, id: string): Promise<{ accounts: number; classes: number; credentials: number } | undefined> {
   return db.transaction().execute(async (trx) => {
+    // First the lock every SCIM write's guard waits for, and that waits for
+    // the writes holding the tenant (write-statements.ts, connected): the
+    // rows turned manual below include every write that got in first.
+    await trx.selectFrom('tenants').select('id').where('id', '=', id).forUpdate().execute();
     const tenant = await trx.updateTable('tenants').set({ disconnected_at: new Date(), updated_at: new Date() }).where('id', '=', id).returning('id').executeTakeFirst();
     if (!tenant) return undefined;
     const credentials = await trx

@@ -41,8 +41,31 @@ type Params = Readonly<Record<string, unknown>>;
 // ---------------------------------------------------------------------------
 // Shared fragments
 
-/** The tenant is connected (rule 8): a disconnect that lands after the credential check stops the write. */
-const connected = (p: Params) => sql`EXISTS (SELECT 1 FROM tenants WHERE id = ${p.tenantId}::uuid AND disconnected_at IS NULL)`;
+/**
+ * The tenant is connected (rule 8): a disconnect that lands after the
+ * credential check stops the write. The tenant's row is share-locked until
+ * the write commits, and a disconnect locks it for update first
+ * (tenants.ts), so the two take turns: a disconnect waits for the writes in
+ * flight and then turns their rows manual too, and a write that meets a
+ * disconnect in progress waits for it and reads the row it left, so writes
+ * nothing. Without the lock a write whose guard passed just before a
+ * disconnect could commit a synced row after it. KEY SHARE is the lock every
+ * write's audit row takes anyway (its foreign key); settings changes and
+ * activity stamps of the tenant do not wait for it. Guards take it before
+ * any other row lock of the statement, in the disconnect's order.
+ */
+const connected = (p: Params) => sql`EXISTS (SELECT 1 FROM tenants WHERE id = ${p.tenantId}::uuid AND disconnected_at IS NULL FOR KEY SHARE)`;
+
+/**
+ * The locked path's first step: the tenant's lock that every guard takes
+ * (connected), before the rows the planner locks, so a write takes its locks
+ * in the order a disconnect does and the two never wait on each other in a
+ * circle. False when the tenant is disconnected.
+ */
+export async function lockConnectedTenant(db: Executor, tenantId: string): Promise<boolean> {
+  const { rows } = await sql<{ ok: boolean }>`SELECT ${connected({ tenantId })} AS ok`.execute(db);
+  return rows[0]?.ok === true;
+}
 
 /** The columns an account's addresses are compared with, each by its own index (see addressNames). */
 const ADDRESS_COLUMNS = [sql`lower(user_name)`, sql`lower(email)`] as const;
@@ -356,10 +379,9 @@ interface ClassWritten extends ClassRow {
 const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${preparedOn(...classTables('add'))}
     WITH ${validMembers(p, p.usersExist)}, ${addingMembers(p, p.add)},
     checked AS (
-      SELECT ${nameIsFree(p)} AND ${allMembersValid}
+      SELECT ${connected(p)} AND ${nameIsFree(p)} AND ${allMembersValid}
          AND (NOT ${p.nothingToAdopt}::boolean OR NOT EXISTS (
-               SELECT 1 FROM classes WHERE tenant_id = ${p.tenantId}::uuid AND external_id = ${p.external_id}::text AND managed_by = 'manual'))
-         AND ${connected(p)} AS ok
+               SELECT 1 FROM classes WHERE tenant_id = ${p.tenantId}::uuid AND external_id = ${p.external_id}::text AND managed_by = 'manual')) AS ok
     ), written AS (
       INSERT INTO classes (tenant_id, id, managed_by, ${columnList(CLASS_WRITE_COLUMNS)})
       SELECT ${p.tenantId}::uuid, ${p.id}::uuid, 'sync', ${valueList(p, CLASS_COLUMN_TYPES, CLASS_WRITE_COLUMNS)}
@@ -382,9 +404,9 @@ const updateClass = perShape<ClassWritten>((shape) => {
          AND managed_by = ${adopt === 'adopt' ? sql`'manual'` : sql`'sync'`} AND ${atVersion(p)}
     ), ${validMembers(p, p.usersExist)},
     checked AS (
-      SELECT ${values === 'values' ? nameIsFree(p) : sql`true`}
+      SELECT ${connected(p)} AND ${values === 'values' ? nameIsFree(p) : sql`true`}
          AND EXISTS (SELECT 1 FROM class)
-         AND ${allMembersValid} AND ${connected(p)} AS ok
+         AND ${allMembersValid} AS ok
     ), ${memberSteps(p, members)},
     written AS (
       UPDATE classes

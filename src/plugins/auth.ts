@@ -17,7 +17,7 @@ import { findActiveCredential, findEntraTokenTenant, type EntraTokenTenant } fro
 import type { TenantSettings } from '../db/tenants.js';
 import type { Db } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
-import { ScimError } from '../errors.js';
+import { unauthorized } from '../errors.js';
 
 export interface RequestAuth {
   readonly credentialId: string;
@@ -51,17 +51,11 @@ export interface AuthOptions {
   entra: EntraTokenSettings;
 }
 
-const CHALLENGE = 'Bearer realm="portal-scim"';
 const BEARER = /^\s*bearer\s+(\S+)\s*$/i;
 
 /** The token of an Authorization header of the Bearer scheme, in any case and spacing (RFC 7235). */
 function bearerToken(header: string | undefined): string | undefined {
   return header === undefined ? undefined : BEARER.exec(header)?.[1];
-}
-
-function unauthorized(detail: string, error?: 'invalid_token'): ScimError {
-  const challenge = error ? `${CHALLENGE}, error="${error}"` : CHALLENGE;
-  return new ScimError(401, undefined, detail, { 'www-authenticate': challenge });
 }
 
 interface CacheEntry {

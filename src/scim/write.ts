@@ -7,7 +7,8 @@
 // after the transaction, so they outlive its rollback.
 import { recordConflict } from '../db/audit.js';
 import { inTransaction, type Executor } from '../db/database.js';
-import { unavailable, type ScimError } from '../errors.js';
+import { lockConnectedTenant } from '../db/write-statements.js';
+import { unauthorized, unavailable, type ScimError } from '../errors.js';
 import { AdminCollision, adminCollisionError } from './rules/admin-guard.js';
 import { adminCollisionEvent, type Actor } from './rules/audit-events.js';
 import { checkIfMatch, type RequestContext } from './resource.js';
@@ -23,6 +24,14 @@ export interface Write<P, W> {
   /** Renders and runs a plan: what it wrote, or undefined when a guard failed. */
   execute: (db: Executor, plan: P) => Promise<W | undefined>;
 }
+
+/**
+ * Rule 8: the tenant was disconnected after this request's token was
+ * checked. The disconnect revoked the token, so the answer is the one the
+ * token check now gives.
+ */
+const tenantDisconnected = (): ScimError =>
+  unauthorized('The tenant has been disconnected and its tokens revoked; nothing was written.', 'invalid_token');
 
 /** A locked plan whose guard still fails lost to a write that needs no lock of ours (a new admin); it is tried again, then answered 503. */
 const LOCKED_ATTEMPTS = 3;
@@ -71,6 +80,7 @@ async function writeOnce<P, W>(ctx: RequestContext, write: Write<P, W>): Promise
     }
     for (let attempt = 0; attempt < LOCKED_ATTEMPTS; attempt++) {
       const written = await inTransaction(ctx.db, async (trx) => {
+        if (!(await lockConnectedTenant(trx, ctx.tenant.id))) throw tenantDisconnected();
         const step = await write.locked(trx);
         return 'done' in step ? step.done : write.execute(trx, step.plan);
       });
