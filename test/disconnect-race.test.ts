@@ -81,11 +81,9 @@ t.test('a write reaching the tenant while a disconnect holds it is refused once 
   const scim = client(env.app, env.headers);
   const existing = await scim('POST', '/Users', entraUser(2));
   t.equal(existing.statusCode, 201, existing.body);
-  // Warm the credential cache: the write passes the token check and meets
-  // the disconnect only at its guard, as one already past the check does.
-  t.equal((await scim('GET', `/Users/${existing.json().id}`)).statusCode, 200);
 
-  // The test's transaction is a disconnect that has marked the tenant and not committed yet.
+  // The test's transaction is a disconnect that has marked the tenant and
+  // not committed yet: the writes pass the token check and meet it at their guards.
   const hold = await holder(t, env);
   await hold.query('SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE', [env.tenant.id]);
   await hold.query('UPDATE tenants SET disconnected_at = now() WHERE id = $1', [env.tenant.id]);
@@ -100,16 +98,13 @@ t.test('a write reaching the tenant while a disconnect holds it is refused once 
   t.ok(await untilWaiting(env, hold, writes.length, Promise.all(writes)), 'the writes wait for the disconnect');
   await hold.query('COMMIT');
 
-  const [user, klass, change] = await Promise.all(writes);
-  for (const answer of [user, klass]) {
-    t.equal(answer?.statusCode, 401, answer?.body ?? '');
-    t.match(answer?.headers['www-authenticate'], /^Bearer realm="portal-scim", error="invalid_token"/);
-    t.match(answer?.json(), { schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: '401', detail: /disconnected/ });
-  }
   // The change, planned from the account as it was, reads it again once its
-  // guard fails: the account is the portal's now, no user of Entra's.
-  t.equal(change?.statusCode, 404, change?.body ?? '');
-  t.match(change?.json(), { status: '404', detail: /No user/ });
+  // guard fails and finds no user of Entra's: it too is told of the disconnect.
+  for (const answer of await Promise.all(writes)) {
+    t.equal(answer.statusCode, 401, answer.body);
+    t.match(answer.headers['www-authenticate'], /^Bearer realm="portal-scim", error="invalid_token"/);
+    t.match(answer.json(), { schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: '401', detail: /disconnected/ });
+  }
   t.same(await syncedRows(env), { accounts: 0, all: 1 }, 'no account was written: the one account is the one from before, manual');
   const { rows } = await env.database.pool.query<{ display_name: string; version: number }>('SELECT display_name, version FROM accounts WHERE id = $1', [existing.json().id]);
   t.same(rows, [{ display_name: 'Pupil 2', version: 2 }], 'the change was not applied (the version is the disconnect\'s)');
@@ -120,4 +115,44 @@ t.test('a write reaching the tenant while a disconnect holds it is refused once 
     [env.tenant.id],
   );
   t.equal(audits.rows[0]?.n, 1, 'only the first create is audited as written');
+});
+
+t.test('writes that pass a cached token check after a disconnect are refused with 401 and write nothing', async (t) => {
+  const env = await testApp(t, { CREDENTIAL_CACHE_SECONDS: '60' });
+  const scim = client(env.app, env.headers);
+  const user = await scim('POST', '/Users', entraUser(4));
+  const klass = await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 8B', externalId: 'class-8b', members: [{ value: user.json().id }] });
+  t.equal(klass.statusCode, 201, klass.body);
+  const result = await disconnectTenant(env.db, env.tenant.id, CLI);
+  t.match(result, { accounts: 1, classes: 1 });
+
+  // The credential is still cached as live, so each request reaches its write.
+  const answers = [
+    await scim('POST', '/Users', entraUser(5)),
+    await scim('PATCH', `/Users/${user.json().id}`, patch({ op: 'Replace', path: 'displayName', value: 'Renamed' })),
+    await scim('PUT', `/Users/${user.json().id}`, entraUser(4, { displayName: 'Replaced' })),
+    await scim('DELETE', `/Users/${user.json().id}`),
+    await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 9C', externalId: 'class-9c' }),
+    await scim('PATCH', `/Groups/${klass.json().id}`, patch({ op: 'Add', path: 'members', value: [{ value: user.json().id }] })),
+    await scim('DELETE', `/Groups/${klass.json().id}`),
+  ];
+  t.same(
+    answers.map((a) => a.statusCode),
+    answers.map(() => 401),
+    answers.map((a) => a.body).join('\n'),
+  );
+  for (const answer of answers) t.match(answer.json(), { status: '401', detail: /disconnected/ });
+  const rows = await env.database.pool.query<{ what: string; managed_by: string; name: string | null; deleted: boolean }>(
+    `SELECT 'account' AS what, managed_by, display_name AS name, deleted_at IS NOT NULL AS deleted FROM accounts WHERE tenant_id = $1
+     UNION ALL SELECT 'class', managed_by, display_name, false FROM classes WHERE tenant_id = $1 ORDER BY what`,
+    [env.tenant.id],
+  );
+  t.same(
+    rows.rows,
+    [
+      { what: 'account', managed_by: 'manual', name: 'Pupil 4', deleted: false },
+      { what: 'class', managed_by: 'manual', name: 'Class 8B', deleted: false },
+    ],
+    'the account and the class stay as the disconnect left them; nothing new',
+  );
 });

@@ -8,7 +8,7 @@
 import { recordConflict } from '../db/audit.js';
 import { inTransaction, type Executor } from '../db/database.js';
 import { lockConnectedTenant } from '../db/write-statements.js';
-import { unauthorized, unavailable, type ScimError } from '../errors.js';
+import { ScimError, unauthorized, unavailable } from '../errors.js';
 import { AdminCollision, adminCollisionError } from './rules/admin-guard.js';
 import { adminCollisionEvent, type Actor } from './rules/audit-events.js';
 import { checkIfMatch, type RequestContext } from './resource.js';
@@ -89,6 +89,10 @@ async function writeOnce<P, W>(ctx: RequestContext, write: Write<P, W>): Promise
     throw unavailable('The resource kept changing while it was written; retry shortly.');
   } catch (error) {
     if (error instanceof AdminCollision) throw await refuse(ctx, error);
+    // A disconnect turns the tenant's objects manual, so a write that meets
+    // one finds its object gone. The truth is the revoked token, as the
+    // token check would now answer, not a 404 that sends Entra to recreate it.
+    if (error instanceof ScimError && error.status === 404 && !(await lockConnectedTenant(ctx.db, ctx.tenant.id))) throw tenantDisconnected();
     throw error;
   }
 }
