@@ -3,8 +3,9 @@
 // and the disconnect then turns its row manual like every other. Disconnect
 // first: the write is refused as its token would be, and writes nothing.
 // Never a synced row in a disconnected tenant. Each order is forced with a
-// lock held by a transaction of the test, not left to timing.
-import type { PoolClient } from 'pg';
+// lock held by a transaction of the test, never left to timing, and each
+// wait is identified by who blocks whom (pg_blocking_pids).
+import pg from 'pg';
 import t, { type Test } from 'tap';
 import { disconnectTenant } from '../src/services/tenants.js';
 import { testApp, type TestApp } from './helpers/app.js';
@@ -12,109 +13,146 @@ import { GROUP, client, entraUser, patch } from './helpers/scim.js';
 
 const CLI = { via: 'cli' } as const;
 
-/** Backends of this test's database waiting on a lock, other than `except`. */
-async function lockWaiters(env: TestApp, except: PoolClient): Promise<number> {
-  const { rows } = await env.database.pool.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM pg_stat_activity
-      WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> $1`,
-    [(except as unknown as { processID: number }).processID],
-  );
-  return rows[0]?.n ?? 0;
+/** What only a write refused at its tenant guard says (the token check's refusal says otherwise). */
+const REFUSED_AT_GUARD = /disconnected and its tokens revoked; nothing was written/;
+
+/** A connection of the test's own, beside the app's pool (which the writes under test may fill), closed at the end. */
+async function connection(t: Test, env: TestApp): Promise<pg.Client> {
+  const connected = new pg.Client({ connectionString: env.database.url });
+  await connected.connect();
+  t.teardown(() => connected.end());
+  return connected;
 }
 
-/** Waits until `count` backends wait on a lock, or `done` settles first; true when they wait. */
-async function untilWaiting(env: TestApp, holder: PoolClient, count: number, done?: Promise<unknown>): Promise<boolean> {
+/** Who blocks whom in this test's database: the backends that `pid` blocks, running a statement that matches `like`. */
+function watcher(watch: pg.Client) {
+  return async (pid: number, like = '%'): Promise<number[]> => {
+    const { rows } = await watch.query<{ pid: number }>(
+      `SELECT pid FROM pg_stat_activity
+        WHERE datname = current_database() AND $1 = ANY (pg_blocking_pids(pid)) AND query LIKE $2
+        ORDER BY pid`,
+      [pid, like],
+    );
+    return rows.map((r) => r.pid);
+  };
+}
+
+/** Polls until `count` backends are blocked by `pid`, or `done` settles first; their pids, or undefined. */
+async function untilBlocked(
+  blockedBy: ReturnType<typeof watcher>,
+  pid: number,
+  count: number,
+  done: Promise<unknown>,
+  like?: string,
+): Promise<number[] | undefined> {
   let settled = false;
-  void done?.then(
+  void done.then(
     () => (settled = true),
     () => (settled = true),
   );
   for (let i = 0; i < 400 && !settled; i++) {
-    if ((await lockWaiters(env, holder)) >= count) return true;
+    const pids = await blockedBy(pid, like);
+    if (pids.length >= count) return pids;
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
-  return false;
+  return undefined;
 }
 
-async function holder(t: Test, env: TestApp): Promise<PoolClient> {
-  const connection = await env.database.pool.connect();
-  t.teardown(() => connection.release());
-  await connection.query('BEGIN');
-  return connection;
+/** A connection of the test with a transaction open, and its backend's pid. */
+async function holder(t: Test, env: TestApp): Promise<{ hold: pg.Client; pid: number }> {
+  const hold = await connection(t, env);
+  const { rows } = await hold.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+  await hold.query('BEGIN');
+  return { hold, pid: rows[0]?.pid ?? -1 };
 }
 
-async function syncedRows(env: TestApp): Promise<{ accounts: number; all: number }> {
+async function accountsOf(env: TestApp): Promise<{ synced: number; all: number }> {
   const { rows } = await env.database.pool.query<{ synced: number; all: number }>(
-    `SELECT count(*) FILTER (WHERE managed_by = 'sync')::int AS synced, count(*)::int AS all FROM accounts WHERE tenant_id = $1`,
+    `SELECT count(*) FILTER (WHERE managed_by = 'sync')::int AS synced, count(*)::int AS all FROM accounts WHERE tenant_id = $1 AND deleted_at IS NULL`,
     [env.tenant.id],
   );
-  return { accounts: rows[0]?.synced ?? -1, all: rows[0]?.all ?? -1 };
+  return rows[0] ?? { synced: -1, all: -1 };
 }
 
-t.test('a create in flight when the tenant is disconnected lands, and the disconnect turns it manual', async (t) => {
+t.test('a create in flight when the tenant is disconnected lands, and the disconnect waits for it and turns it manual', async (t) => {
   const env = await testApp(t);
   const scim = client(env.app, env.headers);
-  // A transaction of the test holds the userName's place in the unique
-  // index, so the create waits inside its statement, past its guards.
-  const hold = await holder(t, env);
-  await hold.query(`INSERT INTO accounts (tenant_id, managed_by, user_name, scim) VALUES ($1, 'sync', 'pupil1@school.example', '{}')`, [env.tenant.id]);
+  // The test's transaction brings a deleted synced account of the same
+  // userName back to life without committing, so the create waits on the
+  // unique index inside its statement, past its guards. It touches no lock
+  // of the tenant's.
+  const { rows } = await env.database.pool.query<{ id: string }>(
+    `INSERT INTO accounts (tenant_id, managed_by, user_name, scim, deleted_at) VALUES ($1, 'sync', 'pupil1@school.example', '{}', now()) RETURNING id`,
+    [env.tenant.id],
+  );
+  const blockedBy = watcher(await connection(t, env));
+  const { hold, pid: holdPid } = await holder(t, env);
+  await hold.query('UPDATE accounts SET deleted_at = NULL WHERE id = $1', [rows[0]?.id]);
+
   const created = scim('POST', '/Users', entraUser(1));
-  t.ok(await untilWaiting(env, hold, 1, created), 'the create waits on the held row');
+  const [createPid] = (await untilBlocked(blockedBy, holdPid, 1, created)) ?? [];
+  t.ok(createPid, 'the create waits on the held row');
 
   const disconnected = disconnectTenant(env.db, env.tenant.id, CLI);
-  // The disconnect waits for the write in flight; were it not to, it would
-  // finish here without seeing the row that is still to commit.
-  t.ok(await untilWaiting(env, hold, 2, disconnected), 'the disconnect waits for the write in flight');
+  // Without its turn on the tenant the disconnect would finish here,
+  // without seeing the row that is still to commit.
+  t.ok(await untilBlocked(blockedBy, createPid ?? -1, 1, disconnected), 'the disconnect waits for the create in flight');
   await hold.query('ROLLBACK');
 
   const answer = await created;
   t.equal(answer.statusCode, 201, answer.body);
-  const result = await disconnected;
-  t.equal(result.accounts, 1, 'the disconnect turned the new account manual');
-  t.same(await syncedRows(env), { accounts: 0, all: 1 }, 'no synced account is left in the disconnected tenant');
+  await disconnected;
   const row = await env.database.pool.query<{ managed_by: string }>('SELECT managed_by FROM accounts WHERE id = $1', [answer.json().id]);
-  t.equal(row.rows[0]?.managed_by, 'manual');
+  t.same(row.rows, [{ managed_by: 'manual' }], 'the disconnect turned the new account manual');
+  t.same(await accountsOf(env), { synced: 0, all: 1 }, 'no synced account is left in the disconnected tenant');
 });
 
-t.test('a write reaching the tenant while a disconnect holds it is refused once the disconnect commits', async (t) => {
+t.test('writes that meet a disconnect in progress wait for it, then are refused and write nothing', async (t) => {
   const env = await testApp(t);
   const scim = client(env.app, env.headers);
   const existing = await scim('POST', '/Users', entraUser(2));
+  const stalled = await scim('POST', '/Users', entraUser(3));
   t.equal(existing.statusCode, 201, existing.body);
+  t.equal(stalled.statusCode, 201, stalled.body);
 
-  // The test's transaction is a disconnect that has marked the tenant and
-  // not committed yet: the writes pass the token check and meet it at their guards.
-  const hold = await holder(t, env);
-  await hold.query('SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE', [env.tenant.id]);
-  await hold.query('UPDATE tenants SET disconnected_at = now() WHERE id = $1', [env.tenant.id]);
-  await hold.query(`UPDATE accounts SET managed_by = 'manual', version = version + 1 WHERE tenant_id = $1 AND managed_by = 'sync'`, [env.tenant.id]);
+  // The test's transaction share-locks one account, so the real disconnect
+  // stops at turning the accounts manual: it holds the tenant's turn and has
+  // marked the tenant, and has not committed.
+  const blockedBy = watcher(await connection(t, env));
+  const { hold, pid: holdPid } = await holder(t, env);
+  await hold.query('SELECT 1 FROM accounts WHERE id = $1 FOR SHARE', [stalled.json().id]);
+  const disconnected = disconnectTenant(env.db, env.tenant.id, CLI);
+  const [disconnectPid] = (await untilBlocked(blockedBy, holdPid, 1, disconnected)) ?? [];
+  t.ok(disconnectPid, 'the disconnect is under way, waiting on the held account');
 
-  // A user create, a class create and a change of the existing user.
+  // The token check still sees the credential live; the writes meet the disconnect at their guards.
   const writes = [
-    scim('POST', '/Users', entraUser(3)),
+    scim('POST', '/Users', entraUser(4)),
     scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 7A', externalId: 'class-7a' }),
     scim('PATCH', `/Users/${existing.json().id}`, patch({ op: 'Replace', path: 'displayName', value: 'Renamed' })),
   ];
-  t.ok(await untilWaiting(env, hold, writes.length, Promise.all(writes)), 'the writes wait for the disconnect');
-  await hold.query('COMMIT');
+  const waiting = await untilBlocked(blockedBy, disconnectPid ?? -1, writes.length, Promise.all(writes), '%tenant_is_connected%');
+  t.equal(waiting?.length, writes.length, 'each write waits for the disconnect at its guard');
+  await hold.query('ROLLBACK');
 
   // The change, planned from the account as it was, reads it again once its
   // guard fails and finds no user of Entra's: it too is told of the disconnect.
   for (const answer of await Promise.all(writes)) {
     t.equal(answer.statusCode, 401, answer.body);
     t.match(answer.headers['www-authenticate'], /^Bearer realm="portal-scim", error="invalid_token"/);
-    t.match(answer.json(), { schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: '401', detail: /disconnected/ });
+    t.match(answer.json(), { schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: '401', detail: REFUSED_AT_GUARD });
   }
-  t.same(await syncedRows(env), { accounts: 0, all: 1 }, 'no account was written: the one account is the one from before, manual');
-  const { rows } = await env.database.pool.query<{ display_name: string; version: number }>('SELECT display_name, version FROM accounts WHERE id = $1', [existing.json().id]);
-  t.same(rows, [{ display_name: 'Pupil 2', version: 2 }], 'the change was not applied (the version is the disconnect\'s)');
+  t.match(await disconnected, { accounts: 2, classes: 0 });
+  t.same(await accountsOf(env), { synced: 0, all: 2 }, 'no account was written: the two from before, manual');
+  const { rows } = await env.database.pool.query<{ display_name: string }>('SELECT display_name FROM accounts WHERE id = $1', [existing.json().id]);
+  t.same(rows, [{ display_name: 'Pupil 2' }], 'the change was not applied');
   const classes = await env.database.pool.query('SELECT 1 FROM classes WHERE tenant_id = $1', [env.tenant.id]);
   t.equal(classes.rowCount, 0, 'no class was written');
   const audits = await env.database.pool.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM audit_events WHERE tenant_id = $1 AND outcome = 'success' AND action IN ('create', 'update')`,
     [env.tenant.id],
   );
-  t.equal(audits.rows[0]?.n, 1, 'only the first create is audited as written');
+  t.equal(audits.rows[0]?.n, 2, 'only the two creates from before are audited as written');
 });
 
 t.test('writes that pass a cached token check after a disconnect are refused with 401 and write nothing', async (t) => {
@@ -141,7 +179,7 @@ t.test('writes that pass a cached token check after a disconnect are refused wit
     answers.map(() => 401),
     answers.map((a) => a.body).join('\n'),
   );
-  for (const answer of answers) t.match(answer.json(), { status: '401', detail: /disconnected/ });
+  for (const answer of answers) t.match(answer.json(), { status: '401', detail: REFUSED_AT_GUARD });
   const rows = await env.database.pool.query<{ what: string; managed_by: string; name: string | null; deleted: boolean }>(
     `SELECT 'account' AS what, managed_by, display_name AS name, deleted_at IS NOT NULL AS deleted FROM accounts WHERE tenant_id = $1
      UNION ALL SELECT 'class', managed_by, display_name, false FROM classes WHERE tenant_id = $1 ORDER BY what`,

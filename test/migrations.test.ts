@@ -35,6 +35,7 @@ t.test('migrations go up, down and up again', async (t) => {
       '0012_domain_checks',
       '0013_hot_account_changes',
       '0014_class_name_turns',
+      '0015_tenant_turns',
     ],
     'every migration is applied in order',
   );
@@ -244,6 +245,23 @@ t.test('0014 adds the function that takes a class name\'s turn, and goes down to
   t.equal(await free('Class 9C'), true, 'nor does a name no class has');
   await migrateTo(db, '0013_hot_account_changes');
   t.same(await schema(db), before, 'down drops the function and nothing else');
+});
+
+t.test("0015 adds the functions of a tenant's turn, and goes down to the schema it came from", async (t) => {
+  const { db } = await testDatabase(t, { migrated: false });
+  await migrateTo(db, '0014_class_name_turns');
+  const before = await schema(db);
+  t.same(await migrateTo(db, '0015_tenant_turns'), ['0015_tenant_turns']);
+  const tenant = async (disconnected: boolean) =>
+    (await sql<{ id: string }>`INSERT INTO tenants (name, disconnected_at) VALUES ('Turns', ${disconnected ? new Date() : null}) RETURNING id`.execute(db)).rows[0]?.id ?? '';
+  const connected = async (id: string) => (await sql<{ ok: boolean }>`SELECT tenant_is_connected(${id}::uuid) AS ok`.execute(db)).rows[0]?.ok;
+  t.equal(await connected(await tenant(false)), true, 'a connected tenant');
+  t.equal(await connected(await tenant(true)), false, 'a disconnected tenant');
+  t.equal(await connected('00000000-0000-4000-8000-000000000000'), false, 'no tenant');
+  const turn = await sql<{ result: string }>`SELECT tenant_disconnect_turn(gen_random_uuid())::text AS result`.execute(db);
+  t.same(turn.rows, [{ result: '' }], 'the disconnect takes its turn');
+  await migrateTo(db, '0014_class_name_turns');
+  t.same(await schema(db), before, 'down drops the functions and nothing else');
 });
 
 t.test("a view of the portal's own on portal_accounts stops 0012 with its name, and nothing changes", async (t) => {

@@ -90,10 +90,10 @@ export async function updateTenantSettings(db: Db, id: string, settings: TenantS
  */
 export async function disconnectTenant(db: Db, id: string): Promise<{ accounts: number; classes: number; credentials: number } | undefined> {
   return db.transaction().execute(async (trx) => {
-    // First the lock every SCIM write's guard waits for, and that waits for
-    // the writes holding the tenant (write-statements.ts, connected): the
-    // rows turned manual below include every write that got in first.
-    await trx.selectFrom('tenants').select('id').where('id', '=', id).forUpdate().execute();
+    // First the tenant's turn (migration 0015): it waits for the SCIM writes
+    // in flight, so the rows turned manual below include every write that
+    // got in first, and later writes wait for this one to end.
+    await sql`SELECT tenant_disconnect_turn(${id}::uuid)`.execute(trx);
     const tenant = await trx.updateTable('tenants').set({ disconnected_at: new Date(), updated_at: new Date() }).where('id', '=', id).returning('id').executeTakeFirst();
     if (!tenant) return undefined;
     const credentials = await trx

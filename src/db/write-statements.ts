@@ -43,24 +43,23 @@ type Params = Readonly<Record<string, unknown>>;
 
 /**
  * The tenant is connected (rule 8): a disconnect that lands after the
- * credential check stops the write. The tenant's row is share-locked until
- * the write commits, and a disconnect locks it for update first
- * (tenants.ts), so the two take turns: a disconnect waits for the writes in
- * flight and then turns their rows manual too, and a write that meets a
- * disconnect in progress waits for it and reads the row it left, so writes
- * nothing. Without the lock a write whose guard passed just before a
- * disconnect could commit a synced row after it. KEY SHARE is the lock every
- * write's audit row takes anyway (its foreign key); settings changes and
- * activity stamps of the tenant do not wait for it. Guards take it before
- * any other row lock of the statement, in the disconnect's order.
+ * credential check stops the write. tenant_is_connected (migration 0015)
+ * first takes the tenant's turn, shared with the tenant's other writes and
+ * held until the write commits, and a disconnect takes it exclusively
+ * (tenants.ts): a disconnect waits for the writes in flight and then turns
+ * their rows manual too, and a write that meets a disconnect in progress
+ * waits for it and reads the tenant as it left it, so writes nothing.
+ * Without the turn a write whose guard passed just before a disconnect could
+ * commit a synced row after it. A scalar subquery, so it runs once, before
+ * the statement locks any row: the disconnect's order, so the two never wait
+ * on each other in a circle.
  */
-const connected = (p: Params) => sql`EXISTS (SELECT 1 FROM tenants WHERE id = ${p.tenantId}::uuid AND disconnected_at IS NULL FOR KEY SHARE)`;
+const connected = (p: Params) => sql`(SELECT tenant_is_connected(${p.tenantId}::uuid))`;
 
 /**
- * The locked path's first step: the tenant's lock that every guard takes
- * (connected), before the rows the planner locks, so a write takes its locks
- * in the order a disconnect does and the two never wait on each other in a
- * circle. False when the tenant is disconnected.
+ * The locked path's first step: the tenant's turn that every guard takes
+ * (connected), before the rows the planner locks, in the order a disconnect
+ * takes them. False when the tenant is disconnected.
  */
 export async function lockConnectedTenant(db: Executor, tenantId: string): Promise<boolean> {
   const { rows } = await sql<{ ok: boolean }>`SELECT ${connected({ tenantId })} AS ok`.execute(db);

@@ -7,6 +7,7 @@
 // after the transaction, so they outlive its rollback.
 import { recordConflict } from '../db/audit.js';
 import { inTransaction, type Executor } from '../db/database.js';
+import { findTenant } from '../db/tenants.js';
 import { lockConnectedTenant } from '../db/write-statements.js';
 import { ScimError, unauthorized, unavailable } from '../errors.js';
 import { AdminCollision, adminCollisionError } from './rules/admin-guard.js';
@@ -32,6 +33,12 @@ export interface Write<P, W> {
  */
 const tenantDisconnected = (): ScimError =>
   unauthorized('The tenant has been disconnected and its tokens revoked; nothing was written.', 'invalid_token');
+
+/** Whether the request's tenant has been disconnected since its token was checked; a failed read keeps the answer it was checked for. */
+async function tenantDisconnectedNow(ctx: RequestContext): Promise<boolean> {
+  const tenant = await findTenant(ctx.db, ctx.tenant.id).catch(() => undefined);
+  return tenant !== undefined && tenant.disconnected_at !== null;
+}
 
 /** A locked plan whose guard still fails lost to a write that needs no lock of ours (a new admin); it is tried again, then answered 503. */
 const LOCKED_ATTEMPTS = 3;
@@ -92,7 +99,7 @@ async function writeOnce<P, W>(ctx: RequestContext, write: Write<P, W>): Promise
     // A disconnect turns the tenant's objects manual, so a write that meets
     // one finds its object gone. The truth is the revoked token, as the
     // token check would now answer, not a 404 that sends Entra to recreate it.
-    if (error instanceof ScimError && error.status === 404 && !(await lockConnectedTenant(ctx.db, ctx.tenant.id))) throw tenantDisconnected();
+    if (error instanceof ScimError && error.status === 404 && (await tenantDisconnectedNow(ctx))) throw tenantDisconnected();
     throw error;
   }
 }
