@@ -445,7 +445,8 @@ export async function executeClassPlan(db: Executor, plan: ClassPlan): Promise<C
   if (plan.kind !== 'update' || !plan.guards.uniqueName || plan.values === undefined) return runClassPlan(db, plan);
   const { display_name: name } = plan.values;
   return inTransaction(db, async (trx) => {
-    await sql`SELECT class_name_is_free(${plan.tenantId}::uuid, ${name}::text, ${plan.id}::uuid)`.execute(trx);
+    // The tenant's turn before the name's, in the order of every class statement (connected first).
+    await sql`SELECT tenant_is_connected(${plan.tenantId}::uuid), class_name_is_free(${plan.tenantId}::uuid, ${name}::text, ${plan.id}::uuid)`.execute(trx);
     return runClassPlan(trx, plan);
   });
 }
