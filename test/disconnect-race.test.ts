@@ -7,6 +7,7 @@
 // wait is identified by who blocks whom (pg_blocking_pids).
 import pg from 'pg';
 import t, { type Test } from 'tap';
+import { mergeAccounts } from '../src/services/accounts.js';
 import { disconnectTenant } from '../src/services/tenants.js';
 import { testApp, type TestApp } from './helpers/app.js';
 import { GROUP, client, entraUser, patch } from './helpers/scim.js';
@@ -193,4 +194,35 @@ t.test('writes that pass a cached token check after a disconnect are refused wit
     ],
     'the account and the class stay as the disconnect left them; nothing new',
   );
+});
+
+t.test('a merge in flight when the tenant is disconnected: the disconnect waits for it and turns the kept account manual', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const absorbed = await scim('POST', '/Users', entraUser(6));
+  t.equal(absorbed.statusCode, 201, absorbed.body);
+  const { rows } = await env.database.pool.query<{ id: string }>(
+    `INSERT INTO accounts (tenant_id, managed_by, user_name, scim) VALUES ($1, 'manual', 'portal.pupil@school.example', '{}') RETURNING id`,
+    [env.tenant.id],
+  );
+  const keep = rows[0]?.id ?? '';
+
+  // The test's transaction share-locks the account to absorb, so the merge
+  // stops at locking it, after the tenant's turn.
+  const blockedBy = watcher(await connection(t, env));
+  const { hold, pid: holdPid } = await holder(t, env);
+  await hold.query('SELECT 1 FROM accounts WHERE id = $1 FOR SHARE', [absorbed.json().id]);
+  const merged = mergeAccounts(env.db, keep, absorbed.json().id as string, CLI);
+  const [mergePid] = (await untilBlocked(blockedBy, holdPid, 1, merged)) ?? [];
+  t.ok(mergePid, 'the merge waits on the held account');
+
+  const disconnected = disconnectTenant(env.db, env.tenant.id, CLI);
+  t.ok(await untilBlocked(blockedBy, mergePid ?? -1, 1, disconnected), 'the disconnect waits for the merge in flight');
+  await hold.query('ROLLBACK');
+
+  t.equal((await merged).kept.id, keep);
+  await disconnected;
+  const kept = await env.database.pool.query<{ managed_by: string; deleted: boolean }>('SELECT managed_by, deleted_at IS NOT NULL AS deleted FROM accounts WHERE id = $1', [keep]);
+  t.same(kept.rows, [{ managed_by: 'manual', deleted: false }], 'the kept account, synced by the merge, was turned manual by the disconnect');
+  t.same(await accountsOf(env), { synced: 0, all: 1 }, 'no synced account is left in the disconnected tenant');
 });

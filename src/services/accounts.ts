@@ -9,6 +9,7 @@ import { notifyChanges } from '../db/change-notifier.js';
 import type { AccountRow } from '../db/columns.js';
 import { inTransaction, type Db, type Executor, type Role } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
+import { lockConnectedTenant } from '../db/write-statements.js';
 import { auditVia, type Actor } from './actor.js';
 import { ServiceError } from './errors.js';
 
@@ -108,6 +109,13 @@ export async function mergeAccounts(db: Db, keepId: string, absorbId: string, ac
   const absorb = accountId(absorbId, 'an account');
   if (keep === absorb) throw new ServiceError('invalid', 'An account cannot be merged into itself.');
   const kept = await inTransaction(db, async (trx) => {
+    // The tenant's turn first, before any row lock, as a SCIM write takes it
+    // (rule 8): a disconnect waits for this merge and then turns the kept
+    // account manual, or this merge waits for the disconnect and finds no
+    // synced account to take over. Without it, a kept account made synced
+    // here could outlive the disconnect.
+    const tenantId = (await findAccount(trx, absorb))?.tenant_id;
+    if (tenantId !== undefined) await lockConnectedTenant(trx, tenantId);
     // Both rows locked, in one order, so two merges of one pair take turns.
     const [first, second] = [keep, absorb].sort();
     const rows = new Map<string, AccountRow>();
