@@ -5,67 +5,17 @@
 // Never a synced row in a disconnected tenant. Each order is forced with a
 // lock held by a transaction of the test, never left to timing, and each
 // wait is identified by who blocks whom (pg_blocking_pids).
-import pg from 'pg';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { mergeAccounts } from '../src/services/accounts.js';
 import { disconnectTenant } from '../src/services/tenants.js';
 import { testApp, type TestApp } from './helpers/app.js';
+import { connection, holder, untilBlocked, watcher } from './helpers/locks.js';
 import { GROUP, client, entraUser, patch } from './helpers/scim.js';
 
 const CLI = { via: 'cli' } as const;
 
 /** What only a write refused at its tenant guard says (the token check's refusal says otherwise). */
 const REFUSED_AT_GUARD = /disconnected and its tokens revoked; nothing was written/;
-
-/** A connection of the test's own, beside the app's pool (which the writes under test may fill), closed at the end. */
-async function connection(t: Test, env: TestApp): Promise<pg.Client> {
-  const connected = new pg.Client({ connectionString: env.database.url });
-  await connected.connect();
-  t.teardown(() => connected.end());
-  return connected;
-}
-
-/** Who blocks whom in this test's database: the backends that `pid` blocks, running a statement that matches `like`. */
-function watcher(watch: pg.Client) {
-  return async (pid: number, like = '%'): Promise<number[]> => {
-    const { rows } = await watch.query<{ pid: number }>(
-      `SELECT pid FROM pg_stat_activity
-        WHERE datname = current_database() AND $1 = ANY (pg_blocking_pids(pid)) AND query LIKE $2
-        ORDER BY pid`,
-      [pid, like],
-    );
-    return rows.map((r) => r.pid);
-  };
-}
-
-/** Polls until `count` backends are blocked by `pid`, or `done` settles first; their pids, or undefined. */
-async function untilBlocked(
-  blockedBy: ReturnType<typeof watcher>,
-  pid: number,
-  count: number,
-  done: Promise<unknown>,
-  like?: string,
-): Promise<number[] | undefined> {
-  let settled = false;
-  void done.then(
-    () => (settled = true),
-    () => (settled = true),
-  );
-  for (let i = 0; i < 400 && !settled; i++) {
-    const pids = await blockedBy(pid, like);
-    if (pids.length >= count) return pids;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  return undefined;
-}
-
-/** A connection of the test with a transaction open, and its backend's pid. */
-async function holder(t: Test, env: TestApp): Promise<{ hold: pg.Client; pid: number }> {
-  const hold = await connection(t, env);
-  const { rows } = await hold.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-  await hold.query('BEGIN');
-  return { hold, pid: rows[0]?.pid ?? -1 };
-}
 
 async function accountsOf(env: TestApp): Promise<{ synced: number; all: number }> {
   const { rows } = await env.database.pool.query<{ synced: number; all: number }>(

@@ -437,16 +437,22 @@ export interface ClassWrite {
  * Runs a class plan; undefined when a guard failed and nothing was written.
  * A write that keeps a name unique takes its turn on the name inside its
  * statement (nameIsFree), so a create is one statement. A rename also takes
- * the turn in a transaction of its own before its statement: one that waits
- * for the turn while its server dies is then rolled back, never applied
- * without an answer (a statement alone would commit when the turn came).
+ * the turn (after the class row's lock) in a transaction of its own before
+ * its statement: one that waits for the turn while its server dies is then
+ * rolled back, never applied without an answer (a statement alone would
+ * commit when the turn came).
  */
 export async function executeClassPlan(db: Executor, plan: ClassPlan): Promise<ClassWrite | undefined> {
   if (plan.kind !== 'update' || !plan.guards.uniqueName || plan.values === undefined) return runClassPlan(db, plan);
   const { display_name: name } = plan.values;
   return inTransaction(db, async (trx) => {
-    // The tenant's turn before the name's, in the order of every class statement (connected first).
-    await sql`SELECT tenant_is_connected(${plan.tenantId}::uuid), class_name_is_free(${plan.tenantId}::uuid, ${name}::text, ${plan.id}::uuid)`.execute(trx);
+    // The order every class write takes its locks in: the tenant's turn, the
+    // class row, then the name's turn. The locked path reads the class FOR
+    // UPDATE before its rename takes the name; a rename here that held the
+    // name while it waited for the row would deadlock with it.
+    await sql`SELECT tenant_is_connected(${plan.tenantId}::uuid)`.execute(trx);
+    await sql`SELECT 1 FROM classes WHERE tenant_id = ${plan.tenantId}::uuid AND id = ${plan.id}::uuid FOR UPDATE`.execute(trx);
+    await sql`SELECT class_name_is_free(${plan.tenantId}::uuid, ${name}::text, ${plan.id}::uuid)`.execute(trx);
     return runClassPlan(trx, plan);
   });
 }
