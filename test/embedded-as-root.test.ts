@@ -50,7 +50,7 @@ t.test(
   'as root, the server starts on the embedded PostgreSQL from a clone in a 0700 folder and answers /readyz',
   {
     skip: asRoot ? false : 'PostgreSQL is run as the postgres user only when the server runs as root: run this file as root (CI does)',
-    timeout: 180_000,
+    timeout: 600_000,
   },
   async (t) => {
     const folder = await mkdtemp(path.join(os.tmpdir(), 'portal-scim-clone-'));
