@@ -19,20 +19,35 @@ export interface Meter {
 }
 
 /**
- * CPU time of every PostgreSQL process on this machine so far, microseconds
- * (Linux /proc; NaN elsewhere or for a remote server). Only the side being
- * measured sends queries, so a difference belongs to it.
+ * The CPU ticks one /proc/<pid>/stat line (proc(5)) counts for PostgreSQL:
+ * its own user and system time and that of the children it has reaped
+ * (cutime, cstime), or 0 for any other program. A connection that closes
+ * while a figure is taken (a pool's idle connection, a seed's) leaves the
+ * process table, but the postmaster reaps it and its time goes on in the
+ * postmaster's children's time; without it the sum would fall and the
+ * figure would be lost or too low.
+ */
+export function postgresTicks(stat: string): number {
+  const close = stat.lastIndexOf(')');
+  if (close < 0 || !stat.slice(0, close).endsWith('(postgres')) return 0;
+  const fields = stat.slice(close + 2).split(' ');
+  const [utime, stime, cutime, cstime] = fields.slice(11, 15).map(Number);
+  const ticks = (utime ?? NaN) + (stime ?? NaN) + (cutime ?? NaN) + (cstime ?? NaN);
+  return Number.isFinite(ticks) ? ticks : 0;
+}
+
+/**
+ * CPU time of every PostgreSQL process on this machine so far, with the
+ * connections that have ended, microseconds (Linux /proc; NaN elsewhere or
+ * for a remote server). Only the side being measured sends queries, so a
+ * difference belongs to it.
  */
 async function postgresCpu(): Promise<number> {
   let ticks = 0;
   try {
     for (const pid of await readdir('/proc')) {
       if (!/^\d+$/.test(pid)) continue;
-      const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-      const close = stat.lastIndexOf(')');
-      if (!stat.slice(0, close).endsWith('(postgres')) continue;
-      const fields = stat.slice(close + 2).split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]);
+      ticks += postgresTicks(await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => ''));
     }
   } catch {
     return NaN;
@@ -46,7 +61,8 @@ async function measuredCpu(meter: Meter, server: CpuProbe, work: () => Promise<M
   const measured = await work();
   const [s1, p1] = [await server(), await postgresCpu()];
   const n = Math.max(1, measured.count);
-  // A PostgreSQL process that ended meanwhile (the seed's connections) takes its time along: no figure then.
+  // The sum grows (postgresTicks) unless a connection ended between the reads of its
+  // own line and the postmaster's: no figure then.
   return [measured, { server: (s1 - s0) / n, postgres: p1 >= p0 ? (p1 - p0) / n : NaN }];
 }
 
