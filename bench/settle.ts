@@ -30,10 +30,10 @@ export interface Meter {
 export function postgresTicks(stat: string): number {
   const close = stat.lastIndexOf(')');
   if (close < 0 || !stat.slice(0, close).endsWith('(postgres')) return 0;
-  const fields = stat.slice(close + 2).split(' ');
-  const [utime, stime, cutime, cstime] = fields.slice(11, 15).map(Number);
-  const ticks = (utime ?? NaN) + (stime ?? NaN) + (cutime ?? NaN) + (cstime ?? NaN);
-  return Number.isFinite(ticks) ? ticks : 0;
+  // utime, stime, cutime and cstime are the 14th to 17th fields, counted from the pid.
+  const times = stat.slice(close + 2).split(' ').slice(11, 15).map(Number);
+  const ticks = times.reduce((sum, t) => sum + t, 0);
+  return times.length === 4 && Number.isFinite(ticks) ? ticks : 0;
 }
 
 /**
