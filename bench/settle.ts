@@ -28,8 +28,9 @@ export interface Meter {
  * figure would be lost or too low.
  */
 export function postgresTicks(stat: string): number {
+  // The command name runs from the first '(' to the last ')': it may hold either.
   const close = stat.lastIndexOf(')');
-  if (close < 0 || !stat.slice(0, close).endsWith('(postgres')) return 0;
+  if (stat.slice(stat.indexOf('(') + 1, close) !== 'postgres') return 0;
   // utime, stime, cutime and cstime are the 14th to 17th fields, counted from the pid.
   const times = stat.slice(close + 2).split(' ').slice(11, 15).map(Number);
   const ticks = times.reduce((sum, t) => sum + t, 0);
@@ -61,8 +62,8 @@ async function measuredCpu(meter: Meter, server: CpuProbe, work: () => Promise<M
   const measured = await work();
   const [s1, p1] = [await server(), await postgresCpu()];
   const n = Math.max(1, measured.count);
-  // The sum grows (postgresTicks) unless a connection ended between the reads of its
-  // own line and the postmaster's: no figure then.
+  // The sum grows (postgresTicks) unless a connection ended after the postmaster's
+  // line was read and before its own: no figure then.
   return [measured, { server: (s1 - s0) / n, postgres: p1 >= p0 ? (p1 - p0) / n : NaN }];
 }
 

@@ -13,7 +13,8 @@ t.test('a PostgreSQL process counts its own time and its reaped children’s', a
   t.equal(postgresTicks(stat(101, 'postgres', 100, 12, 5)), 17, 'a connection');
   t.equal(postgresTicks(stat(102, 'node', 1, 900, 100, 5, 5)), 0, 'another program');
   t.equal(postgresTicks(stat(103, 'postgres (x)', 1, 900, 100)), 0, 'a command name that only contains it');
-  t.equal(postgresTicks(stat(104, 'x) (postgres', 1, 1, 1)), 2, 'the command name is read up to the last parenthesis');
+  t.equal(postgresTicks(stat(104, 'x) (postgres', 1, 1, 1)), 0, 'a command name with parentheses that ends like it');
+  t.equal(postgresTicks(stat(106, '(postgres)', 1, 1, 1)), 0, 'a command name that wraps it');
   t.equal(postgresTicks(''), 0, 'a process that ended before its line was read');
   t.equal(postgresTicks('105 (postgres) Z'), 0, 'a cut line');
 });
