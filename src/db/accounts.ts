@@ -2,10 +2,10 @@
 // writes are plans rendered by write-statements.ts; the reads here give the
 // planners what they decide on (the account, an admin in the way, an
 // account to adopt).
-import { sql, type RawBuilder } from 'kysely';
+import { sql, type ExpressionBuilder, type RawBuilder } from 'kysely';
 import { notifyChanges } from './change-notifier.js';
 import { RESOURCE_COLUMNS, type AccountResource, type AccountRow } from './columns.js';
-import { fixedStatement, preparedOn, type Executor } from './database.js';
+import { fixedStatement, preparedOn, type Database, type Executor } from './database.js';
 import { criteriaToSql, sortToSql, type Criterion, type SearchTable, type SortKey } from './filter-sql.js';
 import { firstPage, lookupCondition, readPage, statementPerLookup, type ColumnLookup, type LookupParams, type Page } from './paging.js';
 
@@ -91,18 +91,30 @@ const accountLookup = statementPerLookup((lookup, p: LookupParams) => sql<Accoun
      WHERE tenant_id = ${p.tenantId}::uuid AND managed_by = 'sync' AND deleted_at IS NULL AND ${lookupCondition(lookup, p.value)}
      ORDER BY id LIMIT ${p.limit}::integer`);
 
+/**
+ * One of these lower-case addresses is in `column`. The lookups below take
+ * one query per address column, joined by UNION ALL or run in turn: with an
+ * OR of the two columns, a planner without statistics on accounts (a new
+ * database) may read the whole tenant through any index led by tenant_id
+ * instead of the two address indexes.
+ */
+const addressIn = (column: 'user_name' | 'email', addresses: readonly string[]) => (eb: ExpressionBuilder<Database, 'accounts'>) =>
+  eb(eb.fn('lower', [column]), 'in', addresses);
+
 /** Rule 3: an admin account of the tenant that has one of these addresses as userName or e-mail. */
 export async function findAdminCollision(db: Executor, tenantId: string, addresses: readonly string[], exceptId?: string): Promise<AccountRow | undefined> {
   if (addresses.length === 0) return undefined;
-  let query = db
-    .selectFrom('accounts')
-    .selectAll()
-    .where('tenant_id', '=', tenantId)
-    .where('role', '=', 'admin')
-    .where('deleted_at', 'is', null)
-    .where((eb) => eb.or([eb(eb.fn('lower', ['user_name']), 'in', addresses), eb(eb.fn('lower', ['email']), 'in', addresses)]));
-  if (exceptId !== undefined) query = query.where('id', '<>', exceptId);
-  return query.executeTakeFirst();
+  const admins = (column: 'user_name' | 'email') => {
+    const query = db
+      .selectFrom('accounts')
+      .selectAll()
+      .where('tenant_id', '=', tenantId)
+      .where('role', '=', 'admin')
+      .where('deleted_at', 'is', null)
+      .where(addressIn(column, addresses));
+    return exceptId === undefined ? query : query.where('id', '<>', exceptId);
+  };
+  return admins('user_name').unionAll(admins('email')).limit(1).executeTakeFirst();
 }
 
 /** Accounts sync may take over: manual, live, never an admin. */
@@ -133,14 +145,16 @@ export async function findAdoptableByExternalId(db: Executor, tenantId: string, 
  */
 export async function findAdoptableByAddress(db: Executor, tenantId: string, addresses: readonly string[]): Promise<AccountRow | undefined> {
   if (addresses.length === 0) return undefined;
-  return adoptable(db, tenantId)
-    .where('external_id', 'is', null)
-    .where((eb) => eb.or([eb(eb.fn('lower', ['user_name']), 'in', addresses), eb(eb.fn('lower', ['email']), 'in', addresses)]))
-    .orderBy(sql`lower(user_name) = ANY(${sql.val([...addresses])}::text[])`, 'desc')
-    .orderBy('created_at')
-    .limit(1)
-    .forUpdate()
-    .executeTakeFirst();
+  // The userName column first; the oldest account of a column wins.
+  const oldestBy = (column: 'user_name' | 'email') =>
+    adoptable(db, tenantId)
+      .where('external_id', 'is', null)
+      .where(addressIn(column, addresses))
+      .orderBy('created_at')
+      .limit(1)
+      .forUpdate()
+      .executeTakeFirst();
+  return (await oldestBy('user_name')) ?? oldestBy('email');
 }
 
 /** Rule 7: removes accounts deleted longer ago than their tenant's retention period. */

@@ -240,6 +240,10 @@ export interface PlannedSettle {
   requestId: string;
 }
 
+/** The open conflicts of the user a settle names, by sync_conflicts_open_object_idx. */
+const openConflictsOf = (p: Readonly<Record<string, unknown>>) =>
+  sql`tenant_id = ${p.tenantId}::uuid AND object_type = 'user' AND lower(object_ref) = lower(${p.settleRef}::text) AND resolved_at IS NULL`;
+
 /**
  * The CTEs that close the open conflicts of the written user (`written`,
  * with its tenant_id and id) and write each one's audit event, when the
@@ -249,8 +253,7 @@ export interface PlannedSettle {
 export function settleConflicts(p: Readonly<Record<string, unknown>>): RawBuilder<unknown> {
   return sql`settled AS (
       UPDATE sync_conflicts SET resolved_at = clock_timestamp(), resolution = 'succeeded'
-       WHERE tenant_id = ${p.tenantId}::uuid AND object_type = 'user' AND lower(object_ref) = lower(${p.settleRef}::text)
-         AND resolved_at IS NULL AND EXISTS (SELECT 1 FROM written)
+       WHERE ${openConflictsOf(p)} AND EXISTS (SELECT 1 FROM written)
       RETURNING tenant_id, id, kind, object_ref
     ), settle_audited AS (${auditInsert(
       {
@@ -268,6 +271,16 @@ export function settleConflicts(p: Readonly<Record<string, unknown>>): RawBuilde
     )})`;
 }
 
+/**
+ * The guard that stands for settleConflicts where a statement leaves the
+ * settle to the locked path: the user a settle names has no open conflict.
+ * A probe of the same index, without the two modifying CTEs, which every
+ * statement would start even when they find nothing.
+ */
+export function nothingToSettle(p: Readonly<Record<string, unknown>>): RawBuilder<unknown> {
+  return sql`NOT EXISTS (SELECT 1 FROM sync_conflicts WHERE ${openConflictsOf(p)})`;
+}
+
 /** The parameters of settleConflicts (all null when the write closes nothing). */
 export function settleParams(settle: PlannedSettle | undefined): { settleRef: string | null; settleCredentialId: string | null; settleRequestId: string | null } {
   return { settleRef: settle?.objectRef ?? null, settleCredentialId: settle?.credentialId ?? null, settleRequestId: settle?.requestId ?? null };
@@ -275,6 +288,9 @@ export function settleParams(settle: PlannedSettle | undefined): { settleRef: st
 
 /** The statement's column that lists the ids of the conflicts it closed (null when none). */
 export const SETTLED_COLUMN = sql`(SELECT array_agg(id) FROM settled) AS settled`;
+
+/** SETTLED_COLUMN of a statement that closes none. */
+export const NOTHING_SETTLED_COLUMN = sql`NULL::uuid[] AS settled`;
 
 /** Tells the observers of the conflicts a write closed (settleConflicts). */
 export function conflictsSettled(db: Executor, tenantId: string, settle: PlannedSettle | undefined, accountId: string, closed: readonly string[] | null): void {

@@ -87,13 +87,24 @@ void accountValuesMatch;
 void classValuesMatch;
 
 /**
+ * Where a plan runs: a statement of its own (quick), or inside the locked
+ * path's transaction after its rows were read and locked.
+ */
+export type ExecutionPath = 'quick' | 'locked';
+
+/**
  * The events a write records in its own statement, beside the write and
  * only when it writes. Each kind of event is rendered by one helper.
  */
 export interface WriteEvents {
   /** Written when the write writes; its object id and reference are the written row's. */
   audit?: PlannedAuditEvent | undefined;
-  /** A user write that succeeds closes the open conflicts of its userName (rule 3's refusals), each with an audit event. */
+  /**
+   * A user write that succeeds closes the open conflicts of its userName
+   * (rule 3's refusals), each with an audit event. Few writes have any to
+   * close: the quick statement only requires that there is none, and a write
+   * that finds one is done on the locked path, which closes them.
+   */
   settles?: PlannedSettle | undefined;
 }
 

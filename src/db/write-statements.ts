@@ -8,15 +8,18 @@
 import { sql, type RawBuilder } from 'kysely';
 import { CLASS_COLUMNS, LIVE_BY_ID, RESOURCE_COLUMNS, type AccountResource, type ClassRow } from './columns.js';
 import {
+  NOTHING_SETTLED_COLUMN,
   SETTLED_COLUMN,
   auditInsert,
   auditRecorded,
   conflictsSettled,
+  nothingToSettle,
   settleConflicts,
   settleParams,
   type AuditEvent,
   type AuditColumns,
   type PlannedAuditEvent,
+  type PlannedSettle,
 } from './audit.js';
 import { fixedStatementOver, inTransaction, preparedOn, type Executor, type PlannedTable } from './database.js';
 import { isForeignKeyViolation, uniqueViolation } from './errors.js';
@@ -29,6 +32,7 @@ import {
   type DeletePlan,
   type ClassPlan,
   type ClassValues,
+  type ExecutionPath,
   type MemberChange,
 } from './write-plan.js';
 
@@ -219,17 +223,39 @@ const setList = (p: Params, types: Readonly<Record<string, string>>, columns: re
 /** A create or change also closes the open conflicts of the written userName (audit.ts settleConflicts) and lists them. */
 type AccountWritten = AccountResource & { settled?: string[] | null };
 
-const createAccount = perShape<AccountWritten>((shape) => (p) => sql<AccountWritten>`${preparedOn('accounts')}
+/**
+ * How a statement carries a plan's settle (WriteEvents.settles): it closes
+ * the conflicts (`settle`), it writes only while there is none to close
+ * (`clear`, the quick statement), or the plan has none (`none`).
+ */
+type SettleShape = 'settle' | 'clear' | 'none';
+
+function settleShape(settles: PlannedSettle | undefined, run: ExecutionPath): SettleShape {
+  if (!settles) return 'none';
+  return run === 'locked' ? 'settle' : 'clear';
+}
+
+/** The guard of a `clear` statement, joined to the row write's condition by AND. */
+const settleGuard = (p: Params, shape: SettleShape) => (shape === 'clear' ? sql` AND ${nothingToSettle(p)}` : sql``);
+/** The settle's CTEs after `audited`, and the statement's last column. */
+const settleSteps = (p: Params, shape: SettleShape) => (shape === 'settle' ? sql`, ${settleConflicts(p)}` : sql``);
+const settledColumn = (shape: SettleShape) => (shape === 'settle' ? SETTLED_COLUMN : NOTHING_SETTLED_COLUMN);
+
+// Shapes: the count of addresses, then (an update) adopt or keep, then the SettleShape.
+const createAccount = perShape<AccountWritten>((shape) => {
+  const [count, settle] = shape.split(' ') as [string, SettleShape];
+  return (p) => sql<AccountWritten>`${preparedOn('accounts')}
     WITH written AS (
       INSERT INTO accounts (tenant_id, id, managed_by, ${columnList(ACCOUNT_WRITE_COLUMNS)})
       SELECT ${p.tenantId}::uuid, ${p.id}::uuid, 'sync', ${valueList(p, ACCOUNT_COLUMN_TYPES, ACCOUNT_WRITE_COLUMNS)}
-       WHERE ${nothingClaims(p, Number(shape))} AND ${connected(p)}
+       WHERE ${nothingClaims(p, Number(count))} AND ${connected(p)}${settleGuard(p, settle)}
       RETURNING tenant_id, ${RESOURCE_COLUMNS}
-    ), audited AS (${plannedAudit(p, 'user_name')}), ${settleConflicts(p)}
-    SELECT ${RESOURCE_COLUMNS}, ${SETTLED_COLUMN} FROM written`);
+    ), audited AS (${plannedAudit(p, 'user_name')})${settleSteps(p, settle)}
+    SELECT ${RESOURCE_COLUMNS}, ${settledColumn(settle)} FROM written`;
+});
 
 const updateAccount = perShape<AccountWritten>((shape) => {
-  const [count, adopt] = shape.split(' ');
+  const [count, adopt, settle] = shape.split(' ') as [string, string, SettleShape];
   return (p) => sql<AccountWritten>`${preparedOn('accounts')}
     WITH written AS (
       UPDATE accounts
@@ -237,10 +263,10 @@ const updateAccount = perShape<AccountWritten>((shape) => {
              version = version + 1, updated_at = clock_timestamp()
        WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid AND ${LIVE_BY_ID}
          AND managed_by = ${adopt === 'adopt' ? sql`'manual' AND role <> 'admin'` : sql`'sync'`} AND ${atVersion(p)}
-         AND ${noAdminHolds(p, Number(count), sql`${p.id}::uuid`)} AND ${connected(p)}
+         AND ${noAdminHolds(p, Number(count), sql`${p.id}::uuid`)} AND ${connected(p)}${settleGuard(p, settle)}
       RETURNING tenant_id, ${RESOURCE_COLUMNS}
-    ), audited AS (${plannedAudit(p, 'user_name')}), ${settleConflicts(p)}
-    SELECT ${RESOURCE_COLUMNS}, ${SETTLED_COLUMN} FROM written`;
+    ), audited AS (${plannedAudit(p, 'user_name')})${settleSteps(p, settle)}
+    SELECT ${RESOURCE_COLUMNS}, ${settledColumn(settle)} FROM written`;
 });
 
 // The account's memberships go with it: the trigger accounts_deleted_leave_classes
@@ -269,9 +295,14 @@ export async function executeAccountDelete(db: Executor, plan: DeletePlan): Prom
   return row;
 }
 
-/** Runs an account's create or change plan: the written account, or undefined when a guard failed and nothing was written. */
-export async function executeAccountPlan(db: Executor, plan: AccountWritePlan): Promise<AccountResource | undefined> {
+/**
+ * Runs an account's create or change plan: the written account, or undefined
+ * when a guard failed and nothing was written. A quick run writes only while
+ * the userName has no open conflict, and leaves closing them to the locked path.
+ */
+export async function executeAccountPlan(db: Executor, plan: AccountWritePlan, run: ExecutionPath): Promise<AccountResource | undefined> {
   const events = [auditParams(plan.events.audit), settleParams(plan.events.settles)];
+  const settle = settleShape(plan.events.settles, run);
   const [address0, address1 = null] = plan.guards.noAdmin;
   let row: AccountWritten | undefined;
   try {
@@ -279,12 +310,12 @@ export async function executeAccountPlan(db: Executor, plan: AccountWritePlan): 
       case 'create': {
         const [adoptable0 = false, adoptable1 = false] = plan.guards.nothingToAdopt.adoptable;
         const params = { tenantId: plan.tenantId, id: plan.id, scim: JSON.stringify(plan.values.scim), address0, address1, adoptable0, adoptable1 };
-        row = (await createAccount(String(plan.guards.noAdmin.length))(db, [params, plan.values, ...events])).rows[0];
+        row = (await createAccount(`${plan.guards.noAdmin.length} ${settle}`)(db, [params, plan.values, ...events])).rows[0];
         break;
       }
       case 'update': {
         const params = { tenantId: plan.tenantId, id: plan.id, scim: JSON.stringify(plan.values.scim), address0, address1, version: plan.guards.version };
-        const statement = updateAccount(`${plan.guards.noAdmin.length} ${plan.adopt ? 'adopt' : 'keep'}`);
+        const statement = updateAccount(`${plan.guards.noAdmin.length} ${plan.adopt ? 'adopt' : 'keep'} ${settle}`);
         row = (await statement(db, [params, plan.values, ...events])).rows[0];
         break;
       }

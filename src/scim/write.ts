@@ -8,6 +8,7 @@
 import { recordConflict } from '../db/audit.js';
 import { inTransaction, type Executor } from '../db/database.js';
 import { findTenant } from '../db/tenants.js';
+import type { ExecutionPath } from '../db/write-plan.js';
 import { lockConnectedTenant } from '../db/write-statements.js';
 import { ScimError, unauthorized, unavailable } from '../errors.js';
 import { AdminCollision, adminCollisionError } from './rules/admin-guard.js';
@@ -22,8 +23,12 @@ export interface Write<P, W> {
   quick: readonly (() => Promise<Step<P, W> | undefined>)[];
   /** The planner on rows read, and locked, in the transaction it is given. */
   locked: (trx: Executor) => Promise<Step<P, W>>;
-  /** Renders and runs a plan: what it wrote, or undefined when a guard failed. */
-  execute: (db: Executor, plan: P) => Promise<W | undefined>;
+  /**
+   * Renders and runs a plan: what it wrote, or undefined when a guard failed.
+   * `quick` is the statement outside the locked path's transaction, which may
+   * leave a rare part of the plan to the locked one by guarding against it.
+   */
+  execute: (db: Executor, plan: P, run: ExecutionPath) => Promise<W | undefined>;
 }
 
 /**
@@ -81,7 +86,7 @@ async function writeOnce<P, W>(ctx: RequestContext, write: Write<P, W>): Promise
         const step = await quick();
         if (step === undefined) continue;
         if ('done' in step) return step.done;
-        const written = await write.execute(ctx.db, step.plan);
+        const written = await write.execute(ctx.db, step.plan, 'quick');
         if (written !== undefined) return written;
       }
     }
@@ -89,7 +94,7 @@ async function writeOnce<P, W>(ctx: RequestContext, write: Write<P, W>): Promise
       const written = await inTransaction(ctx.db, async (trx) => {
         if (!(await lockConnectedTenant(trx, ctx.tenant.id))) throw tenantDisconnected();
         const step = await write.locked(trx);
-        return 'done' in step ? step.done : write.execute(trx, step.plan);
+        return 'done' in step ? step.done : write.execute(trx, step.plan, 'locked');
       });
       if (written !== undefined) return written;
     }
