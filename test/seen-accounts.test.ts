@@ -139,7 +139,7 @@ t.test('a PATCH the remembered user cannot take is applied to the current one', 
   t.match(stored.scim, { emails: [{ type: 'work' }, { type: 'other', value: 'home1@example.net' }] });
 });
 
-t.test('the remembered accounts: copies, per tenant, bounded', async (t) => {
+t.test('the remembered accounts: frozen, per tenant, bounded', async (t) => {
   const seen = new SeenAccounts();
   const row = (id: string, version = 1): AccountResource => ({
     id,
@@ -155,7 +155,9 @@ t.test('the remembered accounts: copies, per tenant, bounded', async (t) => {
   seen.remember('tenant-a', row('one'));
   const got = seen.get('tenant-a', 'one');
   t.match(got, { id: 'one', version: 1, scim: { name: { givenName: 'Ann' } } });
-  (got?.scim.name as { givenName: string }).givenName = 'Changed in place';
+  t.throws(() => {
+    (got?.scim.name as { givenName: string }).givenName = 'Changed in place';
+  }, TypeError, 'a remembered row is frozen to its depth');
   t.match(seen.get('tenant-a', 'one'), { scim: { name: { givenName: 'Ann' } } }, 'what a caller does to a row is not remembered');
   t.equal(seen.get('tenant-b', 'one'), undefined, 'another tenant does not see it');
 

@@ -18,27 +18,37 @@ import type { AccountResource } from '../db/accounts.js';
 export const SEEN_ACCOUNTS_MAX = 10_000;
 
 /**
- * A remembered row is kept as one JSON text: a fraction of the memory of the
- * parsed row (its strings, dates and document objects), and every get hands
- * out a copy of its own, so nothing done to an answer can change the base of
- * a later PATCH.
+ * Freezes a row and everything in it, so nothing done to an answer made from
+ * it can change the base of a later PATCH: code that tried would throw
+ * (ES modules are strict), not change it. Every consumer copies what it
+ * changes (userAttributes, applySimplePatch, project). Dates are left as they
+ * are: nothing calls their setters.
  */
-type SeenRow = Omit<AccountResource, 'created_at' | 'updated_at'> & { created_at: string; updated_at: string };
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !(value instanceof Date) && !Object.isFrozen(value)) {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}
 
 export class SeenAccounts {
-  private readonly rows = new LRUCache<string, string>({ max: SEEN_ACCOUNTS_MAX });
+  // The rows themselves, frozen: as small as their JSON text (V8 shares the
+  // keys and short strings of parsed documents) and no parse on each PATCH.
+  private readonly rows = new LRUCache<string, AccountResource>({ max: SEEN_ACCOUNTS_MAX });
 
   get(tenantId: string, id: string): AccountResource | undefined {
-    const text = this.rows.get(`${tenantId}/${id}`);
-    if (text === undefined) return undefined;
-    const row = JSON.parse(text) as SeenRow;
-    return { ...row, created_at: new Date(row.created_at), updated_at: new Date(row.updated_at) };
+    return this.rows.get(`${tenantId}/${id}`);
   }
 
-  /** Remembers a row as read or written outside a transaction (never one that may still roll back). */
+  /**
+   * Remembers a row as read or written outside a transaction (never one that
+   * may still roll back). The row is frozen from here on: its caller makes
+   * the answer from it, as every reader of a remembered row does, by copying.
+   */
   remember<T extends AccountResource>(tenantId: string, row: T): T {
     const { id, external_id, user_name, active, scim, version, created_at, updated_at, role } = row;
-    this.rows.set(`${tenantId}/${id}`, JSON.stringify({ id, external_id, user_name, active, scim, version, created_at, updated_at, role }));
+    this.rows.set(`${tenantId}/${id}`, deepFreeze({ id, external_id, user_name, active, scim, version, created_at, updated_at, role }));
     return row;
   }
 
