@@ -16,7 +16,7 @@ import { TEST_SECRET, tenantWithToken, testEnv } from './helpers/app.js';
 import { testDatabase } from './helpers/database.js';
 import { GROUP, client, entraUser, patch } from './helpers/scim.js';
 
-// sync_conflicts: every user create and change closes its userName's open conflicts in the same statement (one probe).
+// sync_conflicts: every user create and change looks for its userName's open conflicts (one probe), and closes them on the locked path.
 const WATCHED = new Set(['accounts', 'classes', 'class_memberships', 'sync_conflicts']);
 const OTHER_TENANTS = 30;
 const ACCOUNTS_PER_TENANT = 3000;

@@ -2,7 +2,8 @@
 // statement that writes the row, its memberships and its events together,
 // and only while the plan's guards hold. A guard that fails writes nothing
 // and answers undefined: the caller plans again from freshly locked rows and
-// runs the same statement in that transaction. Guards and events are SQL
+// runs the same statement in that transaction (a user write's settle is the
+// one part rendered differently there: see SettleShape). Guards and events are SQL
 // fragments shared by every statement; each statement has a fixed text per
 // shape of plan, compiled once and prepared (see fixedStatementOver, PREPARED).
 import { sql, type RawBuilder } from 'kysely';
@@ -220,7 +221,7 @@ const setList = (p: Params, types: Readonly<Record<string, string>>, columns: re
 // ---------------------------------------------------------------------------
 // Accounts
 
-/** A create or change also closes the open conflicts of the written userName (audit.ts settleConflicts) and lists them. */
+/** A create or change on the locked path also closes the open conflicts of the written userName (audit.ts settleConflicts) and lists them. */
 type AccountWritten = AccountResource & { settled?: string[] | null };
 
 /**

@@ -3,7 +3,8 @@
 // read, or nothing for a create) is executed as one guarded statement; when a
 // guard fails, because the rows it was planned from changed meanwhile, the
 // same planner runs again on rows read and locked in a transaction, and the
-// same statement runs there. Refusals a planner makes (rule 3) are recorded
+// same statement runs there (a user write's quick statement only guards
+// against conflicts to settle, which the locked one settles). Refusals a planner makes (rule 3) are recorded
 // after the transaction, so they outlive its rollback.
 import { recordConflict } from '../db/audit.js';
 import { inTransaction, type Executor } from '../db/database.js';
