@@ -3,9 +3,10 @@
 // and only while the plan's guards hold. A guard that fails writes nothing
 // and answers undefined: the caller plans again from freshly locked rows and
 // runs the same statement in that transaction (a user write's settle is the
-// one part rendered differently there: see SettleShape). Guards and events are SQL
-// fragments shared by every statement; each statement has a fixed text per
-// shape of plan, compiled once and prepared (see fixedStatementOver, PREPARED).
+// one part rendered differently there: see SettleShape). Guards and events
+// are SQL fragments shared by every statement; each statement has a fixed
+// text per shape of plan, compiled once and prepared (see
+// fixedStatementOver, PREPARED).
 import { sql, type RawBuilder } from 'kysely';
 import { CLASS_COLUMNS, LIVE_BY_ID, RESOURCE_COLUMNS, type AccountResource, type ClassRow } from './columns.js';
 import {

@@ -4,8 +4,9 @@
 // guard fails, because the rows it was planned from changed meanwhile, the
 // same planner runs again on rows read and locked in a transaction, and the
 // same statement runs there (a user write's quick statement only guards
-// against conflicts to settle, which the locked one settles). Refusals a planner makes (rule 3) are recorded
-// after the transaction, so they outlive its rollback.
+// against conflicts to settle, which the locked one settles). Refusals a
+// planner makes (rule 3) are recorded after the transaction, so they outlive
+// its rollback.
 import { recordConflict } from '../db/audit.js';
 import { inTransaction, type Executor } from '../db/database.js';
 import { findTenant } from '../db/tenants.js';
