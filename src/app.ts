@@ -1,10 +1,8 @@
 // buildApp(): every plugin and route of the server, registered explicitly and
 // in order, so this file shows the whole architecture.
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
 import underPressure from '@fastify/under-pressure';
-import helmet from 'helmet';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type pg from 'pg';
 import { createAdminAuth } from './auth/admin.js';
@@ -14,6 +12,7 @@ import { observeAudit } from './db/audit.js';
 import { createChangeNotifier } from './db/change-notifier.js';
 import type { Db } from './db/database.js';
 import { createMetrics } from './metrics.js';
+import { ANSWER_HEADERS } from './security-headers.js';
 import { healthSettings } from './services/health.js';
 import { activityPlugin } from './plugins/activity.js';
 import { authPlugin } from './plugins/auth.js';
@@ -65,31 +64,6 @@ declare module 'fastify' {
   }
 }
 
-/**
- * The headers helmet sets with these options. None of them depends on the
- * request (no nonces), so helmet's middleware runs once, here, and every
- * answer gets the same headers through fastify: running it per request
- * (as @fastify/helmet does, building it anew each time) cost about 4% of a
- * request's CPU.
- */
-function helmetHeaders(options: Parameters<typeof helmet>[0]): Record<string, string> {
-  const headers: Record<string, string> = {};
-  const response = {
-    setHeader: (name: string, value: unknown) => {
-      headers[name.toLowerCase()] = String(value);
-    },
-    removeHeader: (name: string) => {
-      delete headers[name.toLowerCase()];
-    },
-  };
-  let failed: unknown;
-  helmet(options)({} as IncomingMessage, response as unknown as ServerResponse, (error?: unknown) => {
-    failed = error;
-  });
-  if (failed instanceof Error) throw failed;
-  return headers;
-}
-
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { config, keys } = options;
   // Every audit event written through this app's db is counted by its metrics.
@@ -127,16 +101,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
   app.decorate('routeTable', routeTable);
 
-  // Every answer carries its request id and the security headers. The API
-  // serves JSON only, so the policy allows nothing to load; pages that render
-  // HTML set their own. helmet works them out once here: none depends on the request.
-  const securityHeaders = helmetHeaders({
-    contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
-    crossOriginEmbedderPolicy: false,
-  });
+  // Every answer carries its request id and the security headers (security-headers.ts).
   app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
-    reply.headers(securityHeaders);
+    reply.headers(ANSWER_HEADERS);
     done();
   });
 

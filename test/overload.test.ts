@@ -104,6 +104,41 @@ t.test('every answer carries security headers and discloses no version or stack'
   }
 });
 
+t.test('API answers are never stored (they carry pupils’ data) and leave out the HTML-only headers; the pages send those', async (t) => {
+  const { app, headers } = await testApp(t);
+  const created = await app.inject({ method: 'POST', url: '/scim/v2/Users', headers, payload: { schemas: [USER], userName: 'stored.not@norra.example' } });
+  t.equal(created.statusCode, 201);
+  const id = (created.json() as { id: string }).id;
+  const answers = [
+    created,
+    await app.inject({ method: 'GET', url: `/scim/v2/Users/${id}`, headers }),
+    await app.inject({ method: 'GET', url: '/scim/v2/Users?filter=userName%20eq%20%22stored.not@norra.example%22', headers }),
+    await app.inject({ method: 'GET', url: '/scim/v2/Users', headers: {} }),
+  ];
+  const documentOnly = ['cross-origin-opener-policy', 'origin-agent-cluster', 'x-dns-prefetch-control', 'x-download-options', 'x-permitted-cross-domain-policies', 'x-xss-protection'];
+  for (const res of answers) {
+    const name = `${res.statusCode} ${String(res.headers['content-type'])}`;
+    t.equal(res.headers['cache-control'], 'no-store', `${name}: not stored`);
+    t.equal(res.headers['cross-origin-resource-policy'], 'same-origin', `${name}: not embeddable cross-origin`);
+    t.equal(res.headers['content-security-policy'], "default-src 'none';frame-ancestors 'none'", name);
+    for (const header of documentOnly) t.equal(res.headers[header], undefined, `${name}: no ${header}`);
+  }
+  const guide = await app.inject({ method: 'GET', url: '/docs/entra-setup' });
+  t.equal(guide.statusCode, 200);
+  t.match(guide.headers['content-type'], /^text\/html/);
+  t.equal(guide.headers['cache-control'], 'public, max-age=3600', 'the setup guide may be cached: it holds no personal data');
+  t.equal(guide.headers['cross-origin-opener-policy'], 'same-origin');
+  t.equal(guide.headers['origin-agent-cluster'], '?1');
+  t.equal(guide.headers['x-dns-prefetch-control'], 'off');
+  t.equal(guide.headers['x-content-type-options'], 'nosniff');
+  const status = await app.inject({ method: 'GET', url: '/status' });
+  t.equal(status.statusCode, 401);
+  t.match(status.headers['content-type'], /^text\/html/);
+  t.equal(status.headers['cache-control'], 'no-store');
+  t.equal(status.headers['cross-origin-opener-policy'], 'same-origin', 'the status pages send the document headers too');
+  t.equal(status.headers['x-permitted-cross-domain-policies'], 'none');
+});
+
 t.test('headers past Node’s limit answer 431 with a SCIM body; text/plain is 415', async (t) => {
   const { app, headers } = await testApp(t);
   await app.listen({ port: 0, host: '127.0.0.1' });

@@ -24,7 +24,8 @@ async function metricsRoutes(app: FastifyInstance, options: MetricsOptions): Pro
   const { metrics, adminAuth } = options;
   app.decorate('metricsRegistry', metrics.registry);
 
-  app.addHook('onResponse', async (request, reply) => {
+  // A callback, not async: it runs on every answer, and awaits nothing.
+  app.addHook('onResponse', (request, reply, done) => {
     metrics.observeRequest(
       {
         // Unmatched URLs share one label: a raw URL would grow the series without bound.
@@ -35,6 +36,7 @@ async function metricsRoutes(app: FastifyInstance, options: MetricsOptions): Pro
       },
       reply.elapsedTime / 1000,
     );
+    done();
   });
 
   app.get('/metrics', async (request, reply) => {

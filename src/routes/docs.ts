@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Marked, type Tokens } from 'marked';
 import { projectRoot } from '../paths.js';
+import { PAGE_HEADERS } from '../security-headers.js';
 
 export const GUIDE_PATH = '/docs/entra-setup';
 
@@ -73,6 +74,6 @@ export async function docsRoutes(app: FastifyInstance): Promise<void> {
   // Read and rendered once at start: a missing guide stops the server instead of failing later.
   const page = renderGuide(await readFile(path.join(projectRoot, 'docs/entra-setup.md'), 'utf8'));
   app.get(GUIDE_PATH, async (_request, reply) =>
-    reply.header('content-security-policy', CSP).header('cache-control', 'public, max-age=3600').type('text/html; charset=utf-8').send(page),
+    reply.headers(PAGE_HEADERS).header('content-security-policy', CSP).header('cache-control', 'public, max-age=3600').type('text/html; charset=utf-8').send(page),
   );
 }

@@ -21,6 +21,7 @@ import { isUuid } from '../db/ids.js';
 import { findTenant } from '../db/tenants.js';
 import { countMemberships, listRequestsPerHour } from '../db/request-counts.js';
 import { toScimError } from '../plugins/errors.js';
+import { PAGE_HEADERS } from '../security-headers.js';
 import { closeConflictByHand, parseNote } from '../services/conflicts.js';
 import { listTenantCredentials } from '../services/credentials.js';
 import { ServiceError } from '../services/errors.js';
@@ -117,7 +118,7 @@ export async function statusRoutes(app: FastifyInstance, options: StatusOptions)
   await app.register(multipart, { limits: { files: 1, fileSize: PREVIEW_MAX_BYTES, fields: 4, fieldSize: 1024, parts: 6 } });
 
   app.addHook('onSend', async (_request, reply, payload) => {
-    reply.header('content-security-policy', STATUS_CSP).header('cache-control', 'no-store');
+    reply.headers(PAGE_HEADERS).header('content-security-policy', STATUS_CSP).header('cache-control', 'no-store');
     return payload;
   });
 
