@@ -108,7 +108,7 @@ t.test('API answers are never stored (they carry pupils’ data) and leave out t
   const { app, headers } = await testApp(t);
   const created = await app.inject({ method: 'POST', url: '/scim/v2/Users', headers, payload: { schemas: [USER], userName: 'stored.not@norra.example' } });
   t.equal(created.statusCode, 201);
-  const id = (created.json() as { id: string }).id;
+  const id = created.json<{ id: string }>().id;
   const answers = [
     created,
     await app.inject({ method: 'GET', url: `/scim/v2/Users/${id}`, headers }),
