@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import t from 'tap';
 import { testApp, tenantWithToken } from './helpers/app.js';
 import { USER } from './helpers/scim.js';
+import { MAX_PARAM_LENGTH } from '../src/scim/limits.js';
 
 t.test('each tenant has its own request budget; past it, 429 with Retry-After and a SCIM body', async (t) => {
   // 3 a second over a 10-second window: 30 requests.
@@ -125,6 +126,13 @@ t.test('API answers are never stored (they carry pupils’ data) and leave out t
     t.equal(res.headers['content-security-policy'], "default-src 'none';frame-ancestors 'none'", name);
     for (const header of documentOnly) t.equal(res.headers[header], undefined, `${name}: no ${header}`);
   }
+  // Answered by fastify's router before any hook runs: a bad percent-encoding, a path parameter past its limit.
+  for (const url of ['/scim/v2/Users/%E0%A4%A', `/scim/v2/Users/${'a'.repeat(MAX_PARAM_LENGTH + 1)}`]) {
+    const res = await app.inject({ method: 'GET', url, headers });
+    t.ok(res.statusCode === 400 || res.statusCode === 414, `${res.statusCode} from the router`);
+    t.equal(res.headers['x-content-type-options'], 'nosniff', `${res.statusCode}: nosniff`);
+    t.equal(res.headers['cache-control'], 'no-store', `${res.statusCode}: not stored`);
+  }
   const guide = await app.inject({ method: 'GET', url: '/docs/entra-setup' });
   t.equal(guide.statusCode, 200);
   t.match(guide.headers['content-type'], /^text\/html/);
@@ -165,6 +173,8 @@ t.test('headers past Node’s limit answer 431 with a SCIM body; text/plain is 4
   });
   t.match(raw, /^HTTP\/1\.1 431 /);
   t.match(raw, /Content-Type: application\/scim\+json/);
+  t.match(raw, /\r\nx-content-type-options: nosniff\r\n/i, 'an answer written before any route runs carries the security headers too');
+  t.match(raw, /\r\ncache-control: no-store\r\n/i);
   const body = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;
   t.match(body, { schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: '431', detail: /headers are larger/ });
 

@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { ScimError, databaseError, type ScimType } from '../errors.js';
+import { ANSWER_HEADERS } from '../security-headers.js';
 
 declare module 'fastify' {
   interface FastifyReply {
@@ -84,8 +85,14 @@ export function frameworkError(error: FastifyError, _request: FastifyRequest, re
     error.code === 'FST_ERR_MAX_PARAM_LENGTH'
       ? new ScimError(414, undefined, 'The request URL is longer than this server accepts.')
       : new ScimError(400, undefined, 'The request URL is not valid (check its percent-encoding).');
-  void sendScimError(reply, scimError);
+  // Sent before any hook runs, so the answer gets its security headers here.
+  void sendScimError(reply.headers(ANSWER_HEADERS), scimError);
 }
+
+/** The security headers as header lines, for the answers written to the socket directly. */
+const RAW_ANSWER_HEADERS = Object.entries(ANSWER_HEADERS)
+  .map(([name, value]) => `${name}: ${value}\r\n`)
+  .join('');
 
 /**
  * Fastify's clientErrorHandler: requests Node's HTTP parser refuses before any
@@ -103,7 +110,7 @@ export function clientError(error: Error & { code?: string }, socket: Socket): v
   const reason = { 408: 'Request Timeout', 431: 'Request Header Fields Too Large' }[scimError.status] ?? 'Bad Request';
   // Closed once the answer is out, even if the client keeps sending.
   socket.end(
-    `HTTP/1.1 ${scimError.status} ${reason}\r\nContent-Type: ${SCIM_CONTENT_TYPE}\r\n` +
+    `HTTP/1.1 ${scimError.status} ${reason}\r\nContent-Type: ${SCIM_CONTENT_TYPE}\r\n${RAW_ANSWER_HEADERS}` +
       `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     () => socket.destroy(),
   );
