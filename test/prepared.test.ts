@@ -105,3 +105,25 @@ t.test('a fixed statement is compiled once and binds each run its own values, a 
   const withValue = fixedStatement<{ a: number }, { n: number }>((p) => sql`SELECT ${p.a}::integer + ${1}::integer AS n`);
   await t.rejects(withValue(database.db, { a: 1 }), /takes every value as a parameter/, 'a value that is not a parameter is refused');
 });
+
+t.test('every connection plans statements for any values of their parameters, whatever options the URL gives', async (t) => {
+  const database = await testDatabase(t);
+  const show = async (url: string): Promise<{ mode: string; searchPath: string }> => {
+    const { db } = createDb(url, { poolSize: 1 });
+    try {
+      const mode = (await sql<{ plan_cache_mode: string }>`SHOW plan_cache_mode`.execute(db)).rows[0]?.plan_cache_mode ?? '';
+      const searchPath = (await sql<{ search_path: string }>`SHOW search_path`.execute(db)).rows[0]?.search_path ?? '';
+      // What a statement of the server resets to is the connection's own setting.
+      await sql`RESET plan_cache_mode`.execute(db);
+      const reset = (await sql<{ plan_cache_mode: string }>`SHOW plan_cache_mode`.execute(db)).rows[0]?.plan_cache_mode ?? '';
+      t.equal(reset, mode, 'RESET keeps it');
+      return { mode, searchPath };
+    } finally {
+      await db.destroy();
+    }
+  };
+  t.equal((await show(database.url)).mode, 'force_generic_plan', 'plain URL');
+  const withOptions = new URL(database.url);
+  withOptions.searchParams.set('options', '-c search_path=public,pg_catalog');
+  t.same(await show(withOptions.toString()), { mode: 'force_generic_plan', searchPath: 'public,pg_catalog' }, "a URL's own options are kept beside it");
+});

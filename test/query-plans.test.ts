@@ -249,3 +249,104 @@ async function hotQueries(t: Test, analyzed: boolean): Promise<void> {
 
 t.test('hot queries use indexes led by tenant_id, never a sequential scan', (t) => hotQueries(t, true));
 t.test('before the first ANALYZE, lookups still narrow the index beyond the tenant', (t) => hotQueries(t, false));
+
+/**
+ * The plan a connection of the server's pool runs a statement with, after
+ * five runs (plan_cache_mode "auto" plans each of the first five for its
+ * values, then may keep either kind): as prepared on that connection, with
+ * whatever plan_cache_mode the pool sets.
+ */
+async function planAfterRuns(pool: pg.Pool, query: CompiledQuery): Promise<PlanNode> {
+  const client = await pool.connect();
+  try {
+    await client.query(`PREPARE run_check AS ${query.sql}`);
+    const execute = `EXECUTE run_check(${query.parameters.map(literal).join(', ')})`;
+    await client.query('BEGIN');
+    try {
+      // Each run rolled back on its own. A create's id is taken by the
+      // request that ran it: its runs fail, after PostgreSQL has chosen
+      // their plans, which is all that counts here.
+      for (let i = 0; i < 6; i++) {
+        await client.query('SAVEPOINT run');
+        await client.query(execute).catch(() => undefined);
+        await client.query('ROLLBACK TO SAVEPOINT run');
+      }
+      const explained = await client.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(`EXPLAIN (FORMAT JSON) ${execute}`);
+      const plan = explained.rows[0]?.['QUERY PLAN'][0]?.Plan;
+      if (!plan) throw new Error(`no plan for ${query.sql}`);
+      return plan;
+    } finally {
+      // The runs write (creates, changes): none of it stays.
+      await client.query('ROLLBACK');
+    }
+  } finally {
+    await client.query('DEALLOCATE run_check');
+    client.release();
+  }
+}
+
+// A school added to a deployment whose last ANALYZE counted every tenant it
+// had: the statistics' most common tenants cover every row, and PostgreSQL
+// estimates one row for the new one. A plan made for its values would read
+// the tenant's prefix of accounts_pkey and filter every row of it, so each
+// lookup of its initial sync would cost more than the last, until the next
+// ANALYZE. The server's statements must run with the plans a known tenant gets.
+t.test('a tenant the statistics have not seen gets the narrow plans, not a scan of its rows', async (t) => {
+  const database = await testDatabase(t);
+  const captured: CompiledQuery[] = [];
+  const db = new Kysely<Database>({
+    dialect: new PostgresDialect({ pool: database.pool }),
+    log: (event) => {
+      if (event.level === 'query') captured.push(event.query);
+    },
+  });
+  const config = loadConfig(testEnv({ RATE_LIMIT_PER_SECOND: '0' }));
+  const keys = signingKeys(TEST_SECRET);
+  const app = await buildApp({ config, db, keys });
+  t.teardown(() => app.close());
+  await sql`INSERT INTO tenants (name) SELECT 'Known ' || g FROM generate_series(1, 5) g`.execute(database.db);
+  await sql`
+    INSERT INTO accounts (tenant_id, managed_by, user_name, email, scim)
+    SELECT t.id, 'sync', 'k' || g || '.' || t.id || '@known.example', 'k' || g || '.' || t.id || '@known.example', '{}'::jsonb
+      FROM tenants t, generate_series(1, ${ACCOUNTS_PER_TENANT}::int) g`.execute(database.db);
+  await sql`ANALYZE`.execute(database.db);
+  t.ok((await analyzedTables(database.pool)).has('accounts'), 'statements on accounts are prepared');
+  // The new school: created after the ANALYZE, with as many accounts as the others.
+  const { tenant, headers } = await tenantWithToken(db, config, keys, 'New School', ['school.example']);
+  await sql`
+    INSERT INTO accounts (tenant_id, managed_by, user_name, external_id, email, scim)
+    SELECT ${tenant.id}::uuid, 'sync', 'u' || g || '@school.example', md5(g::text), 'u' || g || '@school.example', '{}'::jsonb
+      FROM generate_series(1, ${ACCOUNTS_PER_TENANT}::int) g`.execute(database.db);
+  const estimate = await database.pool.query<{ 'QUERY PLAN': { Plan: { 'Plan Rows': number } }[] }>(
+    `EXPLAIN (FORMAT JSON) SELECT 1 FROM accounts WHERE tenant_id = '${tenant.id}'`,
+  );
+  t.ok((estimate.rows[0]?.['QUERY PLAN'][0]?.Plan['Plan Rows'] ?? 0) < 10, 'PostgreSQL believes the new tenant has almost no accounts');
+
+  const scim = client(app, headers);
+  const userId = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+  const cases: [string, () => Promise<{ statusCode: number; body: string }>, number][] = [
+    ['user lookup by userName filter', () => scim('GET', `/Users?filter=${encodeURIComponent('userName eq "u7@school.example"')}`), 200],
+    ['user lookup by externalId filter', () => scim('GET', `/Users?filter=${encodeURIComponent(`externalId eq "${'a'.repeat(32)}"`)}`), 200],
+    ['user create', () => scim('POST', '/Users', entraUser(2)), 201],
+    ['user change', () => scim('PATCH', `/Users/${userId}`, patch({ op: 'Replace', path: 'displayName', value: 'Changed' })), 200],
+  ];
+  for (const [name, request, status] of cases) {
+    await t.test(name, async (t) => {
+      captured.length = 0;
+      const response = await request();
+      t.equal(response.statusCode, status, response.statusCode === status ? `answers ${status}` : response.body.slice(0, 500));
+      const statements = captured.filter((q) => /^\s*(\/\*[^*]*\*\/\s*)?(select|insert|update|delete|with)\b/i.test(q.sql) && q.parameters.length > 0);
+      t.ok(statements.length > 0, 'the request ran statements with parameters');
+      for (const query of statements) {
+        const plan = await planAfterRuns(database.pool, query);
+        for (const node of nodes(plan)) {
+          if (node['Relation Name'] !== 'accounts') continue;
+          t.not(node['Node Type'], 'Seq Scan', `no sequential scan of accounts in: ${query.sql}`);
+          if (node['Index Name'] !== undefined) {
+            t.match(node['Index Cond'] ?? '', / AND /, `${node['Index Name']} is searched by more than the tenant (${node['Index Cond'] ?? 'no condition'}) in: ${query.sql}`);
+          }
+        }
+      }
+    });
+  }
+});
