@@ -106,24 +106,35 @@ t.test('a fixed statement is compiled once and binds each run its own values, a 
   await t.rejects(withValue(database.db, { a: 1 }), /takes every value as a parameter/, 'a value that is not a parameter is refused');
 });
 
-t.test('every connection plans statements for any values of their parameters, whatever options the URL gives', async (t) => {
+t.test('named statements run with generic plans only; every other statement with parameters keeps the default', async (t) => {
   const database = await testDatabase(t);
-  const show = async (url: string): Promise<{ mode: string; searchPath: string }> => {
-    const { db } = createDb(url, { poolSize: 1 });
-    try {
-      const mode = (await sql<{ plan_cache_mode: string }>`SHOW plan_cache_mode`.execute(db)).rows[0]?.plan_cache_mode ?? '';
-      const searchPath = (await sql<{ search_path: string }>`SHOW search_path`.execute(db)).rows[0]?.search_path ?? '';
-      // What a statement of the server resets to is the connection's own setting.
-      await sql`RESET plan_cache_mode`.execute(db);
-      const reset = (await sql<{ plan_cache_mode: string }>`SHOW plan_cache_mode`.execute(db)).rows[0]?.plan_cache_mode ?? '';
-      t.equal(reset, mode, 'RESET keeps it');
-      return { mode, searchPath };
-    } finally {
-      await db.destroy();
-    }
-  };
-  t.equal((await show(database.url)).mode, 'force_generic_plan', 'plain URL');
-  const withOptions = new URL(database.url);
-  withOptions.searchParams.set('options', '-c search_path=public,pg_catalog');
-  t.same(await show(withOptions.toString()), { mode: 'force_generic_plan', searchPath: 'public,pg_catalog' }, "a URL's own options are kept beside it");
+  const { db } = createDb(database.url, { poolSize: 1 });
+  t.teardown(() => db.destroy());
+  // One connection, so each statement sees what the one before it left.
+  await db.connection().execute(async (connection) => {
+    const named = async (): Promise<string | undefined> =>
+      (await sql<{ mode: string }>`${preparedOn()} SELECT current_setting('plan_cache_mode') AS mode, ${1}::integer AS n`.execute(connection)).rows[0]?.mode;
+    const adHoc = async (): Promise<string | undefined> =>
+      (await sql<{ mode: string }>`SELECT current_setting('plan_cache_mode') AS mode, ${1}::integer AS n`.execute(connection)).rows[0]?.mode;
+    t.equal(await adHoc(), 'auto', 'an ad hoc statement first');
+    t.equal(await named(), 'force_generic_plan', 'a named statement');
+    t.equal(await named(), 'force_generic_plan', 'and the next');
+    t.equal(await adHoc(), 'auto', 'an ad hoc statement after it');
+    t.equal(await named(), 'force_generic_plan', 'a named one again');
+    // A transaction that changed the setting and rolled back leaves the session's setting as it was before it.
+    await sql`BEGIN`.execute(connection);
+    t.equal(await adHoc(), 'auto', 'ad hoc in a transaction');
+    await sql`ROLLBACK`.execute(connection);
+    t.equal(await named(), 'force_generic_plan', 'named after the rollback');
+    await sql`BEGIN`.execute(connection);
+    t.equal(await adHoc(), 'auto');
+    t.equal(await named(), 'force_generic_plan');
+    await sql`ROLLBACK`.execute(connection);
+    t.equal(await adHoc(), 'auto', 'ad hoc after a rollback that undid a change');
+    await sql`SET plan_cache_mode = force_custom_plan`.execute(connection);
+    t.equal(await named(), 'force_generic_plan', 'named after a SET by hand');
+    const counts = await sql<{ generic: number; custom: number }>`SELECT sum(generic_plans)::int AS generic, sum(custom_plans)::int AS custom
+      FROM pg_prepared_statements WHERE name LIKE 'portal_scim_%'`.execute(connection);
+    t.same(counts.rows, [{ generic: 6, custom: 0 }], 'PostgreSQL made only generic plans for the named statement');
+  });
 });

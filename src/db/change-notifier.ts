@@ -5,7 +5,7 @@
 // every write transaction would make all of them commit one at a time
 // (PostgreSQL serialises notifying commits through their WAL flush).
 import { sql } from 'kysely';
-import type { Executor } from './database.js';
+import { preparedOn, type Executor } from './database.js';
 
 /** The channel portal readers LISTEN on (docs/database-contract.md). */
 export const CHANGES_CHANNEL = 'portal_changes';
@@ -15,7 +15,8 @@ const WINDOW_MS = 50;
 
 /** Notifies the feed's readers now, for a write that has committed. */
 export async function notifyChanges(db: Executor): Promise<void> {
-  await sql`SELECT pg_notify(${CHANGES_CHANNEL}, '')`.execute(db);
+  // Prepared, like the writes it follows: one plan per connection, and no change of its plan setting (database.ts).
+  await sql`${preparedOn()} SELECT pg_notify(${CHANGES_CHANNEL}, '')`.execute(db);
 }
 
 export interface ChangeNotifier {

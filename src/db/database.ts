@@ -435,14 +435,35 @@ function isQueryTimeout(error: unknown): boolean {
 }
 
 /**
+ * The plans a session makes for statements with parameters: PostgreSQL's
+ * default choice, or generic plans only; unknown after a ROLLBACK, which
+ * undoes a SET made in its transaction.
+ */
+type PlanMode = 'default' | 'generic' | 'unknown';
+
+const SESSION_CHANGE = /^\s*(rollback|set|reset|discard)\b/i;
+
+/**
  * Sends the client's marked statements (kysely's query(text, values)) as
  * named ones once their tables have statistics, and ends the client when a
  * query of kysely's gets no answer in time.
  *
- * pg gives up on such a query but keeps the connection, and kysely puts it
- * back in the pool: later queries would queue behind the unanswered one, and
- * a ROLLBACK that timed out in that queue is dropped unsent, so the next
- * request would run inside the failed request's transaction. Ended, the
+ * The named statements run with their generic plans, planned for any values
+ * of their parameters: the plans test/query-plans.test.ts checks, led by
+ * tenant_id and narrowed by a second column. PostgreSQL's default keeps
+ * planning a statement for each run's values when that plan looks cheaper,
+ * and for a school added since the last ANALYZE (when the statistics' most
+ * common tenants covered every row) it estimates one row: the lookups and
+ * guards of its initial sync would then read the school's prefix of the
+ * primary key and filter every row of it, until the next ANALYZE. Every other
+ * statement keeps the default, which plans an ad hoc query for its values
+ * (a partial index it can then prove, a small tenant among large ones). The
+ * session's setting changes only when a statement of the other kind comes.
+ *
+ * pg gives up on a query that timed out but keeps the connection, and kysely
+ * puts it back in the pool: later queries would queue behind the unanswered
+ * one, and a ROLLBACK that timed out in that queue is dropped unsent, so the
+ * next request would run inside the failed request's transaction. Ended, the
  * client leaves the pool when kysely releases it, and PostgreSQL rolls back
  * whatever the connection had open once it answers again.
  */
@@ -451,14 +472,29 @@ function instrumentClient(client: pg.PoolClient, statistics: PlanStatistics): vo
   const endOnTimeout = (error: unknown): void => {
     if (isQueryTimeout(error)) void client.end().catch(() => undefined);
   };
+  let mode: PlanMode = 'default';
+  const planWith = (wanted: Exclude<PlanMode, 'unknown'>): void => {
+    if (mode === wanted) return;
+    mode = wanted;
+    // Queued before the statement it is for; a failure (in an aborted transaction) leaves the mode unknown.
+    const set = query(wanted === 'generic' ? 'SET plan_cache_mode = force_generic_plan' : 'RESET plan_cache_mode') as Promise<unknown>;
+    set.catch((error: unknown) => {
+      mode = 'unknown';
+      endOnTimeout(error);
+    });
+  };
   (client as { query: unknown }).query = (...args: unknown[]) => {
     const [text, values] = args;
+    const marked = args.length === 2 && typeof text === 'string' && text.startsWith(PREPARED) && Array.isArray(values) ? statement(text) : undefined;
     let result: unknown;
-    if (args.length === 2 && typeof text === 'string' && text.startsWith(PREPARED) && Array.isArray(values)) {
-      const { name, tables } = statement(text);
-      result = statistics.cover(tables) ? query({ name, text, values }) : query(...args);
+    if (marked && statistics.cover(marked.tables)) {
+      planWith('generic');
+      result = query({ name: marked.name, text, values });
     } else {
+      if (Array.isArray(values) && values.length > 0) planWith('default');
       result = query(...args);
+      // A ROLLBACK, or a setting changed by hand (DISCARD ALL, RESET ALL, a test's SET).
+      if (typeof text === 'string' && SESSION_CHANGE.test(text)) mode = 'unknown';
     }
     // kysely's calls return promises; pool.query's own callbacks release the client with the error, which ends it.
     if (result instanceof Promise) result.catch(endOnTimeout);
@@ -466,39 +502,10 @@ function instrumentClient(client: pg.PoolClient, statistics: PlanStatistics): vo
   };
 }
 
-/**
- * Every statement runs with the plan made for any values of its parameters
- * (the plans test/query-plans.test.ts checks), never one made for the values
- * of a run. The hot statements are written for those plans, led by tenant_id
- * and narrowed by a second column. A plan made for a run's values would rest
- * on the statistics' view of its tenant: for a school added since the last
- * ANALYZE, when the statistics' most common tenants covered every row, one
- * row, and PostgreSQL would read the school's prefix of the primary key and
- * filter it, on every lookup and guard of its initial sync, until the next
- * ANALYZE. It also spares each connection five plannings of each statement.
- */
-const SESSION_OPTIONS = '-c plan_cache_mode=force_generic_plan';
-
-/** The connection string and startup options, with the server's session settings after any the URL or PGOPTIONS give. */
-function sessionSettings(url: string): { connectionString: string; options?: string } {
-  const own = [process.env.PGOPTIONS, SESSION_OPTIONS].filter((o) => o !== undefined && o.trim() !== '').join(' ');
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return { connectionString: url, options: own };
-  }
-  // pg lets the URL's options replace the ones given beside it.
-  const given = parsed.searchParams.get('options');
-  if (given === null) return { connectionString: url, options: own };
-  parsed.searchParams.set('options', `${given} ${SESSION_OPTIONS}`);
-  return { connectionString: parsed.toString() };
-}
-
 export function createDb(url: string, options: DatabaseOptions = {}): { db: Db; pool: pg.Pool } {
   const statementTimeoutMs = options.statementTimeoutMs ?? 15000;
   const pool = new pg.Pool({
-    ...sessionSettings(url),
+    connectionString: url,
     max: options.poolSize ?? 10,
     connectionTimeoutMillis: options.connectionTimeoutMs ?? 5000,
     idleTimeoutMillis: 30000,
