@@ -120,21 +120,23 @@ t.test('named statements run with generic plans only; every other statement with
     t.equal(await named(), 'force_generic_plan', 'a named statement');
     t.equal(await named(), 'force_generic_plan', 'and the next');
     t.equal(await adHoc(), 'auto', 'an ad hoc statement after it');
-    t.equal(await named(), 'force_generic_plan', 'a named one again');
-    // A transaction that changed the setting and rolled back leaves the session's setting as it was before it.
+    // A rollback undoes what the transaction set: the next statement of the same kind sets it again.
+    t.equal(await named(), 'force_generic_plan');
     await sql`BEGIN`.execute(connection);
     t.equal(await adHoc(), 'auto', 'ad hoc in a transaction');
     await sql`ROLLBACK`.execute(connection);
-    t.equal(await named(), 'force_generic_plan', 'named after the rollback');
-    await sql`BEGIN`.execute(connection);
-    t.equal(await adHoc(), 'auto');
-    t.equal(await named(), 'force_generic_plan');
-    await sql`ROLLBACK`.execute(connection);
-    t.equal(await adHoc(), 'auto', 'ad hoc after a rollback that undid a change');
+    t.equal(await adHoc(), 'auto', 'ad hoc after the rollback of a transaction that had reset it');
+    // A setting changed by hand.
     await sql`SET plan_cache_mode = force_custom_plan`.execute(connection);
-    t.equal(await named(), 'force_generic_plan', 'named after a SET by hand');
+    t.equal(await adHoc(), 'auto', 'ad hoc after a SET by hand');
+    // A COMMIT of a failed transaction is a rollback too.
+    await sql`BEGIN`.execute(connection);
+    t.equal(await named(), 'force_generic_plan', 'named in a transaction');
+    await t.rejects(sql`SELECT 1 / 0`.execute(connection), /division by zero/);
+    await sql`COMMIT`.execute(connection);
+    t.equal(await named(), 'force_generic_plan', 'named after a COMMIT that PostgreSQL answered with ROLLBACK');
     const counts = await sql<{ generic: number; custom: number }>`SELECT sum(generic_plans)::int AS generic, sum(custom_plans)::int AS custom
       FROM pg_prepared_statements WHERE name LIKE 'portal_scim_%'`.execute(connection);
-    t.same(counts.rows, [{ generic: 6, custom: 0 }], 'PostgreSQL made only generic plans for the named statement');
+    t.same(counts.rows, [{ generic: 5, custom: 0 }], 'PostgreSQL made only generic plans for the named statement');
   });
 });

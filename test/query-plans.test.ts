@@ -250,7 +250,6 @@ async function hotQueries(t: Test, analyzed: boolean): Promise<void> {
 t.test('hot queries use indexes led by tenant_id, never a sequential scan', (t) => hotQueries(t, true));
 t.test('before the first ANALYZE, lookups still narrow the index beyond the tenant', (t) => hotQueries(t, false));
 
-
 // A school added to a deployment whose last ANALYZE counted every tenant it
 // had: the statistics' most common tenants cover every row, and PostgreSQL
 // estimates one row for the new one. A plan made for its values would read

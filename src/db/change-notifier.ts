@@ -15,7 +15,7 @@ const WINDOW_MS = 50;
 
 /** Notifies the feed's readers now, for a write that has committed. */
 export async function notifyChanges(db: Executor): Promise<void> {
-  // Prepared, like the writes it follows: one plan per connection, and no change of its plan setting (database.ts).
+  // Named, as it reads no table (preparedOn()): sent after the writes it tells of, it needs no change of the session's plan setting (database.ts).
   await sql`${preparedOn()} SELECT pg_notify(${CHANGES_CHANNEL}, '')`.execute(db);
 }
 

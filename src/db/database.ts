@@ -435,13 +435,17 @@ function isQueryTimeout(error: unknown): boolean {
 }
 
 /**
- * The plans a session makes for statements with parameters: PostgreSQL's
- * default choice, or generic plans only; unknown after a ROLLBACK, which
- * undoes a SET made in its transaction.
+ * The plans a session makes for statements with parameters, as this client
+ * last set them: PostgreSQL's default choice, or generic plans only. Unknown
+ * once something may have changed the setting behind it: a rollback (which
+ * undoes a SET made in its transaction, and which a COMMIT of a failed
+ * transaction turns into), a SET, RESET or DISCARD of the caller's own, or a
+ * SET of this client's that failed.
  */
 type PlanMode = 'default' | 'generic' | 'unknown';
 
-const SESSION_CHANGE = /^\s*(rollback|set|reset|discard)\b/i;
+const SESSION_CHANGE = /^\s*(rollback|abort|set|reset|discard)\b/i;
+const TRANSACTION_END = /^\s*(commit|end)\b/i;
 
 /**
  * Sends the client's marked statements (kysely's query(text, values)) as
@@ -458,7 +462,9 @@ const SESSION_CHANGE = /^\s*(rollback|set|reset|discard)\b/i;
  * primary key and filter every row of it, until the next ANALYZE. Every other
  * statement keeps the default, which plans an ad hoc query for its values
  * (a partial index it can then prove, a small tenant among large ones). The
- * session's setting changes only when a statement of the other kind comes.
+ * setting is sent, queued before the statement, only when the session may
+ * not have it: when a statement of the other kind comes, or after PlanMode
+ * became unknown.
  *
  * pg gives up on a query that timed out but keeps the connection, and kysely
  * puts it back in the pool: later queries would queue behind the unanswered
@@ -493,8 +499,20 @@ function instrumentClient(client: pg.PoolClient, statistics: PlanStatistics): vo
     } else {
       if (Array.isArray(values) && values.length > 0) planWith('default');
       result = query(...args);
-      // A ROLLBACK, or a setting changed by hand (DISCARD ALL, RESET ALL, a test's SET).
-      if (typeof text === 'string' && SESSION_CHANGE.test(text)) mode = 'unknown';
+      if (typeof text === 'string') {
+        if (SESSION_CHANGE.test(text)) mode = 'unknown';
+        // Runs before the caller sees the answer: PostgreSQL answers ROLLBACK to the COMMIT of a failed transaction.
+        else if (TRANSACTION_END.test(text) && result instanceof Promise) {
+          result.then(
+            (answer: { command?: string } | undefined) => {
+              if (answer?.command !== 'COMMIT') mode = 'unknown';
+            },
+            () => {
+              mode = 'unknown';
+            },
+          );
+        }
+      }
     }
     // kysely's calls return promises; pool.query's own callbacks release the client with the error, which ends it.
     if (result instanceof Promise) result.catch(endOnTimeout);

@@ -68,7 +68,8 @@ const connected = (p: Params) => sql`(SELECT tenant_is_connected(${p.tenantId}::
  * takes them. False when the tenant is disconnected.
  */
 export async function lockConnectedTenant(db: Executor, tenantId: string): Promise<boolean> {
-  const { rows } = await sql<{ ok: boolean }>`SELECT ${connected({ tenantId })} AS ok`.execute(db);
+  // Named, like the statements it comes before in the transaction (database.ts).
+  const { rows } = await sql<{ ok: boolean }>`${preparedOn()} SELECT ${connected({ tenantId })} AS ok`.execute(db);
   return rows[0]?.ok === true;
 }
 
