@@ -462,9 +462,9 @@ const TRANSACTION_END = /^\s*(commit|end)\b/i;
  * primary key and filter every row of it, until the next ANALYZE. Every other
  * statement keeps the default, which plans an ad hoc query for its values
  * (a partial index it can then prove, a small tenant among large ones). The
- * setting is sent, queued before the statement, only when the session may
- * not have it: when a statement of the other kind comes, or after PlanMode
- * became unknown.
+ * setting is sent, and answered, before the statement, only when the session
+ * may not have it: when a statement of the other kind comes, or after
+ * PlanMode became unknown.
  *
  * pg gives up on a query that timed out but keeps the connection, and kysely
  * puts it back in the pool: later queries would queue behind the unanswered
@@ -479,14 +479,15 @@ function instrumentClient(client: pg.PoolClient, statistics: PlanStatistics): vo
     if (isQueryTimeout(error)) void client.end().catch(() => undefined);
   };
   let mode: PlanMode = 'default';
-  const planWith = (wanted: Exclude<PlanMode, 'unknown'>): void => {
-    if (mode === wanted) return;
+  /** Sets the session's plans when it may not have them: the statement goes once that is answered. A failure (in an aborted transaction) leaves the mode unknown, and the statement meets the same error. */
+  const planWith = (wanted: Exclude<PlanMode, 'unknown'>, send: () => unknown): unknown => {
+    if (mode === wanted) return send();
     mode = wanted;
-    // Queued before the statement it is for; a failure (in an aborted transaction) leaves the mode unknown.
     const set = query(wanted === 'generic' ? 'SET plan_cache_mode = force_generic_plan' : 'RESET plan_cache_mode') as Promise<unknown>;
-    set.catch((error: unknown) => {
+    return set.then(send, (error: unknown) => {
       mode = 'unknown';
       endOnTimeout(error);
+      return send();
     });
   };
   (client as { query: unknown }).query = (...args: unknown[]) => {
@@ -494,11 +495,9 @@ function instrumentClient(client: pg.PoolClient, statistics: PlanStatistics): vo
     const marked = args.length === 2 && typeof text === 'string' && text.startsWith(PREPARED) && Array.isArray(values) ? statement(text) : undefined;
     let result: unknown;
     if (marked && statistics.cover(marked.tables)) {
-      planWith('generic');
-      result = query({ name: marked.name, text, values });
+      result = planWith('generic', () => query({ name: marked.name, text, values }));
     } else {
-      if (Array.isArray(values) && values.length > 0) planWith('default');
-      result = query(...args);
+      result = Array.isArray(values) && values.length > 0 ? planWith('default', () => query(...args)) : query(...args);
       if (typeof text === 'string') {
         if (SESSION_CHANGE.test(text)) mode = 'unknown';
         // Runs before the caller sees the answer: PostgreSQL answers ROLLBACK to the COMMIT of a failed transaction.
