@@ -13,7 +13,7 @@ import { signingKeys } from '../src/auth/keys.js';
 import { loadConfig } from '../src/config.js';
 import { PREPARED, UNIQUE_KEYS, analyzedTables, type Database } from '../src/db/database.js';
 import { TEST_SECRET, tenantWithToken, testEnv } from './helpers/app.js';
-import { testDatabase } from './helpers/database.js';
+import { testDatabase, type TestDatabase } from './helpers/database.js';
 import { GROUP, client, entraUser, patch } from './helpers/scim.js';
 
 // sync_conflicts: every user create and change looks for its userName's open conflicts (one probe), and closes them on the locked path.
@@ -66,6 +66,22 @@ async function genericPlan(pool: pg.Pool, query: CompiledQuery): Promise<PlanNod
   }
 }
 
+/** The app on the test database, with every statement it sends captured from kysely's query log. */
+async function capturingApp(t: Test, database: TestDatabase) {
+  const captured: CompiledQuery[] = [];
+  const db = new Kysely<Database>({
+    dialect: new PostgresDialect({ pool: database.pool }),
+    log: (event) => {
+      if (event.level === 'query') captured.push(event.query);
+    },
+  });
+  const config = loadConfig(testEnv({ RATE_LIMIT_PER_SECOND: '0' }));
+  const keys = signingKeys(TEST_SECRET);
+  const app = await buildApp({ config, db, keys });
+  t.teardown(() => app.close());
+  return { captured, db, config, keys, app };
+}
+
 /**
  * With statistics: as a running database has them. Without: a new database
  * before autovacuum's first ANALYZE, when the planner cannot tell a tenant's
@@ -80,17 +96,7 @@ async function hotQueries(t: Test, analyzed: boolean): Promise<void> {
   // The server would analyze the tables itself; this pass is about the moments before that.
   const database = await testDatabase(t, { analyzeNewTables: analyzed });
   const preparedTexts = new Set<string>();
-  const captured: CompiledQuery[] = [];
-  const db = new Kysely<Database>({
-    dialect: new PostgresDialect({ pool: database.pool }),
-    log: (event) => {
-      if (event.level === 'query') captured.push(event.query);
-    },
-  });
-  const config = loadConfig(testEnv({ RATE_LIMIT_PER_SECOND: '0' }));
-  const keys = signingKeys(TEST_SECRET);
-  const app = await buildApp({ config, db, keys });
-  t.teardown(() => app.close());
+  const { captured, db, config, keys, app } = await capturingApp(t, database);
   const { tenant, headers } = await tenantWithToken(db, config, keys, 'Plan School', ['school.example']);
   const scim = client(app, headers);
 
@@ -259,17 +265,7 @@ t.test('before the first ANALYZE, lookups still narrow the index beyond the tena
 // generic plans (the plans checked above), whatever PostgreSQL estimates.
 t.test('a tenant the statistics have not seen: the statements run with their generic plans, which stay narrow', async (t) => {
   const database = await testDatabase(t);
-  const captured: CompiledQuery[] = [];
-  const db = new Kysely<Database>({
-    dialect: new PostgresDialect({ pool: database.pool }),
-    log: (event) => {
-      if (event.level === 'query') captured.push(event.query);
-    },
-  });
-  const config = loadConfig(testEnv({ RATE_LIMIT_PER_SECOND: '0' }));
-  const keys = signingKeys(TEST_SECRET);
-  const app = await buildApp({ config, db, keys });
-  t.teardown(() => app.close());
+  const { captured, db, config, keys, app } = await capturingApp(t, database);
   // No analyze but the one below while this test runs.
   await sql`ALTER TABLE accounts SET (autovacuum_enabled = off)`.execute(database.db);
   await sql`INSERT INTO tenants (name) SELECT 'Known ' || g FROM generate_series(1, 5) g`.execute(database.db);
