@@ -48,7 +48,7 @@ async function metricsRoutes(app: FastifyInstance, options: MetricsOptions): Pro
       });
     }
     const text = await metrics.registry.metrics();
-    return reply.header('cache-control', 'no-store').type(metrics.registry.contentType).send(text);
+    return reply.type(metrics.registry.contentType).send(text);
   });
 
   app.addHook('onClose', async () => {

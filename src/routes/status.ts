@@ -118,7 +118,8 @@ export async function statusRoutes(app: FastifyInstance, options: StatusOptions)
   await app.register(multipart, { limits: { files: 1, fileSize: PREVIEW_MAX_BYTES, fields: 4, fieldSize: 1024, parts: 6 } });
 
   app.addHook('onSend', async (_request, reply, payload) => {
-    reply.headers(PAGE_HEADERS).header('content-security-policy', STATUS_CSP).header('cache-control', 'no-store');
+    // Not stored, as every answer (ANSWER_HEADERS in security-headers.ts).
+    reply.headers(PAGE_HEADERS).header('content-security-policy', STATUS_CSP);
     return payload;
   });
 
