@@ -250,6 +250,12 @@ t.test('status, token list and tenant list use the words of the status pages', a
   const one = await cli(env, 'status', '--tenant', quiet);
   t.match(one.out, /^Tenant: +Quiet School \(\S+\), connected\nHealth: +silent: no request for 3 hours \(silent after 2 hours\)\n/);
   t.match(one.out, /Credentials:\nID +KIND/);
+  t.match(one.out, /\nDeleted accounts awaiting purge: 0\nNo synced accounts\.\nFailures/, 'no account table without accounts, as on the status page');
+
+  await db.insertInto('accounts').values({ tenant_id: fresh, managed_by: 'sync', user_name: 'pupil@new.example', scim: '{}' }).execute();
+  const counted = await cli(env, 'status', '--tenant', fresh);
+  t.match(counted.out, /\nROLE +STATE +ACCOUNTS\nstudent +active +1\n/);
+  t.notMatch(counted.out, /No synced accounts/);
 });
 
 t.test('portal-scim serve exits 78 on a configuration error, as npm start does', async (t) => {

@@ -84,7 +84,10 @@ async function oneTenant(ctx: CliContext, id: string, json: boolean): Promise<vo
         ['Classes', String(status.classes)],
       ]),
       `Deleted accounts awaiting purge: ${status.deletedAccounts}`,
-      table([['ROLE', 'STATE', 'ACCOUNTS'], ...status.accounts.map((a) => [a.role, accountStateWord(a.active), String(a.count)])]),
+      // The status page's words when there is nothing to count.
+      status.accounts.length > 0
+        ? table([['ROLE', 'STATE', 'ACCOUNTS'], ...status.accounts.map((a) => [a.role, accountStateWord(a.active), String(a.count)])])
+        : 'No synced accounts.',
       `Failures (24 h):        ${status.failures24h}`,
       ...failures.flatMap((f) => [
         `  ${String(f.count).padStart(5)}× ${failureStatusText(f)}  ${f.message}`,

@@ -228,6 +228,6 @@ export function publicUrlWarning(publicUrl: string): string | undefined {
   const problem = publicUrlProblem(publicUrl);
   return problem === undefined
     ? undefined
-    : `${problem}, so the Tenant URL below will not work in Entra. Set PUBLIC_URL to the https:// address of your proxy or load balancer ` +
+    : `${problem}, so the Tenant URL and the token endpoint made from it will not work in Entra. Set PUBLIC_URL to the https:// address of your proxy or load balancer ` +
         '(for example PUBLIC_URL=https://scim.example.org, with a certificate from a public authority) wherever the server and this command run, and issue the credential again.';
 }
