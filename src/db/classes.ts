@@ -131,7 +131,10 @@ export async function isClassNameTaken(db: Executor, tenantId: string, displayNa
     .selectFrom('classes')
     .select('id')
     .where('tenant_id', '=', tenantId)
-    .where(sql<string>`lower(display_name)`, '=', displayName.toLowerCase())
+    // Folded by PostgreSQL on both sides, as class_name_is_free and the
+    // name's turn fold it: in a database whose ctype is C, lower() folds
+    // ASCII only, and a name folded here in JavaScript would not be found.
+    .where(sql<string>`lower(display_name)`, '=', sql<string>`lower(${displayName})`)
     .where('managed_by', '=', 'sync');
   if (exceptId !== undefined) query = query.where('id', '<>', exceptId);
   return (await query.limit(1).executeTakeFirst()) !== undefined;

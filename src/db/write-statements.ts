@@ -428,6 +428,13 @@ const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${prep
     SELECT w.*, (SELECT ok FROM checked) AS ok, (SELECT count(*) FROM added) AS changes
       FROM (SELECT 1) AS one LEFT JOIN written w ON true`);
 
+// The class row is locked where its guards are read (`class`), before any
+// membership changes: a write that commits meanwhile is then seen (PostgreSQL
+// reads the locked row again), so the version guard holds for the row this
+// statement writes, and a class deleted meanwhile fails the guard (the locked
+// path answers 404) rather than leaving nothing written behind an answer.
+// The lock comes after the tenant's turn and before the name's, the order
+// every class write takes them in (executeClassPlan).
 const updateClass = perShape<ClassWritten>((shape) => {
   const [members, values, adopt] = shape.split(' ') as [MemberShape, 'values' | 'members-only', 'adopt' | 'keep'];
   return (p) => sql<ClassWritten>`${preparedOn(...classTables(members))}
@@ -435,10 +442,11 @@ const updateClass = perShape<ClassWritten>((shape) => {
       SELECT id FROM classes
        WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid
          AND managed_by = ${adopt === 'adopt' ? sql`'manual'` : sql`'sync'`} AND ${atVersion(p)}
+         FOR NO KEY UPDATE
     ), ${validMembers(p, p.usersExist)},
     checked AS (
-      SELECT ${connected(p)} AND ${values === 'values' ? nameIsFree(p) : sql`true`}
-         AND EXISTS (SELECT 1 FROM class)
+      SELECT ${connected(p)} AND EXISTS (SELECT 1 FROM class)
+         AND ${values === 'values' ? nameIsFree(p) : sql`true`}
          AND ${allMembersValid} AS ok
     ), ${memberSteps(p, members)},
     written AS (

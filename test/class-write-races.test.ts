@@ -1,0 +1,105 @@
+// A class write planned from the class as it was meets a write that commits
+// before it: another change of the class, or its delete. The write's
+// statement locks the class row where it reads its guards, so it sees what
+// committed meanwhile: a change planned from an older version is planned
+// again on the locked path (or refused by its If-Match), and a class deleted
+// meanwhile is a 404, never a write lost or an answer for nothing written.
+// The other write is a transaction of the test, held open until the SCIM
+// write waits for it (pg_blocking_pids), so the order never rests on timing.
+import t, { type Test } from 'tap';
+import { testApp, type TestApp } from './helpers/app.js';
+import { holder, untilBlocked, watcher, connection } from './helpers/locks.js';
+import { GROUP, client, entraUser, patch } from './helpers/scim.js';
+
+async function classAndHolder(t: Test, env: TestApp, update: string) {
+  const scim = client(env.app, env.headers);
+  const created = await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 7A', externalId: 'g-7a' });
+  t.equal(created.statusCode, 201);
+  const id = created.json().id as string;
+  const blockedBy = watcher(await connection(t, env));
+  const { hold, pid } = await holder(t, env);
+  await hold.query(update, [id]);
+  return { scim, id, hold, waitsFor: (write: Promise<unknown>) => untilBlocked(blockedBy, pid, 1, write) };
+}
+
+const classRow = (env: TestApp, id: string) =>
+  env.db.selectFrom('classes').select(['display_name', 'external_id', 'version']).where('tenant_id', '=', env.tenant.id).where('id', '=', id).executeTakeFirst();
+
+/** The events of the class's writes after its create (a refused write's failure event included). */
+const groupEvents = (env: TestApp) =>
+  env.db
+    .selectFrom('audit_events')
+    .select(['action', 'outcome', 'details'])
+    .where('tenant_id', '=', env.tenant.id)
+    .where('object_type', '=', 'group')
+    .where('action', '<>', 'create')
+    .orderBy('id')
+    .execute();
+
+// The rename of another writer (the portal, a second instance) that commits while the PATCH waits.
+const RENAME = `UPDATE classes SET display_name = 'Class 7B', version = version + 1, updated_at = clock_timestamp() WHERE id = $1`;
+
+t.test('a change planned before another change committed keeps both', async (t) => {
+  const env = await testApp(t);
+  const { scim, id, hold, waitsFor } = await classAndHolder(t, env, RENAME);
+  const changed = scim('PATCH', `/Groups/${id}`, patch({ op: 'Replace', path: 'externalId', value: 'g-7a-2' }));
+  t.ok(await waitsFor(changed), 'the PATCH waits for the other change');
+  await hold.query('COMMIT');
+
+  const answer = await changed;
+  t.equal(answer.statusCode, 204, answer.body);
+  t.same(await classRow(env, id), { display_name: 'Class 7B', external_id: 'g-7a-2', version: 3 }, 'the rename is kept, and the PATCH is written on top');
+  t.match(await groupEvents(env), [{ action: 'update', outcome: 'success', details: { changed: ['externalId'] } }], 'the event names what this write changed');
+  const read = await scim('GET', `/Groups/${id}`);
+  t.match(read.json(), { displayName: 'Class 7B', externalId: 'g-7a-2', meta: { version: 'W/"3"' } });
+});
+
+t.test('If-Match names the version the other change replaced: 412, and nothing is written', async (t) => {
+  const env = await testApp(t);
+  const { scim, id, hold, waitsFor } = await classAndHolder(t, env, RENAME);
+  const changed = scim('PATCH', `/Groups/${id}`, patch({ op: 'Replace', path: 'externalId', value: 'g-7a-2' }), { 'if-match': 'W/"1"' });
+  t.ok(await waitsFor(changed), 'the PATCH waits for the other change');
+  await hold.query('COMMIT');
+
+  const answer = await changed;
+  t.equal(answer.statusCode, 412);
+  t.match(answer.json(), { status: '412', detail: /its version is W\/"2", not W\/"1"/ });
+  t.same(await classRow(env, id), { display_name: 'Class 7B', external_id: 'g-7a', version: 2 });
+  t.match(await groupEvents(env), [{ action: 'update', outcome: 'failure', details: { status: 412 } }], 'only the refusal is recorded');
+});
+
+t.test('a member batch with If-Match adds no member when the class changed under it', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const user = await scim('POST', '/Users', entraUser(1));
+  t.equal(user.statusCode, 201);
+  const { id, hold, waitsFor } = await classAndHolder(t, env, RENAME);
+  const added = scim('PATCH', `/Groups/${id}`, patch({ op: 'Add', path: 'members', value: [{ value: user.json().id }] }), { 'if-match': 'W/"1"' });
+  t.ok(await waitsFor(added), 'the batch waits for the other change');
+  await hold.query('COMMIT');
+
+  t.equal((await added).statusCode, 412);
+  const members = await env.db.selectFrom('class_memberships').select('account_id').where('tenant_id', '=', env.tenant.id).execute();
+  t.same(members, [], 'the refused batch added nobody');
+  t.same(await classRow(env, id), { display_name: 'Class 7B', external_id: 'g-7a', version: 2 });
+});
+
+for (const method of ['PUT', 'PATCH'] as const) {
+  t.test(`a ${method} of a class deleted while it waited answers 404`, async (t) => {
+    const env = await testApp(t);
+    const { scim, id, hold, waitsFor } = await classAndHolder(t, env, 'DELETE FROM classes WHERE id = $1');
+    const body =
+      method === 'PUT'
+        ? { schemas: [GROUP], displayName: 'Class 7A', externalId: 'g-7a', description: 'Mathematics' }
+        : patch({ op: 'Replace', path: 'externalId', value: 'g-7a-2' });
+    const written = scim(method, `/Groups/${id}`, body);
+    t.ok(await waitsFor(written), `the ${method} waits for the delete`);
+    await hold.query('COMMIT');
+
+    const answer = await written;
+    t.equal(answer.statusCode, 404);
+    t.match(answer.json(), { status: '404', detail: `No group ${id}.` });
+    t.equal(await classRow(env, id), undefined);
+    t.match(await groupEvents(env), [{ outcome: 'failure', details: { status: 404 } }], 'only the refusal is recorded');
+  });
+}
