@@ -48,6 +48,11 @@ t.test('group lifecycle as Entra drives it', async (t) => {
   const duplicate = await scim('POST', '/Groups', { schemas: [GROUP], externalId: 'aaaaaaaa-1111-4000-8000-000000000001', displayName: 'Other' });
   t.equal(duplicate.statusCode, 409);
   t.equal(duplicate.json().scimType, 'uniqueness');
+  t.equal(duplicate.json().detail, 'A group with externalId "aaaaaaaa-1111-4000-8000-000000000001" already exists.');
+  // A PATCH that gives another class the externalId names it too.
+  const taken = await scim('PATCH', `/Groups/${withMembers.json().id}`, patch({ op: 'Replace', path: 'externalId', value: 'aaaaaaaa-1111-4000-8000-000000000001' }));
+  t.equal(taken.statusCode, 409);
+  t.match(taken.json(), { scimType: 'uniqueness', detail: 'A group with externalId "aaaaaaaa-1111-4000-8000-000000000001" already exists.' });
 
   const add = await scim('PATCH', `/Groups/${group.id}`, patch({ op: 'Add', path: 'members', value: users.slice(0, 3).map((value) => ({ value })) }));
   t.equal(add.statusCode, 204, add.body);

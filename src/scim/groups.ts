@@ -186,8 +186,8 @@ interface Written extends ClassWrite {
 
 type ClassStep = Step<ClassPlan, Written>;
 
-/** Runs a class write; an externalId taken meanwhile by a concurrent create is 409. */
-async function writeClass(ctx: RequestContext, externalId: string | null, write: Pick<Write<ClassPlan, Written>, 'quick' | 'locked'>): Promise<Written> {
+/** Runs a class write; an externalId another class holds (or took meanwhile) is 409, naming the externalId the write planned. */
+async function writeClass(ctx: RequestContext, externalId: () => string | null, write: Pick<Write<ClassPlan, Written>, 'quick' | 'locked'>): Promise<Written> {
   try {
     return await runWrite(ctx, {
       ...write,
@@ -198,7 +198,7 @@ async function writeClass(ctx: RequestContext, externalId: string | null, write:
     });
   } catch (error) {
     if (error instanceof UniqueViolation && error.constraint === 'classes_external_id_key') {
-      throw conflict(`A group with externalId "${externalId ?? ''}" already exists.`);
+      throw conflict(`A group with externalId "${externalId() ?? ''}" already exists.`);
     }
     throw error;
   }
@@ -229,7 +229,7 @@ export const groups: ResourceHandler = {
     const ids = members ?? [];
     const actor = actorOf(ctx);
     const id = randomUUID();
-    const written = await writeClass(ctx, values.external_id, {
+    const written = await writeClass(ctx, () => values.external_id, {
       // Most creates have no members and adopt nothing: the guards check it.
       quick: [async () => (ids.every(isUuid) ? { plan: planClassCreate(actor, ctx.tenant.classNames, values, ids, 'unread', id) } : undefined)],
       locked: async (trx) => {
@@ -277,7 +277,7 @@ export const groups: ResourceHandler = {
     // PUT replaces the synced members; members added by hand stay (rule 5).
     const plan = (row: ClassRow, known: ClassSituation) =>
       planClassChange(actor, ctx.tenant.classNames, row.id, row, { values, changed: changedGroupAttributes(row, values), members: { kind: 'replace', members: ids }, named: ids }, known);
-    const written = await writeClass(ctx, values.external_id, {
+    const written = await writeClass(ctx, () => values.external_id, {
       quick: [
         async () => {
           if (!ids.every(isUuid)) return undefined;
@@ -305,12 +305,14 @@ export const groups: ResourceHandler = {
     const named = namedMembers(ops);
     const { others } = split;
     const actor = actorOf(ctx);
+    let externalId: string | null = null;
     const fromRow = async (row: ClassRow, known: (values: ClassValues | undefined) => Promise<ClassSituation>): Promise<ClassStep> => {
       const { values, changed } = await patchedValues(ctx, row, others);
+      if (values) externalId = values.external_id;
       if (values === undefined && members === undefined) return { done: { row, memberChanges: 0, adopted: false } };
       return { plan: planClassChange(actor, ctx.tenant.classNames, row.id, row, { values, changed, members, named }, await known(values)) };
     };
-    await writeClass(ctx, null, {
+    await writeClass(ctx, () => externalId, {
       quick: [
         async () => {
           if (!named.every(isUuid)) return undefined;
@@ -335,6 +337,6 @@ export const groups: ResourceHandler = {
   async remove(ctx, id, ifMatch) {
     const actor = actorOf(ctx);
     if (!isUuid(id)) throw notFound(`No group ${String(id)}.`);
-    await writeClass(ctx, null, deleteSteps(ifMatch, (db, forUpdate) => readClass(ctx, db ?? ctx.db, id, forUpdate), (row) => planClassDelete(actor, id, row)));
+    await writeClass(ctx, () => null, deleteSteps(ifMatch, (db, forUpdate) => readClass(ctx, db ?? ctx.db, id, forUpdate), (row) => planClassDelete(actor, id, row)));
   },
 };
