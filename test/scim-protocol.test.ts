@@ -250,9 +250,13 @@ t.test('discovery documents are truthful and located at PUBLIC_URL', async (t) =
     etag: { supported: true },
     bulk: { supported: false },
     changePassword: { supported: false },
-    authenticationSchemes: [{ type: 'oauthbearertoken' }],
+    authenticationSchemes: [
+      { type: 'oauthbearertoken', documentationUri: 'https://scim.example.test/docs/entra-setup' },
+      { type: 'oauth2', specUri: 'https://www.rfc-editor.org/info/rfc6749', documentationUri: 'https://scim.example.test/docs/entra-setup' },
+    ],
     meta: { location: 'https://scim.example.test/scim/v2/ServiceProviderConfig' },
   });
+  t.equal(spc.authenticationSchemes.length, 2, 'the Secret Token and the OAuth client credentials grant, the two credentials a tenant is given');
   const schemas = (await scim('GET', '/Schemas')).json();
   t.same(
     (schemas.Resources as { id: string }[]).map((s) => s.id).sort(),

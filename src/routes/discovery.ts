@@ -24,8 +24,9 @@ export async function discoveryRoutes(app: FastifyInstance, options: { config: C
       ...provider,
       // The largest body this server accepts (BODY_LIMIT_BYTES).
       bulk: { ...(provider.bulk as Json), maxPayloadSize: options.config.bodyLimitBytes },
-      // The setup guide, served by this server (routes/docs.ts).
+      // The setup guide, served by this server (routes/docs.ts), which also says how to get each credential.
       documentationUri: `${options.config.publicUrl}${GUIDE_PATH}`,
+      authenticationSchemes: (provider.authenticationSchemes as Json[]).map((scheme) => ({ ...scheme, documentationUri: `${options.config.publicUrl}${GUIDE_PATH}` })),
     },
     `${base}/ServiceProviderConfig`,
   );

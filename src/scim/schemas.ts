@@ -108,6 +108,14 @@ function configure(): void {
       description: 'A Secret Token issued by the portal team (portal-scim token issue), sent as Authorization: Bearer.',
       specUri: 'https://www.rfc-editor.org/info/rfc6750',
     },
+    {
+      type: 'oauth2',
+      name: 'OAuth 2.0 client credentials',
+      description:
+        "An OAuth client created by the portal team (portal-scim client create) exchanges its id and secret at this server's /oauth/token " +
+        '(the client credentials grant) for an access token, sent as Authorization: Bearer.',
+      specUri: 'https://www.rfc-editor.org/info/rfc6749',
+    },
   ]);
 }
 
