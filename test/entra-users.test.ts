@@ -251,6 +251,24 @@ t.test('empty Operations is a no-op', async (t) => {
   t.equal(res.json().meta.version, 'W/"1"', 'nothing changed');
 });
 
+t.test('a PUT of the account as it is writes nothing: same version, no event, nothing in the feed', async (t) => {
+  const { app, headers, db, tenant } = await testApp(t);
+  const scim = client(app, headers);
+  const id = (await scim('POST', '/Users', entraUser(8))).json().id as string;
+  const count = async (table: 'audit_events' | 'change_events') =>
+    (await db.selectFrom(table).select((eb) => eb.fn.countAll<string>().as('n')).where('tenant_id', '=', tenant.id).executeTakeFirstOrThrow()).n;
+  const [events, changes] = [await count('audit_events'), await count('change_events')];
+  const same = await scim('PUT', `/Users/${id}`, entraUser(8));
+  t.equal(same.statusCode, 200, same.body);
+  t.equal(same.headers.etag, 'W/"1"');
+  t.match(same.json(), { id, userName: entraUser(8).userName, meta: { version: 'W/"1"' } });
+  t.equal((await db.selectFrom('accounts').select('version').where('id', '=', id).executeTakeFirstOrThrow()).version, 1);
+  t.equal(await count('audit_events'), events, 'no audit event');
+  t.equal(await count('change_events'), changes, 'nothing in the change feed');
+  const changed = await scim('PUT', `/Users/${id}`, entraUser(8, { displayName: 'Renamed' }));
+  t.equal(changed.headers.etag, 'W/"2"', 'a PUT that changes something writes');
+});
+
 t.test('PUT replaces the resource', async (t) => {
   const { app, headers, db } = await testApp(t);
   const scim = client(app, headers);

@@ -150,6 +150,7 @@ t.test('audit events name what changed, never values', async (t) => {
     details: { changed: ['displayName'], role: 'teacher' },
   });
   t.notMatch(JSON.stringify(userChanged(actor, before, { ...before, attributes: { displayName: 'Secret' } })), /Secret/);
+  t.match(userChanged(actor, before, { ...before, role: 'teacher' }), { action: 'update', details: { changed: [], role: 'teacher' } }, 'a role the mapping decides anew is a change');
   t.match(classChanged(actor, ['displayName']), { details: { changed: ['displayName'] }, memberCount: { key: 'memberChanges', listChanged: true } });
 });
 

@@ -114,10 +114,16 @@ async function readAccount(ctx: RequestContext, db: Executor, id: string, forUpd
 
 type UserStep = Step<AccountWritePlan, AccountResource>;
 
-/** The plan of a change of `row` into `values`; `admin` as planUserChange takes it. */
+/**
+ * The plan of a change of `row` into `values`; `admin` as planUserChange
+ * takes it. A change with no event changes nothing (a PUT of the account as
+ * it is): it is answered with the account as it is, with no write, no new
+ * version and nothing in the change feed.
+ */
 function changeStep(ctx: RequestContext, row: AccountResource, values: AccountValues, admin: Parameters<typeof planUserChange>[4]): UserStep {
   const attributes = { before: userAttributes(row), after: userAttributes({ ...row, ...values }) };
-  return { plan: planUserChange(actorOf(ctx), row, attributes, values, admin) };
+  const plan = planUserChange(actorOf(ctx), row, attributes, values, admin);
+  return plan.events.audit === undefined ? { done: row } : { plan };
 }
 
 /** A change planned from the account read and locked in `trx`, with rule 3 read for the new addresses. */

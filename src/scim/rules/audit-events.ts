@@ -31,7 +31,9 @@ export function userAdopted(actor: Actor, adoption: Adoption, values: Parameters
 
 /**
  * The event of a change from one account to another (the SCIM attributes of
- * each, meta aside), or undefined when no attribute changed.
+ * each, meta aside), or undefined when nothing changed: no attribute, and
+ * not the role (which the tenant's role mapping may decide anew from the
+ * same attributes).
  */
 export function userChanged(
   actor: Actor,
@@ -39,7 +41,7 @@ export function userChanged(
   after: { attributes: Json; active: boolean; role: Role },
 ): PlannedAuditEvent | undefined {
   const changed = changedAttributes(before.attributes, after.attributes);
-  if (changed.length === 0) return undefined;
+  if (changed.length === 0 && before.role === after.role) return undefined;
   return planned(actor, {
     action: changeAction(before.active, after.active),
     objectType: 'user',
