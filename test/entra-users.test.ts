@@ -269,6 +269,22 @@ t.test('a PUT of the account as it is writes nothing: same version, no event, no
   t.equal(changed.headers.etag, 'W/"2"', 'a PUT that changes something writes');
 });
 
+for (const writeStrategy of ['quick', 'locked'] as const) {
+  t.test(`a PUT that changes nothing is answered before rule 3 is read, and one that changes is refused (${writeStrategy} path)`, async (t) => {
+    const { app, headers, db, tenant } = await testApp(t, {}, { writeStrategy });
+    const scim = client(app, headers);
+    const id = (await scim('POST', '/Users', entraUser(8))).json().id as string;
+    // An admin made by hand later with the pupil's address.
+    await db.insertInto('accounts').values({ tenant_id: tenant.id, managed_by: 'manual', role: 'admin', user_name: 'head', email: String(entraUser(8).userName), scim: '{}' }).execute();
+    const same = await scim('PUT', `/Users/${id}`, entraUser(8));
+    t.equal(same.statusCode, 200, same.body);
+    t.equal(same.headers.etag, 'W/"1"', 'nothing was written');
+    const changed = await scim('PUT', `/Users/${id}`, entraUser(8, { displayName: 'Renamed' }));
+    t.equal(changed.statusCode, 409);
+    t.match(changed.json(), { scimType: 'uniqueness' });
+  });
+}
+
 t.test('PUT replaces the resource', async (t) => {
   const { app, headers, db } = await testApp(t);
   const scim = client(app, headers);

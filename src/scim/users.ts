@@ -115,15 +115,19 @@ async function readAccount(ctx: RequestContext, db: Executor, id: string, forUpd
 type UserStep = Step<AccountWritePlan, AccountResource>;
 
 /**
- * The plan of a change of `row` into `values`; `admin` as planUserChange
- * takes it. A change with no event changes nothing (a PUT of the account as
- * it is): it is answered with the account as it is, with no write, no new
- * version and nothing in the change feed.
+ * What a step does with a change that has no event, which changes nothing:
+ * `answer` with the account as read (a PUT of the account as it is: no
+ * write, no new version, nothing in the change feed), or `write` it anyway
+ * (a PATCH, which compares documents itself and whose remembered account is
+ * never an answer by itself, see seen-accounts.ts).
  */
-function changeStep(ctx: RequestContext, row: AccountResource, values: AccountValues, admin: Parameters<typeof planUserChange>[4]): UserStep {
+type Unchanged = 'answer' | 'write';
+
+/** The plan of a change of `row` into `values`; `admin` as planUserChange takes it. */
+function changeStep(ctx: RequestContext, row: AccountResource, values: AccountValues, admin: Parameters<typeof planUserChange>[4], unchanged: Unchanged): UserStep {
   const attributes = { before: userAttributes(row), after: userAttributes({ ...row, ...values }) };
   const plan = planUserChange(actorOf(ctx), row, attributes, values, admin);
-  return plan.events.audit === undefined ? { done: row } : { plan };
+  return unchanged === 'answer' && plan.events.audit === undefined ? { done: row } : { plan };
 }
 
 /** A change planned from the account read and locked in `trx`, with rule 3 read for the new addresses. */
@@ -133,12 +137,16 @@ async function lockedChange(
   id: string,
   ifMatch: string | undefined,
   valuesOf: (row: AccountResource) => Promise<AccountValues | undefined>,
+  unchanged: Unchanged,
 ): Promise<UserStep> {
   const row = await readAccount(ctx, trx, id, true);
   checkIfMatch(ifMatch, row.version);
   const values = await valuesOf(row);
   if (values === undefined) return { done: row };
-  return changeStep(ctx, row, values, await findAdminCollision(trx, ctx.tenant.id, addresses(values), row.id));
+  // A change that changes nothing is answered before rule 3 is read, as the quick path answers it.
+  const nothing = changeStep(ctx, row, values, 'unread', unchanged);
+  if ('done' in nothing) return nothing;
+  return changeStep(ctx, row, values, await findAdminCollision(trx, ctx.tenant.id, addresses(values), row.id), unchanged);
 }
 
 /** Runs a user write; a userName taken meanwhile by a concurrent create is 409, as Entra expects. */
@@ -213,10 +221,10 @@ export const users: ResourceHandler = {
           async () => {
             const row = await readAccount(ctx, ctx.db, id, false);
             checkIfMatch(ifMatch, row.version);
-            return changeStep(ctx, row, values, 'unread');
+            return changeStep(ctx, row, values, 'unread', 'answer');
           },
         ],
-        locked: (trx) => lockedChange(ctx, trx, id, ifMatch, async () => values),
+        locked: (trx) => lockedChange(ctx, trx, id, ifMatch, async () => values, 'answer'),
       });
       return answer(ctx, written);
     });
@@ -242,16 +250,16 @@ export const users: ResourceHandler = {
           async () => {
             const seen = ifMatch === undefined ? ctx.seenAccounts.get(ctx.tenant.id, id) : undefined;
             const values = seen && (await tracked(seen).catch(() => undefined));
-            return seen && values && changeStep(ctx, seen, values, 'unread');
+            return seen && values && changeStep(ctx, seen, values, 'unread', 'write');
           },
           async () => {
             const row = await readAccount(ctx, ctx.db, id, false);
             checkIfMatch(ifMatch, row.version);
             const values = await tracked(row);
-            return values === undefined ? { done: row } : changeStep(ctx, row, values, 'unread');
+            return values === undefined ? { done: row } : changeStep(ctx, row, values, 'unread', 'write');
           },
         ],
-        locked: (trx) => lockedChange(ctx, trx, id, ifMatch, tracked),
+        locked: (trx) => lockedChange(ctx, trx, id, ifMatch, tracked, 'write'),
       });
       return answer(ctx, written);
     });

@@ -10,6 +10,7 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { createCredential } from '../../src/db/credentials.js';
 import type { Db } from '../../src/db/database.js';
 import { createTenant, type TenantRow } from '../../src/db/tenants.js';
+import type { WriteStrategy } from '../../src/scim/resource.js';
 import { testDatabase, type TestDatabase } from './database.js';
 
 export const TEST_SECRET = 'test-signing-key-0123456789abcdef0123456789';
@@ -64,11 +65,11 @@ export interface TestApp extends TestTenant {
   db: Db;
 }
 
-export async function testApp(t: Test, env: Record<string, string> = {}): Promise<TestApp> {
+export async function testApp(t: Test, env: Record<string, string> = {}, options: { writeStrategy?: WriteStrategy } = {}): Promise<TestApp> {
   const database = await testDatabase(t);
   const config = loadConfig(testEnv(env));
   const keys = signingKeys(TEST_SECRET, config.jwtPreviousSecrets);
-  const app = await buildApp({ config, db: database.db, pool: database.pool, keys });
+  const app = await buildApp({ config, db: database.db, pool: database.pool, keys, ...options });
   // No request in the suite may answer 500: every failure has a SCIM status.
   const serverErrors: string[] = [];
   app.addHook('onResponse', async (request, reply) => {
