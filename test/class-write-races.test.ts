@@ -103,3 +103,26 @@ for (const method of ['PUT', 'PATCH'] as const) {
     t.match(await groupEvents(env), [{ outcome: 'failure', details: { status: 404 } }], 'only the refusal is recorded');
   });
 }
+
+t.test('a locked class write holding the class lets a membership of it be written by a transaction that holds a member (a merge)', async (t) => {
+  const env = await testApp(t, {}, { writeStrategy: 'locked' });
+  const scim = client(env.app, env.headers);
+  const [joining, other] = [(await scim('POST', '/Users', entraUser(1))).json().id as string, (await scim('POST', '/Users', entraUser(2))).json().id as string];
+  const created = await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 7A', externalId: 'g-7a' });
+  const id = created.json().id as string;
+
+  // The other transaction holds the account the class write will name, as a merge holds both of its accounts.
+  const blockedBy = watcher(await connection(t, env));
+  const { hold, pid } = await holder(t, env);
+  await hold.query('SELECT 1 FROM accounts WHERE tenant_id = $1 AND id = $2 FOR UPDATE', [env.tenant.id, joining]);
+  const added = scim('PATCH', `/Groups/${id}`, patch({ op: 'Add', path: 'members', value: [{ value: joining }] }));
+  t.ok(await untilBlocked(blockedBy, pid, 1, added), 'the class write holds the class and waits for the account');
+
+  // Its membership insert checks the class (a key share): it does not wait for the class write.
+  await hold.query('INSERT INTO class_memberships (tenant_id, class_id, account_id, synced) VALUES ($1, $2, $3, true)', [env.tenant.id, id, other]);
+  await hold.query('COMMIT');
+
+  t.equal((await added).statusCode, 204);
+  const members = await env.db.selectFrom('class_memberships').select('account_id').where('class_id', '=', id).orderBy('account_id').execute();
+  t.same(members.map((m) => m.account_id), [joining, other].sort(), 'both wrote: neither was aborted as a deadlock');
+});

@@ -16,14 +16,24 @@ export interface Member {
   display: string | null;
 }
 
-export async function findSyncedClass(db: Executor, tenantId: string, id: string, forUpdate = false): Promise<ClassRow | undefined> {
+/**
+ * How a locked read holds a class row: `update` for a delete; `no key update`
+ * for a write that keeps the row, which, unlike `update`, lets another
+ * transaction's foreign-key check of a membership of the class (a key share)
+ * go on, so a write holding the class never waits in a circle with one
+ * holding a member's account, such as a merge.
+ */
+export type ClassLock = 'update' | 'no key update';
+
+export async function findSyncedClass(db: Executor, tenantId: string, id: string, lock?: ClassLock): Promise<ClassRow | undefined> {
   let query = db
     .selectFrom('classes')
     .selectAll()
     .where('tenant_id', '=', tenantId)
     .where('id', '=', id)
     .where('managed_by', '=', 'sync');
-  if (forUpdate) query = query.forUpdate();
+  if (lock === 'update') query = query.forUpdate();
+  if (lock === 'no key update') query = query.forNoKeyUpdate();
   return query.executeTakeFirst();
 }
 

@@ -490,10 +490,10 @@ export async function executeClassPlan(db: Executor, plan: ClassPlan): Promise<C
   return inTransaction(db, async (trx) => {
     // The order every class write takes its locks in: the tenant's turn, the
     // class row, then the name's turn. The locked path reads the class FOR
-    // UPDATE before its rename takes the name; a rename here that held the
-    // name while it waited for the row would deadlock with it.
+    // NO KEY UPDATE before its rename takes the name; a rename here that held
+    // the name while it waited for the row would deadlock with it.
     await sql`SELECT tenant_is_connected(${plan.tenantId}::uuid)`.execute(trx);
-    await sql`SELECT 1 FROM classes WHERE tenant_id = ${plan.tenantId}::uuid AND id = ${plan.id}::uuid FOR UPDATE`.execute(trx);
+    await sql`SELECT 1 FROM classes WHERE tenant_id = ${plan.tenantId}::uuid AND id = ${plan.id}::uuid FOR NO KEY UPDATE`.execute(trx);
     await sql`SELECT class_name_is_free(${plan.tenantId}::uuid, ${name}::text, ${plan.id}::uuid)`.execute(trx);
     return runClassPlan(trx, plan);
   });

@@ -8,6 +8,7 @@ import {
   findAdoptableClass,
   findMemberCandidates,
   findSyncedClass,
+  type ClassLock,
   isClassNameTaken,
   listSyncedClasses,
   listSyncedMembers,
@@ -166,8 +167,8 @@ function inbound(body: unknown): { values: ClassValues; members: string[] | unde
   return { values: fromScimGroup(coerced), members };
 }
 
-async function readClass(ctx: RequestContext, db: Executor, id: string, forUpdate: boolean): Promise<ClassRow> {
-  const row = isUuid(id) ? await findSyncedClass(db, ctx.tenant.id, id, forUpdate) : undefined;
+async function readClass(ctx: RequestContext, db: Executor, id: string, lock?: ClassLock): Promise<ClassRow> {
+  const row = isUuid(id) ? await findSyncedClass(db, ctx.tenant.id, id, lock) : undefined;
   if (!row) throw notFound(`No group ${id}.`);
   return row;
 }
@@ -244,7 +245,7 @@ export const groups: ResourceHandler = {
   },
 
   async get(ctx, id, withMembers) {
-    const row = await readClass(ctx, ctx.db, id, false);
+    const row = await readClass(ctx, ctx.db, id);
     return toScimGroup(row, ctx.baseUrl, withMembers ? await listSyncedMembers(ctx.db, ctx.tenant.id, [row.id]) : undefined);
   },
 
@@ -281,13 +282,13 @@ export const groups: ResourceHandler = {
       quick: [
         async () => {
           if (!ids.every(isUuid)) return undefined;
-          const row = await readClass(ctx, ctx.db, id, false);
+          const row = await readClass(ctx, ctx.db, id);
           checkIfMatch(ifMatch, row.version);
           return { plan: plan(row, 'unread') };
         },
       ],
       locked: async (trx) => {
-        const row = await readClass(ctx, trx, id, true);
+        const row = await readClass(ctx, trx, id, 'no key update');
         checkIfMatch(ifMatch, row.version);
         return { plan: plan(row, await situation(ctx, trx, ids, renameOf(row, values))) };
       },
@@ -320,13 +321,13 @@ export const groups: ResourceHandler = {
           if (others.length === 0 && ifMatch === undefined && members !== undefined) {
             return { plan: planClassChange(actor, ctx.tenant.classNames, id, undefined, { values: undefined, changed: [], members, named }, 'unread') };
           }
-          const row = await readClass(ctx, ctx.db, id, false);
+          const row = await readClass(ctx, ctx.db, id);
           checkIfMatch(ifMatch, row.version);
           return fromRow(row, async () => 'unread');
         },
       ],
       locked: async (trx) => {
-        const row = await readClass(ctx, trx, id, true);
+        const row = await readClass(ctx, trx, id, 'no key update');
         checkIfMatch(ifMatch, row.version);
         return fromRow(row, (values) => situation(ctx, trx, named, renameOf(row, values)));
       },
@@ -337,6 +338,6 @@ export const groups: ResourceHandler = {
   async remove(ctx, id, ifMatch) {
     const actor = actorOf(ctx);
     if (!isUuid(id)) throw notFound(`No group ${String(id)}.`);
-    await writeClass(ctx, () => null, deleteSteps(ifMatch, (db, forUpdate) => readClass(ctx, db ?? ctx.db, id, forUpdate), (row) => planClassDelete(actor, id, row)));
+    await writeClass(ctx, () => null, deleteSteps(ifMatch, (db, forUpdate) => readClass(ctx, db ?? ctx.db, id, forUpdate ? 'update' : undefined), (row) => planClassDelete(actor, id, row)));
   },
 };
