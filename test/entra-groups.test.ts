@@ -94,6 +94,30 @@ t.test('group lifecycle as Entra drives it', async (t) => {
   t.equal((await db.selectFrom('accounts').select('id').where('id', 'in', users).execute()).length, 4, 'the users stay');
 });
 
+t.test('a PUT of a class as it is writes nothing; one that changes only its members writes them', async (t) => {
+  const { app, headers, db, tenant } = await testApp(t);
+  const scim = client(app, headers);
+  const users = [(await scim('POST', '/Users', entraUser(1))).json().id as string, (await scim('POST', '/Users', entraUser(2))).json().id as string];
+  const body = (members: string[]) => ({ schemas: [GROUP], displayName: 'Class 7A', externalId: 'g-7a', members: members.map((value) => ({ value })) });
+  const id = (await scim('POST', '/Groups', body([users[0] ?? '']))).json().id as string;
+  const count = async (table: 'audit_events' | 'change_events') =>
+    (await db.selectFrom(table).select((eb) => eb.fn.countAll<string>().as('n')).where('tenant_id', '=', tenant.id).executeTakeFirstOrThrow()).n;
+  const [events, changes] = [await count('audit_events'), await count('change_events')];
+
+  const same = await scim('PUT', `/Groups/${id}`, body([users[0] ?? '']));
+  t.equal(same.statusCode, 200, same.body);
+  t.equal(same.headers.etag, 'W/"1"');
+  t.match(same.json(), { id, displayName: 'Class 7A', members: [{ value: users[0] }], meta: { version: 'W/"1"' } });
+  t.equal(await count('audit_events'), events, 'no audit event');
+  t.equal(await count('change_events'), changes, 'nothing in the change feed');
+
+  const joined = await scim('PUT', `/Groups/${id}`, body(users));
+  t.equal(joined.headers.etag, 'W/"2"', 'new members are a change');
+  t.same(joined.json().members.map((m: { value: string }) => m.value).sort(), [...users].sort());
+  const event = await db.selectFrom('audit_events').select(['action', 'details']).where('object_id', '=', id).orderBy('id', 'desc').executeTakeFirstOrThrow();
+  t.match(event, { action: 'update', details: { changed: ['members'], memberChanges: 1 } });
+});
+
 t.test('members must be users of this tenant', async (t) => {
   const { app, headers, db, config, keys } = await testApp(t);
   const scim = client(app, headers);

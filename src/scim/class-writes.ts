@@ -57,10 +57,11 @@ export function planClassCreate(actor: Actor, names: NamePolicy, values: ClassVa
 }
 
 /**
- * A change (PUT, PATCH, member batch) of a synced class: new values when the
- * document changed, and the members' net change. `row` is the class as read
- * (undefined for a member batch planned without a read: any version), and
- * `changed` the attribute names the values change.
+ * A change (PUT, PATCH, member batch) of a synced class: new values when an
+ * attribute changed (a PUT of the class as it is writes none, and writes the
+ * class only if its members change), and the members' net change. `row` is
+ * the class as read (undefined for a member batch planned without a read:
+ * any version), and `changed` the attribute names the values change.
  */
 export function planClassChange(
   actor: Actor,
@@ -70,13 +71,14 @@ export function planClassChange(
   change: { values: ClassValues | undefined; changed: readonly string[]; members: MemberChange | undefined; named: readonly string[] },
   situation: ClassSituation,
 ): ClassPlan {
-  const renamed = change.values !== undefined && change.values.display_name.toLowerCase() !== row?.display_name.toLowerCase();
-  refuse(situation, renamed ? change.values?.display_name : undefined);
+  const values = change.changed.length > 0 ? change.values : undefined;
+  const renamed = values !== undefined && values.display_name.toLowerCase() !== row?.display_name.toLowerCase();
+  refuse(situation, renamed ? values.display_name : undefined);
   return {
     kind: 'update',
     tenantId: actor.tenantId,
     id,
-    values: change.values,
+    values,
     adopt: false,
     members: change.members,
     // A name kept in another case is no rename: the policy asks nothing of it.

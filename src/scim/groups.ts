@@ -293,7 +293,8 @@ export const groups: ResourceHandler = {
         return { plan: plan(row, await situation(ctx, trx, ids, renameOf(row, values))) };
       },
     });
-    const row = writtenRow(written);
+    // A replacement that changed nothing wrote no row: the class as it is now.
+    const row = written.row ?? (await readClass(ctx, ctx.db, id));
     return toScimGroup(row, ctx.baseUrl, await listSyncedMembers(ctx.db, ctx.tenant.id, [row.id]));
   },
 
