@@ -143,9 +143,11 @@ async function lockedChange(
   checkIfMatch(ifMatch, row.version);
   const values = await valuesOf(row);
   if (values === undefined) return { done: row };
-  // A change that changes nothing is answered before rule 3 is read, as the quick path answers it.
-  const nothing = changeStep(ctx, row, values, 'unread', unchanged);
-  if ('done' in nothing) return nothing;
+  if (unchanged === 'answer') {
+    // A change that changes nothing is answered before rule 3 is read, as the quick path answers it.
+    const nothing = changeStep(ctx, row, values, 'unread', unchanged);
+    if ('done' in nothing) return nothing;
+  }
   return changeStep(ctx, row, values, await findAdminCollision(trx, ctx.tenant.id, addresses(values), row.id), unchanged);
 }
 
