@@ -92,14 +92,19 @@ const accountLookup = statementPerLookup((lookup, p: LookupParams) => sql<Accoun
      ORDER BY id LIMIT ${p.limit}::integer`);
 
 /**
- * One of these lower-case addresses is in `column`. The lookups below take
+ * One of these addresses is in `column`, both sides folded by lower() as the
+ * column's index is (in a database whose ctype is C, ASCII letters only). The lookups below take
  * one query per address column, joined by UNION ALL or run in turn: with an
  * OR of the two columns, a planner without statistics on accounts (a new
  * database) may read the whole tenant through any index led by tenant_id
  * instead of the two address indexes.
  */
 const addressIn = (column: 'user_name' | 'email', addresses: readonly string[]) => (eb: ExpressionBuilder<Database, 'accounts'>) =>
-  eb(eb.fn('lower', [column]), 'in', addresses);
+  eb(
+    eb.fn('lower', [column]),
+    'in',
+    addresses.map((address) => eb.fn<string>('lower', [eb.val(address)])),
+  );
 
 /** Rule 3: an admin account of the tenant that has one of these addresses as userName or e-mail. */
 export async function findAdminCollision(db: Executor, tenantId: string, addresses: readonly string[], exceptId?: string): Promise<AccountRow | undefined> {

@@ -125,14 +125,16 @@ function compare(table: SearchTable, scalar: Scalar, op: CompareOp, expected: st
       const wanted = String(expected);
       const fold = !scalar.caseExact;
       const actual = fold ? sql`lower(${text})` : text;
-      const pattern = fold ? wanted.toLowerCase() : wanted;
+      // Both sides folded by lower(), which in a database whose ctype is C
+      // folds ASCII letters only; a pattern folded here would miss there.
+      const like = (pattern: string) => (fold ? sql`lower(${pattern})` : sql`${pattern}`);
       switch (op) {
         case 'co':
-          return sql<boolean>`(${actual} LIKE ${`%${likeEscape(pattern)}%`})`;
+          return sql<boolean>`(${actual} LIKE ${like(`%${likeEscape(wanted)}%`)})`;
         case 'sw':
-          return sql<boolean>`(${actual} LIKE ${`${likeEscape(pattern)}%`})`;
+          return sql<boolean>`(${actual} LIKE ${like(`${likeEscape(wanted)}%`)})`;
         case 'ew':
-          return sql<boolean>`(${actual} LIKE ${`%${likeEscape(pattern)}`})`;
+          return sql<boolean>`(${actual} LIKE ${like(`%${likeEscape(wanted)}`)})`;
         default:
           return ordered(actual, op, fold ? sql`lower(${wanted})` : sql`${wanted}`);
       }

@@ -29,6 +29,8 @@ export interface PreviewAccounts {
   adoptableByExternalId: KeyedAccount[];
   /** Rule 2's candidates: manual, live, non-admin accounts linked to no Entra object (in no order). */
   unlinked: KeyedAccount[];
+  /** Each address of the export as lower() folds it: the form of the keys above (ASCII letters only where the ctype is C). */
+  folded: Map<string, string>;
 }
 
 const KEYS = sql`lower(a.user_name) AS user_name_key, lower(a.email) AS email_key`;
@@ -41,7 +43,7 @@ const KEYS = sql`lower(a.user_name) AS user_name_key, lower(a.email) AS email_ke
 export async function readPreviewAccounts(
   db: Executor,
   tenantId: string,
-  users: { externalIds: readonly string[]; userNames: readonly string[] },
+  users: { externalIds: readonly string[]; userNames: readonly string[]; addresses: readonly string[] },
 ): Promise<PreviewAccounts | undefined> {
   const read = async (trx: Executor): Promise<PreviewAccounts | undefined> => {
     const tenant = await trx
@@ -55,7 +57,7 @@ export async function readPreviewAccounts(
     await sql`SET LOCAL jit = off`.execute(trx);
     const externalIds = sql.val([...new Set(users.externalIds)]);
     const userNames = sql.val([...new Set(users.userNames)]);
-    const [syncedByExternalId, syncedByUserName, admins, adoptableByExternalId, unlinked] = [
+    const [syncedByExternalId, syncedByUserName, admins, adoptableByExternalId, unlinked, folded] = [
       await sql<KeyedAccount>`
         SELECT a.*, ${KEYS} FROM accounts a
          WHERE a.tenant_id = ${tenantId}::uuid AND a.managed_by = 'sync' AND a.deleted_at IS NULL
@@ -76,6 +78,8 @@ export async function readPreviewAccounts(
         SELECT a.*, ${KEYS} FROM accounts a
          WHERE a.tenant_id = ${tenantId}::uuid AND a.managed_by = 'manual' AND a.role <> 'admin' AND a.deleted_at IS NULL
            AND a.external_id IS NULL`.execute(trx),
+      await sql<{ input: string; key: string }>`
+        SELECT u.input, lower(u.input) AS key FROM unnest(${sql.val([...new Set(users.addresses)])}::text[]) AS u(input)`.execute(trx),
     ];
     return {
       tenant: { id: tenant.id, name: tenant.name, verifiedDomains: tenant.verified_domains, roleMapping: tenant.role_mapping },
@@ -84,6 +88,7 @@ export async function readPreviewAccounts(
       admins: admins.rows,
       adoptableByExternalId: adoptableByExternalId.rows,
       unlinked: unlinked.rows,
+      folded: new Map(folded.rows.map((r) => [r.input, r.key])),
     };
   };
   if (db.isTransaction) return read(db);

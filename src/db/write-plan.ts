@@ -117,7 +117,7 @@ export interface DeletePlan {
   events: WriteEvents;
 }
 
-/** Rule 3's guard: no live admin account of the tenant (but the row itself) has one of these lower-case addresses. */
+/** Rule 3's guard: no live admin account of the tenant (but the row itself) has one of these addresses, in any case lower() folds. */
 export type AdminGuard = readonly [string] | readonly [string, string];
 
 export type AccountPlan =

@@ -77,7 +77,7 @@ export async function lockConnectedTenant(db: Executor, tenantId: string): Promi
 const ADDRESS_COLUMNS = [sql`lower(user_name)`, sql`lower(email)`] as const;
 
 /**
- * An account's addresses (userName and link e-mail, lower case) are one or
+ * An account's addresses (userName and link e-mail, as sent) are one or
  * two; the guards compare them one by one, an equality per index and
  * address. With `= ANY(array)` a prepared statement keeps being planned on
  * every run (PostgreSQL cannot tell the array's length), and a list of two
@@ -92,7 +92,7 @@ function addressNames(count: number): readonly ('address0' | 'address1')[] {
 function accountsWithAddress(p: Params, address: string, predicate: RawBuilder<unknown>): RawBuilder<unknown>[] {
   return ADDRESS_COLUMNS.map(
     (column) => sql`SELECT 1 FROM accounts
-       WHERE tenant_id = ${p.tenantId}::uuid AND ${column} = ${p[address]}::text AND deleted_at IS NULL AND ${predicate}`,
+       WHERE tenant_id = ${p.tenantId}::uuid AND ${column} = lower(${p[address]}::text) AND deleted_at IS NULL AND ${predicate}`,
   );
 }
 

@@ -298,6 +298,12 @@ function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {
   else map.set(key, [value]);
 }
 
+function folded(read: PreviewAccounts, address: string): string {
+  const key = read.folded.get(address);
+  if (key === undefined) throw new Error('the preview has no folded form of an address of the export');
+  return key;
+}
+
 /** The accounts the preview reads, indexed the ways the server's reads and the probable-match search look them up. */
 class AccountIndex {
   readonly syncedByExternalId = new Map<string, KeyedAccount>();
@@ -348,6 +354,7 @@ export async function previewFirstSync(db: Executor, tenantId: string, users: re
   const read = await readPreviewAccounts(db, tenantId, {
     externalIds: users.flatMap((u) => (u.objectId === null ? [] : [u.objectId])),
     userNames: users.map((u) => u.userPrincipalName),
+    addresses: users.flatMap((u) => (u.mail === null ? [u.userPrincipalName] : [u.userPrincipalName, u.mail])),
   });
   if (!read) throw new ServiceError('not-found', `No tenant ${tenantId}.`);
   const { tenant } = read;
@@ -376,7 +383,8 @@ export async function previewFirstSync(db: Executor, tenantId: string, users: re
       decided.push({ ...base, outcome: 'invalid', problem: error.detail });
       continue;
     }
-    const known = addresses(values);
+    // The addresses as the server's reads compare them: folded by the database.
+    const known = addresses(values).map((a) => folded(read, a));
     const admin = known.map((a) => index.adminByAddress.get(a)).find((a) => a !== undefined);
     const synced = (values.external_id !== null ? index.syncedByExternalId.get(values.external_id) : undefined) ?? index.syncedByUserName.get(user.userPrincipalName);
 

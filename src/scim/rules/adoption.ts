@@ -8,11 +8,16 @@ import type { AccountRow } from '../../db/columns.js';
 import type { AdminGuard, AccountValues } from '../../db/write-plan.js';
 import type { Json } from '../resource.js';
 
-/** The lower-case addresses an account is known by: its userName and link e-mail (one or two). */
+/**
+ * The addresses an account is known by: its userName and link e-mail (one,
+ * when they are the same in any case). As Entra sent them: the database
+ * folds both sides with lower(), as its unique indexes do, which in a
+ * database whose ctype is C folds ASCII letters only.
+ */
 export function addresses(values: Pick<AccountValues, 'user_name' | 'email'>): AdminGuard {
-  const userName = values.user_name.toLowerCase();
-  const email = values.email?.toLowerCase();
-  return email === undefined || email === userName ? [userName] : [userName, email];
+  const userName = values.user_name;
+  const email = values.email ?? undefined;
+  return email === undefined || email.toLowerCase() === userName.toLowerCase() ? [userName] : [userName, email];
 }
 
 export function inVerifiedDomain(address: string, domains: readonly string[]): boolean {
