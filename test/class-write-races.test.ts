@@ -8,6 +8,7 @@
 // write waits for it (pg_blocking_pids), so the order never rests on timing.
 import t, { type Test } from 'tap';
 import { testApp, type TestApp } from './helpers/app.js';
+import { handMembershipSql } from './helpers/contract-sql.js';
 import { holder, untilBlocked, watcher, connection } from './helpers/locks.js';
 import { GROUP, client, entraUser, patch } from './helpers/scim.js';
 
@@ -125,4 +126,68 @@ t.test('a locked class write holding the class lets a membership of it be writte
   t.equal((await added).statusCode, 204);
   const members = await env.db.selectFrom('class_memberships').select('account_id').where('class_id', '=', id).orderBy('account_id').execute();
   t.same(members.map((m) => m.account_id), [joining, other].sort(), 'both wrote: neither was aborted as a deadlock');
+});
+
+// The portal keeps a member by hand (the database contract's statement)
+// while Entra's removal waits for the row: the removal reads the row as the
+// portal left it, so the member stays by hand only and leaves Entra's list,
+// on either write path.
+for (const writeStrategy of ['quick', 'locked'] as const) {
+  for (const method of ['PATCH', 'PUT'] as const) {
+    t.test(`a ${method} removing a member the portal keeps by hand meanwhile leaves it manual only (${writeStrategy} path)`, async (t) => {
+      const env = await testApp(t, {}, { writeStrategy });
+      const scim = client(env.app, env.headers);
+      const pupil = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+      const created = await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 7A', externalId: 'g-7a', members: [{ value: pupil }] });
+      t.equal(created.statusCode, 201);
+      const id = created.json().id as string;
+
+      const blockedBy = watcher(await connection(t, env));
+      const { hold, pid } = await holder(t, env);
+      await hold.query(handMembershipSql().add, [env.tenant.id, id, pupil]);
+      const removed =
+        method === 'PATCH'
+          ? scim('PATCH', `/Groups/${id}`, patch({ op: 'Remove', path: 'members', value: [{ value: pupil }] }))
+          : scim('PUT', `/Groups/${id}`, { schemas: [GROUP], displayName: 'Class 7A', externalId: 'g-7a', members: [] });
+      t.ok(await untilBlocked(blockedBy, pid, 1, removed), 'the removal waits for the portal');
+      await hold.query('COMMIT');
+
+      const answer = await removed;
+      t.equal(answer.statusCode, method === 'PATCH' ? 204 : 200, answer.body);
+      const rows = await env.db.selectFrom('class_memberships').select(['account_id', 'synced', 'manual']).where('class_id', '=', id).execute();
+      t.same(rows, [{ account_id: pupil, synced: false, manual: true }], 'kept by hand, no longer from Entra');
+      const read = await scim('GET', `/Groups/${id}`);
+      t.same(read.json().members ?? [], [], 'SCIM shows Entra no member');
+      t.match(read.json(), { meta: { version: 'W/"2"' } });
+    });
+  }
+}
+
+t.test("the contract's statements for members added by hand keep what Entra holds, and Entra keeps what the portal holds", async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const { add, remove } = handMembershipSql();
+  const [synced, handOnly] = [(await scim('POST', '/Users', entraUser(1))).json().id as string, (await scim('POST', '/Users', entraUser(2))).json().id as string];
+  const id = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 7A', members: [{ value: synced }] })).json().id as string;
+  const portal = await connection(t, env);
+  const rows = () => env.db.selectFrom('class_memberships').select(['account_id', 'synced', 'manual']).where('class_id', '=', id).orderBy('account_id').execute();
+  const byAccount = (list: { account_id: string }[]) => list.sort((a, b) => a.account_id.localeCompare(b.account_id));
+
+  for (const account of [synced, handOnly]) await portal.query(add, [env.tenant.id, id, account]);
+  t.same(await rows(), byAccount([{ account_id: synced, synced: true, manual: true }, { account_id: handOnly, synced: false, manual: true }]));
+  for (const account of [synced, handOnly]) for (const statement of remove) await portal.query(statement, [env.tenant.id, id, account]);
+  t.same(await rows(), [{ account_id: synced, synced: true, manual: false }], 'the member Entra holds stays, the one held by hand only goes');
+  t.same(((await scim('GET', `/Groups/${id}`)).json().members as { value: string }[]).map((m) => m.value), [synced]);
+
+  // Entra adds the member while the portal's removal holds the row: Entra's row is written after it.
+  await portal.query(add, [env.tenant.id, id, handOnly]);
+  const blockedBy = watcher(await connection(t, env));
+  const { hold, pid } = await holder(t, env);
+  await hold.query(remove[0], [env.tenant.id, id, handOnly]);
+  const added = scim('PATCH', `/Groups/${id}`, patch({ op: 'Add', path: 'members', value: [{ value: handOnly }] }));
+  t.ok(await untilBlocked(blockedBy, pid, 1, added), "Entra's add waits for the portal's removal");
+  await hold.query(remove[1], [env.tenant.id, id, handOnly]);
+  await hold.query('COMMIT');
+  t.equal((await added).statusCode, 204);
+  t.same(await rows(), byAccount([{ account_id: synced, synced: true, manual: false }, { account_id: handOnly, synced: true, manual: false }]), 'a member of Entra only');
 });

@@ -356,20 +356,48 @@ function memberShape(change: MemberChange | undefined): MemberShape {
   return change.kind === 'edit' && change.remove.length === 0 ? 'add' : change.kind;
 }
 
+/** Whether a write's member change removes rows: their condition (by the ids to remove, or not among the new list), or undefined. */
+function leavingIds(p: Params, change: MemberShape): RawBuilder<unknown> | undefined {
+  if (change === 'none' || change === 'add') return undefined;
+  return change === 'replace' ? sql`NOT (account_id IN (${resolved(p, p.members)}))` : sql`account_id IN (${resolved(p, p.remove)})`;
+}
+
+/**
+ * The synced rows a removal takes out of Entra's list, twice: as the
+ * statement's snapshot has them (`seen`) and locked (`leaving`), which
+ * PostgreSQL reads again as committed meanwhile. Whether a row is kept by
+ * hand decides between deleting it and demoting it, and the delete and the
+ * update read the snapshot: a row the portal marked manual after the
+ * statement began would be skipped by both. So the write goes ahead only when
+ * no leaving row changed since the snapshot (`steady`, a guard: the locked
+ * path runs again, its snapshot taken after that change).
+ */
+function leavingSteps(p: Params, change: MemberShape): { ctes: RawBuilder<unknown>; steady: RawBuilder<unknown> } {
+  const ids = leavingIds(p, change);
+  if (ids === undefined) return { ctes: sql``, steady: sql`true` };
+  const rows = sql`FROM class_memberships WHERE tenant_id = ${p.tenantId}::uuid AND class_id = ${p.id}::uuid AND synced AND ${ids}`;
+  return {
+    ctes: sql`seen AS (SELECT account_id, xmin::text AS row_version ${rows}),
+    leaving AS (SELECT account_id, xmin::text AS row_version ${rows} FOR NO KEY UPDATE),`,
+    steady: sql`(SELECT count(*) FROM leaving) = (SELECT count(*) FROM seen)
+         AND (SELECT count(*) FROM leaving) = (SELECT count(*) FROM leaving l JOIN seen s USING (account_id, row_version))`,
+  };
+}
+
 /** The membership changes of a class write, after `ok` held: removed, demoted (manual ones keep their row) and added rows, and their count. */
 function memberSteps(p: Params, change: MemberShape): RawBuilder<unknown> {
   const ok = sql`(SELECT ok FROM checked)`;
-  const removedIds = change === 'replace' ? sql`NOT (account_id IN (${resolved(p, p.members)}))` : sql`account_id IN (${resolved(p, p.remove)})`;
+  const ids = leavingIds(p, change);
   const removing =
-    change === 'none' || change === 'add'
+    ids === undefined
       ? sql`removed AS (SELECT NULL::uuid AS account_id WHERE false), demoted AS (SELECT NULL::uuid AS account_id WHERE false)`
       : sql`removed AS (
         DELETE FROM class_memberships
-         WHERE tenant_id = ${p.tenantId}::uuid AND class_id = ${p.id}::uuid AND NOT manual AND ${removedIds} AND ${ok}
+         WHERE tenant_id = ${p.tenantId}::uuid AND class_id = ${p.id}::uuid AND NOT manual AND ${ids} AND ${ok}
         RETURNING account_id
       ), demoted AS (
         UPDATE class_memberships SET synced = false
-         WHERE tenant_id = ${p.tenantId}::uuid AND class_id = ${p.id}::uuid AND manual AND synced AND ${removedIds} AND ${ok}
+         WHERE tenant_id = ${p.tenantId}::uuid AND class_id = ${p.id}::uuid AND manual AND synced AND ${ids} AND ${ok}
         RETURNING account_id
       )`;
   const addedIds = change === 'replace' ? p.members : p.add;
@@ -437,17 +465,19 @@ const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${prep
 // every class write takes them in (executeClassPlan).
 const updateClass = perShape<ClassWritten>((shape) => {
   const [members, values, adopt] = shape.split(' ') as [MemberShape, 'values' | 'members-only', 'adopt' | 'keep'];
-  return (p) => sql<ClassWritten>`${preparedOn(...classTables(members))}
+  return (p) => {
+    const leaving = leavingSteps(p, members);
+    return sql<ClassWritten>`${preparedOn(...classTables(members))}
     WITH class AS (
       SELECT id FROM classes
        WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid
          AND managed_by = ${adopt === 'adopt' ? sql`'manual'` : sql`'sync'`} AND ${atVersion(p)}
          FOR NO KEY UPDATE
-    ), ${validMembers(p, p.usersExist)},
+    ), ${validMembers(p, p.usersExist)}, ${leaving.ctes}
     checked AS (
       SELECT ${connected(p)} AND EXISTS (SELECT 1 FROM class)
          AND ${values === 'values' ? nameIsFree(p) : sql`true`}
-         AND ${allMembersValid} AS ok
+         AND ${allMembersValid} AND ${leaving.steady} AS ok
     ), ${memberSteps(p, members)},
     written AS (
       UPDATE classes
@@ -459,6 +489,7 @@ const updateClass = perShape<ClassWritten>((shape) => {
     ), audited AS (${plannedAudit(p, 'display_name', sql`(SELECT n FROM changes)`)})
     SELECT w.*, (SELECT ok FROM checked) AS ok, (SELECT n FROM changes) AS changes
       FROM (SELECT 1) AS one LEFT JOIN written w ON true`;
+  };
 });
 
 const deleteClass = perShape<ClassRow>(() => (p) => sql<ClassRow>`${preparedOn('classes')}
