@@ -171,7 +171,7 @@ t.test("the contract's statements for members added by hand keep what Entra hold
   const id = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 7A', members: [{ value: synced }] })).json().id as string;
   const portal = await connection(t, env);
   const rows = () => env.db.selectFrom('class_memberships').select(['account_id', 'synced', 'manual']).where('class_id', '=', id).orderBy('account_id').execute();
-  const byAccount = (list: { account_id: string }[]) => list.sort((a, b) => a.account_id.localeCompare(b.account_id));
+  const byAccount = <T extends { account_id: string }>(list: T[]) => list.sort((a, b) => a.account_id.localeCompare(b.account_id));
 
   for (const account of [synced, handOnly]) await portal.query(add, [env.tenant.id, id, account]);
   t.same(await rows(), byAccount([{ account_id: synced, synced: true, manual: true }, { account_id: handOnly, synced: false, manual: true }]));
