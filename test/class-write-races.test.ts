@@ -191,3 +191,22 @@ t.test("the contract's statements for members added by hand keep what Entra hold
   t.equal((await added).statusCode, 204);
   t.same(await rows(), byAccount([{ account_id: synced, synced: true, manual: false }, { account_id: handOnly, synced: true, manual: false }]), 'a member of Entra only');
 });
+
+// Entra removes a member whose membership another write added while the
+// removal waited for the class: the removal reads the class's members after
+// that write, not from before it, and the member leaves.
+t.test('a removal that waited for the class removes a membership the other write added', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const pupil = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+  const { id, hold, waitsFor } = await classAndHolder(t, env, RENAME);
+  await hold.query('INSERT INTO class_memberships (tenant_id, class_id, account_id, synced) VALUES ($1, $2, $3, true)', [env.tenant.id, id, pupil]);
+  const removed = scim('PATCH', `/Groups/${id}`, patch({ op: 'Remove', path: 'members', value: [{ value: pupil }] }));
+  t.ok(await waitsFor(removed), 'the removal waits for the other write');
+  await hold.query('COMMIT');
+
+  t.equal((await removed).statusCode, 204);
+  t.same(await env.db.selectFrom('class_memberships').select('account_id').where('class_id', '=', id).execute(), [], 'the member left');
+  t.match(await classRow(env, id), { display_name: 'Class 7B', version: 3 });
+  t.match(await groupEvents(env), [{ action: 'update', outcome: 'success', details: { changed: ['members'] } }]);
+});

@@ -368,9 +368,12 @@ function leavingIds(p: Params, change: MemberShape): RawBuilder<unknown> | undef
  * PostgreSQL reads again as committed meanwhile. Whether a row is kept by
  * hand decides between deleting it and demoting it, and the delete and the
  * update read the snapshot: a row the portal marked manual after the
- * statement began would be skipped by both. So the write goes ahead only when
- * no leaving row changed since the snapshot (`steady`, a guard: the locked
- * path runs again, its snapshot taken after that change).
+ * statement began would be skipped by both. Nor does the snapshot hold the
+ * members another class write added while this one waited for the class
+ * row. So the write goes ahead only when neither the class row nor a leaving
+ * row changed since the snapshot (`steady`, a guard: the locked path runs
+ * again, its snapshot taken after that change). A write that only adds
+ * needs none of it: its insert meets any row by the primary key.
  */
 function leavingSteps(p: Params, change: MemberShape): { ctes: RawBuilder<unknown>; steady: RawBuilder<unknown> } {
   const ids = leavingIds(p, change);
@@ -379,7 +382,8 @@ function leavingSteps(p: Params, change: MemberShape): { ctes: RawBuilder<unknow
   return {
     ctes: sql`seen AS (SELECT account_id, xmin::text AS row_version ${rows}),
     leaving AS (SELECT account_id, xmin::text AS row_version ${rows} FOR NO KEY UPDATE),`,
-    steady: sql`(SELECT count(*) FROM leaving) = (SELECT count(*) FROM seen)
+    steady: sql`(SELECT row_version FROM class) = (SELECT xmin::text FROM classes WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid)
+         AND (SELECT count(*) FROM leaving) = (SELECT count(*) FROM seen)
          AND (SELECT count(*) FROM leaving) = (SELECT count(*) FROM leaving l JOIN seen s USING (account_id, row_version))`,
   };
 }
@@ -469,7 +473,7 @@ const updateClass = perShape<ClassWritten>((shape) => {
     const leaving = leavingSteps(p, members);
     return sql<ClassWritten>`${preparedOn(...classTables(members))}
     WITH class AS (
-      SELECT id FROM classes
+      SELECT id, xmin::text AS row_version FROM classes
        WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid
          AND managed_by = ${adopt === 'adopt' ? sql`'manual'` : sql`'sync'`} AND ${atVersion(p)}
          FOR NO KEY UPDATE
