@@ -10,6 +10,7 @@ import { ConfigError, loadConfig, type Config } from './config.js';
 import { migrateToLatest } from './db/migrate.js';
 import { openDatabase, type OpenDatabase } from './db/open.js';
 import { purgeDeletedAccounts } from './db/accounts.js';
+import { pruneOrphanDepartures } from './db/classes.js';
 import { pruneChangeEvents } from './db/change-feed.js';
 import type { Db } from './db/database.js';
 import { recordAudit } from './db/audit.js';
@@ -82,8 +83,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 /**
  * The hourly upkeep every instance runs: deleted accounts leave the database
  * after their tenant's retention period (rule 7), then changes older than
- * CHANGE_FEED_RETENTION_DAYS leave the change feed. Both are safe on several
- * instances at once. A failure is logged and waits for the next hour.
+ * CHANGE_FEED_RETENTION_DAYS leave the change feed, and departures of
+ * classes deleted meanwhile go. All are safe on several instances at once.
+ * A failure is logged and waits for the next hour.
  */
 export async function runHourlyJob(db: Db, config: Config, logger: Logger): Promise<void> {
   try {
@@ -100,6 +102,12 @@ export async function runHourlyJob(db: Db, config: Config, logger: Logger): Prom
     if (pruned > 0) logger.info({ changes: pruned, retentionDays: config.changeFeedRetentionDays }, 'pruned the change feed');
   } catch (error) {
     logger.warn({ err: error }, 'pruning the change feed failed; it runs again in an hour');
+  }
+  try {
+    const departures = await pruneOrphanDepartures(db);
+    if (departures > 0) logger.info({ departures }, 'removed the departures of deleted classes');
+  } catch (error) {
+    logger.warn({ err: error }, 'removing the departures of deleted classes failed; it runs again in an hour');
   }
 }
 

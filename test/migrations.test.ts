@@ -36,6 +36,7 @@ t.test('migrations go up, down and up again', async (t) => {
       '0013_hot_account_changes',
       '0014_class_name_turns',
       '0015_tenant_turns',
+      '0016_class_departures',
     ],
     'every migration is applied in order',
   );
@@ -45,6 +46,7 @@ t.test('migrations go up, down and up again', async (t) => {
     'admin_credentials',
     'audit_events',
     'change_events',
+    'class_departures',
     'class_memberships',
     'classes',
     'credentials',
@@ -66,7 +68,7 @@ t.test('migrations go up, down and up again', async (t) => {
   const reverted = await migrateDown(db);
   t.equal(reverted.length, 1, 'migrate down reverts one migration');
   await migrateToLatest(db);
-  t.equal((await tables(db)).length, 15);
+  t.equal((await tables(db)).length, 16);
 });
 
 t.test('instances starting at once apply each migration exactly once', async (t) => {
@@ -93,13 +95,13 @@ t.test('every tenant-owned table is keyed by tenant first', async (t) => {
      ORDER BY c.relname`.execute(db);
   t.same(
     result.rows.map((r) => r.table),
-    ['account_aliases', 'accounts', 'audit_events', 'change_events', 'class_memberships', 'classes', 'credentials', 'request_counts', 'sync_conflicts'],
+    ['account_aliases', 'accounts', 'audit_events', 'change_events', 'class_departures', 'class_memberships', 'classes', 'credentials', 'request_counts', 'sync_conflicts'],
   );
   for (const row of result.rows) t.equal(row.first, 'tenant_id', `${row.table} primary key starts with tenant_id`);
 
   const indexes = await sql<{ name: string; def: string }>`
     SELECT indexname AS name, indexdef AS def FROM pg_indexes
-     WHERE schemaname = 'public' AND tablename IN ('accounts', 'classes', 'class_memberships', 'audit_events', 'sync_conflicts')`.execute(db);
+     WHERE schemaname = 'public' AND tablename IN ('accounts', 'classes', 'class_memberships', 'class_departures', 'audit_events', 'sync_conflicts')`.execute(db);
   for (const index of indexes.rows) {
     t.match(index.def, /\(tenant_id[,)]/, `${index.name} is led by tenant_id`);
   }
@@ -262,6 +264,26 @@ t.test("0015 adds the functions of a tenant's turn, and goes down to the schema 
   t.same(turn.rows, [{ result: '' }], 'the disconnect takes its turn');
   await migrateTo(db, '0014_class_name_turns');
   t.same(await schema(db), before, 'down drops the functions and nothing else');
+});
+
+t.test('0016 counts the synced members an account delete takes from a class, and goes down to the schema it came from', async (t) => {
+  const { db } = await testDatabase(t, { migrated: false });
+  await migrateTo(db, '0015_tenant_turns');
+  const before = await schema(db);
+  t.same(await migrateTo(db, '0016_class_departures'), ['0016_class_departures']);
+  const tenant = (await sql<{ id: string }>`INSERT INTO tenants (name) VALUES ('Departures') RETURNING id`.execute(db)).rows[0]?.id ?? '';
+  const klass = (await sql<{ id: string }>`INSERT INTO classes (tenant_id, managed_by, display_name) VALUES (${tenant}::uuid, 'sync', 'Class 7A') RETURNING id`.execute(db)).rows[0]?.id ?? '';
+  const account = async (name: string) =>
+    (await sql<{ id: string }>`INSERT INTO accounts (tenant_id, managed_by, user_name) VALUES (${tenant}::uuid, 'sync', ${name}) RETURNING id`.execute(db)).rows[0]?.id ?? '';
+  const [synced, hand] = [await account('a@school.example'), await account('b@school.example')];
+  await sql`INSERT INTO class_memberships (tenant_id, class_id, account_id, synced, manual)
+    VALUES (${tenant}::uuid, ${klass}::uuid, ${synced}::uuid, true, true), (${tenant}::uuid, ${klass}::uuid, ${hand}::uuid, false, true)`.execute(db);
+  await sql`UPDATE accounts SET deleted_at = now() WHERE tenant_id = ${tenant}::uuid`.execute(db);
+  const departures = await sql<{ account_id: string }>`SELECT account_id FROM class_departures WHERE class_id = ${klass}::uuid`.execute(db);
+  t.same(departures.rows, [{ account_id: synced }], 'the synced member departs; the one held by hand only does not count');
+  t.equal((await sql<{ n: number }>`SELECT count(*)::int AS n FROM class_memberships`.execute(db)).rows[0]?.n, 0, 'both memberships went');
+  await migrateTo(db, '0015_tenant_turns');
+  t.same(await schema(db), before, 'down restores the trigger function and drops the table');
 });
 
 t.test("a view of the portal's own on portal_accounts stops 0012 with its name, and nothing changes", async (t) => {

@@ -3,7 +3,7 @@
 // set operations in SQL that never read the member list); the reads here
 // give the planners and the answers what they need.
 import { sql } from 'kysely';
-import { CLASS_COLUMNS, LIVE_BY_ID, type ClassRow } from './columns.js';
+import { CLASS_COLUMN_NAMES, LIVE_BY_ID, classColumns, classVersion, type ClassRow } from './columns.js';
 import { preparedOn, type Executor } from './database.js';
 import { criteriaToSql, sortToSql, type Criterion, type SearchTable, type SortKey } from './filter-sql.js';
 import { firstPage, lookupCondition, readPage, statementPerLookup, type ColumnLookup, type LookupParams, type Page } from './paging.js';
@@ -25,10 +25,13 @@ export interface Member {
  */
 export type ClassLock = 'update' | 'no key update';
 
+/** The columns a read takes as they are; the version is classVersion's. */
+const ROW_COLUMNS = CLASS_COLUMN_NAMES.filter((name): name is Exclude<(typeof CLASS_COLUMN_NAMES)[number], 'version'> => name !== 'version');
+
 export async function findSyncedClass(db: Executor, tenantId: string, id: string, lock?: ClassLock): Promise<ClassRow | undefined> {
   let query = db
     .selectFrom('classes')
-    .selectAll()
+    .select([...ROW_COLUMNS, classVersion('classes').as('version')])
     .where('tenant_id', '=', tenantId)
     .where('id', '=', id)
     .where('managed_by', '=', 'sync');
@@ -71,7 +74,7 @@ export async function lookupSyncedClasses(
 }
 
 const classLookup = statementPerLookup((lookup, p: LookupParams) => sql<ClassRow & { total_count: string }>`${preparedOn('classes')}
-    SELECT ${CLASS_COLUMNS}, count(*) OVER () AS total_count FROM classes
+    SELECT ${classColumns('classes')}, count(*) OVER () AS total_count FROM classes
      WHERE tenant_id = ${p.tenantId}::uuid AND managed_by = 'sync' AND ${lookupCondition(lookup, p.value)}
      ORDER BY id LIMIT ${p.limit}::integer`);
 
@@ -81,7 +84,9 @@ export async function listSyncedClasses(db: Executor, tenantId: string, q: Class
     q.limit,
     q.offset,
     () => {
-      let query = synced(db, tenantId, q.where).selectAll('c').select(sql<string>`count(*) over ()`.as('total_count'));
+      let query = synced(db, tenantId, q.where)
+        .select([...ROW_COLUMNS.map((name) => `c.${name}` as const), classVersion('c').as('version')])
+        .select(sql<string>`count(*) over ()`.as('total_count'));
       if (q.sortBy) query = query.orderBy(sortToSql(SEARCH, q.sortBy), (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
       return query.orderBy('c.id').offset(q.offset).limit(q.limit).execute();
     },
@@ -148,4 +153,19 @@ export async function isClassNameTaken(db: Executor, tenantId: string, displayNa
     .where('managed_by', '=', 'sync');
   if (exceptId !== undefined) query = query.where('id', '<>', exceptId);
   return (await query.limit(1).executeTakeFirst()) !== undefined;
+}
+
+/**
+ * Removes the departures of classes that no longer exist: a class delete
+ * takes its own, but an account's delete that raced it may add one after
+ * (migration 0016). The count removed.
+ */
+export async function pruneOrphanDepartures(db: Executor): Promise<number> {
+  const result = await db
+    .deleteFrom('class_departures as d')
+    .where(({ not, exists, selectFrom }) =>
+      not(exists(selectFrom('classes as c').select(sql<number>`1`.as('one')).whereRef('c.tenant_id', '=', 'd.tenant_id').whereRef('c.id', '=', 'd.class_id'))),
+    )
+    .executeTakeFirst();
+  return Number(result.numDeletedRows);
 }

@@ -1,6 +1,6 @@
 // Column sets named once for the statements that return them, and the
 // condition by which statements find live rows by id.
-import { sql, type Selectable } from 'kysely';
+import { sql, type RawBuilder, type Selectable } from 'kysely';
 import type { AccountsTable, ClassesTable } from './database.js';
 
 export type AccountRow = Selectable<AccountsTable>;
@@ -15,7 +15,7 @@ export const RESOURCE_COLUMN_NAMES = ['id', 'external_id', 'user_name', 'active'
 export const RESOURCE_COLUMNS = sql.raw(RESOURCE_COLUMN_NAMES.join(', '));
 export type AccountResource = Pick<AccountRow, (typeof RESOURCE_COLUMN_NAMES)[number]>;
 
-/** Every column of classes, named for the prepared statements (see PREPARED). */
+/** Every column of classes. */
 export const CLASS_COLUMN_NAMES = [
   'tenant_id',
   'id',
@@ -28,7 +28,23 @@ export const CLASS_COLUMN_NAMES = [
   'created_at',
   'updated_at',
 ] as const satisfies readonly (keyof ClassesTable)[];
-export const CLASS_COLUMNS = sql.raw(CLASS_COLUMN_NAMES.join(', '));
+
+/**
+ * A class's version as SCIM shows it (meta.version, ETag, If-Match): the
+ * row's version plus the synced members who left with their accounts, whose
+ * delete cannot move the row's (migration 0016). `table` names the classes
+ * row in the statement.
+ */
+export function classVersion(table: string): RawBuilder<number> {
+  const t = sql.table(table);
+  return sql<number>`(${t}.version + (SELECT count(*) FROM class_departures d WHERE d.tenant_id = ${t}.tenant_id AND d.class_id = ${t}.id))::integer`;
+}
+
+/** Every column of classes as a read returns them, the version as SCIM shows it, named for the prepared statements (see PREPARED). */
+export function classColumns(table: string): RawBuilder<unknown> {
+  const t = sql.table(table);
+  return sql.join(CLASS_COLUMN_NAMES.map((name) => (name === 'version' ? sql`${classVersion(table)} AS version` : sql`${t}.${sql.raw(name)}`)));
+}
 
 /**
  * "Live" for statements that find accounts by id. `deleted_at IS NULL` would

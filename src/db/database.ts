@@ -93,6 +93,15 @@ export interface ClassesTable {
   updated_at: Timestamp;
 }
 
+/** A synced member who left a class because their account was deleted (migration 0016). */
+export interface ClassDeparturesTable {
+  tenant_id: string;
+  class_id: string;
+  id: Generated<string>;
+  account_id: string;
+  departed_at: Generated<Date>;
+}
+
 export interface ClassMembershipsTable {
   tenant_id: string;
   class_id: string;
@@ -183,6 +192,7 @@ export interface Database {
   request_counts: RequestCountsTable;
   change_events: ChangeEventsTable;
   account_aliases: AccountAliasesTable;
+  class_departures: ClassDeparturesTable;
 }
 
 export type Db = Kysely<Database>;

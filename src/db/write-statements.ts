@@ -8,7 +8,7 @@
 // text per shape of plan, compiled once and prepared (see
 // fixedStatementOver, PREPARED).
 import { sql, type RawBuilder } from 'kysely';
-import { CLASS_COLUMNS, LIVE_BY_ID, RESOURCE_COLUMNS, type AccountResource, type ClassRow } from './columns.js';
+import { CLASS_COLUMN_NAMES, LIVE_BY_ID, RESOURCE_COLUMNS, classColumns, classVersion, type AccountResource, type ClassRow } from './columns.js';
 import {
   NOTHING_SETTLED_COLUMN,
   SETTLED_COLUMN,
@@ -123,6 +123,9 @@ function nothingClaims(p: Params, addressCount: number): RawBuilder<unknown> {
 
 /** The row still has the version it was planned from; a null version (a plan made without a read) accepts any. */
 const atVersion = (p: Params) => sql`(${p.version}::integer IS NULL OR version = ${p.version}::integer)`;
+
+/** The class still has the version it was planned from, as SCIM shows it (classVersion); a null version accepts any. */
+const classAtVersion = (p: Params) => sql`(${p.version}::integer IS NULL OR ${classVersion('classes')} = ${p.version}::integer)`;
 
 /**
  * The accounts member ids name: an id Entra keeps using for an account merged
@@ -451,7 +454,7 @@ const createClass = perShape<ClassWritten>(() => (p) => sql<ClassWritten>`${prep
       INSERT INTO classes (tenant_id, id, managed_by, ${columnList(CLASS_WRITE_COLUMNS)})
       SELECT ${p.tenantId}::uuid, ${p.id}::uuid, 'sync', ${valueList(p, CLASS_COLUMN_TYPES, CLASS_WRITE_COLUMNS)}
        WHERE (SELECT ok FROM checked)
-      RETURNING ${CLASS_COLUMNS}
+      RETURNING ${classColumns('classes')}
     ), added AS (
       INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
       SELECT w.tenant_id, w.id, v.id, true FROM written w, valid v WHERE v.id IN (SELECT id FROM adding)
@@ -475,7 +478,7 @@ const updateClass = perShape<ClassWritten>((shape) => {
     WITH class AS (
       SELECT id, xmin::text AS row_version FROM classes
        WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid
-         AND managed_by = ${adopt === 'adopt' ? sql`'manual'` : sql`'sync'`} AND ${atVersion(p)}
+         AND managed_by = ${adopt === 'adopt' ? sql`'manual'` : sql`'sync'`} AND ${classAtVersion(p)}
          FOR NO KEY UPDATE
     ), ${validMembers(p, p.usersExist)}, ${leaving.ctes}
     checked AS (
@@ -489,7 +492,7 @@ const updateClass = perShape<ClassWritten>((shape) => {
              version = version + 1, updated_at = clock_timestamp()
        WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid AND (SELECT ok FROM checked)
          AND ${values === 'values' ? sql`(SELECT n FROM changes) IS NOT NULL` : sql`(SELECT n FROM changes) > 0`}
-      RETURNING ${CLASS_COLUMNS}
+      RETURNING ${classColumns('classes')}
     ), audited AS (${plannedAudit(p, 'display_name', sql`(SELECT n FROM changes)`)})
     SELECT w.*, (SELECT ok FROM checked) AS ok, (SELECT n FROM changes) AS changes
       FROM (SELECT 1) AS one LEFT JOIN written w ON true`;
@@ -499,10 +502,12 @@ const updateClass = perShape<ClassWritten>((shape) => {
 const deleteClass = perShape<ClassRow>(() => (p) => sql<ClassRow>`${preparedOn('classes')}
     WITH written AS (
       DELETE FROM classes
-       WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid AND managed_by = 'sync' AND ${atVersion(p)} AND ${connected(p)}
-      RETURNING ${CLASS_COLUMNS}
+       WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid AND managed_by = 'sync' AND ${classAtVersion(p)} AND ${connected(p)}
+      RETURNING ${classColumns('classes')}
+    ), departures AS (
+      DELETE FROM class_departures WHERE tenant_id = ${p.tenantId}::uuid AND class_id IN (SELECT id FROM written)
     ), audited AS (${plannedAudit(p, 'display_name')})
-    SELECT ${CLASS_COLUMNS} FROM written`);
+    SELECT ${sql.raw(CLASS_COLUMN_NAMES.join(', '))} FROM written`);
 
 /** What a class write wrote: the class row (undefined for a members-only write that changed nothing) and how many memberships changed. */
 export interface ClassWrite {
