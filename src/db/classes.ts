@@ -163,8 +163,8 @@ export async function isClassNameTaken(db: Executor, tenantId: string, displayNa
 export async function pruneOrphanDepartures(db: Executor): Promise<number> {
   const result = await db
     .deleteFrom('class_departures as d')
-    .where(({ not, exists, selectFrom }) =>
-      not(exists(selectFrom('classes as c').select(sql<number>`1`.as('one')).whereRef('c.tenant_id', '=', 'd.tenant_id').whereRef('c.id', '=', 'd.class_id'))),
+    .where((eb) =>
+      eb.not(eb.exists(eb.selectFrom('classes as c').select(sql<number>`1`.as('one')).whereRef('c.tenant_id', '=', 'd.tenant_id').whereRef('c.id', '=', 'd.class_id'))),
     )
     .executeTakeFirst();
   return Number(result.numDeletedRows);
