@@ -170,26 +170,43 @@ t.test("the contract's statements for members added by hand keep what Entra hold
   const [synced, handOnly] = [(await scim('POST', '/Users', entraUser(1))).json().id as string, (await scim('POST', '/Users', entraUser(2))).json().id as string];
   const id = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 7A', members: [{ value: synced }] })).json().id as string;
   const portal = await connection(t, env);
+  const removeByHand = async (account: string) => {
+    await portal.query('BEGIN');
+    for (const statement of remove) await portal.query(statement, [env.tenant.id, id, account]);
+    await portal.query('COMMIT');
+  };
   const rows = () => env.db.selectFrom('class_memberships').select(['account_id', 'synced', 'manual']).where('class_id', '=', id).orderBy('account_id').execute();
   const byAccount = <T extends { account_id: string }>(list: T[]) => list.sort((a, b) => a.account_id.localeCompare(b.account_id));
 
   for (const account of [synced, handOnly]) await portal.query(add, [env.tenant.id, id, account]);
   t.same(await rows(), byAccount([{ account_id: synced, synced: true, manual: true }, { account_id: handOnly, synced: false, manual: true }]));
-  for (const account of [synced, handOnly]) for (const statement of remove) await portal.query(statement, [env.tenant.id, id, account]);
+  for (const account of [synced, handOnly]) await removeByHand(account);
   t.same(await rows(), [{ account_id: synced, synced: true, manual: false }], 'the member Entra holds stays, the one held by hand only goes');
   t.same(((await scim('GET', `/Groups/${id}`)).json().members as { value: string }[]).map((m) => m.value), [synced]);
 
   // Entra adds the member while the portal's removal holds the row: Entra's row is written after it.
   await portal.query(add, [env.tenant.id, id, handOnly]);
   const blockedBy = watcher(await connection(t, env));
-  const { hold, pid } = await holder(t, env);
-  await hold.query(remove[0], [env.tenant.id, id, handOnly]);
+  const first = await holder(t, env);
+  const [lock, ...rest] = remove;
+  for (const statement of [lock ?? '', rest[0] ?? '']) await first.hold.query(statement, [env.tenant.id, id, handOnly]);
   const added = scim('PATCH', `/Groups/${id}`, patch({ op: 'Add', path: 'members', value: [{ value: handOnly }] }));
-  t.ok(await untilBlocked(blockedBy, pid, 1, added), "Entra's add waits for the portal's removal");
-  await hold.query(remove[1], [env.tenant.id, id, handOnly]);
-  await hold.query('COMMIT');
+  t.ok(await untilBlocked(blockedBy, first.pid, 1, added), "Entra's add waits for the portal's removal");
+  for (const statement of rest.slice(1)) await first.hold.query(statement, [env.tenant.id, id, handOnly]);
+  await first.hold.query('COMMIT');
   t.equal((await added).statusCode, 204);
   t.same(await rows(), byAccount([{ account_id: synced, synced: true, manual: false }, { account_id: handOnly, synced: true, manual: false }]), 'a member of Entra only');
+
+  // Entra removes a member while the portal's removal of its own mark holds the row: the member goes.
+  await portal.query(add, [env.tenant.id, id, synced]);
+  const second = await holder(t, env);
+  for (const statement of [lock ?? '', rest[0] ?? '']) await second.hold.query(statement, [env.tenant.id, id, synced]);
+  const removed = scim('PATCH', `/Groups/${id}`, patch({ op: 'Remove', path: 'members', value: [{ value: synced }] }));
+  t.ok(await untilBlocked(blockedBy, second.pid, 1, removed), "Entra's removal waits for the portal's");
+  for (const statement of rest.slice(1)) await second.hold.query(statement, [env.tenant.id, id, synced]);
+  await second.hold.query('COMMIT');
+  t.equal((await removed).statusCode, 204);
+  t.same(await rows(), [{ account_id: handOnly, synced: true, manual: false }], 'both removed it: no row is left');
 });
 
 // Entra removes a member whose membership another write added while the

@@ -5,8 +5,8 @@ import { readFileSync } from 'node:fs';
 export interface HandMembershipSql {
   /** $1 tenant, $2 class, $3 account. */
   add: string;
-  /** Both, each on its own and in this order. */
-  remove: [string, string];
+  /** The statements between the transaction's BEGIN and COMMIT, in order. */
+  remove: string[];
 }
 
 export function handMembershipSql(): HandMembershipSql {
@@ -17,7 +17,10 @@ export function handMembershipSql(): HandMembershipSql {
     .split(';')
     .map((s) => s.replace(/^\s*--.*$/gm, '').trim())
     .filter((s) => s !== '');
-  const [add, removeRow, removeMark] = statements;
-  if (statements.length !== 3 || !add || !removeRow || !removeMark) throw new Error(`expected 3 statements for members added by hand, found ${statements.length}`);
-  return { add, remove: [removeRow, removeMark] };
+  const [add, begin, ...rest] = statements;
+  const remove = rest.slice(0, -1);
+  if (!add || begin !== 'BEGIN' || rest.at(-1) !== 'COMMIT' || remove.length === 0) {
+    throw new Error('expected the add, then BEGIN, the removal and COMMIT, for members added by hand');
+  }
+  return { add, remove };
 }
