@@ -7,6 +7,7 @@
 // The other write is a transaction of the test, held open until the SCIM
 // write waits for it (pg_blocking_pids), so the order never rests on timing.
 import t, { type Test } from 'tap';
+import { mergeAccounts } from '../src/services/accounts.js';
 import { testApp, type TestApp } from './helpers/app.js';
 import { handMembershipSql } from './helpers/contract-sql.js';
 import { holder, untilBlocked, watcher, connection } from './helpers/locks.js';
@@ -226,4 +227,85 @@ t.test('a removal that waited for the class removes a membership the other write
   t.same(await env.db.selectFrom('class_memberships').select('account_id').where('class_id', '=', id).execute(), [], 'the member left');
   t.match(await classRow(env, id), { display_name: 'Class 7B', version: 3 });
   t.match(await groupEvents(env), [{ action: 'update', outcome: 'success', details: { changed: ['members'] } }]);
+});
+
+// A merge of two synced members of a class, while Entra removes both. The
+// merge takes both accounts' memberships before it writes any, in the order
+// (class, account) that a removal locks a class's leaving rows in, so the two
+// take turns instead of each holding one row the other waits for. The merge
+// is paused after its first membership write by a lock of the test's on the
+// table its absorbed account's delete writes to.
+for (const method of ['PATCH', 'PUT'] as const) {
+  t.test(`a merge of two members and a ${method} removing both take turns, never a deadlock`, async (t) => {
+    const env = await testApp(t);
+    const scim = client(env.app, env.headers);
+    const watch = await connection(t, env);
+    const deadlocks = async () => Number((await watch.query('SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()')).rows[0].deadlocks);
+    const before = await deadlocks();
+    // The kept account is one Entra made without an externalId, so a merge may keep it.
+    const { externalId: _unused, ...unlinked } = entraUser(2);
+    const [first, second] = [(await scim('POST', '/Users', entraUser(1))).json().id as string, (await scim('POST', '/Users', unlinked)).json().id as string];
+    const other = (await scim('POST', '/Users', entraUser(3))).json().id as string;
+    // The absorbed account first in the class's key order: the removal locks its row before the kept one's.
+    const [absorb, keep] = first < second ? [first, second] : [second, first];
+    if (absorb === second) {
+      // Only the second was made without an externalId; make the one kept unlinked too.
+      await env.db.updateTable('accounts').set({ external_id: null }).where('id', '=', keep).execute();
+    }
+    const id = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 7A', members: [first, second, other].map((value) => ({ value })) })).json().id as string;
+
+    const blockedBy = watcher(watch);
+    const { hold, pid } = await holder(t, env);
+    await hold.query('LOCK TABLE class_departures IN SHARE MODE');
+    const merged = mergeAccounts(env.db, keep, absorb, { via: 'cli' });
+    const mergePid = (await untilBlocked(blockedBy, pid, 1, merged))?.[0];
+    t.ok(mergePid, "the merge waits at its absorbed account's delete");
+    const removed =
+      method === 'PATCH'
+        ? scim('PATCH', `/Groups/${id}`, patch({ op: 'Remove', path: 'members', value: [{ value: absorb }, { value: keep }] }))
+        : scim('PUT', `/Groups/${id}`, { schemas: [GROUP], displayName: 'Class 7A', members: [{ value: other }] });
+    t.ok(await untilBlocked(blockedBy, mergePid ?? -1, 1, removed), 'the removal waits for the merge');
+    await hold.query('COMMIT');
+
+    const [mergeResult, answer] = await Promise.allSettled([merged, removed]);
+    t.equal(mergeResult.status, 'fulfilled', 'the merge committed');
+    t.equal(answer.status === 'fulfilled' ? answer.value.statusCode : 0, method === 'PATCH' ? 204 : 200, answer.status === 'fulfilled' ? answer.value.body : '');
+    t.equal(await deadlocks(), before, 'no deadlock');
+    const rows = await env.db.selectFrom('class_memberships').select('account_id').where('class_id', '=', id).execute();
+    t.same(rows.map((r) => r.account_id), [other], 'the merged member left the class');
+  });
+}
+
+// A class delete holds its class and then deletes its memberships: a merge
+// takes the classes of its memberships (a key share) before it locks any of
+// them, so it waits for the delete holding nothing the delete needs.
+t.test('a merge of a member and a delete of its class take turns, never a deadlock', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const watch = await connection(t, env);
+  const deadlocks = async () => Number((await watch.query('SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()')).rows[0].deadlocks);
+  const before = await deadlocks();
+  const absorb = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+  const keep = (
+    await env.db
+      .insertInto('accounts')
+      .values({ tenant_id: env.tenant.id, managed_by: 'manual', user_name: 'pupil1.old@school.example', scim: '{}' })
+      .returning('id')
+      .executeTakeFirstOrThrow()
+  ).id;
+  const id = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 7A', members: [{ value: absorb }] })).json().id as string;
+
+  const blockedBy = watcher(watch);
+  const { hold, pid } = await holder(t, env);
+  await hold.query('SELECT 1 FROM classes WHERE id = $1 FOR UPDATE', [id]);
+  const merged = mergeAccounts(env.db, keep, absorb, { via: 'cli' });
+  t.ok(await untilBlocked(blockedBy, pid, 1, merged), 'the merge waits for the class');
+  await hold.query('DELETE FROM classes WHERE id = $1', [id]);
+  await hold.query('COMMIT');
+
+  const result = await Promise.allSettled([merged]);
+  t.equal(result[0]?.status, 'fulfilled', 'the merge committed');
+  t.equal(await deadlocks(), before, 'no deadlock');
+  t.same(await env.db.selectFrom('class_memberships').selectAll().where('class_id', '=', id).execute(), [], 'the class went with its memberships');
+  t.match(await env.db.selectFrom('accounts').select(['managed_by', 'external_id']).where('id', '=', keep).executeTakeFirstOrThrow(), { managed_by: 'sync', external_id: '00000000-0000-4000-8000-000000000001' });
 });

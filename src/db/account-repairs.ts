@@ -60,6 +60,28 @@ export async function findAliasTargets(db: Executor, tenantId: string, ids: read
  * the caller's transaction, with both rows locked by the caller.
  */
 export async function mergeAccountRows(trx: Executor, tenantId: string, keep: string, absorb: string): Promise<AccountRow> {
+  // Both accounts' memberships are locked before any is written, class by
+  // class and in account order within a class: the order a class write that
+  // removes members locks its class's leaving rows in (write-statements.ts,
+  // leaving). Written one by one, the merge could hold the kept account's
+  // row of a class while such a removal held the absorbed one's, each
+  // waiting for the other. Before them, the classes themselves, as the
+  // memberships' foreign key will (a key share, which class writes let
+  // pass): a class delete holds its class and then deletes its memberships,
+  // so a merge holding a membership must never wait for a class. No other
+  // membership of the two accounts can appear meanwhile: adding one takes
+  // a share of the account, which the caller holds.
+  await sql`
+    SELECT 1 FROM classes
+     WHERE tenant_id = ${tenantId}::uuid
+       AND id IN (SELECT class_id FROM class_memberships WHERE tenant_id = ${tenantId}::uuid AND account_id IN (${keep}::uuid, ${absorb}::uuid))
+     ORDER BY id
+       FOR KEY SHARE`.execute(trx);
+  await sql`
+    SELECT 1 FROM class_memberships
+     WHERE tenant_id = ${tenantId}::uuid AND account_id IN (${keep}::uuid, ${absorb}::uuid)
+     ORDER BY class_id, account_id
+       FOR UPDATE`.execute(trx);
   // Memberships first: the absorbed account's go when it is marked deleted.
   await sql`
     INSERT INTO class_memberships (tenant_id, class_id, account_id, synced, manual)

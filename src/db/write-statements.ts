@@ -376,7 +376,9 @@ function leavingIds(p: Params, change: MemberShape): RawBuilder<unknown> | undef
  * row. So the write goes ahead only when neither the class row nor a leaving
  * row changed since the snapshot (`steady`, a guard: the locked path runs
  * again, its snapshot taken after that change). A write that only adds
- * needs none of it: its insert meets any row by the primary key.
+ * needs none of it: its insert meets any row by the primary key. The rows
+ * are locked in account order (PostgreSQL locks after it sorts), the order
+ * a merge takes a class's rows in (account-repairs.ts).
  */
 function leavingSteps(p: Params, change: MemberShape): { ctes: RawBuilder<unknown>; steady: RawBuilder<unknown> } {
   const ids = leavingIds(p, change);
@@ -384,7 +386,7 @@ function leavingSteps(p: Params, change: MemberShape): { ctes: RawBuilder<unknow
   const rows = sql`FROM class_memberships WHERE tenant_id = ${p.tenantId}::uuid AND class_id = ${p.id}::uuid AND synced AND ${ids}`;
   return {
     ctes: sql`seen AS (SELECT account_id, xmin::text AS row_version ${rows}),
-    leaving AS (SELECT account_id, xmin::text AS row_version ${rows} FOR NO KEY UPDATE),`,
+    leaving AS (SELECT account_id, xmin::text AS row_version ${rows} ORDER BY account_id FOR NO KEY UPDATE),`,
     steady: sql`(SELECT row_version FROM class) = (SELECT xmin::text FROM classes WHERE tenant_id = ${p.tenantId}::uuid AND id = ${p.id}::uuid)
          AND (SELECT count(*) FROM leaving) = (SELECT count(*) FROM seen)
          AND (SELECT count(*) FROM leaving) = (SELECT count(*) FROM leaving l JOIN seen s USING (account_id, row_version))`,
