@@ -5,12 +5,13 @@
 // databases, one app each way, with identical seeds: manual accounts to
 // adopt, an admin in the way, a manual class to adopt. Races that fail the
 // version guard are made by another writer changing a user after the quick
-// app remembered it. Every answer, and afterwards every row, audit event and
+// app remembered it; the portal keeps members by hand and drops its marks
+// with the database contract's statements. Every answer, and afterwards every row, audit event and
 // conflict, must be the same on both sides (ids compared by what they name).
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
-import { sql } from 'kysely';
+import { CompiledQuery, sql } from 'kysely';
 import t from 'tap';
 import { buildApp } from '../src/app.js';
 import { signingKeys } from '../src/auth/keys.js';
@@ -19,6 +20,7 @@ import { loadConfig } from '../src/config.js';
 import type { Db } from '../src/db/database.js';
 import { TEST_SECRET, testEnv } from './helpers/app.js';
 import { testDatabase } from './helpers/database.js';
+import { handMembershipSql } from './helpers/contract-sql.js';
 import { GROUP, entraUser, patch } from './helpers/scim.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261130);
@@ -43,7 +45,9 @@ type Command =
   | { kind: 'createClass'; c: number; members: number[]; name: number }
   | { kind: 'patchClass'; c: number; add: number[]; remove: number[]; rename: number | undefined; ifMatch: boolean }
   | { kind: 'putClass'; c: number; members: number[]; name: number }
-  | { kind: 'deleteClass'; c: number };
+  | { kind: 'deleteClass'; c: number }
+  | { kind: 'portalKeeps'; c: number; n: number }
+  | { kind: 'portalDrops'; c: number; n: number };
 
 const user = fc.integer({ min: 1, max: USERS });
 const klass = fc.integer({ min: 1, max: CLASSES });
@@ -71,11 +75,14 @@ const command: fc.Arbitrary<Command> = fc.oneof(
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('putClass' as const), c: klass, members, name: klass }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('deleteClass' as const), c: klass }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('portalKeeps' as const), c: klass, n: user }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('portalDrops' as const), c: klass, n: user }) },
 );
 
 interface Side {
   app: FastifyInstance;
   db: Db;
+  tenantId: string;
   /** What each label (u3, c2, m1) names now on this side. */
   ids: Map<string, string>;
   /** Every id this side has seen, named by its label and generation (u3 created again after a delete is u3#2). */
@@ -115,6 +122,27 @@ async function otherWriter(side: Side, label: string): Promise<void> {
   await sql`UPDATE accounts SET display_name = 'Changed elsewhere',
             scim = scim || '{"displayName": "Changed elsewhere", "title": "Changed elsewhere"}'::jsonb,
             version = version + 1 WHERE id = ${id}::uuid AND managed_by = 'sync'`.execute(side.db);
+}
+
+/** The portal keeps a member by hand, or drops its own mark, with the database contract's statements. */
+async function portal(side: Side, tenantId: string, cmd: { kind: 'portalKeeps' | 'portalDrops'; c: number; n: number }): Promise<string> {
+  const [classId, accountId] = [side.ids.get(`c${cmd.c}`), side.ids.get(`u${cmd.n}`)];
+  if (classId === undefined || accountId === undefined) return 'portal: nothing to do';
+  const params = [tenantId, classId, accountId];
+  const { add, remove } = handMembershipSql();
+  try {
+    if (cmd.kind === 'portalKeeps') {
+      await side.db.executeQuery(CompiledQuery.raw(add, params));
+    } else {
+      await side.db.transaction().execute(async (trx) => {
+        for (const statement of remove) await trx.executeQuery(CompiledQuery.raw(statement, params));
+      });
+    }
+    return 'portal: done';
+  } catch (error) {
+    // A class or account deleted since: the membership's foreign keys refuse it, on both sides alike.
+    return `portal: ${(error as { code?: string }).code ?? 'error'}`;
+  }
 }
 
 /** Runs one command on a side; returns the answer with ids written as labels. */
@@ -158,6 +186,9 @@ async function run(side: Side, headers: Record<string, string>, cmd: Command, re
     case 'otherWriter':
       await otherWriter(side, `u${cmd.n}`);
       return 'other writer';
+    case 'portalKeeps':
+    case 'portalDrops':
+      return portal(side, side.tenantId, cmd);
     case 'createClass':
       label = `c${cmd.c}`;
       res = await request(
@@ -229,6 +260,7 @@ async function state(side: Side, tenantId: string): Promise<string> {
        active, scim, version, deleted_at IS NOT NULL AS deleted FROM accounts WHERE tenant_id = ${tenantId}::uuid`.execute(side.db);
   const classes = await sql`SELECT id, managed_by, display_name, external_id, school_id, scim, version FROM classes WHERE tenant_id = ${tenantId}::uuid`.execute(side.db);
   const memberships = await sql`SELECT class_id, account_id, synced, manual FROM class_memberships WHERE tenant_id = ${tenantId}::uuid`.execute(side.db);
+  const departures = await sql`SELECT class_id, account_id FROM class_departures WHERE tenant_id = ${tenantId}::uuid`.execute(side.db);
   // A conflict's id is named by its object and the request that opened it; its audit events name it by that.
   const conflictIds = await sql<{ id: string; object_ref: string; request_id: string }>`SELECT id, object_ref, request_id FROM sync_conflicts
        WHERE tenant_id = ${tenantId}::uuid`.execute(side.db);
@@ -243,6 +275,7 @@ async function state(side: Side, tenantId: string): Promise<string> {
       accounts: sorted(accounts.rows),
       classes: sorted(classes.rows),
       memberships: sorted(memberships.rows),
+      departures: sorted(departures.rows),
       events: events.rows.map((r) => labelled(side, JSON.stringify(r))),
       conflicts: conflicts.rows.map((r) => labelled(side, JSON.stringify(r))),
     },
@@ -270,8 +303,8 @@ t.test('the quick and the locked execution of the same plans write the same rows
       const credentialId = randomUUID();
       const seeded = new Map(['m1', 'm2', 'm3', 'm4'].map((label) => [label, randomUUID()]));
       const sides: Side[] = [
-        { app: quickApp, db: databases[0].db, ids: new Map(seeded), names: new Map([...seeded].map(([label, id]) => [id, label])), versions: new Map() },
-        { app: lockedApp, db: databases[1].db, ids: new Map(seeded), names: new Map([...seeded].map(([label, id]) => [id, label])), versions: new Map() },
+        { app: quickApp, db: databases[0].db, tenantId, ids: new Map(seeded), names: new Map([...seeded].map(([label, id]) => [id, label])), versions: new Map() },
+        { app: lockedApp, db: databases[1].db, tenantId, ids: new Map(seeded), names: new Map([...seeded].map(([label, id]) => [id, label])), versions: new Map() },
       ];
       // A verified domain belongs to one tenant: the last run's tenant gives it up.
       for (const side of sides) await sql`DELETE FROM tenants WHERE verified_domains @> ARRAY['school.example']`.execute(side.db);
