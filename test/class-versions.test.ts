@@ -7,8 +7,10 @@ import { Writable } from 'node:stream';
 import t from 'tap';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
+import { runCli } from '../src/cli.js';
 import { runHourlyJob } from '../src/server.js';
 import { testApp, testEnv } from './helpers/app.js';
+import { connection, holder, untilBlocked, watcher } from './helpers/locks.js';
 import { GROUP, client, entraUser, patch } from './helpers/scim.js';
 
 t.test('a member whose account is deleted moves the class version, and stale validators stop matching', async (t) => {
@@ -85,3 +87,59 @@ t.test('the hourly job removes the departures of classes that no longer exist', 
   t.match(lines.join(''), /"departures":1,"msg":"removed the departures of deleted classes"/);
   t.equal((await scim('GET', `/Groups/${id}`)).headers.etag, 'W/"2"');
 });
+
+t.test('a class with departures is adopted again after a disconnect, its version moving on', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const [leaving, staying] = [(await scim('POST', '/Users', entraUser(1))).json().id as string, (await scim('POST', '/Users', entraUser(2))).json().id as string];
+  const id = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: '9A', externalId: 'class-9a', members: [{ value: leaving }, { value: staying }] })).json().id as string;
+  await scim('DELETE', `/Users/${leaving}`);
+  t.equal((await scim('GET', `/Groups/${id}`)).headers.etag, 'W/"2"');
+
+  const cli = async (...argv: string[]) => {
+    const out: string[] = [];
+    const code = await runCli(argv, { out: (s) => out.push(s), err: (s) => out.push(s), env: testEnv({ DATABASE_URL: env.database.url }) });
+    return { code, out: out.join('\n') };
+  };
+  t.equal((await cli('tenant', 'disconnect', env.tenant.id)).code, 0);
+  t.equal((await cli('tenant', 'connect', env.tenant.id)).code, 0);
+  const issued = await cli('token', 'issue', '--tenant', env.tenant.id, '--json');
+  const again = client(env.app, { authorization: `Bearer ${JSON.parse(issued.out).token as string}`, 'content-type': 'application/scim+json' });
+  const regroup = await again('POST', '/Groups', { schemas: [GROUP], displayName: '9A', externalId: 'class-9a' });
+  t.equal(regroup.statusCode, 201, regroup.body);
+  t.equal(regroup.json().id, id, 'the class is adopted again');
+  t.equal(regroup.headers.etag, 'W/"4"', 'its version moves on from where it was: the departure, the disconnect and the adoption');
+});
+
+// A rename on the locked path holds the class from its read to its write. A
+// member deleted meanwhile moves the version SCIM shows but not the row's:
+// the rename writes on its first attempt, and the version counts both. With
+// If-Match the client asked for the version it named: that is gone, so 412.
+for (const ifMatch of [undefined, 'W/"1"'] as const) {
+  t.test(`a locked rename meets a member's delete while it waits for the name (${ifMatch ?? 'no If-Match'})`, async (t) => {
+    const env = await testApp(t, {}, { writeStrategy: 'locked' });
+    const scim = client(env.app, env.headers);
+    const member = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+    const id = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 7A', members: [{ value: member }] })).json().id as string;
+
+    const blockedBy = watcher(await connection(t, env));
+    const { hold, pid } = await holder(t, env);
+    await hold.query(`SELECT pg_advisory_xact_lock(hashtextextended('class name ' || $1::text || ' ' || lower($2), 0))`, [env.tenant.id, 'Class 8B']);
+    const renamed = scim('PATCH', `/Groups/${id}`, patch({ op: 'Replace', path: 'displayName', value: 'Class 8B' }), ifMatch === undefined ? {} : { 'if-match': ifMatch });
+    t.ok(await untilBlocked(blockedBy, pid, 1, renamed), 'the rename holds the class and waits for the name');
+    t.equal((await scim('DELETE', `/Users/${member}`)).statusCode, 204, 'the delete does not wait for the class');
+    await hold.query('COMMIT');
+
+    const answer = await renamed;
+    const row = await env.db.selectFrom('classes').select(['display_name', 'version']).where('id', '=', id).executeTakeFirstOrThrow();
+    if (ifMatch === undefined) {
+      t.equal(answer.statusCode, 204, answer.body);
+      t.same(row, { display_name: 'Class 8B', version: 2 });
+      t.equal((await scim('GET', `/Groups/${id}`)).headers.etag, 'W/"3"', 'the rename and the departure');
+    } else {
+      t.equal(answer.statusCode, 412, answer.body);
+      t.match(answer.json(), { detail: /its version is W\/"2", not W\/"1"/ });
+      t.same(row, { display_name: 'Class 7A', version: 1 });
+    }
+  });
+}

@@ -309,3 +309,41 @@ t.test('a merge of a member and a delete of its class take turns, never a deadlo
   t.same(await env.db.selectFrom('class_memberships').selectAll().where('class_id', '=', id).execute(), [], 'the class went with its memberships');
   t.match(await env.db.selectFrom('accounts').select(['managed_by', 'external_id']).where('id', '=', keep).executeTakeFirstOrThrow(), { managed_by: 'sync', external_id: '00000000-0000-4000-8000-000000000001' });
 });
+
+// Entra adopts a manual class again (rule 8) naming the account a merge
+// absorbs, while the merge holds that account and waits for the kept one.
+// The adoption holds the class as every class write does (FOR NO KEY
+// UPDATE), which the merge's key share of its classes passes.
+for (const writeStrategy of ['quick', 'locked'] as const) {
+  t.test(`a merge and an adoption of a class naming the absorbed account take turns (${writeStrategy} path)`, async (t) => {
+    const env = await testApp(t, {}, { writeStrategy });
+    const scim = client(env.app, env.headers);
+    const watch = await connection(t, env);
+    const deadlocks = async () => Number((await watch.query('SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()')).rows[0].deadlocks);
+    const before = await deadlocks();
+    const absorb = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+    // The kept account sorts after the absorbed one, so the merge locks the absorbed one first; a hand member of a class Entra once synced.
+    const keep = 'ffffffff-ffff-4fff-8fff-ffffffffffff';
+    await env.db.insertInto('accounts').values({ id: keep, tenant_id: env.tenant.id, managed_by: 'manual', user_name: 'pupil1.old@school.example', scim: '{}' }).execute();
+    const klass = (await env.db.insertInto('classes').values({ tenant_id: env.tenant.id, managed_by: 'manual', display_name: '9A', external_id: 'class-9a', scim: '{}' }).returning('id').executeTakeFirstOrThrow()).id;
+    await env.db.insertInto('class_memberships').values({ tenant_id: env.tenant.id, class_id: klass, account_id: keep, synced: false, manual: true }).execute();
+
+    const blockedBy = watcher(watch);
+    const { hold, pid } = await holder(t, env);
+    await hold.query('SELECT 1 FROM accounts WHERE id = $1 FOR KEY SHARE', [keep]);
+    const merged = mergeAccounts(env.db, keep, absorb, { via: 'cli' });
+    const mergePid = (await untilBlocked(blockedBy, pid, 1, merged))?.[0];
+    t.ok(mergePid, 'the merge holds the absorbed account and waits for the kept one');
+    const adopted = scim('POST', '/Groups', { schemas: [GROUP], displayName: '9A', externalId: 'class-9a', members: [{ value: absorb }] });
+    t.ok(await untilBlocked(blockedBy, mergePid ?? -1, 1, adopted), 'the adoption waits for the merge');
+    await hold.query('COMMIT');
+
+    const [merge, adoption] = await Promise.allSettled([merged, adopted]);
+    t.equal(merge.status, 'fulfilled', 'the merge committed');
+    t.equal(await deadlocks(), before, 'no deadlock');
+    t.equal(adoption.status === 'fulfilled' ? adoption.value.statusCode : 0, 201, adoption.status === 'fulfilled' ? adoption.value.body : '');
+    t.equal(adoption.status === 'fulfilled' ? adoption.value.json().id : '', klass, 'the class is adopted');
+    const rows = await env.db.selectFrom('class_memberships').select(['account_id', 'synced', 'manual']).where('class_id', '=', klass).execute();
+    t.same(rows, [{ account_id: keep, synced: true, manual: true }], 'the absorbed id names the kept account, now a member from Entra and by hand');
+  });
+}

@@ -284,6 +284,8 @@ t.test('0016 counts the synced members an account delete takes from a class, and
   t.equal((await sql<{ n: number }>`SELECT count(*)::int AS n FROM class_memberships`.execute(db)).rows[0]?.n, 0, 'both memberships went');
   await migrateTo(db, '0015_tenant_turns');
   t.same(await schema(db), before, 'down restores the trigger function and drops the table');
+  const version = await sql<{ version: number }>`SELECT version FROM classes WHERE id = ${klass}::uuid`.execute(db);
+  t.same(version.rows, [{ version: 2 }], 'and the departure moved the row version: no version is shown again for another state');
 });
 
 t.test("a view of the portal's own on portal_accounts stops 0012 with its name, and nothing changes", async (t) => {

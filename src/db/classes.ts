@@ -128,15 +128,20 @@ export async function findMemberCandidates(db: Executor, tenantId: string, ids: 
   return new Set(rows.rows.map((r) => r.given));
 }
 
-/** Rule 8: a manual class that was synced before (same Entra object id), to adopt again. */
+/**
+ * Rule 8: a manual class that was synced before (same Entra object id), to
+ * adopt again. Locked FOR NO KEY UPDATE, as every class write that keeps the
+ * row: a merge takes a key share of its accounts' classes while it holds the
+ * accounts, which the adoption's members then wait for.
+ */
 export async function findAdoptableClass(db: Executor, tenantId: string, externalId: string): Promise<ClassRow | undefined> {
   return db
     .selectFrom('classes')
-    .selectAll()
+    .select([...ROW_COLUMNS, classVersion('classes').as('version')])
     .where('tenant_id', '=', tenantId)
     .where('managed_by', '=', 'manual')
     .where('external_id', '=', externalId)
-    .forUpdate()
+    .forNoKeyUpdate()
     .executeTakeFirst();
 }
 

@@ -511,6 +511,16 @@ const deleteClass = perShape<ClassRow>(() => (p) => sql<ClassRow>`${preparedOn('
     ), audited AS (${plannedAudit(p, 'display_name')})
     SELECT ${sql.raw(CLASS_COLUMN_NAMES.join(', '))} FROM written`);
 
+/**
+ * Whether a class write checks the version it was planned from: `guard`; or
+ * not, as the plan comes from the class row its transaction read and still
+ * holds, and no If-Match asks for it (`held`). The row cannot have moved
+ * then, but its version as SCIM shows it still can, by a member whose
+ * account is deleted meanwhile (classVersion), which such a write does not
+ * depend on; a guard would fail every attempt that meets such a delete.
+ */
+export type VersionGuard = 'guard' | 'held';
+
 /** What a class write wrote: the class row (undefined for a members-only write that changed nothing) and how many memberships changed. */
 export interface ClassWrite {
   row: ClassRow | undefined;
@@ -526,8 +536,8 @@ export interface ClassWrite {
  * rolled back, never applied without an answer (a statement alone would
  * commit when the turn came).
  */
-export async function executeClassPlan(db: Executor, plan: ClassPlan): Promise<ClassWrite | undefined> {
-  if (plan.kind !== 'update' || !plan.guards.uniqueName || plan.values === undefined) return runClassPlan(db, plan);
+export async function executeClassPlan(db: Executor, plan: ClassPlan, version: VersionGuard): Promise<ClassWrite | undefined> {
+  if (plan.kind !== 'update' || !plan.guards.uniqueName || plan.values === undefined) return runClassPlan(db, plan, version);
   const { display_name: name } = plan.values;
   return inTransaction(db, async (trx) => {
     // The order every class write takes its locks in: the tenant's turn, the
@@ -537,12 +547,13 @@ export async function executeClassPlan(db: Executor, plan: ClassPlan): Promise<C
     await sql`SELECT tenant_is_connected(${plan.tenantId}::uuid)`.execute(trx);
     await sql`SELECT 1 FROM classes WHERE tenant_id = ${plan.tenantId}::uuid AND id = ${plan.id}::uuid FOR NO KEY UPDATE`.execute(trx);
     await sql`SELECT class_name_is_free(${plan.tenantId}::uuid, ${name}::text, ${plan.id}::uuid)`.execute(trx);
-    return runClassPlan(trx, plan);
+    return runClassPlan(trx, plan, version);
   });
 }
 
-async function runClassPlan(db: Executor, plan: ClassPlan): Promise<ClassWrite | undefined> {
+async function runClassPlan(db: Executor, plan: ClassPlan, guard: VersionGuard): Promise<ClassWrite | undefined> {
   const audit = auditParams(plan.events.audit);
+  const version = guard === 'held' || plan.kind === 'create' ? null : (plan.guards.version ?? null);
   let written: ClassWritten | undefined;
   let result: ClassWrite | undefined;
   try {
@@ -566,7 +577,7 @@ async function runClassPlan(db: Executor, plan: ClassPlan): Promise<ClassWrite |
           tenantId: plan.tenantId,
           id: plan.id,
           scim: classScim(plan.values),
-          version: plan.guards.version ?? null,
+          version,
           uniqueName: plan.guards.uniqueName,
           usersExist: [...plan.guards.usersExist],
           add: members?.kind === 'edit' ? [...members.add] : [],
@@ -578,7 +589,7 @@ async function runClassPlan(db: Executor, plan: ClassPlan): Promise<ClassWrite |
         break;
       }
       case 'delete': {
-        const params = { tenantId: plan.tenantId, id: plan.id, version: plan.guards.version ?? null };
+        const params = { tenantId: plan.tenantId, id: plan.id, version };
         const row = (await deleteClass('')(db, [params, audit])).rows[0];
         result = row ? { row, memberChanges: 0 } : undefined;
         break;

@@ -188,12 +188,18 @@ interface Written extends ClassWrite {
 type ClassStep = Step<ClassPlan, Written>;
 
 /** Runs a class write; an externalId another class holds (or took meanwhile) is 409, naming the externalId the write planned. */
-async function writeClass(ctx: RequestContext, externalId: () => string | null, write: Pick<Write<ClassPlan, Written>, 'quick' | 'locked'>): Promise<Written> {
+async function writeClass(
+  ctx: RequestContext,
+  externalId: () => string | null,
+  ifMatch: string | undefined,
+  write: Pick<Write<ClassPlan, Written>, 'quick' | 'locked'>,
+): Promise<Written> {
   try {
     return await runWrite(ctx, {
       ...write,
-      execute: async (db, plan) => {
-        const written = await executeClassPlan(db, plan);
+      execute: async (db, plan, run) => {
+        // The locked path plans from the row it holds; only If-Match asks it to check the version again.
+        const written = await executeClassPlan(db, plan, run === 'locked' && ifMatch === undefined ? 'held' : 'guard');
         return written && { ...written, adopted: plan.kind === 'update' && plan.adopt };
       },
     });
@@ -230,7 +236,7 @@ export const groups: ResourceHandler = {
     const ids = members ?? [];
     const actor = actorOf(ctx);
     const id = randomUUID();
-    const written = await writeClass(ctx, () => values.external_id, {
+    const written = await writeClass(ctx, () => values.external_id, undefined, {
       // Most creates have no members and adopt nothing: the guards check it.
       quick: [async () => (ids.every(isUuid) ? { plan: planClassCreate(actor, ctx.tenant.classNames, values, ids, 'unread', id) } : undefined)],
       locked: async (trx) => {
@@ -278,7 +284,7 @@ export const groups: ResourceHandler = {
     // PUT replaces the synced members; members added by hand stay (rule 5).
     const plan = (row: ClassRow, known: ClassSituation) =>
       planClassChange(actor, ctx.tenant.classNames, row.id, row, { values, changed: changedGroupAttributes(row, values), members: { kind: 'replace', members: ids }, named: ids }, known);
-    const written = await writeClass(ctx, () => values.external_id, {
+    const written = await writeClass(ctx, () => values.external_id, ifMatch, {
       quick: [
         async () => {
           if (!ids.every(isUuid)) return undefined;
@@ -314,7 +320,7 @@ export const groups: ResourceHandler = {
       if (values === undefined && members === undefined) return { done: { row, memberChanges: 0, adopted: false } };
       return { plan: planClassChange(actor, ctx.tenant.classNames, row.id, row, { values, changed, members, named }, await known(values)) };
     };
-    await writeClass(ctx, () => externalId, {
+    await writeClass(ctx, () => externalId, ifMatch, {
       quick: [
         async () => {
           if (!named.every(isUuid)) return undefined;
@@ -339,6 +345,6 @@ export const groups: ResourceHandler = {
   async remove(ctx, id, ifMatch) {
     const actor = actorOf(ctx);
     if (!isUuid(id)) throw notFound(`No group ${String(id)}.`);
-    await writeClass(ctx, () => null, deleteSteps(ifMatch, (db, forUpdate) => readClass(ctx, db ?? ctx.db, id, forUpdate ? 'update' : undefined), (row) => planClassDelete(actor, id, row)));
+    await writeClass(ctx, () => null, ifMatch, deleteSteps(ifMatch, (db, forUpdate) => readClass(ctx, db ?? ctx.db, id, forUpdate ? 'update' : undefined), (row) => planClassDelete(actor, id, row)));
   },
 };
