@@ -22,8 +22,10 @@ t.test('a member whose account is deleted moves the class version, and stale val
   const id = created.json().id as string;
   t.equal(created.headers.etag, 'W/"1"');
 
+  const modified = Date.parse(created.json().meta.lastModified as string);
   t.equal((await scim('DELETE', `/Users/${leaving}`)).statusCode, 204);
   const read = await scim('GET', `/Groups/${id}`);
+  t.ok(Date.parse(read.json().meta.lastModified as string) > modified, 'lastModified moved with it');
   t.same((read.json().members as { value: string }[]).map((m) => m.value), [staying], 'the member left');
   t.equal(read.headers.etag, 'W/"2"', 'and the version moved');
   t.match(read.json(), { meta: { version: 'W/"2"' } });

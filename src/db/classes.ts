@@ -3,7 +3,7 @@
 // set operations in SQL that never read the member list); the reads here
 // give the planners and the answers what they need.
 import { sql } from 'kysely';
-import { CLASS_COLUMN_NAMES, LIVE_BY_ID, classColumns, classVersion, type ClassRow } from './columns.js';
+import { CLASS_COLUMN_NAMES, LIVE_BY_ID, classColumns, classUpdatedAt, classVersion, type ClassRow } from './columns.js';
 import { preparedOn, type Executor } from './database.js';
 import { criteriaToSql, sortToSql, type Criterion, type SearchTable, type SortKey } from './filter-sql.js';
 import { firstPage, lookupCondition, readPage, statementPerLookup, type ColumnLookup, type LookupParams, type Page } from './paging.js';
@@ -25,13 +25,15 @@ export interface Member {
  */
 export type ClassLock = 'update' | 'no key update';
 
-/** The columns a read takes as they are; the version is classVersion's. */
-const ROW_COLUMNS = CLASS_COLUMN_NAMES.filter((name): name is Exclude<(typeof CLASS_COLUMN_NAMES)[number], 'version'> => name !== 'version');
+/** The columns a read takes as they are; the version and the time of the last change are as SCIM shows them (columns.ts). */
+type RowColumn = Exclude<(typeof CLASS_COLUMN_NAMES)[number], 'version' | 'updated_at'>;
+const ROW_COLUMNS = CLASS_COLUMN_NAMES.filter((name): name is RowColumn => name !== 'version' && name !== 'updated_at');
+const shown = (table: string) => [classVersion(table).as('version'), classUpdatedAt(table).as('updated_at')] as const;
 
 export async function findSyncedClass(db: Executor, tenantId: string, id: string, lock?: ClassLock): Promise<ClassRow | undefined> {
   let query = db
     .selectFrom('classes')
-    .select([...ROW_COLUMNS, classVersion('classes').as('version')])
+    .select([...ROW_COLUMNS, ...shown('classes')])
     .where('tenant_id', '=', tenantId)
     .where('id', '=', id)
     .where('managed_by', '=', 'sync');
@@ -85,7 +87,7 @@ export async function listSyncedClasses(db: Executor, tenantId: string, q: Class
     q.offset,
     () => {
       let query = synced(db, tenantId, q.where)
-        .select([...ROW_COLUMNS.map((name) => `c.${name}` as const), classVersion('c').as('version')])
+        .select([...ROW_COLUMNS.map((name) => `c.${name}` as const), ...shown('c')])
         .select(sql<string>`count(*) over ()`.as('total_count'));
       if (q.sortBy) query = query.orderBy(sortToSql(SEARCH, q.sortBy), (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
       return query.orderBy('c.id').offset(q.offset).limit(q.limit).execute();
@@ -137,7 +139,7 @@ export async function findMemberCandidates(db: Executor, tenantId: string, ids: 
 export async function findAdoptableClass(db: Executor, tenantId: string, externalId: string): Promise<ClassRow | undefined> {
   return db
     .selectFrom('classes')
-    .select([...ROW_COLUMNS, classVersion('classes').as('version')])
+    .select([...ROW_COLUMNS, ...shown('classes')])
     .where('tenant_id', '=', tenantId)
     .where('managed_by', '=', 'manual')
     .where('external_id', '=', externalId)

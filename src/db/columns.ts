@@ -40,10 +40,21 @@ export function classVersion(table: string): RawBuilder<number> {
   return sql<number>`(${t}.version + (SELECT count(*) FROM class_departures d WHERE d.tenant_id = ${t}.tenant_id AND d.class_id = ${t}.id))::integer`;
 }
 
-/** Every column of classes as a read returns them, the version as SCIM shows it, named for the prepared statements (see PREPARED). */
+/** When a class last changed as SCIM shows it (meta.lastModified): its row, or a member who left with their account since. */
+export function classUpdatedAt(table: string): RawBuilder<Date> {
+  const t = sql.table(table);
+  return sql<Date>`greatest(${t}.updated_at, (SELECT max(d.departed_at) FROM class_departures d WHERE d.tenant_id = ${t}.tenant_id AND d.class_id = ${t}.id))`;
+}
+
+/** Every column of classes as a read returns them, the version and the time of the last change as SCIM shows them, named for the prepared statements (see PREPARED). */
 export function classColumns(table: string): RawBuilder<unknown> {
   const t = sql.table(table);
-  return sql.join(CLASS_COLUMN_NAMES.map((name) => (name === 'version' ? sql`${classVersion(table)} AS version` : sql`${t}.${sql.raw(name)}`)));
+  const column = (name: (typeof CLASS_COLUMN_NAMES)[number]) => {
+    if (name === 'version') return sql`${classVersion(table)} AS version`;
+    if (name === 'updated_at') return sql`${classUpdatedAt(table)} AS updated_at`;
+    return sql`${t}.${sql.raw(name)}`;
+  };
+  return sql.join(CLASS_COLUMN_NAMES.map(column));
 }
 
 /**
