@@ -41,9 +41,9 @@ export async function up(db: Kysely<unknown>): Promise<void> {
 }
 
 export async function down(db: Kysely<unknown>): Promise<void> {
-  // The departures go into the rows' versions, so no version is ever shown twice.
-  await sql`UPDATE classes c SET version = c.version + d.n
-      FROM (SELECT tenant_id, class_id, count(*)::integer AS n FROM class_departures GROUP BY tenant_id, class_id) d
+  // The departures go into the rows' versions and times, so no version is ever shown twice nor a time go back.
+  await sql`UPDATE classes c SET version = c.version + d.n, updated_at = greatest(c.updated_at, d.last)
+      FROM (SELECT tenant_id, class_id, count(*)::integer AS n, max(departed_at) AS last FROM class_departures GROUP BY tenant_id, class_id) d
      WHERE c.tenant_id = d.tenant_id AND c.id = d.class_id`.execute(db);
   await sql`CREATE OR REPLACE FUNCTION accounts_leave_classes() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN

@@ -45,7 +45,7 @@ t.test('a second synced class with the same name, in any case, answers 409 uniqu
     { action: 'update', object_type: 'group', outcome: 'failure' },
   ], 'each refusal is a failed write in the audit log');
 
-  // The class keeps its own name in another case: no rename, no conflict.
+  // The class takes its own name in another case: checked, and its own name is no conflict.
   const recase = await scim('PATCH', `/Groups/${first.json().id as string}`, patch({ op: 'Replace', path: 'displayName', value: 'CLASS 7A' }));
   t.equal(recase.statusCode, 204);
   t.equal((await env.db.selectFrom('classes').select('display_name').where('external_id', '=', 'g-1').executeTakeFirstOrThrow()).display_name, 'CLASS 7A');

@@ -6,7 +6,10 @@
 import { Writable } from 'node:stream';
 import t from 'tap';
 import { loadConfig } from '../src/config.js';
+import { findSyncedClass } from '../src/db/classes.js';
+import { executeClassPlan } from '../src/db/write-statements.js';
 import { createLogger } from '../src/logger.js';
+import { planClassDelete } from '../src/scim/class-writes.js';
 import { runCli } from '../src/cli.js';
 import { runHourlyJob } from '../src/server.js';
 import { testApp, testEnv } from './helpers/app.js';
@@ -26,6 +29,8 @@ t.test('a member whose account is deleted moves the class version, and stale val
   t.equal((await scim('DELETE', `/Users/${leaving}`)).statusCode, 204);
   const read = await scim('GET', `/Groups/${id}`);
   t.ok(Date.parse(read.json().meta.lastModified as string) > modified, 'lastModified moved with it');
+  const since = await scim('GET', `/Groups?filter=${encodeURIComponent(`meta.lastModified gt "${new Date(modified).toISOString()}"`)}&excludedAttributes=members`);
+  t.same((since.json().Resources as { id: string }[]).map((r) => r.id), [id], 'a filter on lastModified finds it as shown');
   t.same((read.json().members as { value: string }[]).map((m) => m.value), [staying], 'the member left');
   t.equal(read.headers.etag, 'W/"2"', 'and the version moved');
   t.match(read.json(), { meta: { version: 'W/"2"' } });
@@ -145,3 +150,22 @@ for (const ifMatch of [undefined, 'W/"1"'] as const) {
     }
   });
 }
+
+// The rule the locked path writes by: a plan made from the class row its
+// transaction holds is written without checking the version again ('held'),
+// as a member's delete since moves only the version SCIM shows; one that
+// must check it ('guard': the quick path, or If-Match) writes nothing then.
+t.test('a class plan made before a departure: guarded it writes nothing, held it writes', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const member = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+  const id = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 7A', members: [{ value: member }] })).json().id as string;
+  const row = await findSyncedClass(env.db, env.tenant.id, id);
+  t.equal(row?.version, 1);
+  await scim('DELETE', `/Users/${member}`);
+  const plan = planClassDelete({ tenantId: env.tenant.id, credentialId: env.credentialId, requestId: 'r-1' }, id, row);
+  t.equal(await executeClassPlan(env.db, plan, 'guard'), undefined, 'the version it was planned from is gone');
+  t.equal((await findSyncedClass(env.db, env.tenant.id, id))?.version, 2, 'nothing was written');
+  t.match(await executeClassPlan(env.db, plan, 'held'), { row: { id } }, 'held, it writes');
+  t.equal(await findSyncedClass(env.db, env.tenant.id, id), undefined);
+});

@@ -282,10 +282,11 @@ t.test('0016 counts the synced members an account delete takes from a class, and
   const departures = await sql<{ account_id: string }>`SELECT account_id FROM class_departures WHERE class_id = ${klass}::uuid`.execute(db);
   t.same(departures.rows, [{ account_id: synced }], 'the synced member departs; the one held by hand only does not count');
   t.equal((await sql<{ n: number }>`SELECT count(*)::int AS n FROM class_memberships`.execute(db)).rows[0]?.n, 0, 'both memberships went');
+  const departed = (await sql<{ at: string }>`SELECT departed_at::text AS at FROM class_departures WHERE class_id = ${klass}::uuid`.execute(db)).rows[0]?.at;
   await migrateTo(db, '0015_tenant_turns');
   t.same(await schema(db), before, 'down restores the trigger function and drops the table');
-  const version = await sql<{ version: number }>`SELECT version FROM classes WHERE id = ${klass}::uuid`.execute(db);
-  t.same(version.rows, [{ version: 2 }], 'and the departure moved the row version: no version is shown again for another state');
+  const row = await sql<{ version: number; updated_at: string }>`SELECT version, updated_at::text AS updated_at FROM classes WHERE id = ${klass}::uuid`.execute(db);
+  t.same(row.rows, [{ version: 2, updated_at: departed }], 'and the departure moved the row: no version is shown again for another state, no time goes back');
 });
 
 t.test("a view of the portal's own on portal_accounts stops 0012 with its name, and nothing changes", async (t) => {

@@ -58,7 +58,7 @@ export interface ClassListQuery {
 }
 
 /** The table as the search criteria see it. */
-const SEARCH: SearchTable = { alias: 'c' };
+const SEARCH: SearchTable = { alias: 'c', shown: { updated_at: classUpdatedAt('c') } };
 
 /**
  * The first page of Entra's class lookup (displayName or externalId eq a
@@ -168,11 +168,11 @@ export async function isClassNameTaken(db: Executor, tenantId: string, displayNa
  * (migration 0016). The count removed.
  */
 export async function pruneOrphanDepartures(db: Executor): Promise<number> {
-  const result = await db
-    .deleteFrom('class_departures as d')
-    .where((eb) =>
-      eb.not(eb.exists(eb.selectFrom('classes as c').select(sql<number>`1`.as('one')).whereRef('c.tenant_id', '=', 'd.tenant_id').whereRef('c.id', '=', 'd.class_id'))),
-    )
-    .executeTakeFirst();
-  return Number(result.numDeletedRows);
+  // Rows another instance is deleting are skipped, not waited for, as the change feed's prune does.
+  const result = await sql`
+    DELETE FROM class_departures WHERE (tenant_id, class_id, id) IN (
+      SELECT d.tenant_id, d.class_id, d.id FROM class_departures d
+       WHERE NOT EXISTS (SELECT 1 FROM classes c WHERE c.tenant_id = d.tenant_id AND c.id = d.class_id)
+         FOR UPDATE SKIP LOCKED)`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
 }

@@ -29,6 +29,9 @@ export const CLASS_COLUMN_NAMES = [
   'updated_at',
 ] as const satisfies readonly (keyof ClassesTable)[];
 
+/** Every column of classes by name alone: the columns of a statement's own result (a CTE's RETURNING). */
+export const CLASS_COLUMN_LIST = sql.raw(CLASS_COLUMN_NAMES.join(', '));
+
 /**
  * A class's version as SCIM shows it (meta.version, ETag, If-Match): the
  * row's version plus the synced members who left with their accounts, whose

@@ -48,6 +48,8 @@ export type SortKey = { kind: 'scalar'; scalar: Scalar } | { kind: 'elements'; p
 /** The table a repository searches: its alias in the query, and whether its rows have members (classes). */
 export interface SearchTable {
   alias: 'a' | 'c';
+  /** Columns whose value as SCIM shows it is an expression of the row (a class's lastModified), not the column. */
+  shown?: Readonly<Record<string, Sql>>;
 }
 
 function documentNode(table: SearchTable, path: readonly string[]): Sql {
@@ -63,8 +65,10 @@ const MEMBER_FIELDS = { value: sql`m.account_id::text`, display: sql`u.display_n
 /** A value as text, and as its jsonb node where it has one (for typed comparisons). */
 function value(table: SearchTable, ref: ValueRef): { text: Sql; json?: Sql } {
   switch (ref.in) {
-    case 'row':
-      return { text: ref.cast ? sql`${sql.ref(`${table.alias}.${ref.column}`)}::text` : sql.ref(`${table.alias}.${ref.column}`) };
+    case 'row': {
+      const column = table.shown?.[ref.column] ?? sql.ref(`${table.alias}.${ref.column}`);
+      return { text: ref.cast ? sql`${column}::text` : column };
+    }
     case 'constant':
       return { text: sql`${ref.value}::text` };
     case 'document': {

@@ -8,7 +8,7 @@
 // text per shape of plan, compiled once and prepared (see
 // fixedStatementOver, PREPARED).
 import { sql, type RawBuilder } from 'kysely';
-import { CLASS_COLUMN_NAMES, LIVE_BY_ID, RESOURCE_COLUMNS, classColumns, classVersion, type AccountResource, type ClassRow } from './columns.js';
+import { CLASS_COLUMN_LIST, LIVE_BY_ID, RESOURCE_COLUMNS, classColumns, classVersion, type AccountResource, type ClassRow } from './columns.js';
 import {
   NOTHING_SETTLED_COLUMN,
   SETTLED_COLUMN,
@@ -509,7 +509,7 @@ const deleteClass = perShape<ClassRow>(() => (p) => sql<ClassRow>`${preparedOn('
     ), departures AS (
       DELETE FROM class_departures WHERE tenant_id = ${p.tenantId}::uuid AND class_id IN (SELECT id FROM written)
     ), audited AS (${plannedAudit(p, 'display_name')})
-    SELECT ${sql.raw(CLASS_COLUMN_NAMES.join(', '))} FROM written`);
+    SELECT ${CLASS_COLUMN_LIST} FROM written`);
 
 /**
  * Whether a class write checks the version it was planned from: `guard`; or

@@ -72,7 +72,10 @@ export function planClassChange(
   situation: ClassSituation,
 ): ClassPlan {
   const values = change.changed.length > 0 ? change.values : undefined;
-  const renamed = values !== undefined && values.display_name.toLowerCase() !== row?.display_name.toLowerCase();
+  // Any change of the name, in case too: the database folds names with
+  // lower(), which in a database whose ctype is C leaves letters other than
+  // ASCII as they are, so "åk 8b" and "ÅK 8B" are two names there.
+  const renamed = values !== undefined && values.display_name !== row?.display_name;
   refuse(situation, renamed ? values.display_name : undefined);
   return {
     kind: 'update',
@@ -81,7 +84,6 @@ export function planClassChange(
     values,
     adopt: false,
     members: change.members,
-    // A name kept in another case is no rename: the policy asks nothing of it.
     guards: { version: row?.version, uniqueName: names === 'unique' && renamed, usersExist: change.named },
     events: { audit: classChanged(actor, change.changed) },
   };

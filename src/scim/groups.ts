@@ -224,8 +224,11 @@ async function patchedValues(ctx: RequestContext, row: ClassRow, others: readonl
   return { values, changed: changedGroupAttributes(row, values) };
 }
 
+// Any change of the name, in case too, is checked against the other names:
+// the database folds them with lower(), which in a database whose ctype is
+// C leaves letters other than ASCII as they are.
 const renameOf = (row: ClassRow, values: ClassValues | undefined) =>
-  values !== undefined && values.display_name.toLowerCase() !== row.display_name.toLowerCase() ? { name: values.display_name, except: row.id } : undefined;
+  values !== undefined && values.display_name !== row.display_name ? { name: values.display_name, except: row.id } : undefined;
 
 export const groups: ResourceHandler = {
   name: 'Group',

@@ -8,16 +8,20 @@ import type { AccountRow } from '../../db/columns.js';
 import type { AdminGuard, AccountValues } from '../../db/write-plan.js';
 import type { Json } from '../resource.js';
 
+/** ASCII letters in lower case, the others as they are: the folding every database's lower() does at least. */
+const foldAscii = (address: string): string => address.replace(/[A-Z]/g, (c) => c.toLowerCase());
+
 /**
  * The addresses an account is known by: its userName and link e-mail (one,
- * when they are the same in any case). As Entra sent them: the database
- * folds both sides with lower(), as its unique indexes do, which in a
- * database whose ctype is C folds ASCII letters only.
+ * when they differ in the case of ASCII letters only). As Entra sent them:
+ * the database folds both sides with lower(), as its unique indexes do,
+ * which in a database whose ctype is C folds ASCII letters only; there
+ * "Åsa" and "åsa" are two addresses, so both are checked.
  */
 export function addresses(values: Pick<AccountValues, 'user_name' | 'email'>): AdminGuard {
   const userName = values.user_name;
   const email = values.email ?? undefined;
-  return email === undefined || email.toLowerCase() === userName.toLowerCase() ? [userName] : [userName, email];
+  return email === undefined || foldAscii(email) === foldAscii(userName) ? [userName] : [userName, email];
 }
 
 export function inVerifiedDomain(address: string, domains: readonly string[]): boolean {
