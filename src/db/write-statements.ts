@@ -484,9 +484,11 @@ const updateClass = perShape<ClassWritten>((shape) => {
          FOR NO KEY UPDATE
     ), ${validMembers(p, p.usersExist)}, ${leaving.ctes}
     checked AS (
-      SELECT ${connected(p)} AND EXISTS (SELECT 1 FROM class)
+      -- CASE, whose order PostgreSQL keeps: the leaving rows are locked only
+      -- after the tenant's turn, the class, the name and the members' accounts.
+      SELECT CASE WHEN ${connected(p)} AND EXISTS (SELECT 1 FROM class)
          AND ${values === 'values' ? nameIsFree(p) : sql`true`}
-         AND ${allMembersValid} AND ${leaving.steady} AS ok
+         AND ${allMembersValid} THEN ${leaving.steady} ELSE false END AS ok
     ), ${memberSteps(p, members)},
     written AS (
       UPDATE classes
