@@ -6,6 +6,7 @@
 // meanwhile is a 404, never a write lost or an answer for nothing written.
 // The other write is a transaction of the test, held open until the SCIM
 // write waits for it (pg_blocking_pids), so the order never rests on timing.
+import type { LightMyRequestResponse } from 'fastify';
 import t, { type Test } from 'tap';
 import { mergeAccounts } from '../src/services/accounts.js';
 import { testApp, type TestApp } from './helpers/app.js';
@@ -185,28 +186,28 @@ t.test("the contract's statements for members added by hand keep what Entra hold
   t.same(await rows(), [{ account_id: synced, synced: true, manual: false }], 'the member Entra holds stays, the one held by hand only goes');
   t.same(((await scim('GET', `/Groups/${id}`)).json().members as { value: string }[]).map((m) => m.value), [synced]);
 
-  // Entra adds the member while the portal's removal holds the row: Entra's row is written after it.
-  await portal.query(add, [env.tenant.id, id, handOnly]);
+  // Entra writes while the portal's removal holds the row, in its transaction
+  // between the first two statements and the rest: Entra's write comes after it.
   const blockedBy = watcher(await connection(t, env));
-  const first = await holder(t, env);
   const [lock, ...rest] = remove;
-  for (const statement of [lock ?? '', rest[0] ?? '']) await first.hold.query(statement, [env.tenant.id, id, handOnly]);
-  const added = scim('PATCH', `/Groups/${id}`, patch({ op: 'Add', path: 'members', value: [{ value: handOnly }] }));
-  t.ok(await untilBlocked(blockedBy, first.pid, 1, added), "Entra's add waits for the portal's removal");
-  for (const statement of rest.slice(1)) await first.hold.query(statement, [env.tenant.id, id, handOnly]);
-  await first.hold.query('COMMIT');
-  t.equal((await added).statusCode, 204);
+  const whileRemovingByHand = async (account: string, write: () => Promise<LightMyRequestResponse>) => {
+    const { hold, pid } = await holder(t, env);
+    for (const statement of [lock ?? '', rest[0] ?? '']) await hold.query(statement, [env.tenant.id, id, account]);
+    const written = write();
+    t.ok(await untilBlocked(blockedBy, pid, 1, written), "Entra's write waits for the portal's removal");
+    for (const statement of rest.slice(1)) await hold.query(statement, [env.tenant.id, id, account]);
+    await hold.query('COMMIT');
+    return written;
+  };
+
+  await portal.query(add, [env.tenant.id, id, handOnly]);
+  const added = await whileRemovingByHand(handOnly, () => scim('PATCH', `/Groups/${id}`, patch({ op: 'Add', path: 'members', value: [{ value: handOnly }] })));
+  t.equal(added.statusCode, 204);
   t.same(await rows(), byAccount([{ account_id: synced, synced: true, manual: false }, { account_id: handOnly, synced: true, manual: false }]), 'a member of Entra only');
 
-  // Entra removes a member while the portal's removal of its own mark holds the row: the member goes.
   await portal.query(add, [env.tenant.id, id, synced]);
-  const second = await holder(t, env);
-  for (const statement of [lock ?? '', rest[0] ?? '']) await second.hold.query(statement, [env.tenant.id, id, synced]);
-  const removed = scim('PATCH', `/Groups/${id}`, patch({ op: 'Remove', path: 'members', value: [{ value: synced }] }));
-  t.ok(await untilBlocked(blockedBy, second.pid, 1, removed), "Entra's removal waits for the portal's");
-  for (const statement of rest.slice(1)) await second.hold.query(statement, [env.tenant.id, id, synced]);
-  await second.hold.query('COMMIT');
-  t.equal((await removed).statusCode, 204);
+  const removed = await whileRemovingByHand(synced, () => scim('PATCH', `/Groups/${id}`, patch({ op: 'Remove', path: 'members', value: [{ value: synced }] })));
+  t.equal(removed.statusCode, 204);
   t.same(await rows(), [{ account_id: handOnly, synced: true, manual: false }], 'both removed it: no row is left');
 });
 
