@@ -538,8 +538,8 @@ export interface ClassWrite {
  * rolled back, never applied without an answer (a statement alone would
  * commit when the turn came).
  */
-export async function executeClassPlan(db: Executor, plan: ClassPlan, version: VersionGuard): Promise<ClassWrite | undefined> {
-  if (plan.kind !== 'update' || !plan.guards.uniqueName || plan.values === undefined) return runClassPlan(db, plan, version);
+export async function executeClassPlan(db: Executor, plan: ClassPlan, guard: VersionGuard): Promise<ClassWrite | undefined> {
+  if (plan.kind !== 'update' || !plan.guards.uniqueName || plan.values === undefined) return runClassPlan(db, plan, guard);
   const { display_name: name } = plan.values;
   return inTransaction(db, async (trx) => {
     // The order every class write takes its locks in: the tenant's turn, the
@@ -549,7 +549,7 @@ export async function executeClassPlan(db: Executor, plan: ClassPlan, version: V
     await sql`SELECT tenant_is_connected(${plan.tenantId}::uuid)`.execute(trx);
     await sql`SELECT 1 FROM classes WHERE tenant_id = ${plan.tenantId}::uuid AND id = ${plan.id}::uuid FOR NO KEY UPDATE`.execute(trx);
     await sql`SELECT class_name_is_free(${plan.tenantId}::uuid, ${name}::text, ${plan.id}::uuid)`.execute(trx);
-    return runClassPlan(trx, plan, version);
+    return runClassPlan(trx, plan, guard);
   });
 }
 
