@@ -53,7 +53,7 @@ t.test("a failed write's audit event keeps the detail Entra received, its status
   await fail(400, 'POST', '/Users', { ...entraUser(3), userName: undefined }, { 'x-request-id': 'no-name' });
   await fail(400, 'PATCH', `/Users/${userId}`, patch({ op: 'Jump', path: 'displayName', value: 'Secret Name' }), { 'x-request-id': 'bad-op' });
   await fail(404, 'PATCH', '/Users/not-an-id', patch({ op: 'Replace', path: 'displayName', value: 'Secret Name' }), { 'x-request-id': 'no-id' });
-  await fail(404, 'DELETE', `/Users/${UNKNOWN}`, undefined, { 'x-request-id': 'gone' });
+  await fail(404, 'PATCH', `/Users/${UNKNOWN}`, patch({ op: 'Replace', path: 'displayName', value: 'Secret Name' }), { 'x-request-id': 'gone' });
   await fail(400, 'POST', '/Groups', { schemas: [GROUP], displayName: 'Class 7B', externalId: 'class-7b', members: [{ value: UNKNOWN }] }, { 'x-request-id': 'not-user' });
 
   // Neither a search nor a read is a write; a refusal its handler records itself (rule 3) is a conflict, not a failure.
@@ -68,7 +68,7 @@ t.test("a failed write's audit event keeps the detail Entra received, its status
       ['no-name', 'create', 'user', null, null],
       ['bad-op', 'update', 'user', userId, null],
       ['no-id', 'update', 'user', null, null],
-      ['gone', 'delete', 'user', UNKNOWN, null],
+      ['gone', 'update', 'user', UNKNOWN, null],
       ['not-user', 'create', 'group', null, 'Class 7B'],
     ],
     'one failure event per failed write, naming its object',
@@ -109,6 +109,52 @@ t.test("a failed write's audit event keeps the detail Entra received, its status
   const [last] = (await failures(env)).slice(-1);
   t.equal(last?.object_ref?.length, 257, 'a reference is cut to 256 characters and an ellipsis');
   t.equal((last?.details.externalId as string).length, 257);
+});
+
+t.test('a DELETE answered 404 is no failed write: health, the request counts and the failure list leave it out', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const token = await adminToken(env);
+  const tenant = async () => {
+    const res = await env.app.inject({ method: 'GET', url: `/admin/tenants/${env.tenant.id}`, headers: { authorization: `Bearer ${token}` } });
+    t.equal(res.statusCode, 200);
+    return res.json<{ health: string; writesLastHour: number; writeFailuresLastHour: number; failures: unknown[] }>();
+  };
+  const counts = async () => {
+    await env.app.flushRequestCounts();
+    const rows = await sql<{ requests: number; failures: number; writes: number; write_failures: number }>`
+      SELECT sum(requests)::int AS requests, sum(failures)::int AS failures, sum(writes)::int AS writes, sum(write_failures)::int AS write_failures
+        FROM request_counts WHERE tenant_id = ${env.tenant.id}::uuid`.execute(env.db);
+    return rows.rows[0];
+  };
+
+  const user = await scim('POST', '/Users', entraUser(1));
+  t.equal(user.statusCode, 201);
+  const userId = user.json<{ id: string }>().id;
+  const group = await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 7C', externalId: 'class-7c' });
+  t.equal(group.statusCode, 201);
+  const groupId = group.json<{ id: string }>().id;
+  t.equal((await scim('DELETE', `/Users/${userId}`)).statusCode, 204);
+  t.equal((await scim('DELETE', `/Groups/${groupId}`)).statusCode, 204);
+  // Entra repeats each delete, as it does when the first answer never reached it.
+  const again = await scim('DELETE', `/Users/${userId}`, undefined, { 'x-request-id': 'user-again' });
+  t.equal(again.statusCode, 404, 'the answer is still 404: Entra takes it to mean the user is gone');
+  t.match(again.json(), { status: '404', detail: `No user ${userId}.` });
+  t.equal((await scim('DELETE', `/Groups/${groupId}`, undefined, { 'x-request-id': 'group-again' })).statusCode, 404);
+  t.equal((await scim('DELETE', `/Users/${UNKNOWN}`)).statusCode, 404, 'a user this server never had');
+
+  t.same(await failures(env), [], 'no failure event');
+  t.same(await counts(), { requests: 7, failures: 0, writes: 7, write_failures: 0 }, 'seven writes, none failed');
+  t.match(await tenant(), { health: 'healthy', writesLastHour: 7, writeFailuresLastHour: 0, failures: [] });
+
+  // Any other write that finds its object gone is still a failure: the change Entra sent was not made.
+  t.equal((await scim('PATCH', `/Users/${userId}`, patch({ op: 'Replace', path: 'displayName', value: 'Back' }), { 'x-request-id': 'patch-gone' })).statusCode, 404);
+  t.same(
+    (await failures(env)).map((r) => [r.request_id, r.action, r.object_id]),
+    [['patch-gone', 'update', userId]],
+  );
+  t.same(await counts(), { requests: 8, failures: 1, writes: 8, write_failures: 1 });
+  t.match(await tenant(), { health: 'failing', writesLastHour: 8, writeFailuresLastHour: 1, failures: [{ message: 'No user <id>.', count: 1, status: 404 }] });
 });
 
 t.test('failures are grouped by message, values folded, with counts, the latest detail and the latest objects: admin API and portal-scim status', async (t) => {

@@ -162,7 +162,7 @@ export interface RequestCountsTable {
   hour: Date;
   requests: ColumnType<string, number, number>;
   failures: ColumnType<string, number, number>;
-  /** SCIM writes (POST, PUT, PATCH, DELETE of users and groups) and those answered 4xx/5xx (migration 0006). */
+  /** SCIM writes (POST, PUT, PATCH, DELETE of users and groups) and those that failed (isFailedRequest in services/health.ts; migration 0006). */
   writes: ColumnType<string, number | undefined, number>;
   write_failures: ColumnType<string, number | undefined, number>;
 }

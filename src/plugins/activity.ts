@@ -9,6 +9,7 @@ import { recordAudit, type AuditAction, type AuditEvent } from '../db/audit.js';
 import type { Db, JsonObject } from '../db/database.js';
 import { isDatabaseUnavailable } from '../db/errors.js';
 import { isUuid } from '../db/ids.js';
+import { isFailedRequest } from '../services/health.js';
 import { ScimError } from '../errors.js';
 import { failureMessage } from './errors.js';
 
@@ -108,7 +109,7 @@ async function activity(app: FastifyInstance, options: { db: Db }): Promise<void
   app.addHook('onSend', (request, reply, payload, done) => {
     const auth = request.auth;
     const event =
-      auth && reply.statusCode >= 400 && !audited.has(request)
+      auth && isFailedRequest(request.method, reply.statusCode) && !audited.has(request)
         ? failedWriteEvent({
             tenantId: auth.tenant.id,
             credentialId: auth.credentialId,

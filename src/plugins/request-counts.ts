@@ -6,6 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Db } from '../db/database.js';
 import { addRequestCounts, type RequestCount } from '../db/request-counts.js';
+import { isFailedRequest } from '../services/health.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -38,11 +39,12 @@ async function requestCounts(app: FastifyInstance, options: { db: Db }): Promise
     const hour = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
     const key = `${tenantId}/${hour}`;
     const count = pending.get(key) ?? { tenantId, hour: new Date(hour), requests: 0, failures: 0, writes: 0, writeFailures: 0 };
+    const failed = isFailedRequest(request.method, reply.statusCode);
     count.requests += 1;
-    if (reply.statusCode >= 400) count.failures += 1;
+    if (failed) count.failures += 1;
     if (isScimWrite(request.method, request.url)) {
       count.writes += 1;
-      if (reply.statusCode >= 400) count.writeFailures += 1;
+      if (failed) count.writeFailures += 1;
     }
     pending.set(key, count);
     done(null, payload);
