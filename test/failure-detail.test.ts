@@ -155,6 +155,9 @@ t.test('a DELETE answered 404 is no failed write: health, the request counts and
   );
   t.same(await counts(), { requests: 8, failures: 1, writes: 8, write_failures: 1 });
   t.match(await tenant(), { health: 'failing', writesLastHour: 8, writeFailuresLastHour: 1, failures: [{ message: 'No user <id>.', count: 1, status: 404 }] });
+  // So is a DELETE answered 404 at an address that names no user or class.
+  t.equal((await scim('DELETE', `/Users/${userId}/manager`)).statusCode, 404);
+  t.same(await counts(), { requests: 9, failures: 2, writes: 8, write_failures: 1 }, 'a failed request, not a write');
 });
 
 t.test('failures are grouped by message, values folded, with counts, the latest detail and the latest objects: admin API and portal-scim status', async (t) => {

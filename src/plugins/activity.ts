@@ -109,7 +109,7 @@ async function activity(app: FastifyInstance, options: { db: Db }): Promise<void
   app.addHook('onSend', (request, reply, payload, done) => {
     const auth = request.auth;
     const event =
-      auth && isFailedRequest(request.method, reply.statusCode) && !audited.has(request)
+      auth && isFailedRequest(request.method, request.url, reply.statusCode) && !audited.has(request)
         ? failedWriteEvent({
             tenantId: auth.tenant.id,
             credentialId: auth.credentialId,

@@ -39,7 +39,7 @@ async function requestCounts(app: FastifyInstance, options: { db: Db }): Promise
     const hour = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
     const key = `${tenantId}/${hour}`;
     const count = pending.get(key) ?? { tenantId, hour: new Date(hour), requests: 0, failures: 0, writes: 0, writeFailures: 0 };
-    const failed = isFailedRequest(request.method, reply.statusCode);
+    const failed = isFailedRequest(request.method, request.url, reply.statusCode);
     count.requests += 1;
     if (failed) count.failures += 1;
     if (isScimWrite(request.method, request.url)) {

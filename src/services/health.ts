@@ -13,16 +13,20 @@ export const FAILING_SHARE = 0.1;
 
 const HOUR_MS = 3_600_000;
 
+/** One user or class by id: a DELETE elsewhere answered 404 (a wrong Tenant URL, say) stays a failure. */
+const ONE_OBJECT = /^\/scim\/v2\/(?:users|groups)\/(?!\.search)[^/?]+\/?(?:\?|$)/i;
+
 /**
  * Whether a SCIM request's answer is a failure for the tenant's health, its
- * request chart and its failure list. A DELETE answered 404 is not: the
- * object is gone, which is what Entra asked for and what Entra takes a 404 to
- * mean. It is a retry whose first answer was lost, or an account the portal
- * now keeps by hand; neither is anything the operator could act on, and one
- * of them in a quiet hour would show a small school failing.
+ * request chart and its failure list. A DELETE of a user or class answered
+ * 404 is not: the object is gone, which is what Entra asked for and what
+ * Entra takes a 404 to mean. It is a retry whose first answer was lost, or
+ * an account the portal now keeps by hand; neither is anything the operator
+ * could act on, and one of them in a quiet hour would show a small school
+ * failing.
  */
-export function isFailedRequest(method: string, status: number): boolean {
-  return status >= 400 && !(method === 'DELETE' && status === 404);
+export function isFailedRequest(method: string, url: string, status: number): boolean {
+  return status >= 400 && !(method === 'DELETE' && status === 404 && ONE_OBJECT.test(url));
 }
 
 export interface HealthSettings {
