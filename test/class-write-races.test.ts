@@ -211,6 +211,44 @@ t.test("the contract's statements for members added by hand keep what Entra hold
   t.same(await rows(), [{ account_id: handOnly, synced: true, manual: false }], 'both removed it: no row is left');
 });
 
+// The portal adds a member by hand (the contract's statement) while Entra
+// deletes the account: the statement holds a share of the account, so the
+// delete waits for it and then takes the new membership with it; a delete
+// that got there first leaves the statement nothing to add.
+t.test("a user delete waits for the portal's hand add of that user and takes the membership with it; after the delete the add adds nothing", async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const { add } = handMembershipSql();
+  const [pupil, other] = [(await scim('POST', '/Users', entraUser(1))).json().id as string, (await scim('POST', '/Users', entraUser(2))).json().id as string];
+  const id = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Chess club' })).json().id as string;
+
+  const blockedBy = watcher(await connection(t, env));
+  const { hold, pid } = await holder(t, env);
+  await hold.query(add, [env.tenant.id, id, pupil]);
+  const deleted = scim('DELETE', `/Users/${pupil}`);
+  t.ok(await untilBlocked(blockedBy, pid, 1, deleted), 'the delete waits for the portal');
+  await hold.query('COMMIT');
+  t.equal((await deleted).statusCode, 204);
+  t.same(await env.db.selectFrom('class_memberships').select('account_id').where('class_id', '=', id).execute(), [], 'the membership went with the account');
+  const feed = await env.db
+    .selectFrom('change_events')
+    .select(['object_type', 'action'])
+    .where('tenant_id', '=', env.tenant.id)
+    .where((eb) => eb.or([eb('object_id', '=', pupil), eb.and([eb('object_id', '=', id), eb('related_id', '=', pupil)])]))
+    .orderBy('position')
+    .execute();
+  t.same(
+    feed.map((c) => `${c.action} ${c.object_type}`),
+    ['created account', 'created membership', 'deleted membership', 'deleted account'],
+    'the feed tells the portal the member left',
+  );
+
+  t.equal((await scim('DELETE', `/Users/${other}`)).statusCode, 204);
+  const result = await (await connection(t, env)).query(add, [env.tenant.id, id, other]);
+  t.equal(result.rowCount, 0, 'a deleted account is added to no class');
+  t.same(await env.db.selectFrom('class_memberships').select('account_id').where('class_id', '=', id).execute(), []);
+});
+
 // Entra removes a member whose membership another write added while the
 // removal waited for the class: the removal reads the class's members after
 // that write, not from before it, and the member leaves.

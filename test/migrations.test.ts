@@ -37,6 +37,7 @@ t.test('migrations go up, down and up again', async (t) => {
       '0014_class_name_turns',
       '0015_tenant_turns',
       '0016_class_departures',
+      '0017_feed_of_the_view',
     ],
     'every migration is applied in order',
   );
@@ -214,6 +215,8 @@ async function schema<T>(db: Kysely<T>): Promise<string[]> {
     UNION ALL SELECT 'type ' || typname FROM pg_type WHERE typnamespace = 'public'::regnamespace AND typtype = 'd'
     UNION ALL SELECT 'statistics ' || stxname FROM pg_statistic_ext WHERE stxnamespace = 'public'::regnamespace
     UNION ALL SELECT 'function ' || pg_get_functiondef(oid) FROM pg_proc WHERE pronamespace = 'public'::regnamespace AND prokind = 'f'
+    UNION ALL SELECT 'trigger ' || pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+     WHERE c.relnamespace = 'public'::regnamespace AND NOT t.tgisinternal
     ORDER BY 1`.execute(db);
   return rows.map((r) => r.line);
 }
@@ -287,6 +290,42 @@ t.test('0016 counts the synced members an account delete takes from a class, and
   t.same(await schema(db), before, 'down restores the trigger function and drops the table');
   const row = await sql<{ version: number; updated_at: string }>`SELECT version, updated_at::text AS updated_at FROM classes WHERE id = ${klass}::uuid`.execute(db);
   t.same(row.rows, [{ version: 2, updated_at: departed }], 'and the departure moved the row: no version is shown again for another state, no time goes back');
+});
+
+t.test('0017 signs in with the role the portal sees, keeps deleted rows out of the feed, lists the sources an adoption moves, and goes down to the schema it came from', async (t) => {
+  const { db } = await testDatabase(t, { migrated: false });
+  await migrateTo(db, '0016_class_departures');
+  const before = await schema(db);
+  t.same(await migrateTo(db, '0017_feed_of_the_view'), ['0017_feed_of_the_view']);
+  const entra = '7a1b2c3d-0000-4000-8000-000000000017';
+  const tenant = (await sql<{ id: string }>`INSERT INTO tenants (name, entra_tenant_id) VALUES ('Feed', ${entra}::uuid) RETURNING id`.execute(db)).rows[0]?.id ?? '';
+  const account = async (name: string, managedBy: string, oid: string | null) =>
+    (
+      await sql<{ id: string }>`INSERT INTO accounts (tenant_id, managed_by, user_name, external_id, role)
+        VALUES (${tenant}::uuid, ${managedBy}, ${name}, ${oid}, 'teacher') RETURNING id`.execute(db)
+    ).rows[0]?.id ?? '';
+  const overridden = await account('a@school.example', 'sync', 'oid-a');
+  await sql`UPDATE accounts SET role_override = 'student' WHERE id = ${overridden}::uuid`.execute(db);
+  const signIn = async () => (await sql<{ role: string }>`SELECT role FROM portal_sign_in_account(${entra}::uuid, 'oid-a')`.execute(db)).rows;
+  t.same(await signIn(), [{ role: 'student' }], 'the override, as portal_accounts shows it');
+
+  const manual = await account('b@school.example', 'manual', null);
+  const gone = await account('c@school.example', 'sync', 'oid-c');
+  await sql`UPDATE accounts SET deleted_at = now() WHERE id = ${gone}::uuid`.execute(db);
+  const mark = (await sql<{ n: number }>`SELECT count(*)::int AS n FROM change_events`.execute(db)).rows[0]?.n ?? 0;
+  await sql`UPDATE accounts SET managed_by = 'sync' WHERE id = ${manual}::uuid`.execute(db);
+  await sql`UPDATE accounts SET managed_by = 'manual', role_override = NULL WHERE id = ${gone}::uuid`.execute(db);
+  const rows = await sql<{ object_id: string; action: string; changed: string[] }>`
+    SELECT object_id, action, changed FROM change_events ORDER BY position OFFSET ${mark}`.execute(db);
+  t.same(
+    rows.rows,
+    [{ object_id: manual, action: 'adopted', changed: ['managed_by_sync', 'role_source', 'grade_source'] }],
+    "an adoption lists the sources it moves; the deleted account's changes write nothing",
+  );
+
+  await migrateTo(db, '0016_class_departures');
+  t.same(await schema(db), before, 'down restores both functions and the trigger');
+  t.same(await signIn(), [{ role: 'teacher' }], 'and the sign-in answers the synced role again');
 });
 
 t.test("a view of the portal's own on portal_accounts stops 0012 with its name, and nothing changes", async (t) => {

@@ -10,6 +10,8 @@ import { runCli } from '../src/cli.js';
 import { createAdminCredential } from '../src/db/admin-credentials.js';
 import { createTenant } from '../src/db/tenants.js';
 import { testApp, testEnv, type TestApp } from './helpers/app.js';
+import { handMembershipSql, overrideSql } from './helpers/contract-sql.js';
+import { connection } from './helpers/locks.js';
 import { GROUP, PORTAL, client, entraUser, patch } from './helpers/scim.js';
 
 async function cli(env: TestApp, ...argv: string[]) {
@@ -40,6 +42,44 @@ const feed = async (env: TestApp, id: string) =>
   (await env.db.selectFrom('change_events').select(['action', 'changed', 'related_id']).where('object_id', '=', id).orderBy('position').execute()).map(
     (c) => [c.action, c.changed.join(','), c.related_id ?? ''].filter((part) => part !== '').join(' '),
   );
+
+t.test("the contract's statements and the portal team's tools write only a change, so the feed has no empty one", async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const portal = await connection(t, env);
+  const { set, clear } = overrideSql();
+  const { add, remove } = handMembershipSql();
+  const id = (await scim('POST', '/Users', entraUser(1, { [PORTAL]: { role: 'Student', grade: '7' } }))).json().id as string;
+  const klass = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: '7A', members: [{ value: id }] })).json().id as string;
+  const accountFeed = () => feed(env, id);
+  const membershipFeed = async () =>
+    (await env.db.selectFrom('change_events').select(['action', 'changed']).where('object_id', '=', klass).where('related_id', '=', id).orderBy('position').execute()).map(
+      (c) => `${c.action} ${c.changed.join(',')}`.trim(),
+    );
+  const before = await accountFeed();
+
+  for (let i = 0; i < 2; i++) await portal.query(set, [env.tenant.id, id, 'teacher', '8']);
+  t.match(await portalView(env, id), { role: 'teacher', grade: '8', role_source: 'override', grade_source: 'override' });
+  t.equal((await cli(env, 'account', 'set', id, '--role', 'teacher')).code, 0, 'the CLI sets what is set already');
+  for (let i = 0; i < 2; i++) await portal.query(clear, [env.tenant.id, id]);
+  t.same((await accountFeed()).slice(before.length), ['updated role,grade,role_source,grade_source', 'updated role,grade,role_source,grade_source'], 'one row for the set, one for the clear');
+  t.equal((await env.db.selectFrom('audit_events').select('id').where('action', '=', 'override').execute()).length, 0, 'and no audit event for a change that changed nothing');
+
+  const memberships = (await membershipFeed()).length;
+  for (let i = 0; i < 2; i++) await portal.query(add, [env.tenant.id, klass, id]);
+  for (let i = 0; i < 2; i++) {
+    await portal.query('BEGIN');
+    for (const statement of remove) await portal.query(statement, [env.tenant.id, klass, id]);
+    await portal.query('COMMIT');
+  }
+  t.same((await membershipFeed()).slice(memberships), ['updated manual', 'updated manual'], 'one row for the add, one for the removal');
+
+  t.equal((await scim('DELETE', `/Users/${id}`)).statusCode, 204);
+  const deleted = (await accountFeed()).length;
+  t.equal((await portal.query(clear, [env.tenant.id, id])).rowCount, 0, 'a deleted account has no override to clear');
+  await env.db.updateTable('accounts').set({ role_override: null, grade: '9' }).where('id', '=', id).execute();
+  t.equal((await accountFeed()).length, deleted, "and a deleted account's row writes nothing more to the feed");
+});
 
 t.test('an override wins over what sync writes until it is cleared; then what Entra last sent shows', async (t) => {
   const env = await testApp(t);
@@ -150,6 +190,18 @@ t.test('merge: the old account takes over, and every later Entra request for the
   t.same((await feed(env, old.id)).filter((c) => c.startsWith('merged')), [`merged ${fresh}`], 'the feed names both');
   const mergedRow = await env.db.selectFrom('change_events').selectAll().where('action', '=', 'merged').executeTakeFirstOrThrow();
   t.match(mergedRow, { tenant_id: env.tenant.id, object_type: 'account', object_id: old.id, related_id: fresh });
+  const merge = await env.db
+    .selectFrom('change_events')
+    .select(['object_type', 'object_id', 'related_id', 'action'])
+    .where('tenant_id', '=', env.tenant.id)
+    .where('position', '>=', mergedRow.position)
+    .orderBy('position')
+    .execute();
+  t.same(
+    merge.map((c) => `${c.action} ${c.object_type} ${c.object_id === old.id ? 'kept' : c.object_id === fresh ? 'absorbed' : c.object_id === klass ? '7A' : c.object_id}`),
+    ['merged account kept', 'created membership 7A', 'deleted membership 7A', 'deleted account absorbed', 'adopted account kept'],
+    'the merged row first: a portal re-points its rows before it reads the deletion',
+  );
   const audit = await env.db.selectFrom('audit_events').select(['action', 'object_id', 'details']).where('action', '=', 'merge').executeTakeFirstOrThrow();
   t.match(audit, { object_id: old.id, details: { kept: { id: old.id, userName: 'anna.old@oldschool.example' }, absorbed: { id: fresh, userName: 'Pupil1@School.example' }, via: 'cli' } });
 

@@ -178,10 +178,15 @@ t.test('disconnect turns synced data manual and revokes; connect lets Entra adop
   const scim = client(env.app, env.headers);
   const user = (await scim('POST', '/Users', entraUser(1))).json().id as string;
   const group = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: '9A', externalId: 'class-9a', members: [{ value: user }] })).json().id as string;
+  const left = (await scim('POST', '/Users', entraUser(2))).json().id as string;
+  t.equal((await scim('DELETE', `/Users/${left}`)).statusCode, 204);
 
   const out = await cli(env, 'tenant', 'disconnect', env.tenant.id);
   t.equal(out.code, 0, out.out);
-  t.match(out.out, /1 accounts and 1 classes are now manual/);
+  t.match(out.out, /1 account and 1 class are now manual/, 'the deleted account is not counted');
+  t.match(await env.db.selectFrom('accounts').selectAll().where('id', '=', left).executeTakeFirstOrThrow(), { managed_by: 'sync' }, 'and stays as it was deleted');
+  const feed = await env.db.selectFrom('change_events').select(['object_id', 'action']).where('tenant_id', '=', env.tenant.id).where('action', '=', 'disconnected').execute();
+  t.same(feed.map((c) => c.object_id).sort(), [user, group].sort(), 'the feed has the live account and the class, not the deleted account');
   t.equal((await scim('GET', '/Users')).statusCode, 401, 'the credential is revoked');
   t.match(await env.db.selectFrom('accounts').selectAll().where('id', '=', user).executeTakeFirstOrThrow(), { managed_by: 'manual', deleted_at: null });
   t.match(await env.db.selectFrom('classes').selectAll().where('id', '=', group).executeTakeFirstOrThrow(), { managed_by: 'manual' });

@@ -6,6 +6,7 @@ import { sql } from 'kysely';
 import t from 'tap';
 import type { Db } from '../src/db/database.js';
 import { createTenant } from '../src/db/tenants.js';
+import { changeOverrides } from '../src/services/accounts.js';
 import { changeTenantSettings, connectTenant, disconnectTenant } from '../src/services/tenants.js';
 import { testApp } from './helpers/app.js';
 import { client, entraUser, patch } from './helpers/scim.js';
@@ -53,6 +54,13 @@ t.test('a login is linked by tid and oid to the active account of the bound tena
   const teacher = await scim('POST', '/Users', entraUser(2, { userType: 'Teacher' }));
   const teacherOid = entraUser(2).externalId as string;
   t.same(await signIn(env.db, SCHOOL_TID, teacherOid), [{ tenant_id: env.tenant.id, id: teacher.json().id as string, role: 'teacher' }], 'the role comes along');
+  // Rule 11: the portal's override is the role the account has, at sign-in too.
+  await changeOverrides(env.db, teacher.json().id as string, { role: 'student' }, CLI);
+  t.same((await signIn(env.db, SCHOOL_TID, teacherOid)).map((r) => r.role), ['student'], 'an account overridden to student signs in as a student');
+  t.equal((await scim('PATCH', `/Users/${teacher.json().id as string}`, patch({ op: 'Replace', path: 'displayName', value: 'Teacher Two' }))).statusCode, 200);
+  t.same((await signIn(env.db, SCHOOL_TID, teacherOid)).map((r) => r.role), ['student'], "and stays one while Entra's writes go on");
+  await changeOverrides(env.db, teacher.json().id as string, { clear: true }, CLI);
+  t.same((await signIn(env.db, SCHOOL_TID, teacherOid)).map((r) => r.role), ['teacher'], 'cleared, the synced role again');
   t.equal((await scim('DELETE', `/Users/${teacher.json().id as string}`)).statusCode, 204);
   t.same(await signIn(env.db, SCHOOL_TID, teacherOid), [], 'a deleted account cannot sign in (rule 7)');
 

@@ -83,7 +83,8 @@ async function prepare(db) {
 /**
  * What the portal does with a change. Here: a log of every change applied,
  * and each account's last action (a portal would end the sessions of an
- * account deactivated, deleted or purged, and re-point its own rows after a
+ * account deactivated, deleted or purged, or whose change lists `active`
+ * while the account reads inactive, and re-point its own rows after a
  * merge). Everything it writes is in the caller's transaction.
  */
 async function apply(db, change) {

@@ -199,8 +199,8 @@ export function tenantCommands(program: Command, ctx: CliContext): void {
           ctx.out(`Tenant ${id} was already disconnected (since ${formatTime(result.tenant.disconnected_at)}); nothing changed.`);
         } else {
           ctx.out(
-            `Disconnected ${id}: ${result.credentials} credentials revoked (refused within ${cfg.credentialCacheSeconds} seconds), ` +
-              `${result.accounts} accounts and ${result.classes} classes are now manual. Nothing was deleted.`,
+            `Disconnected ${id}: ${count(result.credentials, 'credential')} revoked (refused within ${cfg.credentialCacheSeconds} seconds), ` +
+              `${count(result.accounts, 'account')} and ${count(result.classes, 'class', 'classes')} ${result.accounts + result.classes === 1 ? 'is' : 'are'} now manual. Nothing was deleted.`,
           );
         }
       });
@@ -219,4 +219,9 @@ export function tenantCommands(program: Command, ctx: CliContext): void {
         else ctx.out(`Connected ${id}. Next: portal-scim token issue --tenant ${id}`);
       });
     });
+}
+
+/** "1 class", "2 classes". */
+function count(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
 }

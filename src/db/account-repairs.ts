@@ -56,7 +56,7 @@ export async function findAliasTargets(db: Executor, tenantId: string, ids: read
  * with the kept account's; a manual flag on either side stays), and its SCIM
  * id as an alias (with the aliases that already pointed to it). The absorbed
  * account is marked deleted: it leaves the portal's view, and a deleted
- * account is never adopted. The feed gets a `merged` row naming both. Runs in
+ * account is never adopted. The feed gets a `merged` row naming both, first. Runs in
  * the caller's transaction, with both rows locked by the caller.
  */
 export async function mergeAccountRows(trx: Executor, tenantId: string, keep: string, absorb: string): Promise<AccountRow> {
@@ -82,6 +82,10 @@ export async function mergeAccountRows(trx: Executor, tenantId: string, keep: st
      WHERE tenant_id = ${tenantId}::uuid AND account_id IN (${keep}::uuid, ${absorb}::uuid)
      ORDER BY class_id, account_id
        FOR UPDATE`.execute(trx);
+  // The feed's `merged` row comes before the merge's other rows, so a portal
+  // applying them in order re-points its rows to the kept account before it
+  // reads the absorbed one's deletion (and drops whatever is still under it).
+  await trx.insertInto('change_events').values({ tenant_id: tenantId, object_type: 'account', object_id: keep, related_id: absorb, action: 'merged' }).execute();
   // Memberships first: the absorbed account's go when it is marked deleted.
   await sql`
     INSERT INTO class_memberships (tenant_id, class_id, account_id, synced, manual)
@@ -120,6 +124,5 @@ export async function mergeAccountRows(trx: Executor, tenantId: string, keep: st
     .executeTakeFirstOrThrow();
   await trx.updateTable('account_aliases').set({ account_id: keep }).where('tenant_id', '=', tenantId).where('account_id', '=', absorb).execute();
   await trx.insertInto('account_aliases').values({ tenant_id: tenantId, alias_id: absorb, account_id: keep }).execute();
-  await trx.insertInto('change_events').values({ tenant_id: tenantId, object_type: 'account', object_id: keep, related_id: absorb, action: 'merged' }).execute();
   return kept;
 }

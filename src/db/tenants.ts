@@ -107,6 +107,8 @@ export async function disconnectTenant(db: Db, id: string): Promise<{ accounts: 
       .set((eb) => ({ managed_by: 'manual', version: eb('version', '+', 1), updated_at: new Date() }))
       .where('tenant_id', '=', id)
       .where('managed_by', '=', 'sync')
+      // A deleted account stays as it was deleted: it is in no view, and nothing adopts it.
+      .where('deleted_at', 'is', null)
       .executeTakeFirst();
     const classes = await trx
       .updateTable('classes')

@@ -75,9 +75,15 @@ export async function changeOverrides(db: Db, id: string, change: OverrideChange
     if (before.managed_by !== 'sync') {
       throw new ServiceError('conflict', `Account ${before.id} is not managed by sync; change its role and grade in the portal directly.`);
     }
-    const row = await setOverrides(trx, before.tenant_id, before.id, overrides);
+    // An override set to what it is already changes nothing: no write, no event for the portal to follow.
+    const moving: Overrides = {
+      ...(overrides.role !== undefined && overrides.role !== before.role_override ? { role: overrides.role } : {}),
+      ...(overrides.grade !== undefined && overrides.grade !== before.grade_override ? { grade: overrides.grade } : {}),
+    };
+    if (moving.role === undefined && moving.grade === undefined) return before;
+    const row = await setOverrides(trx, before.tenant_id, before.id, moving);
     if (!row) throw new ServiceError('not-found', `No account ${id}.`);
-    const changed = [...(overrides.role !== undefined ? ['role'] : []), ...(overrides.grade !== undefined ? ['grade'] : [])];
+    const changed = [...(moving.role !== undefined ? ['role'] : []), ...(moving.grade !== undefined ? ['grade'] : [])];
     await recordAudit(trx, {
       tenantId: row.tenant_id,
       action: 'override',

@@ -24,3 +24,23 @@ export function handMembershipSql(): HandMembershipSql {
   }
   return { add, remove };
 }
+
+export interface OverrideSql {
+  /** $1 tenant, $2 account, $3 role, $4 grade. */
+  set: string;
+  /** $1 tenant, $2 account. */
+  clear: string;
+}
+
+/** The statements docs/database-contract.md gives the portal for local overrides (rule 11). */
+export function overrideSql(): OverrideSql {
+  const doc = readFileSync(new URL('../../docs/database-contract.md', import.meta.url), 'utf8');
+  const block = /```sql\n((?:(?!```)[\s\S])*?-- set:[\s\S]*?)```/.exec(doc)?.[1];
+  if (!block) throw new Error('docs/database-contract.md has no block of the statements for overrides');
+  const [set, clear, ...rest] = block
+    .split(';')
+    .map((s) => s.replace(/^\s*--.*$/gm, '').trim())
+    .filter((s) => s !== '');
+  if (!set || !clear || rest.length > 0) throw new Error('expected the set and the clear statement for overrides');
+  return { set, clear };
+}
