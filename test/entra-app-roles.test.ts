@@ -27,6 +27,8 @@ t.test('PATCH add, replace and remove of app roles sent as JSON text', async (t)
 
   const again = await scim('PATCH', `/Users/${id}`, fixture('entra-patch-app-role-add'));
   t.same(again.json<Json>().roles, [TEACHER], 'the same role added twice is kept once');
+  t.equal(again.headers.etag, added.headers.etag, 'and changes nothing: no new version');
+  t.match(await row(), { version: 2 });
 
   const replaced = await scim('PATCH', `/Users/${id}`, fixture('entra-patch-app-role-replace'));
   t.equal(replaced.statusCode, 200, replaced.body);
@@ -95,4 +97,35 @@ t.test("a role's display name decides when its value is not in the mapping", asy
   t.equal(created.statusCode, 201, created.body);
   t.same(created.json<Json>().roles, [{ value: '25', display: 'Teacher', type: 'WindowsAzureActiveDirectoryRole', primary: false }]);
   t.equal((await db.selectFrom('accounts').select('role').where('id', '=', created.json<Json>().id as string).executeTakeFirstOrThrow()).role, 'teacher');
+});
+
+// Entra sends each cycle's roles and e-mails again; a value the user has
+// already, whatever the order of its keys, is neither stored twice nor a change.
+t.test('an Add of a role or e-mail the user has already, in any key order, keeps one copy and writes nothing', async (t) => {
+  const { app, headers, db } = await testApp(t);
+  const scim = client(app, headers);
+  const role = { primary: 'True', type: 'WindowsAzureActiveDirectoryRole', value: 'Teacher' };
+  const created = await scim('POST', '/Users', { schemas: [USER], userName: 'a@school.example', roles: [role], emails: [{ primary: true, type: 'work', value: 'a@school.example' }] });
+  t.equal(created.statusCode, 201, created.body);
+  const id = created.json<Json>().id as string;
+  const feed = async () => (await db.selectFrom('change_events').select('position').where('object_id', '=', id).execute()).length;
+  const events = await feed();
+  const adds = [
+    patch({ op: 'Add', path: 'roles', value: [role] }),
+    patch({ op: 'Add', path: 'roles', value: [{ value: 'Teacher', primary: true, type: 'WindowsAzureActiveDirectoryRole' }] }),
+    patch({ op: 'add', path: 'emails', value: [{ type: 'work', value: 'a@school.example', primary: true }] }),
+    patch({ op: 'add', path: 'emails', value: [{ primary: true, type: 'work', value: 'a@school.example' }] }),
+    patch({ op: 'add', path: 'emails', value: [{ value: 'a@school.example', type: 'work', primary: true }] }),
+  ];
+  for (const body of adds) {
+    const res = await scim('PATCH', `/Users/${id}`, body);
+    t.equal(res.statusCode, 200, res.body);
+    t.equal((res.json<Json>().roles as unknown[]).length, 1, 'one role');
+    t.equal((res.json<Json>().emails as unknown[]).length, 1, 'one e-mail');
+    t.equal(res.headers.etag, created.headers.etag, 'the version as it was');
+  }
+  const stored = await db.selectFrom('accounts').select(['version', 'scim']).where('id', '=', id).executeTakeFirstOrThrow();
+  t.equal(stored.version, 1, 'no write');
+  t.same([(stored.scim.roles as unknown[]).length, (stored.scim.emails as unknown[]).length], [1, 1]);
+  t.equal(await feed(), events, 'nothing in the feed');
 });

@@ -7,6 +7,7 @@
 import type SCIMMY from 'scimmy';
 import { badRequest } from '../errors.js';
 import { parsePatchPath, type FilterNode } from './filter.js';
+import { sortedKeys } from './resource.js';
 import { MAX_PATCH_OPERATIONS } from './limits.js';
 import { findAttribute, findExtension, findSub, renderValue, resolvePatchPath, type ResolvedPath } from './schema-index.js';
 import { appRoleInValue, decodeAppRole } from './rules/roles.js';
@@ -489,13 +490,17 @@ export function expandStep(resource: ResourceName, step: PatchStep, document: Js
   return [{ op, path: resolved.text, value, ...direct }];
 }
 
-/** Removes exact duplicates that an add to a multi-valued attribute can leave. */
+/**
+ * Removes exact duplicates that an add to a multi-valued attribute can leave,
+ * whatever the order of their keys: the stored value and the one added come
+ * with their keys in different orders.
+ */
 export function dedupeMultiValued(resource: Json): Json {
   for (const [key, value] of Object.entries(resource)) {
     if (Array.isArray(value)) {
       const seen = new Set<string>();
       resource[key] = value.filter((v) => {
-        const k = JSON.stringify(v);
+        const k = JSON.stringify(sortedKeys(v));
         if (seen.has(k)) return false;
         seen.add(k);
         return true;

@@ -5,7 +5,7 @@ import SCIMMY from 'scimmy';
 import { dedupeMultiValued, expandStep, patchSteps, scimmyOperation, type PatchOperation, type PatchStep, type RawOperation } from './entra-dialect.js';
 import { badRequest } from '../errors.js';
 import { MAX_PATCH_REREADS } from './limits.js';
-import type { Json } from './resource.js';
+import { differ, type Json } from './resource.js';
 import { PATCH_OP_SCHEMA, coerceResource, toScimError, type ResourceName } from './schemas.js';
 import { applySimplePatch } from './simple-patch.js';
 
@@ -108,8 +108,11 @@ export async function patchUserDocument(current: Json, body: unknown, options: {
     throw toScimError(error);
   }
   if (patched === undefined) return undefined;
-  const resource = coerceResource('User', dedupeMultiValued(stripServerAttributes(JSON.parse(JSON.stringify(patched)) as Json)));
+  const resource = dedupeMultiValued(coerceResource('User', stripServerAttributes(JSON.parse(JSON.stringify(patched)) as Json)));
   delete resource.meta;
+  // An add of a value the user has already: scimmy appends it, and without
+  // its copy the user is as it was. No change, so no write and no new version.
+  if (!differ(stripServerAttributes(resource), stripServerAttributes(current))) return undefined;
   return resource;
 }
 

@@ -91,7 +91,7 @@ export function sortedKeys(value: unknown): unknown {
 }
 
 /** Whether two JSON values differ, whatever the order of their keys. */
-function differ(x: unknown, y: unknown): boolean {
+export function differ(x: unknown, y: unknown): boolean {
   // Most attributes are untouched and keep their order: one comparison each.
   return JSON.stringify(x) !== JSON.stringify(y) && JSON.stringify(sortedKeys(x)) !== JSON.stringify(sortedKeys(y));
 }
