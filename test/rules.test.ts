@@ -91,12 +91,24 @@ t.test('adoption: addresses, verified domains, rule 8 before rule 2, and what th
 });
 
 t.test('the admin guard refuses with 409 uniqueness, already audited', async (t) => {
-  t.doesNotThrow(() => refuseAdminCollision(undefined, 'x'));
-  t.throws(() => refuseAdminCollision({ id: 'admin-1' }, 'Pupil1@School.example'), AdminCollision);
-  const error = adminCollisionError(new AdminCollision('admin-1', 'Pupil1@School.example'));
+  t.doesNotThrow(() => refuseAdminCollision(undefined, { user_name: 'x', email: null }));
+  const admin = { id: 'admin-1', user_name: 'head', email: 'it.admin@school.example' };
+  const refusal = (values: { user_name: string; email: string | null }) => {
+    try {
+      refuseAdminCollision({ ...admin, user_name: values.user_name === 'pupil1@school.example' ? 'PUPIL1@school.example' : admin.user_name }, values);
+    } catch (error) {
+      return error;
+    }
+    return undefined;
+  };
+  t.match(refusal({ user_name: 'pupil1@school.example', email: 'pupil1@school.example' }), { adminId: 'admin-1', ref: 'pupil1@school.example', address: 'pupil1@school.example' }, 'the userName the admin holds, in any case');
+  const byEmail = refusal({ user_name: 'u9@school.example', email: 'IT.Admin@school.example' });
+  t.ok(byEmail instanceof AdminCollision);
+  t.match(byEmail, { ref: 'u9@school.example', address: 'IT.Admin@school.example' }, 'the e-mail the admin holds, as the user has it; the conflict still names the user');
+  const error = adminCollisionError(new AdminCollision('admin-1', 'u9@school.example', 'IT.Admin@school.example'));
   t.ok(error instanceof ScimError);
-  t.match(error, { status: 409, scimType: 'uniqueness', audited: true, detail: /"Pupil1@School.example" belongs to a portal admin account/ });
-  t.same(adminCollisionEvent(actor, new AdminCollision('admin-1', 'Pupil1@School.example')), {
+  t.match(error, { status: 409, scimType: 'uniqueness', audited: true, detail: /"IT.Admin@school.example" belongs to a portal admin account/ });
+  t.same(adminCollisionEvent(actor, new AdminCollision('admin-1', 'Pupil1@School.example', 'Pupil1@School.example')), {
     tenantId: 't-1',
     action: 'conflict',
     objectType: 'user',

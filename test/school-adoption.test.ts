@@ -83,7 +83,7 @@ t.test('an admin collision is refused with 409, leaves the admin alone, and is v
   const admin = await manualAccount(env, { user_name: 'principal', email: 'pupil6@school.example', role: 'admin' });
   const res = await scim('POST', '/Users', entraUser(6));
   t.equal(res.statusCode, 409);
-  t.match(res.json(), { status: '409', scimType: 'uniqueness', detail: /belongs to a portal admin account/ });
+  t.match(res.json(), { status: '409', scimType: 'uniqueness', detail: /^The userName or e-mail "Pupil6@School.example" belongs to a portal admin account/ });
   t.same(await env.db.selectFrom('accounts').selectAll().where('id', '=', admin.id).executeTakeFirstOrThrow(), admin, 'the admin row is unchanged');
   t.equal((await env.db.selectFrom('accounts').select('id').where('tenant_id', '=', env.tenant.id).execute()).length, 1, 'nothing was created');
   const conflict = await env.db.selectFrom('sync_conflicts').selectAll().executeTakeFirstOrThrow();
@@ -95,6 +95,13 @@ t.test('an admin collision is refused with 409, leaves the admin alone, and is v
   t.equal(update.statusCode, 409);
   t.equal((await env.db.selectFrom('accounts').select('user_name').where('id', '=', id).executeTakeFirstOrThrow()).user_name, 'Pupil7@School.example');
   t.equal((await env.db.selectFrom('sync_conflicts').select('id').execute()).length, 2);
+
+  // The admin holds the e-mail only: the answer names the e-mail, the conflict the user.
+  const byEmail = await scim('POST', '/Users', entraUser(8, { emails: [{ type: 'work', value: 'PUPIL6@school.example', primary: true }] }));
+  t.equal(byEmail.statusCode, 409);
+  t.match(byEmail.json(), { detail: /^The userName or e-mail "PUPIL6@school.example" belongs to a portal admin account/ });
+  t.match(await env.db.selectFrom('sync_conflicts').selectAll().where('object_ref', '=', 'Pupil8@School.example').executeTakeFirstOrThrow(), { account_id: admin.id });
+  await env.db.deleteFrom('sync_conflicts').where('object_ref', '=', 'Pupil8@School.example').execute();
 
   const status = await cli(env, 'status', '--tenant', env.tenant.id, '--json');
   t.equal(status.code, 0, status.out);

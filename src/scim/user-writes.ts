@@ -28,7 +28,7 @@ export type CreateSituation = 'unread' | { admin: AccountRow | undefined; byExte
 export function planUserCreate(actor: Actor, verifiedDomains: readonly string[], values: AccountValues, situation: CreateSituation, newId: string): AccountWritePlan {
   const known = addresses(values);
   if (situation !== 'unread') {
-    refuseAdminCollision(situation.admin, values.user_name);
+    refuseAdminCollision(situation.admin, values);
     const adoption = chooseAdoption(situation.byExternalId, situation.byAddress);
     if (adoption) {
       return {
@@ -64,7 +64,7 @@ export function planUserChange(
   values: AccountValues,
   admin: AccountRow | undefined | 'unread',
 ): AccountWritePlan {
-  if (admin !== 'unread') refuseAdminCollision(admin, values.user_name);
+  if (admin !== 'unread') refuseAdminCollision(admin, values);
   return {
     kind: 'update',
     tenantId: actor.tenantId,

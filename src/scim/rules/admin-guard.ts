@@ -10,15 +10,23 @@ export class AdminCollision extends Error {
     readonly adminId: string,
     /** The Entra user's userName, as the conflict and the audit log name it. */
     readonly ref: string,
+    /** Of the Entra user's addresses, the one the admin holds: the userName, or the e-mail. */
+    readonly address: string,
   ) {
     super('admin collision');
     this.name = 'AdminCollision';
   }
 }
 
-/** Refuses the write when an admin holds one of its addresses. */
-export function refuseAdminCollision(admin: Pick<AccountRow, 'id'> | undefined, userName: string): void {
-  if (admin) throw new AdminCollision(admin.id, userName);
+/**
+ * Refuses the write when an admin holds one of its addresses, naming the one
+ * it holds. The database compared them; either folding finds the same one here.
+ */
+export function refuseAdminCollision(admin: Pick<AccountRow, 'id' | 'user_name' | 'email'> | undefined, values: { user_name: string; email: string | null }): void {
+  if (!admin) return;
+  const held = new Set([admin.user_name, admin.email].flatMap((a) => (a === null ? [] : [a.toLowerCase()])));
+  const address = held.has(values.user_name.toLowerCase()) || values.email === null ? values.user_name : values.email;
+  throw new AdminCollision(admin.id, values.user_name, address);
 }
 
 /** The 409 of a refusal: what the school's admin reads in Entra's log and the portal team in the conflict; its audit event is written with the conflict. */
@@ -26,7 +34,7 @@ export function adminCollisionError(collision: AdminCollision): ScimError {
   return new ScimError(
     409,
     'uniqueness',
-    `The userName or e-mail "${collision.ref}" belongs to a portal admin account, which sync never changes. ` +
+    `The userName or e-mail "${collision.address}" belongs to a portal admin account, which sync never changes. ` +
       'Give the Entra user another address, or ask the portal team to resolve the conflict.',
     {},
     true,
