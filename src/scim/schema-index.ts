@@ -152,7 +152,8 @@ function resolveNewPatchPath(resource: ResourceName, text: string): ResolvedPath
   let sub: Attribute | undefined;
   if (subName !== undefined) {
     sub = findSub(found.attribute, subName);
-    if (!sub) throw invalidPath(text, `names no sub-attribute "${subName}" of ${found.attribute.name}`);
+    // The path names the sub-attribute already: a second quoted value would fold into the first in the log (plugins/errors.ts).
+    if (!sub) throw invalidPath(text, `names no sub-attribute of ${found.attribute.name}`);
   }
   if (parsed.filter && !found.attribute.config.multiValued) {
     throw invalidPath(text, 'filters an attribute that is not multi-valued');
