@@ -136,10 +136,22 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<void> 
   try {
     server = await startServer(config, logger);
   } catch (error) {
-    logger.fatal({ err: error }, 'could not start');
+    const taken = listenRefusal(error, config);
+    if (taken) logger.fatal({ port: config.port, host: config.host }, taken);
+    else logger.fatal({ err: error }, 'could not start');
     closer.uninstall();
     process.exitCode = 1;
   }
+}
+
+/** What to do about an address the server may not listen on: a sentence, not a stack trace. */
+function listenRefusal(error: unknown, config: Config): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  const where = `${config.host}:${config.port}`;
+  if (code === 'EADDRINUSE') return `could not start: ${where} is in use, by another portal-scim or another program; stop it, or set PORT (and HOST) to a free address`;
+  if (code === 'EACCES') return `could not start: listening on ${where} is not permitted to this user (ports below 1024 need privileges); set PORT to 1024 or above`;
+  if (code === 'EADDRNOTAVAIL') return `could not start: ${config.host} is no address of this machine; set HOST to one of its addresses, or 0.0.0.0`;
+  return undefined;
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -3,6 +3,8 @@
 // a graceful stop on SIGTERM.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -111,4 +113,27 @@ t.test('a configuration error names the variable and stops the process', async (
   const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
   t.equal(code, 78);
   t.match(stderr, /configuration error: PORT: must be a whole number/);
+});
+
+t.test('a port in use stops the process with what to do, not a stack trace', async (t) => {
+  const { url } = await testDatabase(t);
+  const busy = createServer();
+  await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise((resolve) => busy.close(resolve)));
+  const port = String((busy.address() as AddressInfo).port);
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    env: { ...process.env, DATABASE_URL: url, PORT: port, HOST: '127.0.0.1', LOG_LEVEL: 'info', JWT_SECRET: 'x'.repeat(40) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  t.equal(code, 1);
+  const fatal = stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { level: number; msg: string; err?: unknown })
+    .find((l) => l.level === 60);
+  t.match(fatal, { msg: `could not start: 127.0.0.1:${port} is in use, by another portal-scim or another program; stop it, or set PORT (and HOST) to a free address` });
+  t.notOk(fatal && 'err' in fatal, 'no stack trace');
 });
