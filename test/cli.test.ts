@@ -98,6 +98,11 @@ t.test('bad input gets a clear error and a non-zero exit code', async (t) => {
   t.match(badConfig.err, /PORT: must be a whole number/);
 });
 
+t.test('database-url prints DATABASE_URL when it is set', async (t) => {
+  const { url } = await testDatabase(t);
+  t.same(await cli(testEnv({ DATABASE_URL: url }), 'database-url'), { code: 0, out: url, err: '' });
+});
+
 t.test('migrate applies, reports and reverts', async (t) => {
   const { url } = await testDatabase(t, { migrated: false });
   const env = testEnv({ DATABASE_URL: url });

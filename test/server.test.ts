@@ -9,6 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
+import pg from 'pg';
 import t from 'tap';
 import { runCli } from '../src/cli.js';
 import { loadConfig } from '../src/config.js';
@@ -47,6 +48,13 @@ t.test('first start on the embedded database, CLI alongside, reuse on restart', 
   t.equal(await runCli(['token', 'issue', '--tenant', tenantId, '--json'], io), 0);
   const { token, tenantUrl } = JSON.parse(out.pop() ?? '{}') as { token: string; tenantUrl: string };
   t.equal(tenantUrl, 'https://scim.example.test/scim/v2');
+  t.equal(await runCli(['database-url'], io), 0);
+  const databaseUrl = out.pop() ?? '';
+  t.equal(databaseUrl, server.database.url, "database-url prints the embedded database's URL");
+  const portal = new pg.Client({ connectionString: databaseUrl });
+  await portal.connect();
+  t.same((await portal.query<{ n: number }>('SELECT count(*)::int AS n FROM portal_accounts')).rows, [{ n: 0 }], 'and it opens the database the portal reads');
+  await portal.end();
 
   const good = await fetch(`${server.url}/scim/v2/ServiceProviderConfig`, { headers: { authorization: `Bearer ${token}` } });
   t.equal(good.status, 200);

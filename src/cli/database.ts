@@ -49,6 +49,25 @@ export function databaseCommands(program: Command, ctx: CliContext): void {
     });
 
   program
+    .command('database-url')
+    .description("print the URL of the PostgreSQL database this server uses, password included (DATABASE_URL, or the embedded one's), for psql or the portal")
+    .action(async () => {
+      const config = ctx.config();
+      if (config.databaseUrl) {
+        ctx.out(config.databaseUrl);
+        return;
+      }
+      const database = await openDatabase(config, { applicationName: 'portal-scim-cli', poolSize: 1 });
+      try {
+        ctx.out(database.url);
+        // This command started it only to read the URL, and stops it again.
+        if (database.embedded?.owned) ctx.io.err('The embedded PostgreSQL is not running: the URL works while portal-scim runs (npm start).\n');
+      } finally {
+        await database.close();
+      }
+    });
+
+  program
     .command('purge')
     .description("remove accounts deleted longer ago than their tenant's retention period (the server also does this hourly)")
     .option('--tenant <id>', 'only this tenant', uuidArgument('tenant'))
