@@ -4,6 +4,8 @@
 import t from 'tap';
 import { runCli } from '../src/cli.js';
 import { testApp, testEnv, type TestApp } from './helpers/app.js';
+import { manualAccountSql } from './helpers/contract-sql.js';
+import { connection } from './helpers/locks.js';
 import { GROUP, client, entraUser, patch } from './helpers/scim.js';
 
 async function manualAccount(env: TestApp, values: { user_name: string; email?: string; role?: 'student' | 'teacher' | 'admin'; external_id?: string; deleted?: boolean }) {
@@ -29,6 +31,20 @@ async function cli(env: TestApp, ...argv: string[]) {
   const code = await runCli(argv, { out: (s) => out.push(s), err: (s) => out.push(s), env: testEnv({ DATABASE_URL: env.database.url }) });
   return { code, out: out.join('\n') };
 }
+
+t.test("the contract's statement for a manual account makes one Entra adopts, or, for an admin, refuses to touch", async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const portal = await connection(t, env);
+  const insert = manualAccountSql();
+  const teacher = (await portal.query<{ id: string }>(insert, [env.tenant.id, 'teacher', 'lena@school.example', 'pupil1@school.example'])).rows[0]?.id;
+  await portal.query(insert, [env.tenant.id, 'admin', 'it.admin', 'pupil2@school.example']);
+  const adopted = await scim('POST', '/Users', entraUser(1));
+  t.equal(adopted.statusCode, 201);
+  t.equal(adopted.json().id, teacher, 'Entra adopts the manual account by its e-mail');
+  const refused = await scim('POST', '/Users', entraUser(2));
+  t.equal(refused.statusCode, 409, 'and never an admin');
+});
 
 t.test('a manual account with the same e-mail in a verified domain is adopted', async (t) => {
   const env = await testApp(t);

@@ -44,3 +44,12 @@ export function overrideSql(): OverrideSql {
   if (!set || !clear || rest.length > 0) throw new Error('expected the set and the clear statement for overrides');
   return { set, clear };
 }
+
+/** The statement docs/database-contract.md gives for a manual account: $1 tenant, $2 role, $3 userName, $4 e-mail. */
+export function manualAccountSql(): string {
+  const doc = readFileSync(new URL('../../docs/database-contract.md', import.meta.url), 'utf8');
+  const block = /```sql\n((?:(?!```)[\s\S])*?-- a manual account:[\s\S]*?)```/.exec(doc)?.[1];
+  const statement = block?.replace(/^\s*--.*$/gm, '').trim().replace(/;$/, '');
+  if (!statement) throw new Error('docs/database-contract.md has no statement for a manual account');
+  return statement;
+}
