@@ -67,6 +67,7 @@ t.test('opened: a refusal opens one conflict of the object and writes the step a
     resolution: null,
     note: null,
     detail: /belongs to a portal admin account/,
+    entra_objects: ['00000000-0000-4000-8000-000000000002'],
   });
   t.equal(conflict.last_seen_at.getTime(), conflict.at.getTime(), 'last seen when it opened');
   t.same(await conflictEvents(env), [
@@ -77,9 +78,34 @@ t.test('opened: a refusal opens one conflict of the object and writes the step a
       outcome: 'conflict',
       credential_id: env.credentialId,
       request_id: 'open',
-      details: { reason: 'admin-collision', conflict: conflict.id, kind: 'admin-collision', step: 'opened', seen: 1 },
+      details: { reason: 'admin-collision', externalId: '00000000-0000-4000-8000-000000000002', conflict: conflict.id, kind: 'admin-collision', step: 'opened', seen: 1 },
     },
   ]);
+});
+
+t.test('two Entra users refused for one address share its conflict, told apart by their object ids', async (t) => {
+  const env = await testApp(t);
+  const { conflict } = await opened(env);
+  const scim = client(env.app, env.headers);
+  const existing = (await scim('POST', '/Users', entraUser(5))).json<{ id: string }>().id;
+  // An existing pupil renamed onto the admin's address, twice (Entra retries), and user 2 again.
+  for (const id of ['rename-1', 'rename-2']) {
+    t.equal((await scim('PATCH', `/Users/${existing}`, patch({ op: 'Replace', path: 'userName', value: 'PUPIL2@school.example' }), { 'x-request-id': id })).statusCode, 409);
+  }
+  t.equal((await scim('POST', '/Users', entraUser(2))).statusCode, 409);
+
+  const rows = await conflicts(env);
+  t.equal(rows.length, 1, 'one conflict: one address');
+  t.match(rows[0], { id: conflict.id, seen_count: 4, entra_objects: ['00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-000000000005'] }, 'each Entra object once, in the order seen');
+  t.same(
+    (await conflictEvents(env)).map((e) => e.details.externalId),
+    ['00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-000000000005', '00000000-0000-4000-8000-000000000005', '00000000-0000-4000-8000-000000000002'],
+    'each refusal names its own',
+  );
+  const listed = await cli(env, 'conflict', 'list', '--tenant', env.tenant.id);
+  t.match(listed.out, `${conflict.id} Entra objects refused: 00000000-0000-4000-8000-000000000002, 00000000-0000-4000-8000-000000000005`);
+  const json = JSON.parse((await cli(env, 'conflict', 'list', '--tenant', env.tenant.id, '--json')).out) as { entraObjects: string[] }[];
+  t.same(json[0]?.entraObjects, ['00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-000000000005']);
 });
 
 t.test('seen again: retries of the same object, in any case and at once, update the open conflict instead of adding rows', async (t) => {

@@ -38,6 +38,7 @@ t.test('migrations go up, down and up again', async (t) => {
       '0015_tenant_turns',
       '0016_class_departures',
       '0017_feed_of_the_view',
+      '0018_conflict_entra_objects',
     ],
     'every migration is applied in order',
   );
@@ -326,6 +327,18 @@ t.test('0017 signs in with the role the portal sees, keeps deleted rows out of t
   await migrateTo(db, '0016_class_departures');
   t.same(await schema(db), before, 'down restores both functions and the trigger');
   t.same(await signIn(), [{ role: 'teacher' }], 'and the sign-in answers the synced role again');
+});
+
+t.test('0018 keeps the Entra objects of a conflict, and goes down to the schema it came from', async (t) => {
+  const { db } = await testDatabase(t, { migrated: false });
+  await migrateTo(db, '0017_feed_of_the_view');
+  const before = await schema(db);
+  const tenant = (await sql<{ id: string }>`INSERT INTO tenants (name) VALUES ('Conflicts') RETURNING id`.execute(db)).rows[0]?.id ?? '';
+  await sql`INSERT INTO sync_conflicts (tenant_id, kind, object_type, object_ref, detail) VALUES (${tenant}::uuid, 'admin-collision', 'user', 'a@school.example', 'x')`.execute(db);
+  t.same(await migrateTo(db, '0018_conflict_entra_objects'), ['0018_conflict_entra_objects']);
+  t.same((await sql<{ entra_objects: string[] }>`SELECT entra_objects FROM sync_conflicts`.execute(db)).rows, [{ entra_objects: [] }], 'a conflict from before has none');
+  await migrateTo(db, '0017_feed_of_the_view');
+  t.same(await schema(db), before);
 });
 
 t.test("a view of the portal's own on portal_accounts stops 0012 with its name, and nothing changes", async (t) => {

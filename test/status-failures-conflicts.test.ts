@@ -96,6 +96,7 @@ t.test('tenant page: failures by message, the conflicts with their life, and clo
   const twoCells = await page.locator(`#conflicts + table tr[data-conflict="${two.id}"] td`).allInnerTexts();
   t.equal(twoCells[2], '2', "user 2's conflict was seen twice");
   t.equal(twoCells[5], 'Pupil2@School.example');
+  t.equal(twoCells[6]?.trim(), '00000000-0000-4000-8000-000000000002', 'the Entra object it refused');
   t.ok((await page.locator(`tr[data-conflict="${two.id}"] input[name=csrf]`).inputValue()).length > 20, 'its form carries the session form token');
   t.equal(await page.locator('#closed-conflicts + table tbody tr').innerText(), 'None closed yet.');
   await screenshot(page, BEFORE, t);

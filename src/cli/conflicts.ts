@@ -17,6 +17,7 @@ export function conflictJson(c: ConflictRow) {
     objectType: c.object_type,
     objectRef: c.object_ref,
     accountId: c.account_id,
+    entraObjects: c.entra_objects,
     detail: c.detail,
     state: c.resolution === null ? 'open' : 'closed',
     resolution: c.resolution,
@@ -35,7 +36,11 @@ export function conflictsTable(conflicts: readonly ConflictRow[]): string {
     ['ID', 'STATE', 'KIND', 'OBJECT', 'SEEN', 'OPENED', 'LAST SEEN'],
     ...conflicts.map((c) => [c.id, conflictStateText(c), c.kind, c.object_ref ?? '', String(c.seen_count), formatTime(c.at), formatTime(c.last_seen_at)]),
   ]);
-  const notes = conflicts.flatMap((c) => [`  ${c.id}: ${c.detail}`, ...(c.note === null ? [] : [`  ${c.id} note: ${c.note}`])]);
+  const notes = conflicts.flatMap((c) => [
+    `  ${c.id}: ${c.detail}`,
+    ...(c.entra_objects.length === 0 ? [] : [`  ${c.id} Entra objects refused: ${c.entra_objects.join(', ')}`]),
+    ...(c.note === null ? [] : [`  ${c.id} note: ${c.note}`]),
+  ]);
   return [rows, ...notes].join('\n');
 }
 

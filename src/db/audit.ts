@@ -144,7 +144,12 @@ export interface NewConflict {
   accountId: string | null;
   requestId: string | null;
   detail: string;
+  /** The refused Entra user's object id (externalId), when it has one. */
+  entraObject: string | null;
 }
+
+/** A conflict keeps the first ten Entra objects it refused: enough to tell them apart, never a growing row. */
+const MAX_ENTRA_OBJECTS = 10;
 
 /** The step of a refusal in its conflict's life: the first refusal opens it, later ones while it is open are seen again. */
 export type ConflictStep = 'opened' | 'seen again';
@@ -161,12 +166,17 @@ const conflictDetails = (conflict: RawBuilder<unknown>) => sql`jsonb_build_objec
 export async function recordConflict(db: Executor, conflict: NewConflict, event: AuditEvent): Promise<{ conflict: ConflictRow; step: ConflictStep }> {
   const columns = eventColumns(event);
   const result = await sql<ConflictRow>`WITH c AS (
-      INSERT INTO sync_conflicts (tenant_id, kind, object_type, object_ref, account_id, request_id, detail)
+      INSERT INTO sync_conflicts (tenant_id, kind, object_type, object_ref, account_id, request_id, detail, entra_objects)
       VALUES (${conflict.tenantId}::uuid, ${conflict.kind}::text, ${conflict.objectType}::text, ${conflict.objectRef}::text,
-              ${conflict.accountId}::uuid, ${conflict.requestId}::text, ${conflict.detail}::text)
+              ${conflict.accountId}::uuid, ${conflict.requestId}::text, ${conflict.detail}::text,
+              CASE WHEN ${conflict.entraObject}::text IS NULL THEN '{}'::text[] ELSE ARRAY[${conflict.entraObject}::text] END)
       ON CONFLICT (tenant_id, object_type, lower(object_ref), kind) WHERE resolved_at IS NULL
       DO UPDATE SET last_seen_at = now(), seen_count = sync_conflicts.seen_count + 1,
-                    detail = EXCLUDED.detail, account_id = EXCLUDED.account_id
+                    detail = EXCLUDED.detail, account_id = EXCLUDED.account_id,
+                    entra_objects = CASE WHEN EXCLUDED.entra_objects <@ sync_conflicts.entra_objects
+                                           OR cardinality(sync_conflicts.entra_objects) >= ${MAX_ENTRA_OBJECTS}::integer
+                                         THEN sync_conflicts.entra_objects
+                                         ELSE sync_conflicts.entra_objects || EXCLUDED.entra_objects END
       RETURNING *
     ), audited AS (${auditInsert(
       {

@@ -144,6 +144,8 @@ export interface SyncConflictsTable {
   /** How it closed: the object's write succeeded, or the portal team resolved or dismissed it. */
   resolution: ConflictResolution | null;
   note: string | null;
+  /** Migration 0018: the Entra object ids (externalId) of the users refused under it, at most ten. */
+  entra_objects: ColumnType<string[], string[] | undefined, string[]>;
 }
 
 export type ConflictResolution = 'succeeded' | 'resolved' | 'dismissed';

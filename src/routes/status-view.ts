@@ -213,7 +213,7 @@ export function tenantPage(view: TenantPageView): string {
   const accounts = status.accounts.map((a) => html`<tr><td>${a.role}</td><td>${accountStateWord(a.active)}</td><td class="n">${a.count}</td></tr>`);
   const csrf = view.formToken === undefined ? html`` : html`<input type="hidden" name="csrf" value="${view.formToken}">`;
   const conflicts = view.conflicts.map(
-    (c) => html`<tr data-conflict="${c.id}"><td>${time(c.at)}</td><td>${time(c.last_seen_at)}</td><td class="n">${c.seen_count}</td><td>${c.kind}</td><td>${c.object_type}</td><td>${c.object_ref ?? ''}</td><td class="detail">${c.detail}</td><td><code>${c.request_id ?? ''}</code></td>
+    (c) => html`<tr data-conflict="${c.id}"><td>${time(c.at)}</td><td>${time(c.last_seen_at)}</td><td class="n">${c.seen_count}</td><td>${c.kind}</td><td>${c.object_type}</td><td>${c.object_ref ?? ''}</td><td>${c.entra_objects.map((o) => html`<code>${o}</code> `)}</td><td class="detail">${c.detail}</td><td><code>${c.request_id ?? ''}</code></td>
 <td><form class="close" method="post" action="/status/tenants/${status.tenantId}/conflicts/${c.id}">${csrf}<input type="text" name="note" maxlength="1000" placeholder="note (optional)" aria-label="note"><button type="submit" name="action" value="resolve">Resolve</button><button type="submit" name="action" value="dismiss">Dismiss</button></form></td></tr>`,
   );
   const closed = view.closedConflicts.map(
@@ -252,8 +252,8 @@ ${accounts.length > 0 ? accounts : html`<tr><td colspan="3" class="muted">No syn
 ${failures.length > 0 ? failures : html`<tr><td colspan="6" class="muted">No failed writes.</td></tr>`}
 </tbody></table>
 <h2 id="conflicts">Open conflicts</h2>
-<table><thead><tr><th>Opened</th><th>Last seen</th><th class="n">Seen</th><th>Kind</th><th>Object</th><th>Reference</th><th>Detail</th><th>Request</th><th>Close</th></tr></thead><tbody>
-${conflicts.length > 0 ? conflicts : html`<tr><td colspan="9" class="muted">No open conflicts.</td></tr>`}
+<table><thead><tr><th>Opened</th><th>Last seen</th><th class="n">Seen</th><th>Kind</th><th>Object</th><th>Reference</th><th>Entra objects</th><th>Detail</th><th>Request</th><th>Close</th></tr></thead><tbody>
+${conflicts.length > 0 ? conflicts : html`<tr><td colspan="10" class="muted">No open conflicts.</td></tr>`}
 </tbody></table>
 <h2 id="closed-conflicts">Recently closed conflicts</h2>
 <table><thead><tr><th>Closed</th><th>How</th><th>Kind</th><th>Reference</th><th class="n">Seen</th><th>Note</th></tr></thead><tbody>

@@ -125,6 +125,7 @@ async function refuse(ctx: RequestContext, collision: AdminCollision): Promise<S
       accountId: collision.adminId,
       requestId: actor.requestId,
       detail: error.detail,
+      entraObject: collision.entraObject,
     },
     adminCollisionEvent(actor, collision),
   );

@@ -12,6 +12,8 @@ export class AdminCollision extends Error {
     readonly ref: string,
     /** Of the Entra user's addresses, the one the admin holds: the userName, or the e-mail. */
     readonly address: string,
+    /** The Entra user's object id (externalId), when it has one: two users refused for one address are told apart by it. */
+    readonly entraObject: string | null = null,
   ) {
     super('admin collision');
     this.name = 'AdminCollision';
@@ -22,11 +24,14 @@ export class AdminCollision extends Error {
  * Refuses the write when an admin holds one of its addresses, naming the one
  * it holds. The database compared them; either folding finds the same one here.
  */
-export function refuseAdminCollision(admin: Pick<AccountRow, 'id' | 'user_name' | 'email'> | undefined, values: { user_name: string; email: string | null }): void {
+export function refuseAdminCollision(
+  admin: Pick<AccountRow, 'id' | 'user_name' | 'email'> | undefined,
+  values: { user_name: string; email: string | null; external_id?: string | null },
+): void {
   if (!admin) return;
   const held = new Set([admin.user_name, admin.email].flatMap((a) => (a === null ? [] : [a.toLowerCase()])));
   const address = held.has(values.user_name.toLowerCase()) || values.email === null ? values.user_name : values.email;
-  throw new AdminCollision(admin.id, values.user_name, address);
+  throw new AdminCollision(admin.id, values.user_name, address, values.external_id ?? null);
 }
 
 /** The 409 of a refusal: what the school's admin reads in Entra's log and the portal team in the conflict; its audit event is written with the conflict. */

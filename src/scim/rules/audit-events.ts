@@ -81,6 +81,6 @@ export function adminCollisionEvent(actor: Actor, collision: AdminCollision): Au
     outcome: 'conflict',
     credentialId: actor.credentialId,
     requestId: actor.requestId,
-    details: { reason: 'admin-collision' },
+    details: { reason: 'admin-collision', ...(collision.entraObject === null ? {} : { externalId: collision.entraObject }) },
   };
 }
