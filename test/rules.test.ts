@@ -105,6 +105,18 @@ t.test('the admin guard refuses with 409 uniqueness, already audited', async (t)
   const byEmail = refusal({ user_name: 'u9@school.example', email: 'IT.Admin@school.example' });
   t.ok(byEmail instanceof AdminCollision);
   t.match(byEmail, { ref: 'u9@school.example', address: 'IT.Admin@school.example' }, 'the e-mail the admin holds, as the user has it; the conflict still names the user');
+  const addressOf = (held: { user_name: string; email: string }, values: { user_name: string; email: string }) => {
+    try {
+      refuseAdminCollision({ id: 'a', ...held }, values);
+    } catch (error) {
+      return (error as AdminCollision).address;
+    }
+    return undefined;
+  };
+  // A database whose ctype is C folds ASCII letters only: there the admin holds the e-mail, not the userName.
+  t.equal(addressOf({ user_name: 'ÉMILE@school.example', email: 'boss@school.example' }, { user_name: 'émile@school.example', email: 'BOSS@school.example' }), 'BOSS@school.example', 'an address held under ASCII folding first');
+  // Elsewhere lower() folds É too: only the userName can be what it found.
+  t.equal(addressOf({ user_name: 'ÉMILE@school.example', email: 'boss@school.example' }, { user_name: 'émile@school.example', email: 'other@school.example' }), 'émile@school.example', 'then one held under full folding');
   const error = adminCollisionError(new AdminCollision('admin-1', 'u9@school.example', 'IT.Admin@school.example'));
   t.ok(error instanceof ScimError);
   t.match(error, { status: 409, scimType: 'uniqueness', audited: true, detail: /"IT.Admin@school.example" belongs to a portal admin account/ });

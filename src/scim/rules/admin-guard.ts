@@ -3,6 +3,7 @@
 // conflict for the portal team; the admin account is unchanged.
 import type { AccountRow } from '../../db/columns.js';
 import { ScimError } from '../../errors.js';
+import { foldAscii } from './adoption.js';
 
 /** A write that rule 3 refuses; the conflict is recorded after the write's transaction ends. */
 export class AdminCollision extends Error {
@@ -22,15 +23,23 @@ export class AdminCollision extends Error {
 
 /**
  * Refuses the write when an admin holds one of its addresses, naming the one
- * it holds. The database compared them; either folding finds the same one here.
+ * it holds. The database compared them with lower(), which folds ASCII
+ * letters everywhere and the others only where its ctype is not C: an
+ * address equal to one of the admin's under ASCII folding is held in any
+ * database; only when neither is did the database fold other letters too.
  */
 export function refuseAdminCollision(
   admin: Pick<AccountRow, 'id' | 'user_name' | 'email'> | undefined,
   values: { user_name: string; email: string | null; external_id?: string | null },
 ): void {
   if (!admin) return;
-  const held = new Set([admin.user_name, admin.email].flatMap((a) => (a === null ? [] : [a.toLowerCase()])));
-  const address = held.has(values.user_name.toLowerCase()) || values.email === null ? values.user_name : values.email;
+  const held = (fold: (s: string) => string) => {
+    const own = new Set([admin.user_name, admin.email].flatMap((a) => (a === null ? [] : [fold(a)])));
+    if (own.has(fold(values.user_name))) return values.user_name;
+    if (values.email !== null && own.has(fold(values.email))) return values.email;
+    return undefined;
+  };
+  const address = held(foldAscii) ?? held((s) => s.toLowerCase()) ?? values.user_name;
   throw new AdminCollision(admin.id, values.user_name, address, values.external_id ?? null);
 }
 

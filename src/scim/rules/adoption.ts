@@ -9,7 +9,7 @@ import type { AdminGuard, AccountValues } from '../../db/write-plan.js';
 import type { Json } from '../resource.js';
 
 /** ASCII letters in lower case, the others as they are: the folding every database's lower() does at least. */
-const foldAscii = (address: string): string => address.replace(/[A-Z]/g, (c) => c.toLowerCase());
+export const foldAscii = (address: string): string => address.replace(/[A-Z]/g, (c) => c.toLowerCase());
 
 /**
  * The addresses an account is known by: its userName and link e-mail (one,
