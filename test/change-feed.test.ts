@@ -135,7 +135,7 @@ t.test('writers outside SCIM are in the feed too: the portal, a disconnect, the 
     [
       ['account created', user],
       ['account created', manual.id],
-      ['account disconnected managed_by_sync', user],
+      ['account disconnected managed_by_sync,role_source,grade_source', user],
       ['account deleted deleted_at', manual.id],
       ['account purged', manual.id],
     ],
