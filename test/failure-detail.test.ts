@@ -85,7 +85,7 @@ t.test("a failed write's audit event keeps the detail Entra received, its status
       },
       { status: 400, scimType: 'invalidValue', detail: "Required attribute 'userName' is missing", message: "Required attribute 'userName' is missing", externalId: '00000000-0000-4000-8000-000000000003' },
       { status: 400, scimType: 'invalidSyntax', detail: sent[2]?.detail, message: 'Operation N has an unknown op "…"; use add, replace or remove.' },
-      { status: 404, detail: 'No user not-an-id.', message: 'No user not-an-id.', id: 'not-an-id' },
+      { status: 404, detail: 'No user not-an-id.', message: 'No user <id>.', id: 'not-an-id' },
       { status: 404, detail: `No user ${UNKNOWN}.`, message: 'No user <id>.' },
       {
         status: 400,
@@ -251,6 +251,7 @@ t.test('folding: values, paths, member lists and ids go; attribute names and the
     ['The path "emails[value eq "x@y"].z" names no sub-attribute of emails.', 'The path "…" names no sub-attribute of emails.', 'The path "…" names no sub-attribute of emails.'],
     ['A user with userName "has "quotes" inside" already exists.', 'A user with userName "…" already exists.', 'A user with userName "…" already exists.'],
     [`No user ${UNKNOWN}.`, 'No user <id>.', 'No user <id>.'],
+    ['No group not-a-uuid.', 'No group <id>.', 'No group <id>.'],
     ['Operation 3 has an unknown op "Jump"; use add, replace or remove.', 'Operation 3 has an unknown op "…"; use add, replace or remove.', 'Operation N has an unknown op "…"; use add, replace or remove.'],
     ["Attribute 'roles' does not include canonical value 'Principal'", "Attribute 'roles' does not include canonical value '…'", "Attribute 'roles' does not include canonical value '…'"],
     ["Attribute 'active' expected value type 'boolean' but found type 'string'", "Attribute 'active' expected value type 'boolean' but found type 'string'", "Attribute 'active' expected value type 'boolean' but found type 'string'"],

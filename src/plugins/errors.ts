@@ -139,6 +139,8 @@ const FOLDS: readonly (readonly [RegExp, string])[] = [
   // The member values a class write named that are no users.
   [/(not a user here: )[\s\S]*$/, '$1….'],
   [/\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/gi, '<id>'],
+  // An id from the request's path that is no UUID, which the one above leaves.
+  [/^(No (?:user|group) )(?!<id>\.$)\S+\.$/, '$1<id>.'],
 ];
 
 /** A detail with what the request sent folded away (quoted text, member lists and ids): what the log line of a failed request carries. */
