@@ -46,6 +46,34 @@ t.test("the contract's statement for a manual account makes one Entra adopts, or
   t.equal(refused.statusCode, 409, 'and never an admin');
 });
 
+// Entra creates a user again when it lost track of it (provisioning
+// restarted, the user renamed while out of scope): its lookup by the new
+// userName finds nothing. The object id is the person's: the create takes
+// over the synced account that has it, which keeps its id, classes and history.
+for (const writeStrategy of ['quick', 'locked'] as const) {
+  t.test(`a create with the object id of a synced account takes that account over, never a second one (${writeStrategy} path)`, async (t) => {
+    const env = await testApp(t, {}, { writeStrategy });
+    const scim = client(env.app, env.headers);
+    const first = await scim('POST', '/Users', entraUser(1));
+    t.equal(first.statusCode, 201);
+    const id = first.json().id as string;
+    const klass = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: '7A', members: [{ value: id }] })).json().id as string;
+
+    const again = await scim('POST', '/Users', entraUser(1, { userName: 'Anna.Renamed@School.example', displayName: 'Anna Renamed' }));
+    t.equal(again.statusCode, 201, again.body);
+    t.match(again.json(), { id, userName: 'Anna.Renamed@School.example', externalId: '00000000-0000-4000-8000-000000000001' }, 'the same account, as Entra sent it now');
+    const rows = await env.db.selectFrom('accounts').select(['id', 'user_name', 'managed_by', 'version']).where('external_id', '=', '00000000-0000-4000-8000-000000000001').execute();
+    t.same(rows, [{ id, user_name: 'Anna.Renamed@School.example', managed_by: 'sync', version: 2 }], 'one account with the object id');
+    t.same(await env.db.selectFrom('class_memberships').select('account_id').where('class_id', '=', klass).execute(), [{ account_id: id }], 'its class kept');
+    const audit = await env.db.selectFrom('audit_events').select(['action', 'object_id', 'details']).where('action', '=', 'adopt').executeTakeFirstOrThrow();
+    t.match(audit, { object_id: id, details: { matchedBy: 'externalId', portalAccount: { id, userName: 'Pupil1@School.example' } } });
+    const feed = await env.db.selectFrom('change_events').select(['action', 'changed']).where('object_id', '=', id).orderBy('position').execute();
+    t.same(feed.map((c) => c.action), ['created', 'updated'], 'the portal reads an update of the account it has');
+    const lookup = await scim('GET', `/Users?filter=${encodeURIComponent('userName eq "anna.renamed@school.example"')}`);
+    t.match(lookup.json(), { totalResults: 1, Resources: [{ id }] });
+  });
+}
+
 t.test('a manual account with the same e-mail in a verified domain is adopted', async (t) => {
   const env = await testApp(t);
   const scim = client(env.app, env.headers);

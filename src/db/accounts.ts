@@ -133,11 +133,24 @@ function adoptable(db: Executor, tenantId: string) {
     .where('deleted_at', 'is', null);
 }
 
-/** Rule 8: a manual account that was synced before (same Entra object id), to adopt again. */
-export async function findAdoptableByExternalId(db: Executor, tenantId: string, externalId: string): Promise<AccountRow | undefined> {
-  return adoptable(db, tenantId)
+/**
+ * The live account that is already Entra's object (same object id), never an
+ * admin: a synced one, which Entra creates again when it lost track of it
+ * (a restarted provisioning, a user renamed while out of scope) and whose
+ * history the create must keep, before a manual one that was synced before
+ * (rule 8), to adopt again.
+ */
+export async function findByExternalId(db: Executor, tenantId: string, externalId: string): Promise<AccountRow | undefined> {
+  return db
+    .selectFrom('accounts')
+    .selectAll()
+    .where('tenant_id', '=', tenantId)
+    .where('role', '<>', 'admin')
+    .where('deleted_at', 'is', null)
     .where('external_id', '=', externalId)
+    .orderBy(sql`managed_by = 'sync'`, 'desc')
     .orderBy('created_at')
+    .orderBy('id')
     .limit(1)
     .forUpdate()
     .executeTakeFirst();
@@ -156,6 +169,7 @@ export async function findAdoptableByAddress(db: Executor, tenantId: string, add
       .where('external_id', 'is', null)
       .where(addressIn(column, addresses))
       .orderBy('created_at')
+      .orderBy('id')
       .limit(1)
       .forUpdate()
       .executeTakeFirst();

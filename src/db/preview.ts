@@ -1,6 +1,6 @@
 // The reads of the first-sync preview: for a whole Entra export at once, the
 // accounts the server's per-create reads (accounts.ts: findAdminCollision,
-// findAdoptableByExternalId, findAdoptableByAddress) and Entra's userName
+// findByExternalId, findAdoptableByAddress) and Entra's userName
 // lookup would find, each as one set-based statement under the same
 // conditions. They run in one read-only snapshot and write nothing.
 import { sql } from 'kysely';

@@ -108,8 +108,10 @@ function noAdminHolds(p: Params, addressCount: number, except: RawBuilder<unknow
 
 /**
  * A create's guards, rules 3, 2 and 8 together: no admin holds an address,
- * no manual account holds an adoptable one, no manual account has the Entra
- * object id. One probe per index and address serves rules 3 and 2 at once.
+ * no manual account holds an adoptable one, no account but an admin has the
+ * Entra object id (a manual one to adopt, rule 8, or a synced one Entra
+ * creates again: users.ts). One probe per index and address serves rules 3
+ * and 2 at once.
  */
 function nothingClaims(p: Params, addressCount: number): RawBuilder<unknown> {
   const arms = addressNames(addressCount).flatMap((name, i) =>
@@ -117,7 +119,7 @@ function nothingClaims(p: Params, addressCount: number): RawBuilder<unknown> {
   );
   arms.push(sql`SELECT 1 FROM accounts
      WHERE tenant_id = ${p.tenantId}::uuid AND external_id = ${p.external_id}::text AND deleted_at IS NULL
-       AND managed_by = 'manual' AND role <> 'admin'`);
+       AND role <> 'admin'`);
   return sql`NOT EXISTS (${sql.join(arms, sql` UNION ALL `)})`;
 }
 

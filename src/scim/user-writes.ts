@@ -18,13 +18,18 @@ function settles(actor: Actor, values: AccountValues): PlannedSettle {
 
 /**
  * What a create knows of the accounts in its way, read under lock: an admin
- * holding one of its addresses (rule 3), a manual account with its Entra
- * object id (rule 8) or an adoptable address (rule 2). `unread`: nothing was
+ * holding one of its addresses (rule 3), an account with its Entra object id
+ * (synced already, or manual: rule 8) or a manual one with an adoptable
+ * address (rule 2). `unread`: nothing was
  * read, and the plan's guards require that nothing is there.
  */
 export type CreateSituation = 'unread' | { admin: AccountRow | undefined; byExternalId: AccountRow | undefined; byAddress: AccountRow | undefined };
 
-/** A create: a new account, or the adoption of the account rule 8 or 2 names; refused by rule 3. */
+/**
+ * A create: a new account, or the adoption of the account rule 8 or 2 names,
+ * or the synced account that already is the Entra object (Entra creates it
+ * again when it lost track of it: its history stays); refused by rule 3.
+ */
 export function planUserCreate(actor: Actor, verifiedDomains: readonly string[], values: AccountValues, situation: CreateSituation, newId: string): AccountWritePlan {
   const known = addresses(values);
   if (situation !== 'unread') {
@@ -36,7 +41,7 @@ export function planUserCreate(actor: Actor, verifiedDomains: readonly string[],
         tenantId: actor.tenantId,
         id: adoption.candidate.id,
         values,
-        adopt: true,
+        adopt: adoption.candidate.managed_by === 'manual',
         guards: { version: adoption.candidate.version, noAdmin: known },
         events: { audit: userAdopted(actor, adoption, values), settles: settles(actor, values) },
       };

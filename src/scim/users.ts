@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import {
   findAdminCollision,
   findAdoptableByAddress,
-  findAdoptableByExternalId,
+  findByExternalId,
   findSyncedAccount,
   listSyncedAccounts,
   lookupSyncedAccounts,
@@ -183,7 +183,7 @@ export const users: ResourceHandler = {
       quick: [async () => ({ plan: planUserCreate(actor, verifiedDomains, values, 'unread', id) })],
       locked: async (trx) => {
         const admin = await findAdminCollision(trx, actor.tenantId, known);
-        const byExternalId = values.external_id === null ? undefined : await findAdoptableByExternalId(trx, actor.tenantId, values.external_id);
+        const byExternalId = values.external_id === null ? undefined : await findByExternalId(trx, actor.tenantId, values.external_id);
         const adoptable = known.filter((a) => inVerifiedDomain(a, verifiedDomains));
         const byAddress = byExternalId ? undefined : await findAdoptableByAddress(trx, actor.tenantId, adoptable);
         return { plan: planUserCreate(actor, verifiedDomains, values, { admin, byExternalId, byAddress }, id) };
