@@ -74,6 +74,21 @@ for (const writeStrategy of ['quick', 'locked'] as const) {
   });
 }
 
+t.test('of two manual accounts made at once with the same e-mail, the one with the lower id is adopted, as the preview says', async (t) => {
+  const env = await testApp(t);
+  const at = new Date('2024-08-01T08:00:00Z');
+  const ids = ['ffffffff-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000000aa'];
+  for (const id of ids) {
+    await env.db
+      .insertInto('accounts')
+      .values({ tenant_id: env.tenant.id, id, managed_by: 'manual', user_name: `old-${id}@old.example`, email: 'pupil1@school.example', created_at: at, scim: '{}' })
+      .execute();
+  }
+  const created = await client(env.app, env.headers)('POST', '/Users', entraUser(1));
+  t.equal(created.statusCode, 201);
+  t.equal(created.json().id, ids[1]);
+});
+
 t.test('a manual account with the same e-mail in a verified domain is adopted', async (t) => {
   const env = await testApp(t);
   const scim = client(env.app, env.headers);
