@@ -239,6 +239,29 @@ t.test('merge: the old account takes over, and every later Entra request for the
   t.equal((await scim('GET', `/Users/${fresh}`)).statusCode, 404);
 });
 
+t.test("a merge keeps the overrides set on either account, the kept account's own first (rule 11)", async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const manual = async (name: string) =>
+    (await env.db.insertInto('accounts').values({ tenant_id: env.tenant.id, managed_by: 'manual', user_name: name, scim: '{}' }).returning('id').executeTakeFirstOrThrow()).id;
+  const [oldAnna, oldBo] = [await manual('anna.old@oldschool.example'), await manual('bo.old@oldschool.example')];
+  const [anna, bo] = [(await scim('POST', '/Users', entraUser(1))).json().id as string, (await scim('POST', '/Users', entraUser(2))).json().id as string];
+  // The portal set overrides on the accounts the first sync made, before anyone saw the duplicates.
+  t.equal((await cli(env, 'account', 'set', anna, '--role', 'teacher', '--grade', '9')).code, 0);
+  t.equal((await cli(env, 'account', 'set', bo, '--grade', '9')).code, 0);
+  t.equal((await cli(env, 'account', 'merge', '--keep', oldAnna, '--absorb', anna)).code, 0);
+  t.match(await portalView(env, oldAnna), { role: 'teacher', grade: '9', role_source: 'override', grade_source: 'override' }, "the absorbed account's overrides carry over");
+
+  // An override of the kept account's own wins over the absorbed one's.
+  t.equal((await cli(env, 'account', 'merge', '--keep', oldBo, '--absorb', bo)).code, 0);
+  t.equal((await cli(env, 'account', 'set', oldBo, '--grade', '8')).code, 0);
+  const bo2 = (await scim('POST', '/Users', entraUser(3))).json().id as string;
+  t.equal((await cli(env, 'account', 'set', bo2, '--role', 'staff', '--grade', '7')).code, 0);
+  await env.db.updateTable('accounts').set({ managed_by: 'manual', external_id: null }).where('id', '=', oldBo).execute();
+  t.equal((await cli(env, 'account', 'merge', '--keep', oldBo, '--absorb', bo2)).code, 0);
+  t.match(await portalView(env, oldBo), { role: 'staff', grade: '8' }, 'its own grade; the role only the absorbed one had');
+});
+
 t.test('a merge is refused for admins, two tenants, a manual account to absorb, or a kept account linked elsewhere', async (t) => {
   const env = await testApp(t);
   const scim = client(env.app, env.headers);

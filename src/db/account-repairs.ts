@@ -114,6 +114,9 @@ export async function mergeAccountRows(trx: Executor, tenantId: string, keep: st
       grade: absorbed.grade,
       active: absorbed.active,
       role: absorbed.role,
+      // Rule 11: an override set on either account survives the merge; the kept account's own first.
+      role_override: sql<AccountRow['role_override']>`coalesce(role_override, ${absorbed.role_override}::text)`,
+      grade_override: sql<AccountRow['grade_override']>`coalesce(grade_override, ${absorbed.grade_override}::text)`,
       scim: JSON.stringify(absorbed.scim),
       version: eb('version', '+', 1),
       updated_at: sql<Date>`clock_timestamp()`,
