@@ -275,3 +275,20 @@ t.test('attributes and excludedAttributes given twice are one list on every rout
   const listed = await f.scim('GET', '/Groups?attributes=displayName&attributes=externalId');
   t.same(Object.keys(listed.json().Resources[0] as object).sort(), ['displayName', 'id', 'schemas']);
 });
+
+// Names every JavaScript object has are no attributes: never the whole
+// directory for a filter that should match nothing, never a 500.
+t.test('filters and sorts naming an inherited property (constructor, toString, __proto__) are unknown attributes', async (t) => {
+  const f = await fixture(t);
+  const enc = encodeURIComponent;
+  for (const name of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+    for (const filter of [`${name} eq "x"`, `${name} pr`, `not (${name} eq "x")`, `${name} eq null`]) {
+      await refused(t, f, `Users ${filter}`, () => f.scim('GET', `/Users?filter=${enc(filter)}`), 400, 'invalidFilter', /Unknown attribute|invalid (sub-)?attribute name/);
+    }
+    for (const filter of [`members[${name} eq "x"]`, `members[${name} pr]`, `members.${name} eq "x"`]) {
+      await refused(t, f, `Groups ${filter}`, () => f.scim('GET', `/Groups?filter=${enc(filter)}`), 400, 'invalidFilter', /Unknown attribute|invalid (sub-)?attribute name/);
+    }
+    await refused(t, f, `sortBy ${name}`, () => f.scim('GET', `/Users?sortBy=${name}`), 400, 'invalidValue', /Cannot sort by unknown attribute|is not an attribute name/);
+    await refused(t, f, `.search ${name}`, () => f.scim('POST', '/.search', { schemas: [SEARCH], filter: `${name} pr` }), 400, 'invalidFilter');
+  }
+});

@@ -88,10 +88,18 @@ const MEMBER_FIELDS: Record<string, Scalar> = {
   type: { ref: { in: 'member', field: 'type' }, type: 'string', caseExact: false },
 };
 
+/**
+ * A table's own entry for a name from the request: never one every object
+ * inherits (`constructor` would otherwise resolve, to a function).
+ */
+function own<T>(table: Record<string, T>, name: string): T | undefined {
+  return Object.hasOwn(table, name) ? table[name] : undefined;
+}
+
 const members: Multi = {
   kind: 'multi',
   collection: { kind: 'members' },
-  field: (sub) => MEMBER_FIELDS[sub.toLowerCase()],
+  field: (sub) => own(MEMBER_FIELDS, sub.toLowerCase()),
   self: () => MEMBER_FIELDS.value,
 };
 
@@ -115,11 +123,11 @@ function resolve(resource: ResourceName, path: AttrPath): Target {
   const core = !path.uri || /^urn:ietf:params:scim:schemas:core:2\.0:(user|group)$/i.test(path.uri);
   const columns = resource === 'User' ? USER_COLUMNS : GROUP_COLUMNS;
   if (core) {
-    const promoted = columns[key];
+    const promoted = own(columns, key);
     if (promoted) return promoted;
     if (resource === 'Group' && path.name.toLowerCase() === 'members') {
       if (!path.sub) return members;
-      const field = MEMBER_FIELDS[path.sub.toLowerCase()];
+      const field = own(MEMBER_FIELDS, path.sub.toLowerCase());
       if (!field) throw invalid(`Unknown attribute "${describe(path)}" in filter.`);
       return { ...members, self: () => field, field: () => field };
     }
