@@ -38,6 +38,8 @@ import { SeenAccounts } from './scim/seen-accounts.js';
 import type { WriteStrategy } from './scim/resource.js';
 import { users } from './scim/users.js';
 
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 export interface AppOptions {
   config: Config;
   db: Db;
@@ -114,8 +116,15 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   app.removeContentTypeParser('application/json');
   // Fastify reads text/plain by default; SCIM has no use for it, so it is 415.
   app.removeContentTypeParser('text/plain');
-  app.addContentTypeParser(['application/json', 'application/scim+json'], { parseAs: 'string' }, (_request, body, done) => {
-    const text = typeof body === 'string' ? body : body.toString('utf8');
+  app.addContentTypeParser(['application/json', 'application/scim+json'], { parseAs: 'buffer' }, (_request, body, done) => {
+    let text: string;
+    try {
+      // Strictly: bytes that are no UTF-8 would otherwise become U+FFFD, and two different names one.
+      text = typeof body === 'string' ? body : STRICT_UTF8.decode(body);
+    } catch {
+      done(new ScimError(400, 'invalidSyntax', 'The request body is not UTF-8; SCIM bodies are JSON in UTF-8.'), undefined);
+      return;
+    }
     if (text.trim() === '') {
       done(null, undefined);
       return;

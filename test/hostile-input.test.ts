@@ -292,3 +292,30 @@ t.test('filters and sorts naming an inherited property (constructor, toString, _
     await refused(t, f, `.search ${name}`, () => f.scim('POST', '/.search', { schemas: [SEARCH], filter: `${name} pr` }), 400, 'invalidFilter');
   }
 });
+
+t.test('a body that is not UTF-8 answers 400 invalidSyntax, and nothing is stored under a name it does not have', async (t) => {
+  const f = await fixture(t);
+  const json = JSON.stringify({ schemas: [USER], userName: 'jérôme@school.example' });
+  for (const contentType of ['application/scim+json', 'application/scim+json; charset=iso-8859-1']) {
+    await refused(
+      t,
+      f,
+      `Latin-1 bytes as ${contentType}`,
+      () => f.app.inject({ method: 'POST', url: '/scim/v2/Users', headers: { ...f.headers, 'content-type': contentType }, payload: Buffer.from(json, 'latin1') }),
+      400,
+      'invalidSyntax',
+      /not UTF-8/,
+    );
+  }
+  const utf8 = await f.app.inject({ method: 'POST', url: '/scim/v2/Users', headers: { ...f.headers, 'content-type': 'application/scim+json' }, payload: Buffer.from(json, 'utf8') });
+  t.equal(utf8.statusCode, 201, 'the same body in UTF-8 is served');
+  t.equal(utf8.json().userName, 'jérôme@school.example');
+});
+
+t.test('a refused value holding a NUL character is still recorded as a failed write', async (t) => {
+  const f = await fixture(t);
+  const res = await f.scim('POST', '/Users', { schemas: [USER], userName: 'nul\u0000@school.example', externalId: 'x\u0000y' }, { 'x-request-id': 'nul' });
+  t.equal(res.statusCode, 400);
+  const event = await f.db.selectFrom('audit_events').select(['object_ref', 'details']).where('request_id', '=', 'nul').executeTakeFirst();
+  t.match(event, { object_ref: 'nul\uFFFD@school.example', details: { status: 400, externalId: 'x\uFFFDy' } }, 'kept, with U+FFFD where the NUL was');
+});

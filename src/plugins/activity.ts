@@ -33,7 +33,14 @@ export interface FailedWrite {
   error: ScimError | null;
 }
 
-const clip = (value: string): string => (value.length > MAX_REFERENCE ? `${value.slice(0, MAX_REFERENCE)}…` : value);
+/** A value PostgreSQL can store (text holds no NUL), cut to MAX_REFERENCE. */
+const clip = (value: string): string => {
+  const storable = storableText(value);
+  return storable.length > MAX_REFERENCE ? `${storable.slice(0, MAX_REFERENCE)}…` : storable;
+};
+
+/** PostgreSQL's text and jsonb hold no NUL character: it is kept as U+FFFD, so the failure is still recorded. */
+const storableText = (value: string): string => value.replaceAll('\u0000', '\uFFFD');
 
 function reference(body: unknown, key: string): string | undefined {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) return undefined;
@@ -57,8 +64,8 @@ export function failedWriteEvent(write: FailedWrite): AuditEvent | undefined {
   const details: JsonObject = { status: write.status };
   if (write.error) {
     if (write.error.scimType) details.scimType = write.error.scimType;
-    details.detail = write.error.detail;
-    details.message = failureMessage(write.error.detail);
+    details.detail = storableText(write.error.detail);
+    details.message = storableText(failureMessage(write.error.detail));
   }
   if (externalId !== undefined) details.externalId = externalId;
   // An id that is no UUID names no row; it is kept as it was asked for.
