@@ -141,6 +141,14 @@ t.test('the first-sync preview page: upload, report, CSV download, errors; cross
   const bearer = await post({ authorization: `Bearer ${adminToken}` }, {});
   t.equal(bearer.status, 200, 'a script with the admin token in its Authorization header needs no form token');
   t.equal((await post({}, { csrf })).status, 401, 'signed out: the sign-in form');
+  // A form cut off in the middle of the file: a 400 that says so, not a 500.
+  const cut = await fetch(`${base}/status/tenants/${tenant}/preview`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'multipart/form-data; boundary=XX' },
+    body: '--XX\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n\r\nabc',
+  });
+  t.equal(cut.status, 400);
+  t.match(await cut.text(), /The upload was cut off or is not the preview form/);
 
   t.same(problems, [], 'no console errors (such as Content-Security-Policy violations)');
   t.same(await snapshot(env.db), before, 'nothing was written');

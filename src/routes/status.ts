@@ -249,9 +249,13 @@ export async function statusRoutes(app: FastifyInstance, options: StatusOptions)
         else if (part.fieldname === 'format') format = String(part.value);
       }
     } catch (error) {
-      if ((error as { code?: unknown }).code !== 'FST_REQ_FILE_TOO_LARGE') throw error;
-      const message = `The file is larger than ${PREVIEW_MAX_BYTES / 1024 / 1024} MiB; preview it with portal-scim preview on the command line.`;
-      return sendHtml(reply, 413, errorPage(413, message, true));
+      if ((error as { code?: unknown }).code === 'FST_REQ_FILE_TOO_LARGE') {
+        const message = `The file is larger than ${PREVIEW_MAX_BYTES / 1024 / 1024} MiB; preview it with portal-scim preview on the command line.`;
+        return sendHtml(reply, 413, errorPage(413, message, true));
+      }
+      // Reading the form can fail only on the form itself: cut off, malformed, or more parts than it has.
+      const status = (error as { statusCode?: unknown }).statusCode === 413 ? 413 : 400;
+      return sendHtml(reply, status, errorPage(status, 'The upload was cut off or is not the preview form; upload the file again with the form on the preview page.', true));
     }
     // A bearer header cannot come from another site's form; a cookie can.
     if (who.session !== undefined && !formTokenMatches(options.keys, who.session, csrf)) {
