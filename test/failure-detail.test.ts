@@ -232,7 +232,9 @@ t.test('the log line of a failed request carries its scimType and the detail wit
   t.equal((await scim('PATCH', `/Users/${id}`, patch({ op: 'Replace', path: 'emails[value eq "hidden.address@school.example"].colour', value: 'red' }), { 'x-request-id': 'path' })).statusCode, 400);
   t.equal((await scim('PATCH', '/Groups/' + UNKNOWN, patch({ op: 'Add', path: 'members', value: [{ value: 'not-a-member-id' }] }), { 'x-request-id': 'group' })).statusCode, 404);
 
+  t.equal((await scim('GET', `/Users?filter=${encodeURIComponent('employeeNumber gt 98765e999')}`, undefined, { 'x-request-id': 'range' })).statusCode, 400);
   const completed = (requestId: string) => lines.find((l) => l.requestId === requestId && l.msg === 'request completed');
+  t.match(completed('range'), { res: { statusCode: 400 }, scimType: 'invalidFilter', detail: /number "…" is out of range/ });
   t.match(completed('dup'), { res: { statusCode: 409 }, scimType: 'uniqueness', detail: 'A user with userName "…" already exists (userName is unique in any case).' });
   t.match(completed('path'), { res: { statusCode: 400 }, scimType: 'invalidPath', detail: 'The path "…" names no sub-attribute of emails.' });
   t.match(completed('group'), { res: { statusCode: 404 }, detail: 'No group <id>.' });
@@ -240,7 +242,7 @@ t.test('the log line of a failed request carries its scimType and the detail wit
   const ok = lines.find((l) => l.msg === 'request completed' && (l.res as { statusCode?: number }).statusCode === 201);
   t.ok(ok && !('detail' in ok), 'a successful request has no detail');
   const all = JSON.stringify(lines);
-  for (const value of ['Pupil1@School.example', 'pupil1@school.example', 'hidden.address', 'Pupil 2', 'not-a-member-id']) {
+  for (const value of ['Pupil1@School.example', 'pupil1@school.example', 'hidden.address', 'Pupil 2', 'not-a-member-id', '98765e999']) {
     t.notOk(all.includes(value), `no value from a body in the log (${value})`);
   }
 });
@@ -252,6 +254,7 @@ t.test('folding: values, paths, member lists and ids go; attribute names and the
     ['A user with userName "has "quotes" inside" already exists.', 'A user with userName "…" already exists.', 'A user with userName "…" already exists.'],
     [`No user ${UNKNOWN}.`, 'No user <id>.', 'No user <id>.'],
     ['No group not-a-uuid.', 'No group <id>.', 'No group <id>.'],
+    ['Invalid filter at character 25: number "1e999" is out of range', 'Invalid filter at character 25: number "…" is out of range', 'Invalid filter at character N: number "…" is out of range'],
     ['Operation 3 has an unknown op "Jump"; use add, replace or remove.', 'Operation 3 has an unknown op "…"; use add, replace or remove.', 'Operation N has an unknown op "…"; use add, replace or remove.'],
     ["Attribute 'roles' does not include canonical value 'Principal'", "Attribute 'roles' does not include canonical value '…'", "Attribute 'roles' does not include canonical value '…'"],
     ["Attribute 'active' expected value type 'boolean' but found type 'string'", "Attribute 'active' expected value type 'boolean' but found type 'string'", "Attribute 'active' expected value type 'boolean' but found type 'string'"],

@@ -333,7 +333,7 @@ class Parser {
     if (lower === 'null') return null;
     if (JSON_NUMBER.test(token.text)) {
       const n = Number(token.text);
-      if (!Number.isFinite(n)) throw new SyntaxFault(`number ${clip(token.text)} is out of range`, token.pos);
+      if (!Number.isFinite(n)) throw new SyntaxFault(`number "${clip(token.text)}" is out of range`, token.pos);
       return n;
     }
     throw new SyntaxFault(
