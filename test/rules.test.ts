@@ -75,6 +75,9 @@ t.test('adoption: addresses, verified domains, rule 8 before rule 2, and what th
   t.same(addresses(values({ user_name: 'ÅSA@school.example', email: 'åsa@school.example' })), ['ÅSA@school.example', 'åsa@school.example'], 'two addresses where lower() folds ASCII letters only');
   t.ok(inVerifiedDomain('a@school.example', ['school.example']));
   t.notOk(inVerifiedDomain('a@sub.school.example', ['school.example']), 'a subdomain is another domain');
+  t.ok(inVerifiedDomain('a@School.EXAMPLE', ['school.example']), 'in any case of ASCII letters');
+  t.notOk(inVerifiedDomain('a@\u212Aommun.example', ['kommun.example']), 'the Kelvin sign is no K');
+  t.notOk(inVerifiedDomain('a@\u0130school.example', ['ischool.example']), 'a dotted capital I is no i');
   t.notOk(inVerifiedDomain('school.example', ['school.example']), 'no local part, no address');
   t.same(adoptableAddresses(['a@school.example', 'b@gmail.example'], ['school.example']), [true, false]);
 

@@ -3,7 +3,7 @@
 // deleted or linked accounts never adopted, disconnect and reconnect.
 import t from 'tap';
 import { runCli } from '../src/cli.js';
-import { testApp, testEnv, type TestApp } from './helpers/app.js';
+import { tenantWithToken, testApp, testEnv, type TestApp } from './helpers/app.js';
 import { manualAccountSql } from './helpers/contract-sql.js';
 import { connection } from './helpers/locks.js';
 import { GROUP, client, entraUser, patch } from './helpers/scim.js';
@@ -87,6 +87,27 @@ t.test('of two manual accounts made at once with the same e-mail, the one with t
   const created = await client(env.app, env.headers)('POST', '/Users', entraUser(1));
   t.equal(created.statusCode, 201);
   t.equal(created.json().id, ids[1]);
+});
+
+t.test('an address is in a verified domain in any case of ASCII letters only: a Kelvin sign is no K', async (t) => {
+  const env = await testApp(t);
+  const kommun = await tenantWithToken(env.db, env.config, env.keys, 'Kommun', ['kommun.example']);
+  const scim = client(env.app, kommun.headers);
+  const bo = await env.db
+    .insertInto('accounts')
+    .values({ tenant_id: kommun.tenant.id, managed_by: 'manual', user_name: 'bo@kommun.example', email: 'bo@kommun.example', scim: '{}' })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  const kelvin = await scim('POST', '/Users', entraUser(1, { userName: 'bo@\u212Aommun.example', emails: [{ type: 'work', value: 'bo@\u212Aommun.example', primary: true }] }));
+  t.equal(kelvin.statusCode, 201);
+  t.not(kelvin.json().id, bo.id, 'not adopted: the domain is not the verified one');
+  const eva = await env.db
+    .insertInto('accounts')
+    .values({ tenant_id: kommun.tenant.id, managed_by: 'manual', user_name: 'eva@kommun.example', email: 'eva@kommun.example', scim: '{}' })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  const ascii = await scim('POST', '/Users', entraUser(2, { userName: 'Eva@KOMMUN.example', emails: [{ type: 'work', value: 'Eva@KOMMUN.example', primary: true }] }));
+  t.equal(ascii.json().id, eva.id, 'an address in ASCII capitals is adopted');
 });
 
 t.test('a manual account with the same e-mail in a verified domain is adopted', async (t) => {

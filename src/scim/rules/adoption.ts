@@ -24,9 +24,15 @@ export function addresses(values: Pick<AccountValues, 'user_name' | 'email'>): A
   return email === undefined || foldAscii(email) === foldAscii(userName) ? [userName] : [userName, email];
 }
 
+/**
+ * Whether the address is in one of the tenant's verified domains, which are
+ * ASCII (tenants.ts): its domain in any case of ASCII letters only. A fuller
+ * folding would take the Kelvin sign (U+212A) for a K, and the server and
+ * the preview, which fold in different places, would disagree about İ.
+ */
 export function inVerifiedDomain(address: string, domains: readonly string[]): boolean {
   const at = address.lastIndexOf('@');
-  return at > 0 && domains.includes(address.slice(at + 1).toLowerCase());
+  return at > 0 && domains.includes(foldAscii(address.slice(at + 1)));
 }
 
 /** For each address, whether rule 2 may adopt by it. */
