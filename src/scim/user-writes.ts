@@ -20,8 +20,8 @@ function settles(actor: Actor, values: AccountValues): PlannedSettle {
  * What a create knows of the accounts in its way, read under lock: an admin
  * holding one of its addresses (rule 3), an account with its Entra object id
  * (synced already, or manual: rule 8) or a manual one with an adoptable
- * address (rule 2). `unread`: nothing was
- * read, and the plan's guards require that nothing is there.
+ * address (rule 2). `unread`: nothing was read, and the plan's guards
+ * require that nothing is there.
  */
 export type CreateSituation = 'unread' | { admin: AccountRow | undefined; byExternalId: AccountRow | undefined; byAddress: AccountRow | undefined };
 
