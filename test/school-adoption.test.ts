@@ -93,19 +93,17 @@ t.test('an address is in a verified domain in any case of ASCII letters only: a 
   const env = await testApp(t);
   const kommun = await tenantWithToken(env.db, env.config, env.keys, 'Kommun', ['kommun.example']);
   const scim = client(env.app, kommun.headers);
-  const bo = await env.db
-    .insertInto('accounts')
-    .values({ tenant_id: kommun.tenant.id, managed_by: 'manual', user_name: 'bo@kommun.example', email: 'bo@kommun.example', scim: '{}' })
-    .returning('id')
-    .executeTakeFirstOrThrow();
+  const manualIn = (address: string) =>
+    env.db
+      .insertInto('accounts')
+      .values({ tenant_id: kommun.tenant.id, managed_by: 'manual', user_name: address, email: address, scim: '{}' })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+  const bo = await manualIn('bo@kommun.example');
   const kelvin = await scim('POST', '/Users', entraUser(1, { userName: 'bo@\u212Aommun.example', emails: [{ type: 'work', value: 'bo@\u212Aommun.example', primary: true }] }));
   t.equal(kelvin.statusCode, 201);
   t.not(kelvin.json().id, bo.id, 'not adopted: the domain is not the verified one');
-  const eva = await env.db
-    .insertInto('accounts')
-    .values({ tenant_id: kommun.tenant.id, managed_by: 'manual', user_name: 'eva@kommun.example', email: 'eva@kommun.example', scim: '{}' })
-    .returning('id')
-    .executeTakeFirstOrThrow();
+  const eva = await manualIn('eva@kommun.example');
   const ascii = await scim('POST', '/Users', entraUser(2, { userName: 'Eva@KOMMUN.example', emails: [{ type: 'work', value: 'Eva@KOMMUN.example', primary: true }] }));
   t.equal(ascii.json().id, eva.id, 'an address in ASCII capitals is adopted');
 });
