@@ -144,8 +144,13 @@ t.test('RFC 6749 errors for every way a token request can be wrong', async (t) =
   const challenged = await token(form({ grant_type: 'client_credentials' }), { authorization: basic(client.clientId, 'nope') });
   t.match(challenged.headers['www-authenticate'], /^Basic realm="portal-scim"/);
 
-  const get = await app.inject({ method: 'GET', url: '/oauth/token' });
-  t.equal(get.statusCode, 404, 'only POST exists');
+  for (const method of ['GET', 'PUT', 'PATCH', 'DELETE'] as const) {
+    const other = await app.inject({ method, url: '/oauth/token' });
+    t.equal(other.statusCode, 405, `${method}: only POST exists`);
+    t.equal(other.headers.allow, 'POST', method);
+    t.equal(other.json<{ error: string }>().error, 'invalid_request', `${method}: in RFC 6749's shape`);
+    t.equal(other.headers['cache-control'], 'no-store', method);
+  }
 });
 
 t.test('a revoked client gets no token, and its access tokens stop working', async (t) => {

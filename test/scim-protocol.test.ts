@@ -158,7 +158,26 @@ t.test('ETags: versions, If-Match and If-None-Match', async (t) => {
   t.equal((await scim('PUT', `/Users/${id}`, entraUser(1), { 'if-match': v1 })).statusCode, 412);
   t.equal((await scim('DELETE', `/Users/${id}`, undefined, { 'if-match': v1 })).statusCode, 412);
   t.equal((await scim('DELETE', `/Users/${id}`, undefined, { 'if-match': '*' })).statusCode, 204);
+  // If-None-Match on a change: refused while the resource is at a listed version.
+  const other = await scim('POST', '/Users', entraUser(2));
+  const otherId = other.json().id as string;
+  const title = patch({ op: 'replace', path: 'title', value: 'y' });
+  for (const [method, body] of [['PATCH', title], ['PUT', entraUser(2)], ['DELETE', undefined]] as const) {
+    for (const tag of ['*', 'W/"1"', '"1"', 'W/"5", W/"1"']) {
+      const refused = await scim(method, `/Users/${otherId}`, body, { 'if-none-match': tag });
+      t.equal(refused.statusCode, 412, `${method} with If-None-Match: ${tag} at W/"1"`);
+      t.equal(refused.json().status, '412');
+    }
+  }
+  const unchanged = await scim('GET', `/Users/${otherId}`);
+  t.equal(unchanged.headers.etag, 'W/"1"', 'no refused change was written');
+  t.notOk('title' in unchanged.json(), 'no refused change was written');
+  const other2 = await scim('PATCH', `/Users/${otherId}`, title, { 'if-none-match': 'W/"7"' });
+  t.equal(other2.statusCode, 200, 'a version other than the current one lets the change through');
+  t.equal(other2.json().title, 'y');
+  t.equal((await scim('DELETE', '/Users/6f1c1d9e-3a57-4d5e-9f0e-2b8f0c6a1d11', undefined, { 'if-none-match': '*' })).statusCode, 404, 'nothing there: 404 as without it');
   const group = await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'G' });
+  t.equal((await scim('PATCH', `/Groups/${group.json().id as string}`, patch({ op: 'replace', path: 'displayName', value: 'H' }), { 'if-none-match': '*' })).statusCode, 412);
   const stalePatch = await scim('PATCH', `/Groups/${group.json().id as string}`, patch({ op: 'replace', path: 'displayName', value: 'H' }), { 'if-match': 'W/"9"' });
   t.equal(stalePatch.statusCode, 412);
 });
@@ -167,7 +186,14 @@ t.test('errors carry the right status and scimType, never 500', async (t) => {
   const { app, headers } = await testApp(t);
   const scim = client(app, headers);
   const id = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+  const groupId = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Errors', members: [{ value: id }] })).json().id as string;
   const cases: [string, string, unknown, number, string | undefined][] = [
+    ['PATCH', `/Groups/${groupId}`, patch({ op: 'add', path: 'members', value: null }), 400, 'invalidValue'],
+    ['PATCH', `/Groups/${groupId}`, patch({ op: 'replace', path: 'members' }), 400, 'invalidValue'],
+    ['PATCH', `/Groups/${groupId}`, patch({ op: 'add', value: { members: null } }), 400, 'invalidValue'],
+    ['POST', '/Users', { schemas: [USER, ENTERPRISE], userName: 'ext@school.example', [ENTERPRISE]: 'Science' }, 400, 'invalidValue'],
+    ['PATCH', `/Users/${id}`, patch({ op: 'add', value: { [ENTERPRISE]: 'Science' } }), 400, 'invalidValue'],
+    ['PATCH', `/Users/${id}`, patch({ op: 'replace', path: ENTERPRISE, value: 'Science' }), 400, 'invalidValue'],
     ['POST', '/Users', '{"userName": ', 400, 'invalidSyntax'],
     ['POST', '/Users', '[1,2]', 400, 'invalidSyntax'],
     ['POST', '/Users', { schemas: [USER], userName: 5 }, 400, 'invalidValue'],
@@ -209,6 +235,9 @@ t.test('errors carry the right status and scimType, never 500', async (t) => {
   }
   const unsupported = await scim('DELETE', '/Users', undefined);
   t.match(unsupported.headers.allow, /GET/);
+  const group = (await scim('GET', `/Groups/${groupId}`)).json();
+  t.same(group.members.map((m: { value: string }) => m.value), [id], 'a replace of members without a value left the class as it was');
+  t.equal(group.meta.version, 'W/"1"');
 });
 
 t.test('a PATCH path answers the same every time it comes, and a refused one is refused again', async (t) => {

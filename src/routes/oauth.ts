@@ -168,6 +168,15 @@ export async function oauthRoutes(app: FastifyInstance, options: OAuthOptions): 
   // Each guess at a secret costs a scrypt; a client IP gets a few a second.
   await app.register(rateLimit, { max: 60, timeWindow: 60_000 });
 
+  app.route({
+    method: ['GET', 'PUT', 'PATCH', 'DELETE'],
+    url: '/token',
+    config: { methodNotAllowed: true },
+    handler: async (request) => {
+      throw new OAuthError(405, 'invalid_request', `${request.method} is not supported here; request a token with POST.`, { allow: 'POST' });
+    },
+  });
+
   app.post('/token', async (request, reply) => {
     const form = (request.body ?? {}) as Form;
     const grantType = form.grant_type;

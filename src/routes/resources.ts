@@ -5,10 +5,10 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.js';
 import type { ChangeNotifier } from '../db/change-notifier.js';
 import type { Db } from '../db/database.js';
-import { ScimError, badRequest } from '../errors.js';
+import { ScimError, badRequest, preconditionFailed } from '../errors.js';
 import { parseFilter, parsePatchPath } from '../scim/filter.js';
 import { excludesMembers, project, type Projection } from '../scim/projection.js';
-import type { Json, ListParams, RequestContext, ResourceHandler, WriteStrategy } from '../scim/resource.js';
+import { listsVersion, type Json, type ListParams, type RequestContext, type ResourceHandler, type WriteStrategy } from '../scim/resource.js';
 import { rootSearch } from '../scim/root-search.js';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_START_INDEX } from '../scim/limits.js';
 import { LIST_RESPONSE_SCHEMA, SEARCH_REQUEST_SCHEMA } from '../scim/schemas.js';
@@ -181,15 +181,28 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
     const resource = await handler.get(context(request), id, !excludesMembers(query));
     const version = (resource.meta as { version: string }).version;
     const ifNoneMatch = header(request, 'if-none-match');
-    if (ifNoneMatch && ifNoneMatch.split(',').some((t) => t.trim() === version || t.trim() === '*')) {
+    if (ifNoneMatch && listsVersion(ifNoneMatch, version)) {
       return reply.code(304).header('etag', version).send();
     }
     return sendResource(reply, handler.name, resource, query);
   });
 
+  /**
+   * If-None-Match on a change (RFC 7232 §3.2): `*` or a listed version means
+   * "not if it is there as I last saw it". No client of ours sends it; it is
+   * read before the write, so it is a courtesy, not a lock: If-Match is that.
+   */
+  const checkIfNoneMatch = async (request: FastifyRequest, id: string): Promise<void> => {
+    const ifNoneMatch = header(request, 'if-none-match');
+    if (ifNoneMatch === undefined) return;
+    const version = ((await handler.get(context(request), id, false)).meta as { version: string }).version;
+    if (listsVersion(ifNoneMatch, version)) throw preconditionFailed(`The resource is there at ${version}, which If-None-Match: ${ifNoneMatch} excludes.`);
+  };
+
   app.put(`${endpoint}/:id`, async (request, reply) => {
     const { id } = request.params as { id: string };
     checkId(request, id);
+    await checkIfNoneMatch(request, id);
     const query = projectionParams(request.query as Projection);
     const resource = await handler.replace(context(request), id, request.body, header(request, 'if-match'));
     return sendResource(reply, handler.name, resource, query);
@@ -198,6 +211,7 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
   app.patch(`${endpoint}/:id`, async (request, reply) => {
     const { id } = request.params as { id: string };
     checkId(request, id);
+    await checkIfNoneMatch(request, id);
     const query = projectionParams(request.query as Projection);
     const ctx = context(request);
     let resource = await handler.patch(ctx, id, request.body, header(request, 'if-match'));
@@ -210,6 +224,7 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
   app.delete(`${endpoint}/:id`, async (request, reply) => {
     const { id } = request.params as { id: string };
     checkId(request, id);
+    await checkIfNoneMatch(request, id);
     await handler.remove(context(request), id, header(request, 'if-match'));
     return reply.code(204).send();
   });

@@ -75,6 +75,8 @@ export function withManagerRef(resource: Json, baseUrl: string): Json {
   return { ...resource, [ENTERPRISE_SCHEMA]: { ...enterprise, manager } };
 }
 
+const wholeExtension = (index: number): string => `Operation ${index + 1}: the value of a whole extension must be an object of its attributes.`;
+
 /** Normalises a POST/PUT body: known schemas only, canonical keys, booleans, manager. */
 export function normaliseResource(resource: ResourceName, body: unknown): Json {
   if (!isObject(body)) throw badRequest('invalidSyntax', 'The request body must be a JSON object.');
@@ -92,7 +94,8 @@ export function normaliseResource(resource: ResourceName, body: unknown): Json {
     }
     if (lower.startsWith('urn:')) {
       const extension = findExtension(definition, key);
-      if (extension && isObject(value)) {
+      if (extension) {
+        if (!isObject(value)) throw badRequest('invalidValue', `The value of ${extension.id} must be an object of its attributes.`);
         out[extension.id] = normaliseExtension(extension, value);
         continue;
       }
@@ -338,7 +341,8 @@ export function patchSteps(resource: ResourceName, body: unknown, id: unknown): 
       for (const [key, v] of Object.entries(value)) {
         if (key.toLowerCase() === 'schemas') continue;
         const ext = findExtension(definition, key);
-        if (ext && isObject(v)) {
+        if (ext) {
+          if (!isObject(v)) throw badRequest('invalidValue', wholeExtension(index));
           for (const [name, inner] of Object.entries(v)) add(`${ext.id}:${name}`, inner);
           continue;
         }
@@ -367,7 +371,7 @@ export function patchSteps(resource: ResourceName, body: unknown, id: unknown): 
         return;
       }
       if (!isObject(raw.value)) {
-        throw badRequest('invalidValue', `Operation ${index + 1}: the value of a whole extension must be an object of its attributes.`);
+        throw badRequest('invalidValue', wholeExtension(index));
       }
       addEach({ [extension.id]: raw.value });
       return;

@@ -112,11 +112,20 @@ function isMembersKey(key: string): boolean {
   return key.toLowerCase() === 'members' || key.toLowerCase() === `${GROUP_SCHEMA.toLowerCase()}:members`;
 }
 
+/**
+ * An add or a replace of members without a value names nobody: refused rather
+ * than read as "no members", which a replace would apply to the whole class.
+ */
+function present(members: unknown, index: number, op: string): unknown {
+  if (members === undefined || members === null) throw badRequest('invalidValue', `Operation ${index + 1}: ${op} of members needs a value.`);
+  return members;
+}
+
 /** Splits member operations (done in SQL) from the rest (done by scimmy). */
 function splitPatch(body: unknown): SplitPatch {
   const memberChanges: MemberOp[] = [];
   const others: RawOperation[] = [];
-  for (const raw of readPatchOperations(body)) {
+  for (const [index, raw] of readPatchOperations(body).entries()) {
     const op = raw.op.toLowerCase();
     const { path, value } = raw;
     if (typeof path === 'string' && path.trim() !== '') {
@@ -132,8 +141,8 @@ function splitPatch(body: unknown): SplitPatch {
         memberChanges.push({ kind: 'remove', ids: idsFromMemberFilter(resolved.filter) });
         continue;
       }
-      if (op === 'add') memberChanges.push({ kind: 'add', ids: memberIds(value) });
-      else if (op === 'replace') memberChanges.push({ kind: 'replace', ids: memberIds(value) });
+      if (op === 'add') memberChanges.push({ kind: 'add', ids: memberIds(present(value, index, op)) });
+      else if (op === 'replace') memberChanges.push({ kind: 'replace', ids: memberIds(present(value, index, op)) });
       else if (op === 'remove') memberChanges.push(value === undefined || value === null ? { kind: 'removeAll' } : { kind: 'remove', ids: memberIds(value) });
       else others.push(raw);
       continue;
@@ -142,7 +151,7 @@ function splitPatch(body: unknown): SplitPatch {
     if ((op === 'add' || op === 'replace') && typeof value === 'object' && value !== null && !Array.isArray(value)) {
       const rest: Json = {};
       for (const [k, v] of Object.entries(value as Json)) {
-        if (isMembersKey(k)) memberChanges.push({ kind: op, ids: memberIds(v) });
+        if (isMembersKey(k)) memberChanges.push({ kind: op, ids: memberIds(present(v, index, op)) });
         else rest[k] = v;
       }
       if (Object.keys(rest).length > 0) others.push({ ...raw, value: rest });

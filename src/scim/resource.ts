@@ -63,10 +63,18 @@ export const etag = (version: number): string => `W/"${version}"`;
 /** If-Match: "*" or any listed tag (weak comparison) must name the current version. */
 export function checkIfMatch(header: string | undefined, version: number): void {
   if (header === undefined) return;
-  const current = String(version);
-  const tags = header.split(',').map((t) => t.trim());
-  const ok = tags.some((t) => t === '*' || t.replace(/^W\//, '').replace(/^"|"$/g, '') === current);
-  if (!ok) throw preconditionFailed(`The resource has changed: its version is ${etag(version)}, not ${header}.`);
+  if (!listsVersion(header, String(version))) throw preconditionFailed(`The resource has changed: its version is ${etag(version)}, not ${header}.`);
+}
+
+/**
+ * Whether an If-Match or If-None-Match list names a version: `*`, or its tag
+ * weak, strong or bare. Versions are whole numbers, so the weak comparison
+ * RFC 7232 allows for both headers here is the only one.
+ */
+export function listsVersion(header: string, tag: string): boolean {
+  const bare = (t: string): string => t.trim().replace(/^W\//, '').replace(/^"|"$/g, '');
+  const current = bare(tag);
+  return header.split(',').some((t) => t.trim() === '*' || bare(t) === current);
 }
 
 export function meta(resourceType: ResourceName, id: string, created: Date, lastModified: Date, version: number, baseUrl: string, endpoint: string): Json {
