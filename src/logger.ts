@@ -23,12 +23,15 @@ export const REDACTED_PATHS = [
   '*.clientSecret',
 ];
 
-/** A URL with its query values removed: only parameter names are kept. */
+/** Longest URL a log line keeps: any path of ours fits, a client's 16 KB of junk does not. */
+export const LOGGED_URL_LENGTH = 300;
+
+/** A URL with its query values removed (only parameter names are kept), cut at LOGGED_URL_LENGTH. */
 export function logUrl(url: string): string {
   const [path = '', query] = url.split('?', 2);
-  if (query === undefined) return path;
-  const names = new Set(new URLSearchParams(query).keys());
-  return `${path}?${[...names].join('&')}`;
+  const kept = query === undefined ? path : `${path}?${[...new Set(new URLSearchParams(query).keys())].join('&')}`;
+  if (kept.length <= LOGGED_URL_LENGTH) return kept;
+  return `${kept.slice(0, LOGGED_URL_LENGTH)}… (${kept.length - LOGGED_URL_LENGTH} more characters)`;
 }
 
 interface LoggedRequest {

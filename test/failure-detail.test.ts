@@ -233,7 +233,17 @@ t.test('the log line of a failed request carries its scimType and the detail wit
   t.equal((await scim('PATCH', '/Groups/' + UNKNOWN, patch({ op: 'Add', path: 'members', value: [{ value: 'not-a-member-id' }] }), { 'x-request-id': 'group' })).statusCode, 404);
 
   t.equal((await scim('GET', `/Users?filter=${encodeURIComponent('employeeNumber gt 98765e999')}`, undefined, { 'x-request-id': 'range' })).statusCode, 400);
+  const long = `/scim/v2/Users/${'x'.repeat(9000)}`;
+  t.equal((await app.inject({ method: 'GET', url: `${long}?filter=${'y'.repeat(50)}`, headers: { 'x-request-id': 'long' } })).statusCode, 414);
   const completed = (requestId: string) => lines.find((l) => l.requestId === requestId && l.msg === 'request completed');
+  const longLines = lines.filter((l) => l.requestId === 'long');
+  t.ok(longLines.length > 0, 'the long request is logged');
+  for (const line of longLines) {
+    const url = (line.req as { url?: string } | undefined)?.url;
+    const kept = `${long}?filter`;
+    if (url !== undefined) t.equal(url, `${kept.slice(0, 300)}… (${kept.length - 300} more characters)`, 'a long path is logged cut, with what was cut');
+  }
+  t.ok(longLines.some((l) => (l.req as { url?: string } | undefined)?.url !== undefined), 'its line names the path');
   t.match(completed('range'), { res: { statusCode: 400 }, scimType: 'invalidFilter', detail: /number "…" is out of range/ });
   t.match(completed('dup'), { res: { statusCode: 409 }, scimType: 'uniqueness', detail: 'A user with userName "…" already exists (userName is unique in any case).' });
   t.match(completed('path'), { res: { statusCode: 400 }, scimType: 'invalidPath', detail: 'The path "…" names no sub-attribute of emails.' });
