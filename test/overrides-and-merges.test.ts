@@ -270,6 +270,12 @@ t.test('a merge is refused for admins, two tenants, a manual account to absorb, 
   const synced2 = (await scim('POST', '/Users', entraUser(2))).json().id as string;
   const manual = (await env.db.insertInto('accounts').values({ tenant_id: env.tenant.id, managed_by: 'manual', user_name: 'm@school.example', scim: '{}' }).returning('id').executeTakeFirstOrThrow()).id;
   const adminAccount = (await env.db.insertInto('accounts').values({ tenant_id: env.tenant.id, managed_by: 'manual', role: 'admin', user_name: 'boss@school.example', scim: '{}' }).returning('id').executeTakeFirstOrThrow()).id;
+  // An old portal account that rule 2 adopted, and one the sync took over by object id after a disconnect (rule 8).
+  const old = (await env.db.insertInto('accounts').values({ tenant_id: env.tenant.id, managed_by: 'manual', user_name: 'old@school.example', scim: '{}' }).returning('id').executeTakeFirstOrThrow()).id;
+  const adopted = await scim('POST', '/Users', entraUser(3, { userName: 'old@school.example' }));
+  t.equal(adopted.json().id, old, 'rule 2 adopted the old account');
+  const reconnected = (await env.db.insertInto('accounts').values({ tenant_id: env.tenant.id, managed_by: 'manual', user_name: 'back@school.example', external_id: 'entra-back', scim: '{}' }).returning('id').executeTakeFirstOrThrow()).id;
+  t.equal((await scim('POST', '/Users', entraUser(4, { userName: 'back.again@school.example', externalId: 'entra-back' }))).json().id, reconnected, 'rule 8 took the account back by object id');
   const other = await createTenant(env.db, { name: 'Other', verifiedDomains: ['other.example'] });
   const foreign = (await env.db.insertInto('accounts').values({ tenant_id: other.id, managed_by: 'manual', user_name: 'f@other.example', scim: '{}' }).returning('id').executeTakeFirstOrThrow()).id;
 
@@ -278,6 +284,8 @@ t.test('a merge is refused for admins, two tenants, a manual account to absorb, 
     [foreign, synced, /different tenants/],
     [synced, manual, /not managed by sync: there is no Entra account to take over/],
     [synced, synced2, /linked to another Entra object/],
+    [manual, old, /was the portal's before the sync took it over \(rules 2 and 8\): it has history of its own/],
+    [manual, reconnected, /was the portal's before the sync took it over/],
   ];
   for (const [keep, absorb, detail] of cases) {
     const res = await call('POST', '/admin/accounts/merge', { keep, absorb });

@@ -3,7 +3,7 @@
 // and the merge that repairs a first sync which made a new account for a
 // person the portal already had. Each validates, writes in one transaction
 // and records its audit event.
-import { findAccount, mergeAccountRows, setOverrides, type Overrides } from '../db/account-repairs.js';
+import { createdBySync, findAccount, mergeAccountRows, setOverrides, type Overrides } from '../db/account-repairs.js';
 import { recordAudit } from '../db/audit.js';
 import { notifyChanges } from '../db/change-notifier.js';
 import type { AccountRow } from '../db/columns.js';
@@ -108,7 +108,8 @@ export interface Merged {
  * Merges `absorb` (the account Entra created at the first sync) into `keep`
  * (the portal's existing account): see mergeAccountRows. Refused for admins,
  * accounts of two tenants, a manual `absorb` (nothing of Entra's to take
- * over), and a `keep` linked to another Entra object.
+ * over), an `absorb` the sync adopted rather than made (its own history
+ * would pass to `keep`), and a `keep` linked to another Entra object.
  */
 export async function mergeAccounts(db: Db, keepId: string, absorbId: string, actor: Actor): Promise<Merged> {
   const keep = accountId(keepId, 'an account');
@@ -139,6 +140,12 @@ export async function mergeAccounts(db: Db, keepId: string, absorbId: string, ac
     }
     if (added.managed_by !== 'sync') {
       throw new ServiceError('conflict', `Account ${added.id} is not managed by sync: there is no Entra account to take over. Merge the account Entra created into the one to keep.`);
+    }
+    if (!(await createdBySync(trx, added))) {
+      throw new ServiceError(
+        'conflict',
+        `Account ${added.id} was the portal's before the sync took it over (rules 2 and 8): it has history of its own, which a merge would hand to account ${old.id}. Absorb only an account the sync created.`,
+      );
     }
     if (old.external_id !== null && old.external_id !== added.external_id) {
       throw new ServiceError('conflict', `Account ${old.id} is linked to another Entra object (${old.external_id}); it cannot take over a second one.`);
