@@ -3,6 +3,7 @@
 // each tenant's health is a gauge; each app has its own registry; METRICS_PORT
 // serves them without a credential.
 import type { AddressInfo } from 'node:net';
+import { sql } from 'kysely';
 import { Registry } from 'prom-client';
 import t from 'tap';
 import { signAdminToken } from '../src/auth/tokens.js';
@@ -127,6 +128,27 @@ t.test('SCIM requests and provisioning outcomes are counted per tenant, route an
   const otherText = (await other.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${otherToken}` } })).body;
   t.notMatch(otherText, new RegExp(tenant), "the other app counted none of this app's requests");
   t.equal(sample(otherText, 'portal_scim_provisioning_events_total', { tenant, object: 'user', action: 'create', outcome: 'success' }), undefined);
+});
+
+t.test('a write whose transaction does not commit is not counted', async (t) => {
+  const env = await testApp(t, {}, { writeStrategy: 'locked' });
+  const token = await adminToken(env);
+  const scim = client(env.app, env.headers);
+  // Refuses one userName when its transaction commits, after the write's own statement (and its audit row) succeeded.
+  await sql`CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF NEW.user_name = 'refused@school.example' THEN RAISE EXCEPTION 'refused at commit' USING ERRCODE = '23514'; END IF;
+      RETURN NULL;
+    END $$`.execute(env.db);
+  await sql`CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON accounts DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()`.execute(env.db);
+  t.equal((await scim('POST', '/Users', entraUser(1))).statusCode, 201);
+  const refused = await scim('POST', '/Users', entraUser(2, { userName: 'refused@school.example' }));
+  t.equal(refused.statusCode, 400, refused.body);
+  t.equal(await env.db.selectFrom('accounts').select('id').where('user_name', '=', 'refused@school.example').executeTakeFirst(), undefined, 'nothing was written');
+  t.equal((await env.db.selectFrom('audit_events').select('id').where('action', '=', 'create').where('outcome', '=', 'success').execute()).length, 1);
+  const text = (await env.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${token}` } })).body;
+  t.equal(sample(text, 'portal_scim_provisioning_events_total', { tenant: env.tenant.id, object: 'user', action: 'create', outcome: 'success' }), 1, 'only the committed create is counted');
 });
 
 t.test("a gauge gives each tenant's health as one of five states", async (t) => {

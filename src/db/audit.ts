@@ -7,7 +7,7 @@
 // (a refusal of the same object while it is open), closed (the object's
 // write succeeded, or the portal team resolved or dismissed it).
 import { sql, type KyselyPlugin, type RawBuilder, type Selectable } from 'kysely';
-import type { AuditEventsTable, AuditOutcome, ConflictResolution, Db, Executor, JsonObject, SyncConflictsTable } from './database.js';
+import { afterCommit, type AuditEventsTable, type AuditOutcome, type ConflictResolution, type Db, type Executor, type JsonObject, type SyncConflictsTable } from './database.js';
 
 export type AuditEventRow = Selectable<AuditEventsTable>;
 export type ConflictRow = Selectable<SyncConflictsTable>;
@@ -116,9 +116,13 @@ export async function recordAudit(db: Executor, event: AuditEvent): Promise<void
   auditRecorded(db, event);
 }
 
-/** Tells the observers of an event whose row a statement of its own wrote (a write and its audit in one statement). */
+/**
+ * Tells the observers of an event whose row a statement of its own wrote (a
+ * write and its audit in one statement), once it is committed: a transaction
+ * that rolls back counts nothing.
+ */
 export function auditRecorded(db: Executor, event: AuditEvent): void {
-  for (const plugin of db.getExecutor().plugins) if (plugin instanceof AuditObserverPlugin) plugin.observe(event);
+  for (const plugin of db.getExecutor().plugins) if (plugin instanceof AuditObserverPlugin) afterCommit(db, () => plugin.observe(event));
 }
 
 export interface AuditPage {

@@ -558,8 +558,28 @@ export function createDb(url: string, options: DatabaseOptions = {}): { db: Db; 
   return { db, pool };
 }
 
+/** What runs when a transaction that inTransaction began commits: the observers of what it wrote. */
+const commitHooks = new WeakMap<Executor, (() => void)[]>();
+
+/**
+ * Runs `hook` once what `db` wrote is committed: at once outside a
+ * transaction (the statement committed itself), at the commit of a
+ * transaction inTransaction began, and never when that one rolls back.
+ */
+export function afterCommit(db: Executor, hook: () => void): void {
+  const hooks = commitHooks.get(db);
+  if (hooks) hooks.push(hook);
+  else hook();
+}
+
 /** Runs `run` in one transaction, committed when it resolves and rolled back when it throws. */
 export async function inTransaction<T>(db: Executor, run: (trx: Executor) => Promise<T>): Promise<T> {
   if (db.isTransaction) return run(db);
-  return db.transaction().execute(run);
+  const hooks: (() => void)[] = [];
+  const result = await db.transaction().execute((trx) => {
+    commitHooks.set(trx, hooks);
+    return run(trx);
+  });
+  for (const hook of hooks) hook();
+  return result;
 }

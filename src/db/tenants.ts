@@ -1,7 +1,7 @@
 // Queries on tenants and their settings.
 import { sql, type Selectable } from 'kysely';
 import { notifyChanges } from './change-notifier.js';
-import type { ClassNames, Db, Executor, Role, TenantsTable } from './database.js';
+import { inTransaction, type ClassNames, type Db, type Executor, type Role, type TenantsTable } from './database.js';
 
 export type TenantRow = Selectable<TenantsTable>;
 
@@ -89,7 +89,7 @@ export async function updateTenantSettings(db: Db, id: string, settings: TenantS
  * and classes into manual, editable ones. Nothing is deleted.
  */
 export async function disconnectTenant(db: Db, id: string): Promise<{ accounts: number; classes: number; credentials: number } | undefined> {
-  return db.transaction().execute(async (trx) => {
+  return inTransaction(db, async (trx) => {
     // First the tenant's turn (migration 0015): it waits for the SCIM writes
     // in flight, so the rows turned manual below include every write that
     // got in first, and later writes wait for this one to end.

@@ -6,7 +6,7 @@ import { generateClientSecret, hashClientSecret } from '../auth/client-secrets.j
 import { parseDuration, signToken, type TokenSettings } from '../auth/tokens.js';
 import { recordAudit } from '../db/audit.js';
 import { createCredential, findCredential, listCredentials, revokeLiveCredential, type CredentialRow } from '../db/credentials.js';
-import type { Db } from '../db/database.js';
+import { inTransaction, type Db } from '../db/database.js';
 import { findTenant, type TenantRow } from '../db/tenants.js';
 import { auditVia, type Actor } from './actor.js';
 import { ServiceError } from './errors.js';
@@ -124,7 +124,7 @@ export interface IssuedToken {
 export async function issueSecretToken(db: Db, signing: TokenSettings, tenantId: string, request: CredentialRequest, actor: Actor): Promise<IssuedToken> {
   const tenant = await connectedTenant(db, tenantId);
   const expiresAt = request.lifetimeMs === undefined ? null : new Date(Date.now() + request.lifetimeMs);
-  const credential = await db.transaction().execute(async (trx) => {
+  const credential = await inTransaction(db, async (trx) => {
     const row = await createCredential(trx, { tenantId: tenant.id, kind: 'token', label: request.label, expiresAt });
     await recordAudit(trx, credentialEvent(row, 'issue', actor));
     return row;
@@ -142,7 +142,7 @@ export async function createOAuthClient(db: Db, tenantId: string, request: Crede
   const clientSecret = generateClientSecret();
   const secretHash = await hashClientSecret(clientSecret);
   const expiresAt = request.lifetimeMs === undefined ? null : new Date(Date.now() + request.lifetimeMs);
-  const credential = await db.transaction().execute(async (trx) => {
+  const credential = await inTransaction(db, async (trx) => {
     const row = await createCredential(trx, { tenantId: tenant.id, kind: 'client', label: request.label, secretHash, expiresAt });
     await recordAudit(trx, credentialEvent(row, 'issue', actor));
     return row;
@@ -168,7 +168,7 @@ export async function revokeCredential(db: Db, id: string, actor: Actor, scope: 
   if (!existing || (scope.kind !== undefined && existing.kind !== scope.kind) || (scope.tenantId !== undefined && existing.tenant_id !== scope.tenantId)) {
     throw new ServiceError('not-found', `No ${what} ${id}.`);
   }
-  const revoked = await db.transaction().execute(async (trx) => {
+  const revoked = await inTransaction(db, async (trx) => {
     const row = await revokeLiveCredential(trx, id, scope.kind);
     if (row) await recordAudit(trx, credentialEvent(row, 'revoke', actor));
     return row;

@@ -4,7 +4,7 @@
 // one tenant only, and so does an Entra tenant (rule 13).
 import { entraCredentialId } from '../auth/entra-token.js';
 import { recordAudit } from '../db/audit.js';
-import type { ClassNames, Db, Role } from '../db/database.js';
+import { inTransaction, type ClassNames, type Db, type Role } from '../db/database.js';
 import { isUniqueViolation } from '../db/errors.js';
 import {
   connectTenant as connectTenantRow,
@@ -202,7 +202,7 @@ export async function createTenant(db: Db, input: NewTenantInput, actor: Actor):
   const claims = { verifiedDomains: domains, entraTenantId: input.entraTenantId };
   await checkClaimsFree(db, claims);
   return claimRace(db, claims, undefined, () =>
-    db.transaction().execute(async (trx) => {
+    inTransaction(db, async (trx) => {
       const created = await createTenantRow(trx, { name: input.name, verifiedDomains: domains });
       const settings = {
         ...(input.roleMapping !== undefined ? { roleMapping: input.roleMapping } : {}),
@@ -245,7 +245,7 @@ export async function changeTenantSettings(db: Db, id: string, changes: TenantCh
   const claims = { verifiedDomains: changes.verifiedDomains, entraTenantId: changes.entraTenantId };
   await checkClaimsFree(db, claims, id);
   const tenant = await claimRace(db, claims, id, () =>
-    db.transaction().execute(async (trx) => {
+    inTransaction(db, async (trx) => {
       const row = await updateTenantSettings(trx, id, changes);
       if (!row) return undefined;
       const binding = changes.entraTenantId !== undefined ? { entraTenantId: row.entra_tenant_id } : {};
@@ -287,7 +287,7 @@ export async function connectTenant(db: Db, id: string, actor: Actor): Promise<C
   const before = await findTenant(db, id);
   if (!before) throw new ServiceError('not-found', `No tenant ${id}.`);
   if (!before.disconnected_at) return { tenant: before, alreadyConnected: true };
-  const tenant = await db.transaction().execute(async (trx) => {
+  const tenant = await inTransaction(db, async (trx) => {
     const row = await connectTenantRow(trx, id);
     if (row) await recordAudit(trx, { tenantId: id, action: 'connect', objectType: 'tenant', objectId: id, objectRef: row.name, outcome: 'success', details: auditVia(actor) });
     return row;
