@@ -235,6 +235,7 @@ t.test('the log line of a failed request carries its scimType and the detail wit
   t.equal((await scim('GET', `/Users?filter=${encodeURIComponent('employeeNumber gt 98765e999')}`, undefined, { 'x-request-id': 'range' })).statusCode, 400);
   const long = `/scim/v2/Users/${'x'.repeat(9000)}`;
   t.equal((await app.inject({ method: 'GET', url: `${long}?filter=${'y'.repeat(50)}`, headers: { 'x-request-id': 'long' } })).statusCode, 414);
+  t.equal((await scim('GET', `/${'z'.repeat(9000)}`, undefined, { 'x-request-id': 'long-404' })).statusCode, 404);
   const completed = (requestId: string) => lines.find((l) => l.requestId === requestId && l.msg === 'request completed');
   const longLines = lines.filter((l) => l.requestId === 'long');
   t.ok(longLines.length > 0, 'the long request is logged');
@@ -244,6 +245,8 @@ t.test('the log line of a failed request carries its scimType and the detail wit
     if (url !== undefined) t.equal(url, `${kept.slice(0, 300)}… (${kept.length - 300} more characters)`, 'a long path is logged cut, with what was cut');
   }
   t.ok(longLines.some((l) => (l.req as { url?: string } | undefined)?.url !== undefined), 'its line names the path');
+  t.match(completed('long-404'), { res: { statusCode: 404 }, detail: 'No resource at GET <path>.' }, 'the detail names no path: the line has it, cut');
+  t.ok(lines.filter((l) => l.requestId === 'long-404').every((l) => JSON.stringify(l).length < 1000), 'no line of it holds the path whole');
   t.match(completed('range'), { res: { statusCode: 400 }, scimType: 'invalidFilter', detail: /number "…" is out of range/ });
   t.match(completed('dup'), { res: { statusCode: 409 }, scimType: 'uniqueness', detail: 'A user with userName "…" already exists (userName is unique in any case).' });
   t.match(completed('path'), { res: { statusCode: 400 }, scimType: 'invalidPath', detail: 'The path "…" names no sub-attribute of emails.' });
@@ -264,6 +267,8 @@ t.test('folding: values, paths, member lists and ids go; attribute names and the
     ['A user with userName "has "quotes" inside" already exists.', 'A user with userName "…" already exists.', 'A user with userName "…" already exists.'],
     [`No user ${UNKNOWN}.`, 'No user <id>.', 'No user <id>.'],
     ['No group not-a-uuid.', 'No group <id>.', 'No group <id>.'],
+    ['No resource at GET /scim/v2/Nothing/here.', 'No resource at GET <path>.', 'No resource at GET <path>.'],
+    [`Operation 1: ${'y'.repeat(900)}`, `Operation 1: ${'y'.repeat(387)}…`, `Operation N: ${'y'.repeat(387)}…`],
     ['Invalid filter at character 25: number "1e999" is out of range', 'Invalid filter at character 25: number "…" is out of range', 'Invalid filter at character N: number "…" is out of range'],
     ['Operation 3 has an unknown op "Jump"; use add, replace or remove.', 'Operation 3 has an unknown op "…"; use add, replace or remove.', 'Operation N has an unknown op "…"; use add, replace or remove.'],
     ["Attribute 'roles' does not include canonical value 'Principal'", "Attribute 'roles' does not include canonical value '…'", "Attribute 'roles' does not include canonical value '…'"],

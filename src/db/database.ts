@@ -569,6 +569,7 @@ const commitHooks = new WeakMap<Executor, (() => void)[]>();
 export function afterCommit(db: Executor, hook: () => void): void {
   const hooks = commitHooks.get(db);
   if (hooks) hooks.push(hook);
+  else if (db.isTransaction) throw new Error('afterCommit needs a transaction begun by inTransaction: its commit is not seen otherwise');
   else hook();
 }
 

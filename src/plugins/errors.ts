@@ -141,11 +141,18 @@ const FOLDS: readonly (readonly [RegExp, string])[] = [
   [/\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/gi, '<id>'],
   // An id from the request's path that is no UUID, which the one above leaves.
   [/^(No (?:user|group) )(?!<id>\.$)\S+\.$/, '$1<id>.'],
+  // A path as the request sent it, of any length: the line's req.url has it, cut (logger.ts).
+  [/^(No resource at \S+ )\S+\.$/, '$1<path>.'],
+  [/^(No SCIM endpoint at |The request path )\S+/, '$1<path>'],
 ];
 
-/** A detail with what the request sent folded away (quoted text, member lists and ids): what the log line of a failed request carries. */
+/** Longest folded detail: a fold leaves any message of ours shorter; a value no fold foresaw is cut, not written whole. */
+const FOLDED_LENGTH = 400;
+
+/** A detail with what the request sent folded away (quoted text, member lists, ids and paths): what the log line of a failed request carries. */
 export function foldValues(detail: string): string {
-  return FOLDS.reduce((text, [pattern, replacement]) => text.replace(pattern, replacement), detail);
+  const folded = FOLDS.reduce((text, [pattern, replacement]) => text.replace(pattern, replacement), detail);
+  return folded.length <= FOLDED_LENGTH ? folded : `${folded.slice(0, FOLDED_LENGTH)}…`;
 }
 
 /** What failures of one kind share: the folded detail with its numbers folded too (operation numbers, lengths, counts). */

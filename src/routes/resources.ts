@@ -191,11 +191,19 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
    * If-None-Match on a change (RFC 7232 §3.2): `*` or a listed version means
    * "not if it is there as I last saw it". No client of ours sends it; it is
    * read before the write, so it is a courtesy, not a lock: If-Match is that.
+   * Nothing there, the write itself answers (a 404, or a disconnected
+   * tenant's 401).
    */
   const checkIfNoneMatch = async (request: FastifyRequest, id: string): Promise<void> => {
     const ifNoneMatch = header(request, 'if-none-match');
     if (ifNoneMatch === undefined) return;
-    const version = ((await handler.get(context(request), id, false)).meta as { version: string }).version;
+    let version: string;
+    try {
+      version = ((await handler.get(context(request), id, false)).meta as { version: string }).version;
+    } catch (error) {
+      if (error instanceof ScimError && error.status === 404) return;
+      throw error;
+    }
     if (listsVersion(ifNoneMatch, version)) throw preconditionFailed(`The resource is there at ${version}, which If-None-Match: ${ifNoneMatch} excludes.`);
   };
 

@@ -5,7 +5,7 @@
 // RFC 7644 forms scimmy accepts. Every rewrite here answers
 // one bullet of the dialect (docs/entra-setup.md and entra-dialect.md).
 import type SCIMMY from 'scimmy';
-import { badRequest } from '../errors.js';
+import { badRequest, type ScimError } from '../errors.js';
 import { parsePatchPath, type FilterNode } from './filter.js';
 import { sortedKeys } from './resource.js';
 import { MAX_PATCH_OPERATIONS } from './limits.js';
@@ -75,7 +75,10 @@ export function withManagerRef(resource: Json, baseUrl: string): Json {
   return { ...resource, [ENTERPRISE_SCHEMA]: { ...enterprise, manager } };
 }
 
-const wholeExtension = (index: number): string => `Operation ${index + 1}: the value of a whole extension must be an object of its attributes.`;
+const wholeExtension = (index: number): ScimError => badRequest('invalidValue', `Operation ${index + 1}: the value of a whole extension must be an object of its attributes.`);
+
+/** An add or a replace without a value (RFC 7644 §3.5.2.1, §3.5.2.3): of an attribute, or of a class's members. */
+export const needsValue = (index: number, op: string): ScimError => badRequest('invalidValue', `Operation ${index + 1}: ${op} needs a value.`);
 
 /** Normalises a POST/PUT body: known schemas only, canonical keys, booleans, manager. */
 export function normaliseResource(resource: ResourceName, body: unknown): Json {
@@ -342,7 +345,7 @@ export function patchSteps(resource: ResourceName, body: unknown, id: unknown): 
         if (key.toLowerCase() === 'schemas') continue;
         const ext = findExtension(definition, key);
         if (ext) {
-          if (!isObject(v)) throw badRequest('invalidValue', wholeExtension(index));
+          if (!isObject(v)) throw wholeExtension(index);
           for (const [name, inner] of Object.entries(v)) add(`${ext.id}:${name}`, inner);
           continue;
         }
@@ -359,7 +362,7 @@ export function patchSteps(resource: ResourceName, body: unknown, id: unknown): 
     }
     if (typeof raw.path !== 'string') throw badRequest('invalidPath', `Operation ${index + 1}: path must be a string.`);
     if (op !== 'remove' && raw.value === undefined) {
-      throw badRequest('invalidValue', `Operation ${index + 1}: ${op} needs a value.`);
+      throw needsValue(index, op);
     }
     // A path that is only an extension URN names the whole extension: its
     // value is an object of the extension's attributes, merged in as a
@@ -371,7 +374,7 @@ export function patchSteps(resource: ResourceName, body: unknown, id: unknown): 
         return;
       }
       if (!isObject(raw.value)) {
-        throw badRequest('invalidValue', wholeExtension(index));
+        throw wholeExtension(index);
       }
       addEach({ [extension.id]: raw.value });
       return;

@@ -24,7 +24,7 @@ import { executeClassPlan, type ClassWrite } from '../db/write-statements.js';
 import { badRequest, conflict, notFound } from '../errors.js';
 import type { FilterNode } from './filter.js';
 import { columnLookup, filterCriteria, sortKey } from './filter-criteria.js';
-import { normaliseResource, readPatchOperations, type RawOperation } from './entra-dialect.js';
+import { needsValue, normaliseResource, readPatchOperations, type RawOperation } from './entra-dialect.js';
 import { planClassChange, planClassCreate, planClassDelete, type ClassSituation } from './class-writes.js';
 import { patchGroupDocument } from './patch.js';
 import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
@@ -117,7 +117,7 @@ function isMembersKey(key: string): boolean {
  * than read as "no members", which a replace would apply to the whole class.
  */
 function present(members: unknown, index: number, op: string): unknown {
-  if (members === undefined || members === null) throw badRequest('invalidValue', `Operation ${index + 1}: ${op} of members needs a value.`);
+  if (members === undefined || members === null) throw needsValue(index, op);
   return members;
 }
 

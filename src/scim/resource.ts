@@ -68,8 +68,10 @@ export function checkIfMatch(header: string | undefined, version: number): void 
 
 /**
  * Whether an If-Match or If-None-Match list names a version: `*`, or its tag
- * weak, strong or bare. Versions are whole numbers, so the weak comparison
- * RFC 7232 allows for both headers here is the only one.
+ * weak, strong or bare. The server's tags are all weak (W/"n"), which RFC
+ * 7232 §3.1 would let no If-Match match by strong comparison; Entra and the
+ * SCIM Validator send back the tag they were given, so both headers compare
+ * the version number.
  */
 export function listsVersion(header: string, tag: string): boolean {
   const bare = (t: string): string => t.trim().replace(/^W\//, '').replace(/^"|"$/g, '');
