@@ -39,6 +39,7 @@ t.test('migrations go up, down and up again', async (t) => {
       '0016_class_departures',
       '0017_feed_of_the_view',
       '0018_conflict_entra_objects',
+      '0019_accounts_created_by_sync',
     ],
     'every migration is applied in order',
   );
@@ -338,6 +339,36 @@ t.test('0018 keeps the Entra objects of a conflict, and goes down to the schema 
   t.same(await migrateTo(db, '0018_conflict_entra_objects'), ['0018_conflict_entra_objects']);
   t.same((await sql<{ entra_objects: string[] }>`SELECT entra_objects FROM sync_conflicts`.execute(db)).rows, [{ entra_objects: [] }], 'a conflict from before has none');
   await migrateTo(db, '0017_feed_of_the_view');
+  t.same(await schema(db), before);
+});
+
+t.test('0019 marks the accounts the sync created, by their create events, without a feed row, and goes down to the schema it came from', async (t) => {
+  const { db } = await testDatabase(t, { migrated: false });
+  await migrateTo(db, '0018_conflict_entra_objects');
+  const before = await schema(db);
+  const tenant = (await sql<{ id: string }>`INSERT INTO tenants (name) VALUES ('Origins') RETURNING id`.execute(db)).rows[0]?.id ?? '';
+  const account = async (userName: string, managedBy: string): Promise<string> =>
+    (await sql<{ id: string }>`INSERT INTO accounts (tenant_id, managed_by, user_name) VALUES (${tenant}::uuid, ${managedBy}, ${userName}) RETURNING id`.execute(db)).rows[0]?.id ?? '';
+  const created = await account('created@school.example', 'sync');
+  const adopted = await account('adopted@school.example', 'sync');
+  const manual = await account('manual@school.example', 'manual');
+  const event = (id: string, action: string, outcome: string) =>
+    sql`INSERT INTO audit_events (tenant_id, action, object_type, object_id, outcome) VALUES (${tenant}::uuid, ${action}, 'user', ${id}::uuid, ${outcome})`.execute(db);
+  await event(created, 'create', 'success');
+  await event(adopted, 'adopt', 'success');
+  await event(manual, 'create', 'failure');
+  const feedBefore = (await sql<{ n: number }>`SELECT count(*)::int AS n FROM change_events`.execute(db)).rows[0]?.n;
+  t.same(await migrateTo(db, '0019_accounts_created_by_sync'), ['0019_accounts_created_by_sync']);
+  const marked = await sql<{ user_name: string; created_by_sync: boolean }>`SELECT user_name, created_by_sync FROM accounts ORDER BY user_name`.execute(db);
+  t.same(marked.rows, [
+    { user_name: 'adopted@school.example', created_by_sync: false },
+    { user_name: 'created@school.example', created_by_sync: true },
+    { user_name: 'manual@school.example', created_by_sync: false },
+  ]);
+  t.equal((await sql<{ n: number }>`SELECT count(*)::int AS n FROM change_events`.execute(db)).rows[0]?.n, feedBefore, 'the backfill wrote no feed row');
+  await sql`UPDATE accounts SET display_name = 'Anna' WHERE id = ${created}::uuid`.execute(db);
+  t.equal((await sql<{ n: number }>`SELECT count(*)::int AS n FROM change_events`.execute(db)).rows[0]?.n, (feedBefore ?? 0) + 1, 'and the feed trigger is on again');
+  await migrateTo(db, '0018_conflict_entra_objects');
   t.same(await schema(db), before);
 });
 

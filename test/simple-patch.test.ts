@@ -202,6 +202,7 @@ function storedRow(body: Json): AccountRow {
     created_at: at,
     updated_at: at,
     deleted_at: null,
+    created_by_sync: true,
     role_override: null,
     grade_override: null,
     several_emails: Array.isArray(values.scim.emails) && values.scim.emails.length > 1,

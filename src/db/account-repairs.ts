@@ -15,29 +15,6 @@ export async function findAccount(db: Executor, id: string, forUpdate = false): 
   return query.executeTakeFirst();
 }
 
-/**
- * Whether the sync made this account (its `create` event names it), rather
- * than adopting one the portal had (rules 2 and 8): an adopted account has
- * history of its own from before the sync. The event was written in the
- * transaction that made the row, so it is looked for at the row's creation,
- * on the audit log's (tenant, time) index.
- */
-export async function createdBySync(db: Executor, account: Pick<AccountRow, 'tenant_id' | 'id' | 'created_at'>): Promise<boolean> {
-  const found = await db
-    .selectFrom('audit_events')
-    .select('id')
-    .where('tenant_id', '=', account.tenant_id)
-    .where('at', '>=', account.created_at)
-    .where('at', '<', sql<Date>`${account.created_at}::timestamptz + interval '1 minute'`)
-    .where('object_type', '=', 'user')
-    .where('object_id', '=', account.id)
-    .where('action', '=', 'create')
-    .where('outcome', '=', 'success')
-    .limit(1)
-    .executeTakeFirst();
-  return found !== undefined;
-}
-
 export interface Overrides {
   /** undefined: leave as it is; null: clear. */
   role?: Exclude<Role, 'admin'> | null;

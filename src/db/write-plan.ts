@@ -38,6 +38,7 @@ type AccountServerColumn =
   | 'created_at'
   | 'updated_at'
   | 'deleted_at'
+  | 'created_by_sync'
   | 'role_override'
   | 'grade_override'
   | 'several_emails';

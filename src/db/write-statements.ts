@@ -254,8 +254,8 @@ const createAccount = perShape<AccountWritten>((shape) => {
   const [count, settle] = shape.split(' ') as [string, SettleShape];
   return (p) => sql<AccountWritten>`${preparedOn('accounts')}
     WITH written AS (
-      INSERT INTO accounts (tenant_id, id, managed_by, ${columnList(ACCOUNT_WRITE_COLUMNS)})
-      SELECT ${p.tenantId}::uuid, ${p.id}::uuid, 'sync', ${valueList(p, ACCOUNT_COLUMN_TYPES, ACCOUNT_WRITE_COLUMNS)}
+      INSERT INTO accounts (tenant_id, id, managed_by, created_by_sync, ${columnList(ACCOUNT_WRITE_COLUMNS)})
+      SELECT ${p.tenantId}::uuid, ${p.id}::uuid, 'sync', true, ${valueList(p, ACCOUNT_COLUMN_TYPES, ACCOUNT_WRITE_COLUMNS)}
        WHERE ${nothingClaims(p, Number(count))} AND ${connected(p)}${settleGuard(p, settle)}
       RETURNING tenant_id, ${RESOURCE_COLUMNS}
     ), audited AS (${plannedAudit(p, 'user_name')})${settleSteps(p, settle)}
