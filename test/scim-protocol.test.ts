@@ -60,10 +60,26 @@ t.test('every filter operator, translated to SQL', async (t) => {
   for (const [filter, expected] of cases) t.same(await found(scim, filter), expected, filter);
 });
 
+t.test('meta times compare with the value the server showed, to the millisecond', async (t) => {
+  const { app, headers } = await testApp(t);
+  const scim = client(app, headers);
+  const user = (await scim('POST', '/Users', entraUser(1))).json();
+  const group = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: '7A' })).json();
+  for (const [endpoint, resource] of [['/Users', user], ['/Groups', group]] as const) {
+    const { lastModified, created } = resource.meta as { lastModified: string; created: string };
+    const count = async (filter: string) => (await scim('GET', `${endpoint}?filter=${encodeURIComponent(filter)}`)).json().totalResults as number;
+    t.equal(await count(`meta.lastModified eq "${lastModified}"`), 1, `${endpoint}: eq the shown lastModified`);
+    t.equal(await count(`meta.lastModified le "${lastModified}"`), 1, `${endpoint}: le`);
+    t.equal(await count(`meta.lastModified ge "${lastModified}"`), 1, `${endpoint}: ge`);
+    t.equal(await count(`meta.lastModified gt "${lastModified}"`), 0, `${endpoint}: changed since what was shown: nothing`);
+    t.equal(await count(`meta.created eq "${created}"`), 1, `${endpoint}: eq the shown created`);
+  }
+});
+
 t.test('bad filters answer 400 invalidFilter', async (t) => {
   const { app, headers } = await testApp(t);
   const scim = client(app, headers);
-  for (const filter of ['userName eq', 'userName xx "a"', '(userName eq "a"', 'nosuch eq "a"', 'name eq "a"', 'active gt true', 'meta.created gt "yesterday"', 'userName eq 5', 'a'.repeat(5000)]) {
+  for (const filter of ['userName eq', 'userName xx "a"', '(userName eq "a"', 'nosuch eq "a"', 'name eq "a"', 'active gt true', 'meta.created gt "yesterday"', 'meta.lastModified gt "1"', 'meta.created lt "2024-02-30T00:00:00Z"', 'meta.created lt "2024-13-01"', 'userName eq 5', 'a'.repeat(5000)]) {
     const res = await scim('GET', `/Users?filter=${encodeURIComponent(filter)}`);
     t.equal(res.statusCode, 400, filter.slice(0, 40));
     t.match(res.json(), { status: '400', scimType: 'invalidFilter' }, filter.slice(0, 40));

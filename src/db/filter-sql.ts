@@ -120,7 +120,9 @@ function compare(table: SearchTable, scalar: Scalar, op: CompareOp, expected: st
       return op === 'eq' ? sql<boolean>`(${actual} IS NOT DISTINCT FROM ${wanted})` : sql<boolean>`(${actual} IS DISTINCT FROM ${wanted})`;
     }
     case 'dateTime':
-      return ordered(json ? sql`(${text})::timestamptz` : text, op, sql`${expected}::timestamptz`);
+      // A row's times keep microseconds, and SCIM shows them to the
+      // millisecond: a client compares with what it was shown.
+      return ordered(json ? sql`(${text})::timestamptz` : sql`date_trunc('milliseconds', ${text})`, op, sql`${expected}::timestamptz`);
     case 'number':
       return ordered(json ? sql`(CASE WHEN jsonb_typeof(${json}) = 'number' THEN (${json})::numeric END)` : text, op, sql`${expected}::numeric`);
     case 'complex':

@@ -168,7 +168,7 @@ function comparison(scalar: Scalar, op: CompareOp, value: FilterValue, label: st
       return { kind: 'compare', scalar, op, value: bool };
     }
     case 'dateTime':
-      if (typeof value !== 'string' || Number.isNaN(Date.parse(value))) {
+      if (typeof value !== 'string' || !isDateTime(value)) {
         throw invalid(`${label} is a date and time; compare it with a quoted ISO 8601 value.`);
       }
       return ordered(scalar, op, value, label);
@@ -232,6 +232,18 @@ function toCriterion(resource: ResourceName, node: FilterNode, element?: (path: 
 }
 
 /** The search criteria of a filter over Users or Groups. */
+
+/** An ISO 8601 date and time (xsd:dateTime, RFC 7643 §2.3.5; the time may be left out) of a real day: what PostgreSQL's timestamptz reads alike. */
+const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|[+-]\d{2}:\d{2})?$/i;
+
+function isDateTime(text: string): boolean {
+  const match = DATE_TIME.exec(text);
+  if (!match || Number.isNaN(Date.parse(text.replace(' ', 'T')))) return false;
+  const [year, month, day] = [Number(match[1]), Number(match[2]), Number(match[3])];
+  const date = new Date(Date.UTC(year, month - 1, day));
+  return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
+}
+
 export function filterCriteria(resource: ResourceName, node: FilterNode): Criterion {
   return toCriterion(resource, node);
 }
