@@ -142,6 +142,30 @@ t.test('attributes and excludedAttributes', async (t) => {
   t.ok(without.meta, 'meta stays unless excluded');
   const listed = (await scim('GET', '/Users?attributes=emails.value')).json();
   t.same(listed.Resources[0], { schemas: [USER, ENTERPRISE], id, emails: [{ value: 'pupil1@school.example' }] });
+
+  // Sub-attributes excluded, and whole extensions by their URN.
+  const subs = (await scim('GET', `/Users/${id}?excludedAttributes=name.givenName,emails.value,${ENTERPRISE}`)).json();
+  t.same(subs.name, { familyName: 'Number 1', formatted: 'Pupil Number 1' }, 'name without givenName');
+  t.same(subs.emails, [{ primary: true, type: 'work' }], 'each e-mail without its value');
+  t.notOk(ENTERPRISE in subs, 'the whole extension excluded');
+  t.equal(subs.userName, 'Pupil1@School.example');
+  const extension = (await scim('GET', `/Users/${id}?attributes=${ENTERPRISE}`)).json();
+  t.same(extension, { schemas: [USER, ENTERPRISE], id, [ENTERPRISE]: { employeeNumber: '1001', department: 'Norra skolan' } });
+
+  // A class's members by any name of theirs, URN-qualified sub-attributes too; and a sub-attribute of them excluded.
+  const group = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: '7A', members: [{ value: id }] })).json().id as string;
+  for (const name of ['members.value', `${GROUP}:members.value`, `${GROUP}:Members.Value`, 'MEMBERS']) {
+    const read = (await scim('GET', `/Groups/${group}?attributes=${encodeURIComponent(name)}`)).json();
+    t.same(read.members?.map((m: { value: string }) => m.value), [id], `attributes=${name}`);
+  }
+  const noDisplay = (await scim('GET', `/Groups/${group}?excludedAttributes=members.display`)).json();
+  t.same(noDisplay.members, [{ value: id, type: 'User', $ref: `https://scim.example.test/scim/v2/Users/${id}` }]);
+  t.notOk('members' in (await scim('GET', `/Groups/${group}?excludedAttributes=${encodeURIComponent(`${GROUP}:members`)}`)).json());
+  t.notOk('members' in (await scim('GET', `/Groups/${group}?excludedAttributes=members`)).json());
+  for (const filter of [`members[value eq "${id.toUpperCase()}"]`, `members.value eq "${id.toUpperCase()}"`, `members[value eq "${id}"]`]) {
+    const found = (await scim('GET', `/Groups?excludedAttributes=members&filter=${encodeURIComponent(filter)}`)).json();
+    t.same(found.Resources.map((r: { id: string }) => r.id), [group], `${filter}: a member id in any case (caseExact false)`);
+  }
   const search = await scim('POST', '/Users/.search', {
     schemas: ['urn:ietf:params:scim:api:messages:2.0:SearchRequest'],
     filter: 'userName eq "pupil1@school.example"',
@@ -233,6 +257,8 @@ t.test('errors carry the right status and scimType, never 500', async (t) => {
     ['PUT', '/Groups', undefined, 405, undefined],
     ['POST', `/Users/${id}`, {}, 405, undefined],
     ['DELETE', '/ServiceProviderConfig', undefined, 405, undefined],
+    ['GET', '/Users/.search', undefined, 405, undefined],
+    ['DELETE', '/Groups/.search', undefined, 405, undefined],
     ['POST', '/Users', 'x'.repeat(1_100_000), 413, undefined],
     ['POST', '/Users', { schemas: [USER], userName: 'nul\u0000byte@school.example' }, 400, 'invalidValue'],
     ['PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'title', value: 'a\u0000b' }), 400, 'invalidValue'],

@@ -238,6 +238,7 @@ export async function resourceRoutes(app: FastifyInstance, options: ResourceRout
   });
 
   app.route({ method: ['PUT', 'PATCH', 'DELETE'], url: endpoint, config: { methodNotAllowed: true }, handler: notAllowed('GET, POST') });
+  app.route({ method: ['GET', 'PUT', 'PATCH', 'DELETE'], url: `${endpoint}/.search`, config: { methodNotAllowed: true }, handler: notAllowed('POST') });
   const notAllowedOnId = notAllowed('GET, PUT, PATCH, DELETE');
   app.route({
     method: ['POST'],

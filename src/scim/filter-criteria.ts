@@ -83,7 +83,8 @@ const GROUP_COLUMNS: Record<string, { kind: 'scalar' } & Scalar> = {
 };
 
 const MEMBER_FIELDS: Record<string, Scalar> = {
-  value: { ref: { in: 'member', field: 'value' }, type: 'string', caseExact: true },
+  // An id in any case, as /Schemas says (caseExact false) and PATCH reads it.
+  value: { ref: { in: 'member', field: 'value' }, type: 'string', caseExact: false },
   display: { ref: { in: 'member', field: 'display' }, type: 'string', caseExact: false },
   type: { ref: { in: 'member', field: 'type' }, type: 'string', caseExact: false },
 };

@@ -1,9 +1,9 @@
 // attributes= and excludedAttributes= (RFC 7644 §3.4.2.5) on outgoing
 // resources. schemas and id are always returned.
 import { parsePatchPath } from './filter.js';
-import { resolveAttribute } from './schema-index.js';
+import { findExtension, resolveAttribute } from './schema-index.js';
 import type { Json } from './resource.js';
-import type { ResourceName } from './schemas.js';
+import { definitionOf, type ResourceName } from './schemas.js';
 
 interface Selected {
   /** Top-level key in the resource: an attribute name or an extension URN. */
@@ -19,6 +19,12 @@ function select(resource: ResourceName, list: string | undefined): Selected[] | 
   if (list === undefined || list.trim() === '') return undefined;
   const out: Selected[] = [];
   for (const item of list.split(',').map((s) => s.trim()).filter(Boolean)) {
+    // A whole extension by its URN.
+    const extension = findExtension(definitionOf(resource), item);
+    if (extension) {
+      out.push({ key: extension.id });
+      continue;
+    }
     let parsed;
     try {
       parsed = parsePatchPath(item);
@@ -48,6 +54,26 @@ function pick(value: unknown, sub: string | undefined): unknown {
   };
   if (Array.isArray(value)) return value.map(one).filter((v) => v !== undefined);
   return one(value);
+}
+
+/** The value without the sub-attribute (of the object, or of each element); undefined when nothing is left. */
+function drop(value: unknown, sub: string): unknown {
+  const one = (v: unknown): unknown => {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) return v;
+    const kept = Object.entries(v as Record<string, unknown>).filter(([k]) => k.toLowerCase() !== sub.toLowerCase());
+    return kept.length === 0 ? undefined : Object.fromEntries(kept);
+  };
+  if (Array.isArray(value)) {
+    const left = value.map(one).filter((v) => v !== undefined);
+    return left.length === 0 ? undefined : left;
+  }
+  return one(value);
+}
+
+/** Sets or, for undefined, removes a key. */
+function put(target: Json, key: string, value: unknown): void {
+  if (value === undefined) delete target[key];
+  else target[key] = value;
 }
 
 function merge(target: Json, key: string, value: unknown): void {
@@ -87,17 +113,19 @@ export function project(resourceName: ResourceName, resource: Json, projection: 
       const ext = out[s.key];
       if (typeof ext === 'object' && ext !== null) {
         const copy = { ...(ext as Json) };
-        delete copy[s.inner];
+        put(copy, s.inner, s.sub === undefined ? undefined : drop(copy[s.inner], s.sub));
         out[s.key] = copy;
       }
-    } else if (s.sub === undefined) delete out[s.key];
+    } else put(out, s.key, s.sub === undefined ? undefined : drop(out[s.key], s.sub));
   }
   return out;
 }
 
 /** True when the projection leaves a group's members out, so they need not be read. */
 export function excludesMembers(projection: Projection): boolean {
-  const included = projection.attributes?.split(',').map((s) => s.trim().toLowerCase());
-  if (included && included.some(Boolean)) return !included.some((a) => a === 'members' || a.startsWith('members.') || a.endsWith(':members'));
-  return (projection.excludedAttributes ?? '').split(',').some((a) => ['members', `urn:ietf:params:scim:schemas:core:2.0:group:members`].includes(a.trim().toLowerCase()));
+  // Entra's class lookup, on every create of a class: no parse.
+  if (projection.attributes === undefined && projection.excludedAttributes?.toLowerCase() === 'members') return true;
+  const included = select('Group', projection.attributes);
+  if (included) return !included.some((s) => s.key === 'members');
+  return (select('Group', projection.excludedAttributes) ?? []).some((s) => s.key === 'members' && s.sub === undefined);
 }
