@@ -352,3 +352,44 @@ t.test('discovery documents are truthful and located at PUBLIC_URL', async (t) =
   t.match(userType, { endpoint: '/Users', schema: USER, schemaExtensions: [{ schema: ENTERPRISE, required: false }, { required: false }] });
   t.equal((await scim('GET', '/ResourceTypes/Nope')).statusCode, 404);
 });
+
+t.test('a PATCH remove through a value filter matches as the schema compares: a type or an address in any case', async (t) => {
+  const { app, headers, db } = await testApp(t);
+  const scim = client(app, headers);
+  const created = await scim(
+    'POST',
+    '/Users',
+    entraUser(1, {
+      emails: [
+        { type: 'work', value: 'pupil1@school.example', primary: true },
+        { type: 'home', value: 'Home@Home.example' },
+        { type: 'other', value: 'other@home.example' },
+      ],
+      phoneNumbers: [{ type: 'mobile', value: '+46 70 000 00 01' }, { type: 'work', value: '+46 8 000 00 01' }],
+      addresses: [{ type: 'Work', locality: 'Umeå', postalCode: '901 87' }],
+    }),
+  );
+  const id = created.json().id as string;
+  const removed = await scim(
+    'PATCH',
+    `/Users/${id}`,
+    patch(
+      { op: 'remove', path: 'emails[type eq "HOME"]' },
+      { op: 'remove', path: 'emails[value eq "OTHER@home.example"]' },
+      { op: 'remove', path: 'phoneNumbers[type eq "Mobile"].value' },
+      { op: 'remove', path: 'addresses[type eq "work"].locality' },
+      { op: 'remove', path: 'emails[type eq "fax"]' },
+    ),
+  );
+  t.equal(removed.statusCode, 200, removed.body);
+  const user = removed.json();
+  t.same(user.emails, [{ type: 'work', value: 'pupil1@school.example', primary: true }], 'both e-mails removed, whatever their case');
+  t.same(user.phoneNumbers, [{ type: 'work', value: '+46 8 000 00 01' }], 'a phone number without its value goes whole');
+  t.same(user.addresses, [{ type: 'Work', postalCode: '901 87' }], 'an address keeps what was not removed');
+  t.equal(user.meta.version, 'W/"2"', 'one write');
+  const row = await db.selectFrom('accounts').select(['email', 'scim']).where('id', '=', id).executeTakeFirstOrThrow();
+  t.equal(row.email, 'pupil1@school.example');
+  t.same((row.scim as { emails: unknown[] }).emails, user.emails, 'stored as answered');
+  const again = await scim('PATCH', `/Users/${id}`, patch({ op: 'remove', path: 'emails[type eq "HOME"]' }));
+  t.equal(again.json().meta.version, 'W/"2"', 'nothing left to remove: no write');
+});

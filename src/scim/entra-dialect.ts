@@ -447,7 +447,10 @@ export function expandStep(resource: ResourceName, step: PatchStep, document: Js
   }
   const target = resolved.sub ?? resolved.definition;
   const direct = resolved.filter ? {} : { target: resolved };
-  if (op === 'remove') return [{ op, path: resolved.text, ...(value !== undefined ? { value } : {}), ...direct }];
+  if (op === 'remove') {
+    if (resolved.filter && value === undefined) return removeMatching(resolved, resolved.filter, document);
+    return [{ op, path: resolved.text, ...(value !== undefined ? { value } : {}), ...direct }];
+  }
 
   if (value === null || (value === '' && target.type !== 'complex')) {
     return readAttribute(document, resolved) === undefined ? [] : [{ op: 'remove', path: resolved.text, ...direct }];
@@ -495,6 +498,29 @@ export function expandStep(resource: ResourceName, step: PatchStep, document: Js
     });
   }
   return [{ op, path: resolved.text, value, ...direct }];
+}
+
+/**
+ * A remove through a value filter (emails[type eq "work"], or its .value):
+ * the elements it matches, compared as the schema says (a type or an
+ * address in any case), which scimmy's own remove compares exactly. Written
+ * as the attribute without them; an element that loses its value goes
+ * whole, as nothing is left of it to show. Nothing matched, nothing changes.
+ */
+function removeMatching(resolved: ResolvedPath, filter: FilterNode, document: Json): PatchOperation[] {
+  const existing = readAttribute(document, resolved);
+  const elements: unknown[] = Array.isArray(existing) ? existing : [];
+  const matching = new Set(elements.filter((e) => matchesElement(resolved.definition, filter, e)));
+  if (matching.size === 0) return [];
+  const sub = resolved.sub?.name.toLowerCase();
+  const kept = elements.flatMap((element) => {
+    if (!matching.has(element)) return [element];
+    if (sub === undefined || sub === 'value' || !isObject(element)) return [];
+    const rest = Object.entries(element).filter(([k]) => k.toLowerCase() !== sub);
+    return rest.length === 0 ? [] : [Object.fromEntries(rest)];
+  });
+  const path = `${resolved.extension ? `${resolved.extension.id}:` : ''}${resolved.definition.name}`;
+  return kept.length === 0 ? [{ op: 'remove', path }] : [{ op: 'replace', path, value: kept }];
 }
 
 /**
