@@ -393,3 +393,35 @@ t.test('a PATCH remove through a value filter matches as the schema compares: a 
   const again = await scim('PATCH', `/Users/${id}`, patch({ op: 'remove', path: 'emails[type eq "HOME"]' }));
   t.equal(again.json().meta.version, 'W/"2"', 'nothing left to remove: no write');
 });
+
+t.test('one primary value per attribute: a PATCH that makes one primary takes it from the others, and of several sent the first keeps it', async (t) => {
+  const { app, headers, db } = await testApp(t);
+  const scim = client(app, headers);
+  const primaries = (resource: { emails: { primary?: boolean; value: string }[] }) => resource.emails.filter((e) => e.primary === true).map((e) => e.value);
+  const created = await scim(
+    'POST',
+    '/Users',
+    entraUser(1, {
+      emails: [
+        { type: 'work', value: 'pupil1@school.example', primary: true },
+        { type: 'home', value: 'home@home.example', primary: 'True' },
+      ],
+    }),
+  );
+  t.equal(created.statusCode, 201, created.body);
+  const id = created.json().id as string;
+  t.same(primaries(created.json()), ['pupil1@school.example'], 'a create: the first primary keeps it');
+  t.same(created.json().emails[1], { type: 'home', value: 'home@home.example', primary: false });
+
+  const made = await scim('PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'emails[type eq "home"].primary', value: true }));
+  t.equal(made.statusCode, 200, made.body);
+  t.same(primaries(made.json()), ['home@home.example'], 'the value a PATCH makes primary takes it from the other');
+
+  const added = await scim('PATCH', `/Users/${id}`, patch({ op: 'add', path: 'emails', value: [{ type: 'other', value: 'other@home.example', primary: true }] }));
+  t.same(primaries(added.json()), ['other@home.example'], 'so does a value added as primary');
+  const row = await db.selectFrom('accounts').select('scim').where('id', '=', id).executeTakeFirstOrThrow();
+  t.same(primaries(row.scim as { emails: { primary?: boolean; value: string }[] }), ['other@home.example'], 'stored as answered');
+
+  const put = await scim('PUT', `/Users/${id}`, entraUser(1, { emails: [{ type: 'work', value: 'a@school.example', primary: true }, { type: 'home', value: 'b@home.example', primary: true }] }));
+  t.same(primaries(put.json()), ['a@school.example'], 'a replace: the first primary keeps it');
+});

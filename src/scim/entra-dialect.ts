@@ -524,6 +524,29 @@ function removeMatching(resolved: ResolvedPath, filter: FilterNode, document: Js
 }
 
 /**
+ * At most one element of a multi-valued attribute is primary (RFC 7643
+ * §2.4): one that a PATCH made primary takes it from the others (RFC 7644
+ * §3.5.2); of several sent primary at once, the first keeps it. `before` is
+ * the document a PATCH started from; a POST or PUT has none.
+ */
+export function keepOnePrimary(resource: Json, before?: Json): Json {
+  const isPrimary = (element: unknown): element is Json => isObject(element) && element.primary === true;
+  for (const [key, value] of Object.entries(resource)) {
+    const previous = before?.[key];
+    if (!Array.isArray(value)) {
+      if (key.startsWith('urn:') && isObject(value)) keepOnePrimary(value, isObject(previous) ? previous : undefined);
+      continue;
+    }
+    const primaries = value.filter(isPrimary);
+    if (primaries.length < 2) continue;
+    const were = new Set((Array.isArray(previous) ? (previous as unknown[]).filter(isPrimary) : []).map((e) => JSON.stringify(sortedKeys(e))));
+    const kept = primaries.find((e) => !were.has(JSON.stringify(sortedKeys(e)))) ?? primaries[0];
+    resource[key] = (value as unknown[]).map((e) => (isPrimary(e) && e !== kept ? { ...e, primary: false } : e));
+  }
+  return resource;
+}
+
+/**
  * Removes exact duplicates that an add to a multi-valued attribute can leave,
  * whatever the order of their keys: the stored value and the one added come
  * with their keys in different orders.

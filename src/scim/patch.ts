@@ -2,7 +2,7 @@
 // or undefined when nothing changes. Pure document work, no database: the
 // write planners (users.ts, groups.ts) turn the result into a write.
 import SCIMMY from 'scimmy';
-import { dedupeMultiValued, expandStep, patchSteps, scimmyOperation, type PatchOperation, type PatchStep, type RawOperation } from './entra-dialect.js';
+import { dedupeMultiValued, keepOnePrimary, expandStep, patchSteps, scimmyOperation, type PatchOperation, type PatchStep, type RawOperation } from './entra-dialect.js';
 import { badRequest } from '../errors.js';
 import { MAX_PATCH_REREADS } from './limits.js';
 import { differ, type Json } from './resource.js';
@@ -108,7 +108,7 @@ export async function patchUserDocument(current: Json, body: unknown, options: {
     throw toScimError(error);
   }
   if (patched === undefined) return undefined;
-  const resource = dedupeMultiValued(coerceResource('User', stripServerAttributes(JSON.parse(JSON.stringify(patched)) as Json)));
+  const resource = keepOnePrimary(dedupeMultiValued(coerceResource('User', stripServerAttributes(JSON.parse(JSON.stringify(patched)) as Json))), current);
   delete resource.meta;
   // An add of a value the user has already: scimmy appends it, and without
   // its copy the user is as it was. No change, so no write and no new version.

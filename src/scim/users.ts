@@ -19,7 +19,7 @@ import type { AccountValues, AccountWritePlan, DeletePlan } from '../db/write-pl
 import { executeAccountDelete, executeAccountPlan, type DeletedAccount } from '../db/write-statements.js';
 import { badRequest, conflict, notFound } from '../errors.js';
 import { columnLookup, filterCriteria, sortKey } from './filter-criteria.js';
-import { normaliseResource, withManagerRef } from './entra-dialect.js';
+import { keepOnePrimary, normaliseResource, withManagerRef } from './entra-dialect.js';
 import { patchUserDocument, stripServerAttributes } from './patch.js';
 import { checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { checkStringLengths } from './limits.js';
@@ -92,7 +92,7 @@ function inbound(body: unknown): Json {
     // Entra always names the core schema; accept a body that forgot it.
     normalised.schemas = [USER_SCHEMA, ...(Array.isArray(normalised.schemas) ? (normalised.schemas as string[]) : [])];
   }
-  const coerced = coerceResource('User', normalised);
+  const coerced = keepOnePrimary(coerceResource('User', normalised));
   delete coerced.meta;
   return coerced;
 }
