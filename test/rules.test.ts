@@ -9,7 +9,7 @@ import { ScimError } from '../src/errors.js';
 import { planClassChange, planClassCreate } from '../src/scim/class-writes.js';
 import { resolveRole } from '../src/scim/rules/roles.js';
 import { AdminCollision, adminCollisionError, refuseAdminCollision } from '../src/scim/rules/admin-guard.js';
-import { CreatedAgain, addresses, adoptableAddresses, adoptionDetails, chooseAdoption, inVerifiedDomain } from '../src/scim/rules/adoption.js';
+import { addresses, adoptableAddresses, adoptionDetails, chooseAdoption, inVerifiedDomain } from '../src/scim/rules/adoption.js';
 import { adminCollisionEvent, classChanged, userChanged, userCreated } from '../src/scim/rules/audit-events.js';
 import { namedMembers, netMemberChange, notUsersError } from '../src/scim/rules/class-members.js';
 import { changeAction, isActive } from '../src/scim/rules/deprovisioning.js';
@@ -196,16 +196,6 @@ t.test('the user planners: guards when nothing was read, decisions when it was',
     guards: { version: 7 },
     events: { audit: { action: 'adopt', details: { matchedBy: 'address' } } },
   });
-  const synced = account({ id: 'synced', managed_by: 'sync', external_id: 'entra-1', user_name: 'pupil1@SCHOOL.example', version: 4 });
-  t.throws(() => planUserCreate(actor, [], v, { admin: undefined, byExternalId: synced, byAddress: undefined }, 'new-1'), CreatedAgain, 'the same object id and userName: a duplicate');
-  t.match(planUserCreate(actor, [], { ...v, user_name: 'renamed@school.example' }, { admin: undefined, byExternalId: synced, byAddress: undefined }, 'new-1'), {
-    kind: 'update',
-    id: 'synced',
-    adopt: false,
-    guards: { version: 4 },
-    events: { audit: { action: 'adopt', details: { matchedBy: 'externalId' } } },
-  }, 'under a new userName: Entra lost track of it, and takes it over');
-  t.match(planUserCreate(actor, [], v, { admin: undefined, byExternalId: account({ id: 'manual', external_id: 'entra-1', user_name: v.user_name }), byAddress: undefined }, 'new-1'), { id: 'manual', adopt: true }, 'a manual account with the object id is adopted under any userName (rule 8)');
   const row: AccountResource = { id: 'a-1', external_id: 'entra-1', user_name: v.user_name, active: true, scim: {}, version: 3, created_at: new Date(0), updated_at: new Date(0), role: 'student' };
   const change = planUserChange(actor, row, { before: { displayName: 'A' }, after: { displayName: 'B' } }, { ...v, active: false }, 'unread');
   t.match(change, { kind: 'update', adopt: false, guards: { version: 3 }, events: { audit: { action: 'deactivate', details: { changed: ['displayName'] } } } });

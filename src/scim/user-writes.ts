@@ -7,7 +7,7 @@ import type { AccountResource, AccountRow } from '../db/columns.js';
 import type { PlannedSettle } from '../db/audit.js';
 import type { AccountValues, AccountWritePlan, DeletePlan } from '../db/write-plan.js';
 import { refuseAdminCollision } from './rules/admin-guard.js';
-import { addresses, adoptableAddresses, chooseAdoption, refuseCreatedAgain } from './rules/adoption.js';
+import { addresses, adoptableAddresses, chooseAdoption } from './rules/adoption.js';
 import { userAdopted, userChanged, userCreated, userDeleted, type Actor } from './rules/audit-events.js';
 import type { Json } from './resource.js';
 
@@ -28,8 +28,7 @@ export type CreateSituation = 'unread' | { admin: AccountRow | undefined; byExte
 /**
  * A create: a new account, or the adoption of the account rule 8 or 2 names,
  * or the synced account that already is the Entra object (Entra creates it
- * again under a new userName when it lost track of it: its history stays);
- * refused by rule 3, and as a duplicate under the same userName.
+ * again when it lost track of it: its history stays); refused by rule 3.
  */
 export function planUserCreate(actor: Actor, verifiedDomains: readonly string[], values: AccountValues, situation: CreateSituation, newId: string): AccountWritePlan {
   const known = addresses(values);
@@ -37,7 +36,6 @@ export function planUserCreate(actor: Actor, verifiedDomains: readonly string[],
     refuseAdminCollision(situation.admin, values);
     const adoption = chooseAdoption(situation.byExternalId, situation.byAddress);
     if (adoption) {
-      refuseCreatedAgain(adoption, values);
       return {
         kind: 'update',
         tenantId: actor.tenantId,

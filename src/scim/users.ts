@@ -24,7 +24,7 @@ import { patchUserDocument, stripServerAttributes } from './patch.js';
 import { checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { checkStringLengths } from './limits.js';
 import { resolveRole } from './rules/roles.js';
-import { CreatedAgain, addresses, inVerifiedDomain } from './rules/adoption.js';
+import { addresses, inVerifiedDomain } from './rules/adoption.js';
 import { isActive } from './rules/deprovisioning.js';
 import { PORTAL_SCHEMA, USER_SCHEMA, coerceResource } from './schemas.js';
 import { planUserChange, planUserCreate, planUserDelete } from './user-writes.js';
@@ -156,7 +156,7 @@ async function writeUser(ctx: RequestContext, userName: () => string, write: Pic
   try {
     return await runWrite(ctx, { ...write, execute: executeAccountPlan });
   } catch (error) {
-    if (error instanceof CreatedAgain || (error instanceof UniqueViolation && error.constraint === 'accounts_synced_user_name_key')) {
+    if (error instanceof UniqueViolation && error.constraint === 'accounts_synced_user_name_key') {
       throw conflict(`A user with userName "${userName()}" already exists (userName is unique in any case).`);
     }
     throw error;

@@ -54,24 +54,6 @@ export function chooseAdoption(byExternalId: AccountRow | undefined, byAddress: 
   return undefined;
 }
 
-/**
- * Entra's create of a user it created before, under the same userName: a
- * duplicate, which Entra and the SCIM Validator expect to be told of (409).
- * Only a create under another userName (Entra lost track of a renamed user)
- * takes the synced account over.
- */
-export class CreatedAgain extends Error {
-  constructor() {
-    super('a synced account has this object id and userName');
-    this.name = 'CreatedAgain';
-  }
-}
-
-/** Refuses the take-over of a synced account by a create that is its duplicate: the same userName in any case. */
-export function refuseCreatedAgain(adoption: Adoption, values: Pick<AccountValues, 'user_name'>): void {
-  if (adoption.candidate.managed_by === 'sync' && adoption.candidate.user_name.toLowerCase() === values.user_name.toLowerCase()) throw new CreatedAgain();
-}
-
 /** What the audit log keeps of an adoption: both sides, by id and name only. */
 export function adoptionDetails(adoption: Adoption, values: Pick<AccountValues, 'external_id' | 'user_name'>): Json {
   return {
