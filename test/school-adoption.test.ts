@@ -71,6 +71,12 @@ for (const writeStrategy of ['quick', 'locked'] as const) {
     t.same(feed.map((c) => c.action), ['created', 'updated'], 'the portal reads an update of the account it has');
     const lookup = await scim('GET', `/Users?filter=${encodeURIComponent('userName eq "anna.renamed@school.example"')}`);
     t.match(lookup.json(), { totalResults: 1, Resources: [{ id }] });
+
+    // A tenant that matches users on e-mail creates a user again, userName and all, after its mail changed.
+    const again2 = await scim('POST', '/Users', entraUser(1, { userName: 'Anna.Renamed@School.example', emails: [{ type: 'work', value: 'anna.new@school.example', primary: true }] }));
+    t.equal(again2.statusCode, 201, again2.body);
+    t.equal(again2.json().id, id, 'the same account again');
+    t.equal((await env.db.selectFrom('accounts').select('id').where('external_id', '=', '00000000-0000-4000-8000-000000000001').execute()).length, 1);
   });
 }
 
