@@ -62,7 +62,7 @@ const account = (over: Partial<AccountRow> = {}): AccountRow => ({
   created_at: new Date(0),
   updated_at: new Date(0),
   deleted_at: null,
-  created_by_sync: false,
+  created_by_sync: null,
   role_override: null,
   grade_override: null,
   several_emails: false,

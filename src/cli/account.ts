@@ -25,7 +25,6 @@ function accountLines(row: AccountRow): string {
   const from = (source: string, synced: string | null) => (source === 'override' ? `override (Entra sent ${synced ?? 'none'})` : source);
   return fields([
     ['Account', `${view.userName} (${view.id})`],
-    ['Made by', view.createdBySync ? 'the sync (a merge may absorb it)' : view.managedBySync ? 'the portal, adopted by the sync' : 'the portal'],
     ['Role', `${view.role}, from ${from(view.roleSource, view.syncedRole)}`],
     ['Grade', `${view.grade ?? '-'}, from ${from(view.gradeSource, view.syncedGrade)}`],
   ]);

@@ -15,6 +15,31 @@ export async function findAccount(db: Executor, id: string, forUpdate = false): 
   return query.executeTakeFirst();
 }
 
+/**
+ * Whether the sync created this account, rather than adopting one the portal
+ * made (rules 2 and 8), which has history of its own from before the sync.
+ * The row says so when the sync created it after migration 0019; of a row
+ * that does not say, the audit log does: the sync's create wrote a `create`
+ * event naming it, in the transaction that made the row, so it is looked for
+ * at the row's creation, on the log's (tenant, time) index.
+ */
+export async function createdBySync(db: Executor, account: Pick<AccountRow, 'tenant_id' | 'id' | 'created_at' | 'created_by_sync'>): Promise<boolean> {
+  if (account.created_by_sync !== null) return account.created_by_sync;
+  const found = await db
+    .selectFrom('audit_events')
+    .select('id')
+    .where('tenant_id', '=', account.tenant_id)
+    .where('at', '>=', account.created_at)
+    .where('at', '<', sql<Date>`${account.created_at}::timestamptz + interval '1 minute'`)
+    .where('object_type', '=', 'user')
+    .where('object_id', '=', account.id)
+    .where('action', '=', 'create')
+    .where('outcome', '=', 'success')
+    .limit(1)
+    .executeTakeFirst();
+  return found !== undefined;
+}
+
 export interface Overrides {
   /** undefined: leave as it is; null: clear. */
   role?: Exclude<Role, 'admin'> | null;

@@ -65,8 +65,8 @@ export interface AccountsTable {
   /** Set in the portal on a synced account (rule 11): wins over the role sync writes until cleared. */
   role_override: ColumnType<SyncRoleValue | null, SyncRoleValue | null | undefined, SyncRoleValue | null>;
   grade_override: ColumnType<string | null, string | null | undefined, string | null>;
-  /** The sync created this account, rather than adopting one the portal made (migration 0019): only such an account may be absorbed by a merge. */
-  created_by_sync: ColumnType<boolean, boolean | undefined, never>;
+  /** true: the sync created this account (migration 0019), so a merge may absorb it; NULL: not recorded, the audit log says (account-repairs.ts). */
+  created_by_sync: ColumnType<boolean | null, never, never>;
   /** Whether the SCIM document has more than one e-mail address (computed by PostgreSQL, migration 0013). */
   several_emails: GeneratedAlways<boolean>;
 }

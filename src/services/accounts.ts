@@ -3,7 +3,7 @@
 // and the merge that repairs a first sync which made a new account for a
 // person the portal already had. Each validates, writes in one transaction
 // and records its audit event.
-import { findAccount, mergeAccountRows, setOverrides, type Overrides } from '../db/account-repairs.js';
+import { createdBySync, findAccount, mergeAccountRows, setOverrides, type Overrides } from '../db/account-repairs.js';
 import { recordAudit } from '../db/audit.js';
 import { notifyChanges } from '../db/change-notifier.js';
 import type { AccountRow } from '../db/columns.js';
@@ -50,8 +50,6 @@ export function accountView(row: AccountRow) {
     tenantId: row.tenant_id,
     userName: row.user_name,
     managedBySync: row.managed_by === 'sync',
-    /** The sync created it (rather than adopting the portal's): what a merge may absorb. */
-    createdBySync: row.created_by_sync,
     active: row.active,
     role: row.role_override ?? row.role,
     roleSource: source(row.role_override),
@@ -143,7 +141,7 @@ export async function mergeAccounts(db: Db, keepId: string, absorbId: string, ac
     if (added.managed_by !== 'sync') {
       throw new ServiceError('conflict', `Account ${added.id} is not managed by sync: there is no Entra account to take over. Merge the account Entra created into the one to keep.`);
     }
-    if (!added.created_by_sync) {
+    if (!(await createdBySync(trx, added))) {
       throw new ServiceError(
         'conflict',
         `Account ${added.id} was the portal's before the sync took it over (rules 2 and 8): it has history of its own, which a merge would hand to account ${old.id}. Absorb only an account the sync created.`,
