@@ -53,6 +53,8 @@ t.test('every filter operator, translated to SQL', async (t) => {
     [`id eq "${ids[0] ?? ''}"`, [1]],
     ['meta.created gt "2000-01-01T00:00:00Z"', [1, 2, 3, 4, 5]],
     ['meta.lastModified lt "2000-01-01T00:00:00Z"', []],
+    ['meta.lastModified gt "0001-01-01T00:00:00Z"', [1, 2, 3, 4, 5]],
+    ['meta.created gt "0096-02-29"', [1, 2, 3, 4, 5]],
     ['externalId eq "00000000-0000-4000-8000-000000000003"', [3]],
     ['externalId eq "00000000-0000-4000-8000-000000000003" and userName eq "nobody"', []],
     ['displayName eq "x or y"', []],
@@ -79,7 +81,7 @@ t.test('meta times compare with the value the server showed, to the millisecond'
 t.test('bad filters answer 400 invalidFilter', async (t) => {
   const { app, headers } = await testApp(t);
   const scim = client(app, headers);
-  for (const filter of ['userName eq', 'userName xx "a"', '(userName eq "a"', 'nosuch eq "a"', 'name eq "a"', 'active gt true', 'meta.created gt "yesterday"', 'meta.lastModified gt "1"', 'meta.created lt "2024-02-30T00:00:00Z"', 'meta.created lt "2024-13-01"', 'userName eq 5', 'a'.repeat(5000)]) {
+  for (const filter of ['userName eq', 'userName xx "a"', '(userName eq "a"', 'nosuch eq "a"', 'name eq "a"', 'active gt true', 'meta.created gt "yesterday"', 'meta.lastModified gt "1"', 'meta.created lt "2024-02-30T00:00:00Z"', 'meta.created lt "2024-13-01"', 'meta.created lt "0099-02-29"', 'userName eq 5', 'a'.repeat(5000)]) {
     const res = await scim('GET', `/Users?filter=${encodeURIComponent(filter)}`);
     t.equal(res.statusCode, 400, filter.slice(0, 40));
     t.match(res.json(), { status: '400', scimType: 'invalidFilter' }, filter.slice(0, 40));
@@ -148,6 +150,7 @@ t.test('attributes and excludedAttributes', async (t) => {
   t.same(subs.name, { familyName: 'Number 1', formatted: 'Pupil Number 1' }, 'name without givenName');
   t.same(subs.emails, [{ primary: true, type: 'work' }], 'each e-mail without its value');
   t.notOk(ENTERPRISE in subs, 'the whole extension excluded');
+  t.same(subs.schemas, [USER], 'and from the schemas the resource lists');
   t.equal(subs.userName, 'Pupil1@School.example');
   const extension = (await scim('GET', `/Users/${id}?attributes=${ENTERPRISE}`)).json();
   t.same(extension, { schemas: [USER, ENTERPRISE], id, [ENTERPRISE]: { employeeNumber: '1001', department: 'Norra skolan' } });
@@ -392,6 +395,10 @@ t.test('a PATCH remove through a value filter matches as the schema compares: a 
   t.same((row.scim as { emails: unknown[] }).emails, user.emails, 'stored as answered');
   const again = await scim('PATCH', `/Users/${id}`, patch({ op: 'remove', path: 'emails[type eq "HOME"]' }));
   t.equal(again.json().meta.version, 'W/"2"', 'nothing left to remove: no write');
+  // A replace with "" through a filter removes as a remove does.
+  const emptied = await scim('PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'phoneNumbers[type eq "WORK"].value', value: '' }));
+  t.equal(emptied.statusCode, 200, emptied.body);
+  t.notOk('phoneNumbers' in emptied.json(), 'the last phone number went whole');
 });
 
 t.test('one primary value per attribute: a PATCH that makes one primary takes it from the others, and of several sent the first keeps it', async (t) => {
@@ -424,4 +431,12 @@ t.test('one primary value per attribute: a PATCH that makes one primary takes it
 
   const put = await scim('PUT', `/Users/${id}`, entraUser(1, { emails: [{ type: 'work', value: 'a@school.example', primary: true }, { type: 'home', value: 'b@home.example', primary: true }] }));
   t.same(primaries(put.json()), ['a@school.example'], 'a replace: the first primary keeps it');
+
+  // The primary value changed in place and another made primary in one message: the one made primary keeps it.
+  const both = await scim(
+    'PATCH',
+    `/Users/${id}`,
+    patch({ op: 'replace', path: 'emails[type eq "work"].value', value: 'c@school.example' }, { op: 'add', path: 'emails', value: [{ type: 'other', value: 'd@home.example', primary: true }] }),
+  );
+  t.same(primaries(both.json()), ['d@home.example'], both.body);
 });

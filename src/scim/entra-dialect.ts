@@ -453,6 +453,7 @@ export function expandStep(resource: ResourceName, step: PatchStep, document: Js
   }
 
   if (value === null || (value === '' && target.type !== 'complex')) {
+    if (resolved.filter) return removeMatching(resolved, resolved.filter, document);
     return readAttribute(document, resolved) === undefined ? [] : [{ op: 'remove', path: resolved.text, ...direct }];
   }
 
@@ -539,8 +540,12 @@ export function keepOnePrimary(resource: Json, before?: Json): Json {
     }
     const primaries = value.filter(isPrimary);
     if (primaries.length < 2) continue;
-    const were = new Set((Array.isArray(previous) ? (previous as unknown[]).filter(isPrimary) : []).map((e) => JSON.stringify(sortedKeys(e))));
-    const kept = primaries.find((e) => !were.has(JSON.stringify(sortedKeys(e)))) ?? primaries[0];
+    // An element was primary before when a primary one had its type and value,
+    // or its type at its place (the PATCH changed its value in place).
+    const was = (Array.isArray(previous) ? (previous as unknown[]) : []).map((e) => (isPrimary(e) ? e : undefined));
+    const wasPrimary = (element: Json, index: number): boolean =>
+      was.some((p, i) => p !== undefined && p.type === element.type && (p.value === element.value || i === index));
+    const kept = primaries.find((e) => !wasPrimary(e, value.indexOf(e))) ?? primaries[0];
     resource[key] = (value as unknown[]).map((e) => (isPrimary(e) && e !== kept ? { ...e, primary: false } : e));
   }
   return resource;

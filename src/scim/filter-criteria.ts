@@ -232,8 +232,6 @@ function toCriterion(resource: ResourceName, node: FilterNode, element?: (path: 
   }
 }
 
-/** The search criteria of a filter over Users or Groups. */
-
 /** An ISO 8601 date and time (xsd:dateTime, RFC 7643 §2.3.5; the time may be left out) of a real day: what PostgreSQL's timestamptz reads alike. */
 const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|[+-]\d{2}:\d{2})?$/i;
 
@@ -241,10 +239,13 @@ function isDateTime(text: string): boolean {
   const match = DATE_TIME.exec(text);
   if (!match || Number.isNaN(Date.parse(text.replace(' ', 'T')))) return false;
   const [year, month, day] = [Number(match[1]), Number(match[2]), Number(match[3])];
-  const date = new Date(Date.UTC(year, month - 1, day));
+  // setUTCFullYear, not Date.UTC, which reads the years 0 to 99 as 1900 to 1999.
+  const date = new Date(0);
+  date.setUTCFullYear(year, month - 1, day);
   return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
 }
 
+/** The search criteria of a filter over Users or Groups. */
 export function filterCriteria(resource: ResourceName, node: FilterNode): Criterion {
   return toCriterion(resource, node);
 }
