@@ -261,6 +261,8 @@ t.test('errors carry the right status and scimType, never 500', async (t) => {
     ['POST', `/Users/${id}`, {}, 405, undefined],
     ['DELETE', '/ServiceProviderConfig', undefined, 405, undefined],
     ['GET', '/Users/.search', undefined, 405, undefined],
+    ['GET', `/Schemas?filter=${encodeURIComponent('id eq "x"')}`, undefined, 403, undefined],
+    ['GET', '/ResourceTypes?filter=', undefined, 403, undefined],
     ['DELETE', '/Groups/.search', undefined, 405, undefined],
     ['POST', '/Users', 'x'.repeat(1_100_000), 413, undefined],
     ['POST', '/Users', { schemas: [USER], userName: 'nul\u0000byte@school.example' }, 400, 'invalidValue'],

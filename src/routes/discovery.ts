@@ -33,6 +33,13 @@ export async function discoveryRoutes(app: FastifyInstance, options: { config: C
   const schemas = (await schemaDocuments()).map((s) => located(s, `${base}/Schemas/${String(s.id)}`));
   const resourceTypes = (await resourceTypeDocuments()).map((r) => located(r, `${base}/ResourceTypes/${String(r.id)}`));
 
+  // RFC 7644 §4: the discovery endpoints do not filter, and say so with 403.
+  app.addHook('preHandler', async (request) => {
+    if (Object.hasOwn(request.query as object, 'filter')) {
+      throw new ScimError(403, undefined, 'The discovery endpoints take no filter (RFC 7644 §4): read the whole list.');
+    }
+  });
+
   app.get('/ServiceProviderConfig', async () => spc);
   app.get('/Schemas', async () => listResponse(schemas));
   app.get('/Schemas/:id', async (request) => {
