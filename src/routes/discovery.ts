@@ -35,7 +35,7 @@ export async function discoveryRoutes(app: FastifyInstance, options: { config: C
 
   // RFC 7644 §4: the discovery endpoints do not filter, and say so with 403.
   app.addHook('preHandler', async (request) => {
-    if (Object.hasOwn(request.query as object, 'filter')) {
+    if (request.method === 'GET' && Object.hasOwn(request.query as object, 'filter')) {
       throw new ScimError(403, undefined, 'The discovery endpoints take no filter (RFC 7644 §4): read the whole list.');
     }
   });

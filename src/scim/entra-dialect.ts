@@ -541,10 +541,13 @@ export function keepOnePrimary(resource: Json, before?: Json): Json {
     const primaries = value.filter(isPrimary);
     if (primaries.length < 2) continue;
     // An element was primary before when a primary one had its type and value,
-    // or its type at its place (the PATCH changed its value in place).
+    // or its type at its place while that one is gone (the PATCH changed its
+    // value in place; not a removal before it, which moves the places).
     const was = (Array.isArray(previous) ? (previous as unknown[]) : []).map((e) => (isPrimary(e) ? e : undefined));
+    const same = (a: Json, b: Json): boolean => a.type === b.type && a.value === b.value;
+    const gone = (p: Json): boolean => !(value as unknown[]).some((e) => isObject(e) && same(e, p));
     const wasPrimary = (element: Json, index: number): boolean =>
-      was.some((p, i) => p !== undefined && p.type === element.type && (p.value === element.value || i === index));
+      was.some((p, i) => p !== undefined && p.type === element.type && (p.value === element.value || (i === index && gone(p))));
     const kept = primaries.find((e) => !wasPrimary(e, value.indexOf(e))) ?? primaries[0];
     resource[key] = (value as unknown[]).map((e) => (isPrimary(e) && e !== kept ? { ...e, primary: false } : e));
   }

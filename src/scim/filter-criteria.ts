@@ -233,12 +233,14 @@ function toCriterion(resource: ResourceName, node: FilterNode, element?: (path: 
 }
 
 /** An ISO 8601 date and time (xsd:dateTime, RFC 7643 §2.3.5; the time may be left out) of a real day: what PostgreSQL's timestamptz reads alike. */
-const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|[+-]\d{2}:\d{2})?$/i;
+const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|[+-](?:0\d|1[0-5]):[0-5]\d)?$/i;
 
 function isDateTime(text: string): boolean {
   const match = DATE_TIME.exec(text);
   if (!match || Number.isNaN(Date.parse(text.replace(' ', 'T')))) return false;
   const [year, month, day] = [Number(match[1]), Number(match[2]), Number(match[3])];
+  // PostgreSQL counts no year 0, and offsets up to 15:59.
+  if (year === 0) return false;
   // setUTCFullYear, not Date.UTC, which reads the years 0 to 99 as 1900 to 1999.
   const date = new Date(0);
   date.setUTCFullYear(year, month - 1, day);

@@ -99,7 +99,7 @@ export async function patchUserDocument(current: Json, body: unknown, options: {
   const operations = await canonicalOperations('User', current, patchSteps('User', body, current.id));
   if (operations.length === 0) return undefined;
   const simple = options.scimmyOnly ? undefined : applySimplePatch(current, operations);
-  if (simple) return simple.document && stripServerAttributes(simple.document);
+  if (simple) return simple.document && keepOnePrimary(stripServerAttributes(simple.document), current);
   let patched: unknown;
   try {
     const instance = new SCIMMY.Schemas.User(current, 'both');
@@ -112,7 +112,8 @@ export async function patchUserDocument(current: Json, body: unknown, options: {
   delete resource.meta;
   // An add of a value the user has already: scimmy appends it, and without
   // its copy the user is as it was. No change, so no write and no new version.
-  if (!differ(stripServerAttributes(resource), stripServerAttributes(current))) return undefined;
+  // A document stored with two primaries (from before keepOnePrimary) is put right with a change, never alone.
+  if (!differ(stripServerAttributes(resource), keepOnePrimary(stripServerAttributes(JSON.parse(JSON.stringify(current)) as Json)))) return undefined;
   return resource;
 }
 

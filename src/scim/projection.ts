@@ -109,8 +109,6 @@ export function project(resourceName: ResourceName, resource: Json, projection: 
   const out: Json = { ...resource };
   for (const s of excluded) {
     if (ALWAYS.has(s.key)) continue;
-    // A whole extension left out leaves the resource's schemas too.
-    if (s.key.startsWith('urn:') && s.inner === undefined && Array.isArray(out.schemas)) out.schemas = (out.schemas as unknown[]).filter((id) => id !== s.key);
     if (s.inner !== undefined) {
       const ext = out[s.key];
       if (typeof ext === 'object' && ext !== null) {
