@@ -360,21 +360,23 @@ t.test('discovery documents are truthful and located at PUBLIC_URL', async (t) =
   t.equal((await scim('GET', '/ResourceTypes/Nope')).statusCode, 404);
 });
 
+/** Entra's user 1 with these e-mails, and any other attributes. */
+const withEmails = (scim: Send, emails: Record<string, unknown>[], extra: Record<string, unknown> = {}) => scim('POST', '/Users', entraUser(1, { emails, ...extra }));
+
 t.test('a PATCH remove through a value filter matches as the schema compares: a type or an address in any case', async (t) => {
   const { app, headers, db } = await testApp(t);
   const scim = client(app, headers);
-  const created = await scim(
-    'POST',
-    '/Users',
-    entraUser(1, {
-      emails: [
-        { type: 'work', value: 'pupil1@school.example', primary: true },
-        { type: 'home', value: 'Home@Home.example' },
-        { type: 'other', value: 'other@home.example' },
-      ],
+  const created = await withEmails(
+    scim,
+    [
+      { type: 'work', value: 'pupil1@school.example', primary: true },
+      { type: 'home', value: 'Home@Home.example' },
+      { type: 'other', value: 'other@home.example' },
+    ],
+    {
       phoneNumbers: [{ type: 'mobile', value: '+46 70 000 00 01' }, { type: 'work', value: '+46 8 000 00 01' }],
       addresses: [{ type: 'Work', locality: 'Umeå', postalCode: '901 87' }],
-    }),
+    },
   );
   const id = created.json().id as string;
   const removed = await scim(
@@ -409,16 +411,10 @@ t.test('one primary value per attribute: a PATCH that makes one primary takes it
   const { app, headers, db } = await testApp(t);
   const scim = client(app, headers);
   const primaries = (resource: { emails: { primary?: boolean; value: string }[] }) => resource.emails.filter((e) => e.primary === true).map((e) => e.value);
-  const created = await scim(
-    'POST',
-    '/Users',
-    entraUser(1, {
-      emails: [
-        { type: 'work', value: 'pupil1@school.example', primary: true },
-        { type: 'home', value: 'home@home.example', primary: 'True' },
-      ],
-    }),
-  );
+  const created = await withEmails(scim, [
+    { type: 'work', value: 'pupil1@school.example', primary: true },
+    { type: 'home', value: 'home@home.example', primary: 'True' },
+  ]);
   t.equal(created.statusCode, 201, created.body);
   const id = created.json().id as string;
   t.same(primaries(created.json()), ['pupil1@school.example'], 'a create: the first primary keeps it');
