@@ -535,7 +535,8 @@ export function keepOnePrimary(resource: Json, before?: Json): Json {
   for (const [key, value] of Object.entries(resource)) {
     const previous = before?.[key];
     if (!Array.isArray(value)) {
-      if (key.startsWith('urn:') && isObject(value)) keepOnePrimary(value, isObject(previous) ? previous : undefined);
+      // A copy: the extension object may be the stored document's own.
+      if (key.startsWith('urn:') && isObject(value)) resource[key] = keepOnePrimary({ ...value }, isObject(previous) ? previous : undefined);
       continue;
     }
     const primaries = value.filter(isPrimary);
