@@ -112,8 +112,10 @@ export async function patchUserDocument(current: Json, body: unknown, options: {
   delete resource.meta;
   // An add of a value the user has already: scimmy appends it, and without
   // its copy the user is as it was. No change, so no write and no new version.
-  // A document stored with two primaries (from before keepOnePrimary) is put right with a change, never alone.
-  if (!differ(stripServerAttributes(resource), keepOnePrimary(stripServerAttributes(JSON.parse(JSON.stringify(current)) as Json)))) return undefined;
+  // A document stored with two primaries (from before keepOnePrimary) is put
+  // right with a change, never alone. stripServerAttributes makes the copy
+  // keepOnePrimary may change: it replaces keys, never the values in them.
+  if (!differ(stripServerAttributes(resource), keepOnePrimary(stripServerAttributes(current)))) return undefined;
   return resource;
 }
 
