@@ -182,8 +182,9 @@ t.test('closed by success: the same object written later closes its conflict in 
   t.match((await conflictEvents(env)).at(-1), { action: 'conflict-closed', object_id: four.id, request_id: 'rename' });
 
   // A later refusal of the same object opens a new conflict; the closed one stays closed.
-  await env.db.updateTable('accounts').set({ email: 'pupil2@school.example' }).where('id', '=', admin.id).execute();
-  t.equal((await scim('PATCH', `/Users/${userId}`, patch({ op: 'Replace', path: 'displayName', value: 'Again' }), { 'x-request-id': 'again' })).statusCode, 409);
+  await env.db.updateTable('accounts').set({ email: 'pupil2.new@school.example' }).where('id', '=', admin.id).execute();
+  const again = await scim('PATCH', `/Users/${userId}`, patch({ op: 'Replace', path: 'emails[type eq "work"].value', value: 'Pupil2.New@school.example' }), { 'x-request-id': 'again' });
+  t.equal(again.statusCode, 409);
   const mine = (await conflicts(env)).filter((c) => (c.object_ref ?? '').toLowerCase() === 'pupil2@school.example');
   t.same(
     mine.map((c) => [c.id === conflict.id, c.resolution, c.seen_count, c.request_id]),

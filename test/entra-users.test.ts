@@ -270,16 +270,16 @@ t.test('a PUT of the account as it is writes nothing: same version, no event, no
 });
 
 for (const writeStrategy of ['quick', 'locked'] as const) {
-  t.test(`a PUT that changes nothing is answered before rule 3 is read, and one that changes is refused (${writeStrategy} path)`, async (t) => {
+  t.test(`a PUT that changes nothing is answered before rule 3 is read, and one that takes an admin's address is refused (${writeStrategy} path)`, async (t) => {
     const { app, headers, db, tenant } = await testApp(t, {}, { writeStrategy });
     const scim = client(app, headers);
     const id = (await scim('POST', '/Users', entraUser(8))).json().id as string;
-    // An admin made by hand later with the pupil's address.
-    await db.insertInto('accounts').values({ tenant_id: tenant.id, managed_by: 'manual', role: 'admin', user_name: 'head', email: String(entraUser(8).userName), scim: '{}' }).execute();
+    // An admin made by hand later with an address the pupil is about to get.
+    await db.insertInto('accounts').values({ tenant_id: tenant.id, managed_by: 'manual', role: 'admin', user_name: 'head', email: 'pupil8.new@school.example', scim: '{}' }).execute();
     const same = await scim('PUT', `/Users/${id}`, entraUser(8));
     t.equal(same.statusCode, 200, same.body);
     t.equal(same.headers.etag, 'W/"1"', 'nothing was written');
-    const changed = await scim('PUT', `/Users/${id}`, entraUser(8, { displayName: 'Renamed' }));
+    const changed = await scim('PUT', `/Users/${id}`, entraUser(8, { displayName: 'Renamed', emails: [{ primary: true, type: 'work', value: 'Pupil8.New@school.example' }] }));
     t.equal(changed.statusCode, 409);
     t.match(changed.json(), { scimType: 'uniqueness' });
   });

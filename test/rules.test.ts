@@ -8,7 +8,7 @@ import type { AccountValues } from '../src/db/write-plan.js';
 import { ScimError } from '../src/errors.js';
 import { planClassChange, planClassCreate } from '../src/scim/class-writes.js';
 import { resolveRole } from '../src/scim/rules/roles.js';
-import { AdminCollision, adminCollisionError, refuseAdminCollision } from '../src/scim/rules/admin-guard.js';
+import { AdminCollision, addressesTaken, adminCollisionError, refuseAdminCollision } from '../src/scim/rules/admin-guard.js';
 import { addresses, adoptableAddresses, adoptionDetails, chooseAdoption, inVerifiedDomain } from '../src/scim/rules/adoption.js';
 import { adminCollisionEvent, classChanged, userChanged, userCreated } from '../src/scim/rules/audit-events.js';
 import { namedMembers, netMemberChange, notUsersError } from '../src/scim/rules/class-members.js';
@@ -135,6 +135,16 @@ t.test('the admin guard refuses with 409 uniqueness, already audited', async (t)
     requestId: 'r-1',
     details: { reason: 'admin-collision' },
   });
+});
+
+t.test('the admin guard of a change: only the addresses it takes', async (t) => {
+  const row = { user_name: 'Pupil1@School.example', scim: { emails: [{ type: 'work', value: 'pupil.one@school.example' }] } };
+  t.same(addressesTaken(row, { user_name: 'pupil1@school.example', email: 'PUPIL.ONE@school.example' }), [], 'both kept, in any case of ASCII letters');
+  t.same(addressesTaken(row, { user_name: 'Pupil1@School.example', email: 'new@school.example' }), ['new@school.example'], 'a new e-mail');
+  t.same(addressesTaken(row, { user_name: 'pupil.one@school.example', email: null }), [], "a userName the account's e-mail was");
+  t.same(addressesTaken(row, { user_name: 'p2@school.example', email: 'p3@school.example' }), ['p2@school.example', 'p3@school.example'], 'both new');
+  t.same(addressesTaken({ user_name: 'Émile@school.example', scim: {} }, { user_name: 'émile@school.example', email: null }), ['émile@school.example'], 'other letters in another case: guarded as a new address');
+  t.same(addressesTaken({ user_name: 'u@school.example', scim: null }, { user_name: 'u@school.example', email: 'u@school.example' }), [], 'a document without e-mails');
 });
 
 t.test('roles: app roles, then the school extension, then userType, through the mapping; never admin', async (t) => {

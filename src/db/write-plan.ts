@@ -118,8 +118,12 @@ export interface DeletePlan {
   events: WriteEvents;
 }
 
-/** Rule 3's guard: no live admin account of the tenant (but the row itself) has one of these addresses, in any case lower() folds. */
-export type AdminGuard = readonly [string] | readonly [string, string];
+/**
+ * Rule 3's guard: no live admin account of the tenant (but the row itself)
+ * has one of these addresses, in any case lower() folds. A change that takes
+ * no new address has none to guard.
+ */
+export type AdminGuard = readonly [] | readonly [string] | readonly [string, string];
 
 export type AccountPlan =
   | {

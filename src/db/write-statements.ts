@@ -85,7 +85,7 @@ const ADDRESS_COLUMNS = [sql`lower(user_name)`, sql`lower(email)`] as const;
  * alone. Each count is a text of its own.
  */
 function addressNames(count: number): readonly ('address0' | 'address1')[] {
-  return count === 1 ? ['address0'] : ['address0', 'address1'];
+  return count === 0 ? [] : count === 1 ? ['address0'] : ['address0', 'address1'];
 }
 
 /** An account of the tenant, live, with this address in one of its address columns and matching `predicate`: one index probe per column. */
@@ -100,6 +100,7 @@ function accountsWithAddress(p: Params, address: string, predicate: RawBuilder<u
 function noAdminHolds(p: Params, addressCount: number, except: RawBuilder<unknown> | undefined): RawBuilder<unknown> {
   const admin = except ? sql`role = 'admin' AND id <> ${except}` : sql`role = 'admin'`;
   const arms = addressNames(addressCount).flatMap((name) => accountsWithAddress(p, name, admin));
+  if (arms.length === 0) return sql`TRUE`;
   return sql.join(
     arms.map((arm) => sql`NOT EXISTS (${arm})`),
     sql` AND `,
@@ -311,7 +312,7 @@ export async function executeAccountDelete(db: Executor, plan: DeletePlan): Prom
 export async function executeAccountPlan(db: Executor, plan: AccountWritePlan, run: ExecutionPath): Promise<AccountResource | undefined> {
   const events = [auditParams(plan.events.audit), settleParams(plan.events.settles)];
   const settle = settleShape(plan.events.settles, run);
-  const [address0, address1 = null] = plan.guards.noAdmin;
+  const [address0 = null, address1 = null] = plan.guards.noAdmin;
   let row: AccountWritten | undefined;
   try {
     switch (plan.kind) {

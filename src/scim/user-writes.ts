@@ -6,7 +6,7 @@
 import type { AccountResource, AccountRow } from '../db/columns.js';
 import type { PlannedSettle } from '../db/audit.js';
 import type { AccountValues, AccountWritePlan, DeletePlan } from '../db/write-plan.js';
-import { refuseAdminCollision } from './rules/admin-guard.js';
+import { addressesTaken, refuseAdminCollision } from './rules/admin-guard.js';
 import { addresses, adoptableAddresses, chooseAdoption } from './rules/adoption.js';
 import { userAdopted, userChanged, userCreated, userDeleted, type Actor } from './rules/audit-events.js';
 import type { Json } from './resource.js';
@@ -59,8 +59,9 @@ export function planUserCreate(actor: Actor, verifiedDomains: readonly string[],
 
 /**
  * A change (PUT or PATCH) of `row` into `values`: written while the account
- * keeps row's version. `admin` is the admin holding one of the new addresses
- * (read under lock), or `unread` for the guard to check.
+ * keeps row's version. `admin` is the admin holding one of the addresses the
+ * change takes (addressesTaken, read under lock), or `unread` for the guard
+ * to check.
  */
 export function planUserChange(
   actor: Actor,
@@ -76,7 +77,7 @@ export function planUserChange(
     id: row.id,
     values,
     adopt: false,
-    guards: { version: row.version, noAdmin: addresses(values) },
+    guards: { version: row.version, noAdmin: addressesTaken(row, values) },
     events: {
       audit: userChanged(actor, { attributes: attributes.before, active: row.active, role: row.role }, { attributes: attributes.after, active: values.active, role: values.role }),
       settles: settles(actor, values),

@@ -24,7 +24,8 @@ import { patchUserDocument, stripServerAttributes } from './patch.js';
 import { checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
 import { checkStringLengths } from './limits.js';
 import { resolveRole } from './rules/roles.js';
-import { addresses, inVerifiedDomain } from './rules/adoption.js';
+import { addresses, inVerifiedDomain, linkEmail } from './rules/adoption.js';
+import { addressesTaken } from './rules/admin-guard.js';
 import { isActive } from './rules/deprovisioning.js';
 import { PORTAL_SCHEMA, USER_SCHEMA, coerceResource } from './schemas.js';
 import { planUserChange, planUserCreate, planUserDelete } from './user-writes.js';
@@ -52,14 +53,6 @@ function userAttributes(row: AccountResource): Json {
 
 function str(value: unknown): string | null {
   return typeof value === 'string' && value.trim() !== '' ? value : null;
-}
-
-/** The e-mail the portal links on: the work address, else the primary, else the first. */
-function linkEmail(emails: unknown): string | null {
-  if (!Array.isArray(emails)) return null;
-  const list = emails.filter((e): e is { value: string; type?: string; primary?: boolean } => typeof (e as { value?: unknown })?.value === 'string');
-  const chosen = list.find((e) => e.type?.toLowerCase() === 'work') ?? list.find((e) => e.primary === true) ?? list[0];
-  return chosen ? chosen.value : null;
 }
 
 /** Validated SCIM document -> the account columns (rule 4 decides the role). */
@@ -130,7 +123,7 @@ function changeStep(ctx: RequestContext, row: AccountResource, values: AccountVa
   return unchanged === 'answer' && plan.events.audit === undefined ? { done: row } : { plan };
 }
 
-/** A change planned from the account read and locked in `trx`, with rule 3 read for the new addresses. */
+/** A change planned from the account read and locked in `trx`, with rule 3 read for the addresses it takes. */
 async function lockedChange(
   ctx: RequestContext,
   trx: Executor,
@@ -148,7 +141,7 @@ async function lockedChange(
     const nothing = changeStep(ctx, row, values, 'unread', unchanged);
     if ('done' in nothing) return nothing;
   }
-  return changeStep(ctx, row, values, await findAdminCollision(trx, ctx.tenant.id, addresses(values), row.id), unchanged);
+  return changeStep(ctx, row, values, await findAdminCollision(trx, ctx.tenant.id, addressesTaken(row, values), row.id), unchanged);
 }
 
 /** Runs a user write; a userName taken meanwhile by a concurrent create is 409, as Entra expects. */

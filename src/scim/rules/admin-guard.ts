@@ -1,9 +1,15 @@
-// Rule 3: admin accounts are never touched by sync. A create or change whose
-// userName or e-mail is an admin's is refused with 409 and recorded as a
-// conflict for the portal team; the admin account is unchanged.
+// Rule 3: admin accounts are never touched by sync. A create whose userName
+// or e-mail is an admin's, or a change that takes such an address, is
+// refused with 409 and recorded as a conflict for the portal team; the admin
+// account is unchanged. A change that keeps the addresses the account had
+// is written even when an admin made later holds one of them: it touches no
+// admin, and refusing it would keep a leaver active (rule 6) until Entra
+// deletes the user.
 import type { AccountRow } from '../../db/columns.js';
 import { ScimError } from '../../errors.js';
-import { foldAscii } from './adoption.js';
+import type { AccountResource } from '../../db/columns.js';
+import type { AccountValues, AdminGuard } from '../../db/write-plan.js';
+import { addresses, foldAscii, linkEmail } from './adoption.js';
 
 /** A write that rule 3 refuses; the conflict is recorded after the write's transaction ends. */
 export class AdminCollision extends Error {
@@ -41,6 +47,18 @@ export function refuseAdminCollision(
   };
   const address = held(foldAscii) ?? held((s) => s.toLowerCase()) ?? values.user_name;
   throw new AdminCollision(admin.id, values.user_name, address, values.external_id ?? null);
+}
+
+/**
+ * The addresses a change of `row` into `values` takes: those of its new
+ * addresses the account does not hold already, equal in ASCII letters' case
+ * (the folding every database's lower() does; an address that differs in
+ * other letters only is guarded as a new one).
+ */
+export function addressesTaken(row: Pick<AccountResource, 'user_name' | 'scim'>, values: Pick<AccountValues, 'user_name' | 'email'>): AdminGuard {
+  const held = new Set([row.user_name, linkEmail((row.scim as { emails?: unknown } | null)?.emails)].flatMap((a) => (a === null ? [] : [foldAscii(a)])));
+  const taken = addresses(values).filter((a) => !held.has(foldAscii(a)));
+  return taken.length === 2 ? [taken[0]!, taken[1]!] : taken.length === 1 ? [taken[0]!] : [];
 }
 
 /** The 409 of a refusal: what the school's admin reads in Entra's log and the portal team in the conflict; its audit event is written with the conflict. */

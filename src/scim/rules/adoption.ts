@@ -11,6 +11,14 @@ import type { Json } from '../resource.js';
 /** ASCII letters in lower case, the others as they are: the folding every database's lower() does at least. */
 export const foldAscii = (address: string): string => address.replace(/[A-Z]/g, (c) => c.toLowerCase());
 
+/** The e-mail the portal links on: the work address, else the primary, else the first. */
+export function linkEmail(emails: unknown): string | null {
+  if (!Array.isArray(emails)) return null;
+  const list = emails.filter((e): e is { value: string; type?: string; primary?: boolean } => typeof (e as { value?: unknown })?.value === 'string');
+  const chosen = list.find((e) => e.type?.toLowerCase() === 'work') ?? list.find((e) => e.primary === true) ?? list[0];
+  return chosen ? chosen.value : null;
+}
+
 /**
  * The addresses an account is known by: its userName and link e-mail (one,
  * when they differ in the case of ASCII letters only). As Entra sent them:
