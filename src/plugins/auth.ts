@@ -107,16 +107,17 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
   const entra = entraTokenVerifier(options.entra);
   const entraTenants = new Map<string, { found: EntraTokenTenant | undefined; until: number }>();
 
-  async function lookupEntraTenant(entraTenantId: string): Promise<EntraTokenTenant | undefined> {
+  /** The tenant bound to an Entra tenant, and until when that reading may be used. */
+  async function lookupEntraTenant(entraTenantId: string): Promise<{ found: EntraTokenTenant | undefined; until: number }> {
     const now = Date.now();
     const hit = entraTenants.get(entraTenantId);
-    if (hit && hit.until > now) return hit.found;
-    const found = await findEntraTokenTenant(options.db, entraTenantId);
+    if (hit && hit.until > now) return hit;
+    const entry = { found: await findEntraTokenTenant(options.db, entraTenantId), until: now + options.cacheSeconds * 1000 };
     if (options.cacheSeconds > 0) {
       if (entraTenants.size > 10_000) entraTenants.clear();
-      entraTenants.set(entraTenantId, { found, until: now + options.cacheSeconds * 1000 });
+      entraTenants.set(entraTenantId, entry);
     }
-    return found;
+    return entry;
   }
 
   /**
@@ -124,8 +125,8 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
    * (checked first, so no other token makes this server fetch keys), then
    * Microsoft's signature, the algorithm, issuer, audience and expiry.
    */
-  async function authenticateEntra(token: string, entraTenantId: string): Promise<{ auth: RequestAuth; expiresAt: number }> {
-    const bound = await lookupEntraTenant(entraTenantId);
+  async function authenticateEntra(token: string, entraTenantId: string): Promise<{ auth: RequestAuth; until: number }> {
+    const { found: bound, until: checkedUntil } = await lookupEntraTenant(entraTenantId);
     if (!bound?.accepts) {
       throw unauthorized(
         `No tenant of this server accepts the token Entra issues itself for Entra tenant ${entraTenantId}: paste the Secret Token from the portal team into Secret Token.`,
@@ -148,7 +149,8 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
     }
     const auth = { credentialId: entraCredentialId(bound.tenant.id), tenant: bound.tenant };
     entraAuths.add(auth);
-    return { auth, expiresAt: verdict.expiresAt };
+    // Never past the tenant's reading it rests on (see the Secret Token's below).
+    return { auth, until: Math.min(checkedUntil, verdict.expiresAt) };
   }
 
   app.decorateRequest('auth', null);
@@ -176,10 +178,10 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
     }
     const entraTenantId = claimedEntraTenant(token);
     if (entraTenantId !== undefined) {
-      const { auth: found, expiresAt } = await authenticateEntra(token, entraTenantId);
+      const { auth: found, until } = await authenticateEntra(token, entraTenantId);
       if (options.cacheSeconds > 0) {
         if (accepted.size > 10_000) accepted.clear();
-        accepted.set(token, { auth: found, until: Math.min(now + options.cacheSeconds * 1000, expiresAt) });
+        accepted.set(token, { auth: found, until });
       }
       admit(request, found);
       return;
