@@ -556,16 +556,28 @@ export function keepOnePrimary(resource: Json, before?: Json): Json {
 }
 
 /**
- * Removes exact duplicates that an add to a multi-valued attribute can leave,
- * whatever the order of their keys: the stored value and the one added come
- * with their keys in different orders.
+ * What makes an element of a multi-valued attribute the same as another: an
+ * app role is its value and type (Entra adds a role the user has with its
+ * display and without the primary flag it sent on POST); anything else is
+ * the whole element, whatever the order of its keys.
+ */
+function sameness(key: string, element: unknown): string {
+  if (key === 'roles' && isObject(element) && typeof element.value === 'string') return JSON.stringify([element.value, element.type ?? null]);
+  return JSON.stringify(sortedKeys(element));
+}
+
+/**
+ * Removes the duplicates that an add to a multi-valued attribute can leave:
+ * the stored value and the one added come with their keys in different
+ * orders, and an app role added again comes in another shape. The first,
+ * stored, one stays.
  */
 export function dedupeMultiValued(resource: Json): Json {
   for (const [key, value] of Object.entries(resource)) {
     if (Array.isArray(value)) {
       const seen = new Set<string>();
       resource[key] = value.filter((v) => {
-        const k = JSON.stringify(sortedKeys(v));
+        const k = sameness(key, v);
         if (seen.has(k)) return false;
         seen.add(k);
         return true;
