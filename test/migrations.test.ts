@@ -40,6 +40,7 @@ t.test('migrations go up, down and up again', async (t) => {
       '0017_feed_of_the_view',
       '0018_conflict_entra_objects',
       '0019_accounts_created_by_sync',
+      '0020_status_session_ends',
     ],
     'every migration is applied in order',
   );
@@ -47,6 +48,7 @@ t.test('migrations go up, down and up again', async (t) => {
     'account_aliases',
     'accounts',
     'admin_credentials',
+    'admin_session_ends',
     'audit_events',
     'change_events',
     'class_departures',
@@ -71,7 +73,7 @@ t.test('migrations go up, down and up again', async (t) => {
   const reverted = await migrateDown(db);
   t.equal(reverted.length, 1, 'migrate down reverts one migration');
   await migrateToLatest(db);
-  t.equal((await tables(db)).length, 16);
+  t.equal((await tables(db)).length, 17);
 });
 
 t.test('instances starting at once apply each migration exactly once', async (t) => {
@@ -94,7 +96,7 @@ t.test('every tenant-owned table is keyed by tenant first', async (t) => {
       JOIN pg_class c ON c.oid = i.indrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
-     WHERE i.indisprimary AND c.relname NOT IN ('tenants', 'admin_credentials') AND c.relname NOT LIKE 'kysely_%'
+     WHERE i.indisprimary AND c.relname NOT IN ('tenants', 'admin_credentials', 'admin_session_ends') AND c.relname NOT LIKE 'kysely_%'
      ORDER BY c.relname`.execute(db);
   t.same(
     result.rows.map((r) => r.table),

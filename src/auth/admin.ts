@@ -1,9 +1,11 @@
 // The admin credential check shared by the admin API, /metrics and the status
 // pages: an admin token (audience "<aud>:admin") whose credential row is still
-// live, and the short-lived signed session the status pages keep in a cookie.
+// live, and the short-lived signed session the status pages keep in a cookie,
+// each with an id of its own that a sign-out ends.
+import { randomUUID } from 'node:crypto';
 import { createSigner, createVerifier } from 'fast-jwt';
 import type { Config } from '../config.js';
-import { findActiveAdminCredential } from '../db/admin-credentials.js';
+import { adminSessionEnded, endAdminSession, findActiveAdminCredential } from '../db/admin-credentials.js';
 import type { Db } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
 import { secretFor, type SigningKeys } from './keys.js';
@@ -17,7 +19,10 @@ export interface AdminAuth {
   checkToken(token: string): Promise<AdminCheck>;
   /** A session for the status pages' cookie: signed, short-lived, tied to the admin credential. */
   signSession(credentialId: string): string;
+  /** A session that verifies, whose credential is live and that no sign-out ended (a sign-out on another instance within CREDENTIAL_CACHE_SECONDS). */
   checkSession(session: string): Promise<AdminCheck>;
+  /** Signs a session out: refused from then on, on every instance. A session that does not verify ends nothing. */
+  endSession(session: string): Promise<void>;
 }
 
 /** Reads "Authorization: Bearer <token>"; undefined when there is none. */
@@ -45,22 +50,60 @@ export function createAdminAuth(options: { config: Config; db: Db; keys: Signing
   // Per app, never global: two apps in one process keep their own cache.
   const cache = new Map<string, { ok: boolean; until: number }>();
 
-  async function check(verify: (token: string) => Promise<unknown>, token: string): Promise<AdminCheck> {
+  /** A yes or no from the database, remembered for CREDENTIAL_CACHE_SECONDS under `key`. */
+  async function remembered(key: string, read: () => Promise<boolean>): Promise<boolean> {
+    const now = Date.now();
+    let hit = cache.get(key);
+    if (!hit || hit.until <= now) {
+      if (cache.size > 1000) cache.clear();
+      hit = { ok: await read(), until: now + config.credentialCacheSeconds * 1000 };
+      cache.set(key, hit);
+    }
+    return hit.ok;
+  }
+
+  async function checkToken(token: string): Promise<AdminCheck> {
     let claims: { jti?: unknown };
     try {
-      claims = (await verify(token)) as { jti?: unknown };
+      claims = (await verifyToken(token)) as { jti?: unknown };
     } catch {
       return { ok: false, reason: 'invalid' };
     }
     if (!isUuid(claims.jti)) return { ok: false, reason: 'invalid' };
-    const now = Date.now();
-    let hit = cache.get(claims.jti);
-    if (!hit || hit.until <= now) {
-      if (cache.size > 1000) cache.clear();
-      hit = { ok: (await findActiveAdminCredential(db, claims.jti)) !== undefined, until: now + config.credentialCacheSeconds * 1000 };
-      cache.set(claims.jti, hit);
+    return checkCredential(claims.jti);
+  }
+
+  async function checkCredential(credentialId: string): Promise<AdminCheck> {
+    const live = await remembered(credentialId, async () => (await findActiveAdminCredential(db, credentialId)) !== undefined);
+    return live ? { ok: true, credentialId } : { ok: false, reason: 'revoked' };
+  }
+
+  /** A session's claims when it verifies: its credential, its own id and its expiry. */
+  async function sessionClaims(session: string): Promise<{ credentialId: string; sessionId: string; expiresAt: Date } | undefined> {
+    try {
+      const claims = (await verifySession(session)) as { jti?: unknown; sid?: unknown; exp?: unknown };
+      if (!isUuid(claims.jti) || !isUuid(claims.sid) || typeof claims.exp !== 'number') return undefined;
+      return { credentialId: claims.jti, sessionId: claims.sid, expiresAt: new Date(claims.exp * 1000) };
+    } catch {
+      return undefined;
     }
-    return hit.ok ? { ok: true, credentialId: claims.jti } : { ok: false, reason: 'revoked' };
+  }
+
+  async function checkSession(session: string): Promise<AdminCheck> {
+    const claims = await sessionClaims(session);
+    // A session from before sessions had ids cannot be signed out: signed in again, it can.
+    if (claims === undefined) return { ok: false, reason: 'invalid' };
+    const checked = await checkCredential(claims.credentialId);
+    if (!checked.ok) return checked;
+    const ended = await remembered(`session ${claims.sessionId}`, () => adminSessionEnded(db, claims.credentialId, claims.sessionId));
+    return ended ? { ok: false, reason: 'revoked' } : checked;
+  }
+
+  async function endSession(session: string): Promise<void> {
+    const claims = await sessionClaims(session);
+    if (claims === undefined) return;
+    await endAdminSession(db, claims.credentialId, claims.sessionId, claims.expiresAt);
+    cache.set(`session ${claims.sessionId}`, { ok: true, until: claims.expiresAt.getTime() });
   }
 
   const signer = createSigner({
@@ -73,8 +116,9 @@ export function createAdminAuth(options: { config: Config; db: Db; keys: Signing
   });
 
   return {
-    checkToken: (token) => check(verifyToken, token),
-    signSession: (credentialId) => signer({ jti: credentialId }),
-    checkSession: (session) => check(verifySession, session),
+    checkToken,
+    signSession: (credentialId) => signer({ jti: credentialId, sid: randomUUID() }),
+    checkSession,
+    endSession,
   };
 }

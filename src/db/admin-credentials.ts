@@ -34,3 +34,19 @@ export async function listAdminCredentials(db: Db): Promise<AdminCredentialRow[]
 export async function findAdminCredential(db: Db, id: string): Promise<AdminCredentialRow | undefined> {
   return db.selectFrom('admin_credentials').selectAll().where('id', '=', id).executeTakeFirst();
 }
+
+/** Ends a status page session: it stays refused until it would have expired. Ended sessions past their expiry go. */
+export async function endAdminSession(db: Db, credentialId: string, sessionId: string, expiresAt: Date): Promise<void> {
+  await db.deleteFrom('admin_session_ends').where('expires_at', '<', new Date()).execute();
+  await db
+    .insertInto('admin_session_ends')
+    .values({ credential_id: credentialId, session_id: sessionId, expires_at: expiresAt })
+    .onConflict((oc) => oc.doNothing())
+    .execute();
+}
+
+/** Whether a status page session was ended by a sign-out. */
+export async function adminSessionEnded(db: Db, credentialId: string, sessionId: string): Promise<boolean> {
+  const row = await db.selectFrom('admin_session_ends').select('session_id').where('credential_id', '=', credentialId).where('session_id', '=', sessionId).executeTakeFirst();
+  return row !== undefined;
+}

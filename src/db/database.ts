@@ -160,6 +160,13 @@ export interface AdminCredentialsTable {
   created_at: Generated<Date>;
 }
 
+/** Status page sessions ended by a sign-out, until they would have expired (migration 0020). */
+export interface AdminSessionEndsTable {
+  credential_id: string;
+  session_id: string;
+  expires_at: Date;
+}
+
 /** SCIM requests per tenant and hour (migration 0004), for the status page. */
 export interface RequestCountsTable {
   tenant_id: string;
@@ -186,6 +193,7 @@ export interface ChangeEventsTable {
 
 export interface Database {
   admin_credentials: AdminCredentialsTable;
+  admin_session_ends: AdminSessionEndsTable;
   tenants: TenantsTable;
   credentials: CredentialsTable;
   accounts: AccountsTable;

@@ -292,7 +292,10 @@ export async function statusRoutes(app: FastifyInstance, options: StatusOptions)
     return reply.code(303).header('set-cookie', cookie(adminAuth.signSession(check.credentialId), SESSION_SECONDS)).header('location', next).send();
   });
 
-  app.post('/status/sign-out', async (_request, reply) =>
-    reply.code(303).header('set-cookie', cookie('', 0)).header('location', '/status').send(),
-  );
+  app.post('/status/sign-out', async (request, reply) => {
+    // The cookie is a signed session: dropping it in this browser is not enough, a copy of it must stop working too.
+    const session = cookieValue(request.headers.cookie, COOKIE);
+    if (session !== undefined && session !== '') await adminAuth.endSession(session);
+    return reply.code(303).header('set-cookie', cookie('', 0)).header('location', '/status').send();
+  });
 }
