@@ -41,6 +41,7 @@ t.test('migrations go up, down and up again', async (t) => {
       '0018_conflict_entra_objects',
       '0019_accounts_created_by_sync',
       '0020_status_session_ends',
+      '0021_memberships_kept_by_disconnect',
     ],
     'every migration is applied in order',
   );

@@ -110,6 +110,8 @@ export interface ClassMembershipsTable {
   account_id: string;
   synced: ColumnType<boolean, boolean | undefined, boolean>;
   manual: ColumnType<boolean, boolean | undefined, boolean>;
+  /** Manual only because a disconnect kept Entra's membership (migration 0021): Entra adding the member again makes it Entra's. */
+  manual_by_disconnect: ColumnType<boolean, boolean | undefined, boolean>;
   created_at: Generated<Date>;
 }
 

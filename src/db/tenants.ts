@@ -116,8 +116,15 @@ export async function disconnectTenant(db: Db, id: string): Promise<{ accounts: 
       .where('tenant_id', '=', id)
       .where('managed_by', '=', 'sync')
       .executeTakeFirst();
-    // Memberships Entra made become the portal's own, so the classes keep them.
-    await trx.updateTable('class_memberships').set({ manual: true, synced: false }).where('tenant_id', '=', id).where('synced', '=', true).execute();
+    // Memberships Entra made become the portal's own, so the classes keep them;
+    // those no portal user added are marked, so that Entra adding the member
+    // again after a reconnect makes the membership Entra's again.
+    await trx
+      .updateTable('class_memberships')
+      .set({ manual: true, synced: false, manual_by_disconnect: sql<boolean>`NOT manual` })
+      .where('tenant_id', '=', id)
+      .where('synced', '=', true)
+      .execute();
     // Delivered when the transaction commits.
     await notifyChanges(trx);
     return {

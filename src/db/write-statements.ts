@@ -396,7 +396,12 @@ function leavingSteps(p: Params, change: MemberShape): { ctes: RawBuilder<unknow
   };
 }
 
-/** The membership changes of a class write, after `ok` held: removed, demoted (manual ones keep their row) and added rows, and their count. */
+/**
+ * The membership changes of a class write, after `ok` held: removed, demoted
+ * (manual ones keep their row) and added rows, and their count. A member
+ * added that a disconnect kept (manual_by_disconnect, tenants.ts) is Entra's
+ * again, no longer manual.
+ */
 function memberSteps(p: Params, change: MemberShape): RawBuilder<unknown> {
   const ok = sql`(SELECT ok FROM checked)`;
   const ids = leavingIds(p, change);
@@ -416,7 +421,9 @@ function memberSteps(p: Params, change: MemberShape): RawBuilder<unknown> {
   return sql`${removing}, ${addingMembers(p, addedIds)}, added AS (
         INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
         SELECT ${p.tenantId}::uuid, ${p.id}::uuid, id, true FROM valid WHERE id IN (SELECT id FROM adding) AND ${ok}
-        ON CONFLICT (tenant_id, class_id, account_id) DO UPDATE SET synced = true WHERE NOT class_memberships.synced
+        ON CONFLICT (tenant_id, class_id, account_id) DO UPDATE
+          SET synced = true, manual = class_memberships.manual AND NOT class_memberships.manual_by_disconnect, manual_by_disconnect = false
+          WHERE NOT class_memberships.synced
         RETURNING account_id
       ), changes AS (
         SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM demoted) + (SELECT count(*) FROM added) AS n
