@@ -71,7 +71,7 @@ t.test("after a disconnect and a reconnect, Entra's removal takes out a member i
     { [stays]: [true, false], [handBefore]: [false, true], [handDuring]: [false, true], [notAgain]: [false, true] },
     'the leaver is out; hand-added members stay; the member Entra did not add again stays as the disconnect left it',
   );
-  const shown = (await again('GET', `/Groups/${klass}`)).json() as { members: { value: string }[] };
+  const shown = (await again('GET', `/Groups/${klass}`)).json<{ members: { value: string }[] }>();
   t.same(
     shown.members.map((m) => m.value),
     [stays],
