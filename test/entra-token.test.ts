@@ -6,6 +6,7 @@
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { createSigner } from 'fast-jwt';
 import t, { type Test } from 'tap';
@@ -223,4 +224,34 @@ t.test("Entra's token is refused unless a connected tenant bound to its Entra te
   await disconnectTenant(accepting.db, accepting.tenant.id, CLI);
   await refused(t, accepting, await entraToken({ key }), 'The token has been revoked or its tenant is disconnected.', 'the bound tenant is disconnected');
   t.equal(server.fetches, 0, 'nor for a disconnected tenant');
+});
+
+t.test("turning Entra's token off stops it within CREDENTIAL_CACHE_SECONDS, also for a token first shown at the end of that window", async (t) => {
+  const server = await keyServer(t);
+  const key = await rsaKey('key-a');
+  server.published = [key];
+  const windowSeconds = 3;
+  const env = await testApp(t, { ENTRA_JWKS_URL: server.url('/keys'), ENTRA_JWKS_COOLDOWN_SECONDS: '0', CREDENTIAL_CACHE_SECONDS: String(windowSeconds) });
+  await changeTenantSettings(env.db, env.tenant.id, { entraTenantId: ENTRA_TID, acceptEntraToken: true }, CLI);
+  t.equal((await client(env.app, env.headers)('POST', '/Users', entraUser(1))).statusCode, 201);
+  // Two tokens Entra issued for this Entra tenant (two jobs, or one issued again).
+  const now = Math.floor(Date.now() / 1000);
+  const first = client(env.app, bearer(await entraToken({ key, expiresAt: now + 3600 })));
+  const second = client(env.app, bearer(await entraToken({ key, expiresAt: now + 3599 })));
+
+  t.equal((await first('GET', '/Users')).statusCode, 200, "the tenant accepts Entra's token");
+  await changeTenantSettings(env.db, env.tenant.id, { acceptEntraToken: false }, CLI);
+  const offAt = Date.now();
+  // The second token is first shown inside the window of the tenant's reading, which may still answer from it.
+  await sleep(windowSeconds * 1000 - 400);
+  await second('GET', '/Users');
+  // Past the window it is refused: the reading it rests on was made before offAt, however slow the machine.
+  await sleep(offAt + windowSeconds * 1000 + 500 - Date.now());
+  const read = await second('GET', '/Users');
+  t.equal(read.statusCode, 401, 'a read past the window is refused');
+  t.equal(read.json().detail, NOT_ACCEPTED(ENTRA_TID));
+  t.notMatch(read.body, /Pupil1@School\.example/i, "and shows none of the tenant's pupils");
+  t.equal((await second('POST', '/Users', entraUser(2))).statusCode, 401, 'and so is a write');
+  const rows = await env.db.selectFrom('accounts').select('user_name').where('tenant_id', '=', env.tenant.id).execute();
+  t.same(rows.map((r) => r.user_name), ['Pupil1@School.example'], 'which writes no account');
 });

@@ -6,18 +6,12 @@
 // stays as the disconnect left it.
 import t from 'tap';
 import { sql } from 'kysely';
-import { runCli } from '../src/cli.js';
 import { mergeAccounts } from '../src/services/accounts.js';
 import { handMembershipSql } from './helpers/contract-sql.js';
 import { connection } from './helpers/locks.js';
-import { testApp, testEnv, type TestApp } from './helpers/app.js';
+import { testApp, type TestApp } from './helpers/app.js';
+import { cli } from './helpers/cli.js';
 import { GROUP, client, entraUser, patch } from './helpers/scim.js';
-
-async function cli(env: TestApp, ...argv: string[]) {
-  const out: string[] = [];
-  const code = await runCli(argv, { out: (s) => out.push(s), err: (s) => out.push(s), env: testEnv({ DATABASE_URL: env.database.url }) });
-  return { code, out: out.join('\n') };
-}
 
 t.test("after a disconnect and a reconnect, Entra's removal takes out a member it added again; hand-added members stay", async (t) => {
   const env = await testApp(t);

@@ -2,8 +2,8 @@
 // e-mail or userName (verified domains only), admin accounts never touched,
 // deleted or linked accounts never adopted, disconnect and reconnect.
 import t from 'tap';
-import { runCli } from '../src/cli.js';
-import { tenantWithToken, testApp, testEnv, type TestApp } from './helpers/app.js';
+import { tenantWithToken, testApp, type TestApp } from './helpers/app.js';
+import { cli } from './helpers/cli.js';
 import { manualAccountSql } from './helpers/contract-sql.js';
 import { connection } from './helpers/locks.js';
 import { GROUP, client, entraUser, patch } from './helpers/scim.js';
@@ -24,12 +24,6 @@ async function manualAccount(env: TestApp, values: { user_name: string; email?: 
     })
     .returningAll()
     .executeTakeFirstOrThrow();
-}
-
-async function cli(env: TestApp, ...argv: string[]) {
-  const out: string[] = [];
-  const code = await runCli(argv, { out: (s) => out.push(s), err: (s) => out.push(s), env: testEnv({ DATABASE_URL: env.database.url }) });
-  return { code, out: out.join('\n') };
 }
 
 t.test("the contract's statement for a manual account makes one Entra adopts, or, for an admin, refuses to touch", async (t) => {
