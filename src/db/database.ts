@@ -565,7 +565,16 @@ export function createDb(url: string, options: DatabaseOptions = {}): { db: Db; 
   pool.on('error', () => undefined);
   const statistics = new PlanStatistics(pool, options.analyzeNewTables ?? true);
   planStatistics.set(pool, statistics);
-  pool.on('connect', (client) => instrumentClient(client, statistics));
+  pool.on('connect', (client) => {
+    // A checked-out client (a transaction between its statements) whose
+    // server goes (a restart, a failover, a terminated backend) emits its
+    // error with no query to take it: pg-pool listens only while the client
+    // is idle, and an event without a listener would end the process. The
+    // client is then not queryable: its next statement fails, the request
+    // answers 503, and the pool drops it when it is released.
+    client.on('error', () => undefined);
+    instrumentClient(client, statistics);
+  });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return { db, pool };
 }
