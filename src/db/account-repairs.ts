@@ -111,8 +111,9 @@ export async function mergeAccountRows(trx: Executor, tenantId: string, keep: st
   // applying them in order re-points its rows to the kept account before it
   // reads the absorbed one's deletion (and drops whatever is still under it).
   await trx.insertInto('change_events').values({ tenant_id: tenantId, object_type: 'account', object_id: keep, related_id: absorb, action: 'merged' }).execute();
-  // A portal user added the member to the class on either row.
+  // A portal user added the member to the class on either row; only a disconnect kept it, and Entra has it on neither.
   const byHand = sql`((m.manual AND NOT m.manual_by_disconnect) OR (excluded.manual AND NOT excluded.manual_by_disconnect))`;
+  const keptOnly = sql`((m.manual_by_disconnect OR excluded.manual_by_disconnect) AND NOT (m.synced OR excluded.synced))`;
   // Memberships first: the absorbed account's go when it is marked deleted.
   // Two rows of one class become one with both marks. A manual mark that only
   // a disconnect left (manual_by_disconnect) gives way where the other row is
@@ -123,8 +124,8 @@ export async function mergeAccountRows(trx: Executor, tenantId: string, keep: st
      WHERE tenant_id = ${tenantId}::uuid AND account_id = ${absorb}::uuid
     ON CONFLICT (tenant_id, class_id, account_id) DO UPDATE
       SET synced = m.synced OR excluded.synced,
-          manual = ${byHand} OR ((m.manual_by_disconnect OR excluded.manual_by_disconnect) AND NOT (m.synced OR excluded.synced)),
-          manual_by_disconnect = NOT ${byHand} AND (m.manual_by_disconnect OR excluded.manual_by_disconnect) AND NOT (m.synced OR excluded.synced)`.execute(trx);
+          manual = ${byHand} OR ${keptOnly},
+          manual_by_disconnect = NOT ${byHand} AND ${keptOnly}`.execute(trx);
   const absorbed = await trx
     .updateTable('accounts')
     .set((eb) => ({ deleted_at: sql<Date>`clock_timestamp()`, version: eb('version', '+', 1), updated_at: sql<Date>`clock_timestamp()` }))
