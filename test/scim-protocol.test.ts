@@ -183,6 +183,84 @@ t.test('attributes and excludedAttributes', async (t) => {
   t.equal(badSearch.json().scimType, 'invalidSyntax');
 });
 
+t.test('attributes naming several sub-attributes of one attribute return them all', async (t) => {
+  const { app, headers } = await testApp(t);
+  const scim = client(app, headers);
+  const manager = { value: '00000000-0000-4000-8000-000000000999' };
+  const id = (await scim('POST', '/Users', entraUser(1, { [ENTERPRISE]: { employeeNumber: '1001', department: 'Norra skolan', manager } }))).json().id as string;
+  const email = { type: 'work', value: 'pupil1@school.example' };
+
+  const one = await scim('GET', `/Users/${id}?attributes=emails.value,emails.type`);
+  t.equal(one.statusCode, 200);
+  t.same(one.json(), { schemas: [USER, ENTERPRISE], id, emails: [email] }, 'the value and the type of each e-mail');
+  t.strictSame(Object.keys(one.json().emails[0]).sort(), ['type', 'value'], 'and nothing else of it');
+  const listed = (await scim('GET', '/Users?attributes=name.givenName,emails.value,emails.primary')).json();
+  t.same(listed.Resources[0], { schemas: [USER, ENTERPRISE], id, name: { givenName: 'Pupil' }, emails: [{ primary: true, value: email.value }] });
+  const searched = await scim('POST', '/Users/.search', {
+    schemas: ['urn:ietf:params:scim:api:messages:2.0:SearchRequest'],
+    attributes: ['emails.value', 'emails.type'],
+  });
+  t.same(searched.json().Resources[0].emails, [email], 'the same in a search');
+  const stored = (await scim('GET', `/Users/${id}`)).json()[ENTERPRISE];
+  t.strictSame(Object.keys(stored.manager).sort(), ['$ref', 'value'], 'the manager as stored: its id and where it is');
+  const inExtension = (await scim('GET', `/Users/${id}?attributes=${ENTERPRISE}:manager.value,${ENTERPRISE}:manager.$ref,${ENTERPRISE}:department`)).json();
+  t.same(inExtension[ENTERPRISE], { manager: stored.manager, department: 'Norra skolan' }, 'an extension attribute keeps both of its sub-attributes and its sibling');
+  const wholeAndPart = (await scim('GET', `/Users/${id}?attributes=${ENTERPRISE}:manager.value,${ENTERPRISE}`)).json();
+  t.same(wholeAndPart[ENTERPRISE], stored, 'an extension asked for whole stays whole');
+  t.same((await scim('GET', `/Users/${id}?attributes=emails,emails.value`)).json().emails, [{ primary: true, ...email }], 'an attribute asked for whole stays whole');
+  t.notOk('emails' in (await scim('GET', `/Users/${id}?attributes=userName,emails.display`)).json(), 'no element has the sub-attribute: the attribute is left out');
+
+  const group = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: '7A', members: [{ value: id }] })).json().id as string;
+  const members = (await scim('GET', `/Groups/${group}?attributes=members.value,members.display`)).json().members;
+  t.same(members, [{ value: id, display: 'Pupil 1' }], "a class's members keep their ids beside their names");
+
+  // Every attribute of an extension excluded leaves no empty object behind.
+  const excluded = (await scim('GET', `/Users/${id}?excludedAttributes=${ENTERPRISE}:employeeNumber,${ENTERPRISE}:department,${ENTERPRISE}:manager`)).json();
+  t.notOk(ENTERPRISE in excluded, 'no empty extension object');
+  t.equal(excluded.userName, 'Pupil1@School.example');
+});
+
+t.test("a filter or sortBy naming the other resource type's core schema is refused", async (t) => {
+  const { app, headers } = await testApp(t);
+  const scim = client(app, headers);
+  await scim('POST', '/Users', entraUser(1));
+  await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Pupil 1' });
+  for (const [url, scimType] of [
+    [`/Groups?filter=${encodeURIComponent(`${USER}:displayName eq "Pupil 1"`)}`, 'invalidFilter'],
+    [`/Users?filter=${encodeURIComponent(`${GROUP}:displayName eq "Pupil 1"`)}`, 'invalidFilter'],
+    [`/Users?sortBy=${encodeURIComponent(`${GROUP}:displayName`)}`, 'invalidValue'],
+  ] as const) {
+    const res = await scim('GET', url);
+    t.equal(res.statusCode, 400, url);
+    t.equal(res.json().scimType, scimType, url);
+  }
+  for (const [url, name] of [
+    [`/Users?filter=${encodeURIComponent(`${USER}:displayName eq "Pupil 1"`)}`, 'Pupil 1'],
+    [`/Groups?filter=${encodeURIComponent(`${GROUP}:displayName eq "Pupil 1"`)}`, 'Pupil 1'],
+  ] as const) {
+    const res = await scim('GET', url);
+    t.equal(res.statusCode, 200, url);
+    t.same(res.json().Resources.map((r: { displayName: string }) => r.displayName), [name], `${url}: its own core schema is the bare name`);
+  }
+});
+
+t.test('a member batch for a group id that is no id answers 404, as every other request for it does', async (t) => {
+  const { app, headers } = await testApp(t);
+  const scim = client(app, headers);
+  const member = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+  for (const body of [
+    patch({ op: 'Add', path: 'members', value: [{ value: member }] }),
+    patch({ op: 'Remove', path: 'members', value: [{ value: member }] }),
+    patch({ op: 'remove', path: `members[value eq "${member}"]` }),
+    patch({ op: 'replace', path: 'members', value: [] }),
+  ]) {
+    const res = await scim('PATCH', '/Groups/not-a-class-id', body);
+    t.equal(res.statusCode, 404, JSON.stringify(body.Operations));
+    t.match(res.json(), { status: '404', detail: 'No group not-a-class-id.' });
+    t.notOk('scimType' in res.json());
+  }
+});
+
 t.test('ETags: versions, If-Match and If-None-Match', async (t) => {
   const { app, headers } = await testApp(t);
   const scim = client(app, headers);

@@ -10,7 +10,7 @@ import type { ColumnLookup } from '../db/paging.js';
 import { badRequest, type ScimError } from '../errors.js';
 import type { AttrPath, CompareOp, FilterNode, FilterValue } from './filter.js';
 import { resolveAttribute } from './schema-index.js';
-import type { ResourceName } from './schemas.js';
+import { GROUP_SCHEMA, type ResourceName, USER_SCHEMA } from './schemas.js';
 
 type Attribute = SCIMMY.Types.Attribute;
 
@@ -121,7 +121,8 @@ function elements(path: string[], attribute: Attribute): Multi {
 /** Resolves a filter attribute, or fails with invalidFilter. */
 function resolve(resource: ResourceName, path: AttrPath): Target {
   const key = `${path.name}${path.sub ? `.${path.sub}` : ''}`.toLowerCase();
-  const core = !path.uri || /^urn:ietf:params:scim:schemas:core:2\.0:(user|group)$/i.test(path.uri);
+  // Only the resource's own core schema: a User's URN names no attribute of a Group.
+  const core = !path.uri || path.uri.toLowerCase() === (resource === 'User' ? USER_SCHEMA : GROUP_SCHEMA).toLowerCase();
   const columns = resource === 'User' ? USER_COLUMNS : GROUP_COLUMNS;
   if (core) {
     const promoted = own(columns, key);

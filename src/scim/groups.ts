@@ -325,6 +325,8 @@ export const groups: ResourceHandler = {
     const named = namedMembers(ops);
     const { others } = split;
     const actor = actorOf(ctx);
+    // Before the quick member batch, which would hand PostgreSQL the id to cast.
+    if (!isUuid(id)) throw notFound(`No group ${String(id)}.`);
     let externalId: string | null = null;
     const fromRow = async (row: ClassRow, known: (values: ClassValues | undefined) => Promise<ClassSituation>): Promise<ClassStep> => {
       const { values, changed } = await patchedValues(ctx, row, others);

@@ -45,15 +45,41 @@ function select(resource: ResourceName, list: string | undefined): Selected[] | 
   return out;
 }
 
-function pick(value: unknown, sub: string | undefined): unknown {
-  if (sub === undefined) return value;
+/**
+ * The value with only the sub-attributes asked for (of the object, or of each
+ * element; an element with none of them goes), all of it for undefined;
+ * undefined when nothing is left, as an unassigned attribute is left out.
+ */
+function pick(value: unknown, subs: ReadonlySet<string> | undefined): unknown {
+  if (subs === undefined) return value;
   const one = (v: unknown): unknown => {
-    if (typeof v !== 'object' || v === null) return undefined;
-    const entry = Object.entries(v as Record<string, unknown>).find(([k]) => k.toLowerCase() === sub.toLowerCase());
-    return entry ? { [entry[0]]: entry[1] } : undefined;
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
+    const kept = Object.entries(v as Record<string, unknown>).filter(([k]) => subs.has(k.toLowerCase()));
+    return kept.length === 0 ? undefined : Object.fromEntries(kept);
   };
-  if (Array.isArray(value)) return value.map(one).filter((v) => v !== undefined);
-  return one(value);
+  if (!Array.isArray(value)) return one(value);
+  const left = value.map(one).filter((v) => v !== undefined);
+  return left.length === 0 ? undefined : left;
+}
+
+/**
+ * The selections grouped by attribute: emails.value and emails.type ask for
+ * one attribute with two sub-attributes, and a name without a sub-attribute
+ * asks for all of it.
+ */
+function wanted(selected: readonly Selected[]): { key: string; inner: string | undefined; subs: Set<string> | undefined }[] {
+  const byAttribute = new Map<string, { key: string; inner: string | undefined; subs: Set<string> | undefined }>();
+  for (const s of selected) {
+    const id = `${s.key}\u0000${s.inner ?? ''}`;
+    let entry = byAttribute.get(id);
+    if (entry === undefined) {
+      entry = { key: s.key, inner: s.inner, subs: s.sub === undefined ? undefined : new Set() };
+      byAttribute.set(id, entry);
+    }
+    if (s.sub === undefined) entry.subs = undefined;
+    else entry.subs?.add(s.sub.toLowerCase());
+  }
+  return [...byAttribute.values()];
 }
 
 /** The value without the sub-attribute (of the object, or of each element); undefined when nothing is left. */
@@ -76,14 +102,6 @@ function put(target: Json, key: string, value: unknown): void {
   else target[key] = value;
 }
 
-function merge(target: Json, key: string, value: unknown): void {
-  if (value === undefined) return;
-  const existing = target[key];
-  if (typeof existing === 'object' && existing !== null && !Array.isArray(existing) && typeof value === 'object' && value !== null && !Array.isArray(value)) {
-    target[key] = { ...existing, ...value };
-  } else target[key] = value;
-}
-
 export interface Projection {
   attributes?: string | undefined;
   excludedAttributes?: string | undefined;
@@ -94,13 +112,18 @@ export function project(resourceName: ResourceName, resource: Json, projection: 
   if (included) {
     const out: Json = {};
     for (const key of ALWAYS) if (resource[key] !== undefined) out[key] = resource[key];
-    for (const s of included) {
-      const top = resource[s.key];
-      if (top === undefined) continue;
-      if (s.inner !== undefined) {
-        const inner = (top as Json)[s.inner];
-        if (inner !== undefined) merge(out, s.key, { [s.inner]: pick(inner, s.sub) });
-      } else merge(out, s.key, pick(top, s.sub));
+    const selections = wanted(included);
+    // An extension asked for whole is not cut down by one of its attributes asked for too.
+    const whole = new Set(selections.filter((w) => w.inner === undefined && w.subs === undefined).map((w) => w.key));
+    for (const { key, inner, subs } of selections) {
+      const top = resource[key];
+      if (top === undefined || (inner !== undefined && whole.has(key))) continue;
+      if (inner === undefined) {
+        put(out, key, pick(top, subs));
+        continue;
+      }
+      const value = pick((top as Json)[inner], subs);
+      if (value !== undefined) out[key] = { ...((out[key] as Json | undefined) ?? {}), [inner]: value };
     }
     return out;
   }
@@ -114,12 +137,13 @@ export function project(resourceName: ResourceName, resource: Json, projection: 
       if (typeof ext === 'object' && ext !== null) {
         const copy = { ...(ext as Json) };
         put(copy, s.inner, s.sub === undefined ? undefined : drop(copy[s.inner], s.sub));
-        out[s.key] = copy;
+        put(out, s.key, Object.keys(copy).length === 0 ? undefined : copy);
       }
     } else put(out, s.key, s.sub === undefined ? undefined : drop(out[s.key], s.sub));
   }
   return out;
 }
+
 
 /** True when the projection leaves a group's members out, so they need not be read. */
 export function excludesMembers(projection: Projection): boolean {
