@@ -233,6 +233,7 @@ t.test('the log line of a failed request carries its scimType and the detail wit
   t.equal((await scim('PATCH', '/Groups/' + UNKNOWN, patch({ op: 'Add', path: 'members', value: [{ value: 'not-a-member-id' }] }), { 'x-request-id': 'group' })).statusCode, 404);
 
   t.equal((await scim('GET', `/Users?filter=${encodeURIComponent('employeeNumber gt 98765e999')}`, undefined, { 'x-request-id': 'range' })).statusCode, 400);
+  t.equal((await scim('PATCH', `/Users/${id}`, patch({ op: 'Replace', path: 'displayName', value: 'Pupil 2' }), { 'x-request-id': 'stale', 'if-match': 'if-match-marker' })).statusCode, 412);
   const long = `/scim/v2/Users/${'x'.repeat(9000)}`;
   t.equal((await app.inject({ method: 'GET', url: `${long}?filter=${'y'.repeat(50)}`, headers: { 'x-request-id': 'long' } })).statusCode, 414);
   t.equal((await scim('GET', `/${'z'.repeat(9000)}`, undefined, { 'x-request-id': 'long-404' })).statusCode, 404);
@@ -251,11 +252,12 @@ t.test('the log line of a failed request carries its scimType and the detail wit
   t.match(completed('dup'), { res: { statusCode: 409 }, scimType: 'uniqueness', detail: 'A user with userName "…" already exists (userName is unique in any case).' });
   t.match(completed('path'), { res: { statusCode: 400 }, scimType: 'invalidPath', detail: 'The path "…" names no sub-attribute of emails.' });
   t.match(completed('group'), { res: { statusCode: 404 }, detail: 'No group <id>.' });
+  t.match(completed('stale'), { res: { statusCode: 412 }, detail: 'The resource has changed: its version is W/"…", not ….' }, 'the If-Match value as sent is not logged');
   t.notOk('scimType' in (completed('group') ?? {}), 'an error without a scimType has none in its line');
   const ok = lines.find((l) => l.msg === 'request completed' && (l.res as { statusCode?: number }).statusCode === 201);
   t.ok(ok && !('detail' in ok), 'a successful request has no detail');
   const all = JSON.stringify(lines);
-  for (const value of ['Pupil1@School.example', 'pupil1@school.example', 'hidden.address', 'Pupil 2', 'not-a-member-id', '98765e999']) {
+  for (const value of ['Pupil1@School.example', 'pupil1@school.example', 'hidden.address', 'Pupil 2', 'not-a-member-id', '98765e999', 'if-match-marker']) {
     t.notOk(all.includes(value), `no value from a body in the log (${value})`);
   }
 });
@@ -275,6 +277,8 @@ t.test('folding: values, paths, member lists and ids go; attribute names and the
     ["Attribute 'active' expected value type 'boolean' but found type 'string'", "Attribute 'active' expected value type 'boolean' but found type 'string'", "Attribute 'active' expected value type 'boolean' but found type 'string'"],
     ['Members must be users of this tenant (nested groups are not supported); not a user here: abc, def and 3 more.', 'Members must be users of this tenant (nested groups are not supported); not a user here: ….', 'Members must be users of this tenant (nested groups are not supported); not a user here: ….'],
     ['displayName is too long: 300 characters, the limit is 256.', 'displayName is too long: 300 characters, the limit is 256.', 'displayName is too long: N characters, the limit is N.'],
+    ['The resource has changed: its version is W/"3", not if-match-marker.', 'The resource has changed: its version is W/"…", not ….', 'The resource has changed: its version is W/"…", not ….'],
+    ['The resource has changed: its version is W/"3", not W/"2", "x".', 'The resource has changed: its version is W/"…", not ….', 'The resource has changed: its version is W/"…", not ….'],
   ];
   for (const [detail, logged, grouped] of cases) {
     t.equal(foldValues(detail), logged, `logged: ${detail}`);

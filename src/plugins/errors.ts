@@ -130,6 +130,8 @@ export interface ErrorsOptions {
  * attribute values, and the folded form still says which error it was.
  */
 const FOLDS: readonly (readonly [RegExp, string])[] = [
+  // The If-Match header as sent, quoted or not; the version the resource has stays.
+  [/^(The resource has changed: its version is \S+, not )[\s\S]*$/, '$1….'],
   // Everything from the first double quote to the last: values, paths and
   // filters as sent, however many quotes they hold themselves.
   [/"[\s\S]*"/, '"…"'],
