@@ -3,7 +3,7 @@
 import { sql } from 'kysely';
 import t from 'tap';
 import { testApp } from './helpers/app.js';
-import { ENTERPRISE, GROUP, USER, client, entraUser, patch, type Send } from './helpers/scim.js';
+import { ENTERPRISE, GROUP, PORTAL, USER, client, entraUser, patch, type Send } from './helpers/scim.js';
 
 async function seed(scim: Send): Promise<string[]> {
   const ids: string[] = [];
@@ -259,6 +259,25 @@ t.test('a member batch for a group id that is no id answers 404, as every other 
     t.match(res.json(), { status: '404', detail: 'No group not-a-class-id.' });
     t.notOk('scimType' in res.json());
   }
+});
+
+t.test('an attribute or extension left with nothing in it is not stored, nor answered, as an empty object', async (t) => {
+  const { app, headers, db } = await testApp(t);
+  const scim = client(app, headers);
+  const id = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+  const stored = async () => (await db.selectFrom('accounts').select('scim').where('id', '=', id).executeTakeFirstOrThrow()).scim as Record<string, unknown>;
+
+  const emptied = await scim('PATCH', `/Users/${id}`, patch({ op: 'Remove', path: 'name.givenName' }, { op: 'Remove', path: 'name.familyName' }, { op: 'Remove', path: 'name.formatted' }));
+  t.equal(emptied.statusCode, 200);
+  t.notOk('name' in emptied.json(), 'no empty name answered');
+  t.notOk('name' in (await stored()), 'nor stored');
+  t.notOk('name' in (await scim('GET', `/Users/${id}`)).json());
+
+  const unknownOnly = await scim('PUT', `/Users/${id}`, entraUser(1, { schemas: [USER, ENTERPRISE, PORTAL], [PORTAL]: { noSuchAttribute: 'x' } }));
+  t.equal(unknownOnly.statusCode, 200);
+  t.notOk(PORTAL in unknownOnly.json(), 'an extension whose attributes were all unknown is not answered');
+  t.notOk(PORTAL in (await stored()), 'nor stored');
+  t.same((await stored())[ENTERPRISE], { employeeNumber: '1001', department: 'Norra skolan' }, 'an extension with attributes stays');
 });
 
 t.test('ETags: versions, If-Match and If-None-Match', async (t) => {

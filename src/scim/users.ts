@@ -74,8 +74,21 @@ export function fromScimUser(resource: Json, roleMapping: Readonly<Record<string
     grade: str(portal.grade),
     active: isActive(active),
     role: resolveRole(resource, roleMapping),
-    scim: { ...scim, ...(str(externalId) !== null ? { externalId } : {}) },
+    scim: withoutEmptyObjects({ ...scim, ...(str(externalId) !== null ? { externalId } : {}) }),
   };
+}
+
+/**
+ * The document without attributes or extensions left with nothing in them (a
+ * PATCH that removed every part of name, an extension whose attributes were
+ * all unknown): an unassigned attribute is left out, not stored empty (RFC 7643 §2.5).
+ */
+function withoutEmptyObjects(document: Json): Json {
+  for (const key in document) {
+    const value = document[key];
+    if (typeof value === 'object' && value !== null && !Array.isArray(value) && Object.keys(value).length === 0) delete document[key];
+  }
+  return document;
 }
 
 /** Body -> validated document, for POST and PUT. */
