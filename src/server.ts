@@ -57,7 +57,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       logger.info(
         'No tenant yet. Create one and a Secret Token for its Entra app: ' +
           'npx portal-scim tenant create --name "Example School" --domain example.edu ' +
-          'then npx portal-scim token issue --tenant <tenant id>',
+          'then npx portal-scim token issue --tenant <tenant id>, ' +
+          // The CLI reads its settings as the server does: another database or port would give a token or Tenant URL this server does not know.
+          "with this server's settings in their environment (DATABASE_URL, JWT_SECRET, and PUBLIC_URL or PORT)",
       );
     }
     const hourly = setInterval(() => void runHourlyJob(database.db, config, logger), HOURLY_JOB_EVERY_MS);

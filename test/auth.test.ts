@@ -1,5 +1,6 @@
 // Every way a credential can be wrong gets 401 with a SCIM error body and a
 // WWW-Authenticate challenge; a live credential reaches the SCIM routes.
+import { randomUUID } from 'node:crypto';
 import { createSigner } from 'fast-jwt';
 import t from 'tap';
 import { signingKeys } from '../src/auth/keys.js';
@@ -55,6 +56,8 @@ t.test('bad credentials are refused with 401, a SCIM error and a challenge', asy
     ['a credential past its expiry row', `Bearer ${signToken(settings, { tid: tenant.id, jti: expiredRow.id })}`, /revoked/],
     ['a credential named under a foreign tenant', `Bearer ${signToken(settings, { tid: otherTenant.id, jti: credentialId })}`, /revoked/],
     ['a credential of a disconnected tenant', `Bearer ${signToken(settings, { tid: disconnected.id, jti: disconnectedCredential.id })}`, /revoked/],
+    // As a CLI run against another database issues: signed with this server's key.
+    ['a credential this database never had', `Bearer ${signToken(settings, { tid: tenant.id, jti: randomUUID() })}`, /^The token's credential is not in this server's database: .*DATABASE_URL/],
   ];
   for (const [name, authorization, detail] of cases) {
     const res = await app.inject({

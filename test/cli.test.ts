@@ -136,6 +136,10 @@ t.test('revoking or disconnecting twice says it was already done, and changes no
   const client = (JSON.parse((await cli(env, 'client', 'create', '--tenant', tenant, '--json')).out) as { clientId: string }).clientId;
   const admin = (JSON.parse((await cli(env, 'admin-token', 'issue', '--json')).out) as { id: string }).id;
 
+  const wrongKind = await cli(env, 'client', 'revoke', token);
+  t.equal(wrongKind.code, 1, 'client revoke of a Secret Token fails');
+  t.match(wrongKind.err, `No OAuth client ${token}: it is a Secret Token; revoke it with token revoke.`, 'and names the command that revokes it');
+
   for (const [argv, first] of [
     [['token', 'revoke', token], /^Revoked /],
     [['client', 'revoke', client], /^Revoked .* it and its access tokens/],

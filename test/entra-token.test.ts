@@ -6,11 +6,14 @@
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { createSigner } from 'fast-jwt';
 import t, { type Test } from 'tap';
 import { entraCredentialId, NON_GALLERY_AUDIENCE } from '../src/auth/entra-token.js';
+import type { Logger } from 'pino';
+import { createLogger } from '../src/logger.js';
 import { changeTenantSettings, disconnectTenant } from '../src/services/tenants.js';
 import { testApp, type TestApp } from './helpers/app.js';
 import { client, entraUser } from './helpers/scim.js';
@@ -101,8 +104,8 @@ async function keyServer(t: Test): Promise<KeyServer> {
 }
 
 /** An app whose keys come from the key server at path, and whose tenant is bound to ENTRA_TID and accepts Entra's token. */
-async function entraApp(t: Test, server: KeyServer, path = '/keys', accept = true): Promise<TestApp> {
-  const env = await testApp(t, { ENTRA_JWKS_URL: server.url(path), ENTRA_JWKS_COOLDOWN_SECONDS: '0', ENTRA_JWKS_TIMEOUT_MS: '500' });
+async function entraApp(t: Test, server: KeyServer, path = '/keys', accept = true, logger?: Logger): Promise<TestApp> {
+  const env = await testApp(t, { ENTRA_JWKS_URL: server.url(path), ENTRA_JWKS_COOLDOWN_SECONDS: '0', ENTRA_JWKS_TIMEOUT_MS: '500' }, logger ? { logger } : {});
   await changeTenantSettings(env.db, env.tenant.id, { entraTenantId: ENTRA_TID, ...(accept ? { acceptEntraToken: true } : {}) }, CLI);
   return env;
 }
@@ -197,8 +200,23 @@ t.test('when the keys cannot be had, the answer is a clear 401, not a hang', asy
   server.published = [key];
   const token = await entraToken({ key });
 
-  const down = await entraApp(t, server, '/down');
+  const lines: Record<string, unknown>[] = [];
+  const logger = createLogger(
+    'info',
+    new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
+        done();
+      },
+    }),
+  );
+  const down = await entraApp(t, server, '/down', true, logger);
   await refused(t, down, token, KEYS_UNAVAILABLE, 'the key server answers 503');
+  await refused(t, down, token, KEYS_UNAVAILABLE, 'and again');
+  const warnings = lines.filter((l) => l.level === 40);
+  t.equal(warnings.length, 1, 'the operator is told once, not on every request');
+  t.match(warnings[0], { msg: /^Microsoft's signing keys could not be fetched/, jwksUrl: server.url('/down'), why: /\S/ }, 'where the keys were sought and why they were not had');
+  t.notOk(JSON.stringify(lines).includes(token), 'the token is in no line');
   const hanging = await entraApp(t, server, '/hang');
   await refused(t, hanging, token, KEYS_UNAVAILABLE, 'the key server never answers (ENTRA_JWKS_TIMEOUT_MS)');
   const probe = new KeyServer();

@@ -311,4 +311,23 @@ t.test('a merge is refused for admins, two tenants, a manual account to absorb, 
   t.equal(ok.statusCode, 200, ok.body);
   t.match(ok.json(), { kept: { id: manual, managedBySync: true, userName: 'Pupil1@School.example' }, absorbedId: synced });
   t.match(await env.db.selectFrom('audit_events').select('details').where('action', '=', 'merge').executeTakeFirstOrThrow(), { details: { via: 'admin-api' } });
+  t.equal(ok.json().alreadyMerged, false);
+
+  // The same merge again is no error and writes nothing, through the API and the CLI; another pair still is.
+  const auditRows = async () => Number((await env.db.selectFrom('audit_events').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow()).n);
+  const before = await auditRows();
+  const again = await call('POST', '/admin/accounts/merge', { keep: manual, absorb: synced });
+  t.equal(again.statusCode, 200, again.body);
+  t.match(again.json(), { kept: { id: manual, managedBySync: true }, absorbedId: synced, alreadyMerged: true });
+  const viaCli = await cli(env, 'account', 'merge', '--keep', manual, '--absorb', synced);
+  t.equal(viaCli.code, 0, viaCli.out);
+  t.match(viaCli.out, `${synced} was already merged into ${manual}; nothing changed.`);
+  t.equal(await auditRows(), before, 'no audit event for a merge already done');
+  t.same(
+    await env.db.selectFrom('account_aliases').select(['alias_id', 'account_id']).execute(),
+    [{ alias_id: synced, account_id: manual }],
+    'one alias, as after the first merge',
+  );
+  const elsewhere = await call('POST', '/admin/accounts/merge', { keep: old, absorb: synced });
+  t.equal(elsewhere.statusCode, 404, 'the absorbed id merged into another account is still no account to merge');
 });

@@ -40,6 +40,7 @@ t.test('first start on the embedded database, CLI alongside, reuse on restart', 
   t.ok(existsSync(path.join(dataDir, 'postgres', 'PG_VERSION')), 'the cluster lives in the data directory');
   t.ok(existsSync(path.join(dataDir, 'jwt-secret')), 'a signing key was generated');
   t.ok(log.lines.some((l) => l.includes('No tenant yet') && l.includes('portal-scim tenant create')), 'the log says how to create a tenant');
+  t.ok(log.lines.some((l) => l.includes('No tenant yet') && /DATABASE_URL.*PORT/.test(l)), "and to give the CLI the server's settings");
 
   const out: string[] = [];
   const io = { out: (s: string) => out.push(s), err: (s: string) => out.push(s), env };

@@ -36,7 +36,9 @@ export function claimedEntraTenant(token: string): string | undefined {
 
 export type EntraVerdict =
   | { ok: true; expiresAt: number }
-  | { ok: false; reason: 'expired' | 'audience' | 'unverified' | 'keys-unavailable' };
+  | { ok: false; reason: 'expired' | 'audience' | 'unverified' }
+  /** why: the fetch's error message, for the operator's log (no token, no key). */
+  | { ok: false; reason: 'keys-unavailable'; why: string };
 
 export interface EntraTokenSettings {
   jwksUrl: string;
@@ -82,7 +84,7 @@ export function entraTokenVerifier(settings: EntraTokenSettings): EntraTokenVeri
         });
         return { ok: true, expiresAt: (payload.exp ?? 0) * 1000 };
       } catch (error) {
-        if (error instanceof KeysUnavailable) return { ok: false, reason: 'keys-unavailable' };
+        if (error instanceof KeysUnavailable) return { ok: false, reason: 'keys-unavailable', why: error.cause instanceof Error ? error.cause.message : String(error.cause) };
         if (error instanceof errors.JWTExpired) return { ok: false, reason: 'expired' };
         if (error instanceof errors.JWTClaimValidationFailed && error.claim === 'aud') return { ok: false, reason: 'audience' };
         return { ok: false, reason: 'unverified' };

@@ -68,9 +68,13 @@ export function accountCommands(program: Command, ctx: CliContext): void {
     .option('--json', 'print JSON')
     .action(async (options: { keep: string; absorb: string; json?: boolean }) => {
       await ctx.withDatabase(async ({ db }) => {
-        const { kept, absorbedId } = await mergeAccounts(db, options.keep, options.absorb, CLI);
+        const { kept, absorbedId, alreadyMerged } = await mergeAccounts(db, options.keep, options.absorb, CLI);
         if (options.json) {
-          ctx.json({ kept: accountView(kept), absorbedId });
+          ctx.json({ kept: accountView(kept), absorbedId, alreadyMerged });
+          return;
+        }
+        if (alreadyMerged) {
+          ctx.out(`${absorbedId} was already merged into ${kept.id}; nothing changed.`, accountLines(kept));
           return;
         }
         ctx.out(

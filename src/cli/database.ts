@@ -15,7 +15,7 @@ const EXIT_CONFIG = 78;
 export function databaseCommands(program: Command, ctx: CliContext): void {
   program
     .command('serve')
-    .description('start the SCIM server (the same as npm start)')
+    .description('start the SCIM server (as npm start does, without its node flags)')
     .action(async () => {
       try {
         ctx.config();

@@ -13,7 +13,7 @@ import { credentialUseRecorder } from '../auth/credential-use.js';
 import { claimedEntraTenant, entraCredentialId, entraTokenVerifier, type EntraTokenSettings } from '../auth/entra-token.js';
 import { secretFor, type SigningKeys } from '../auth/keys.js';
 import { TOKEN_ALGORITHM } from '../auth/tokens.js';
-import { findActiveCredential, findEntraTokenTenant, type EntraTokenTenant } from '../db/credentials.js';
+import { findActiveCredential, findCredential, findEntraTokenTenant, type EntraTokenTenant } from '../db/credentials.js';
 import type { TenantSettings } from '../db/tenants.js';
 import type { Db } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
@@ -60,6 +60,8 @@ function bearerToken(header: string | undefined): string | undefined {
 
 interface CacheEntry {
   auth: RequestAuth | null;
+  /** Refused because this database has no credential of that id at all. */
+  unknown?: boolean;
   until: number;
 }
 
@@ -96,7 +98,10 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
     log.debug('credential checked against the database');
     const row = await findActiveCredential(options.db, tenantId, credentialId);
     const found = row ? { credentialId: row.id, tenant: row.tenant } : null;
-    const entry = { auth: found, until: now + options.cacheSeconds * 1000 };
+    // A token signed with this server's key whose credential this database
+    // never had: most often issued by a CLI that ran against another database.
+    const unknown = !row && (await findCredential(options.db, credentialId)) === undefined;
+    const entry = { auth: found, ...(unknown ? { unknown } : {}), until: now + options.cacheSeconds * 1000 };
     if (options.cacheSeconds > 0) {
       if (cache.size > 10_000) cache.clear();
       cache.set(key, entry);
@@ -125,7 +130,10 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
    * (checked first, so no other token makes this server fetch keys), then
    * Microsoft's signature, the algorithm, issuer, audience and expiry.
    */
-  async function authenticateEntra(token: string, entraTenantId: string): Promise<{ auth: RequestAuth; until: number }> {
+  // When the keys were last reported missing: an outage warns once a minute, not on every request.
+  let keysWarnedAt = -Infinity;
+
+  async function authenticateEntra(token: string, entraTenantId: string, log: FastifyBaseLogger): Promise<{ auth: RequestAuth; until: number }> {
     const { found: bound, until: checkedUntil } = await lookupEntraTenant(entraTenantId);
     if (!bound?.accepts) {
       throw unauthorized(
@@ -142,6 +150,10 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
         case 'audience':
           throw unauthorized("Entra's token was issued for another application: its audience is not the template of non-gallery applications.", 'invalid_token');
         case 'keys-unavailable':
+          if (Date.now() - keysWarnedAt >= 60_000) {
+            keysWarnedAt = Date.now();
+            log.warn({ jwksUrl: options.entra.jwksUrl, why: verdict.why }, "Microsoft's signing keys could not be fetched: Entra's own token is refused until they can");
+          }
           throw unauthorized("Microsoft's signing keys could not be fetched to check Entra's token; Entra retries later.");
         case 'unverified':
           throw unauthorized("Entra's token could not be verified with Microsoft's published signing keys.", 'invalid_token');
@@ -178,7 +190,7 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
     }
     const entraTenantId = claimedEntraTenant(token);
     if (entraTenantId !== undefined) {
-      const { auth: found, until } = await authenticateEntra(token, entraTenantId);
+      const { auth: found, until } = await authenticateEntra(token, entraTenantId, request.log);
       if (options.cacheSeconds > 0) {
         if (accepted.size > 10_000) accepted.clear();
         accepted.set(token, { auth: found, until });
@@ -202,6 +214,13 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
     const checked = await lookup(claims.tid, claims.jti, request.log);
     const found = checked.auth;
     if (!found) {
+      if (checked.unknown) {
+        request.log.info({ tenantId: claims.tid, credentialId: claims.jti }, "refused a token whose credential is not in this server's database");
+        throw unauthorized(
+          "The token's credential is not in this server's database: it was issued against another database (run the CLI with the server's DATABASE_URL), or its tenant was removed.",
+          'invalid_token',
+        );
+      }
       request.log.debug({ tenantId: claims.tid, credentialId: claims.jti }, 'refused a revoked credential or one of a disconnected tenant');
       throw unauthorized('The token has been revoked or its tenant is disconnected.', 'invalid_token');
     }

@@ -212,8 +212,8 @@ export async function adminRoutes(app: FastifyInstance, options: AdminOptions): 
 
   app.post('/accounts/merge', async (request) => {
     const { keep, absorb } = parseMerge(request.body);
-    const { kept, absorbedId } = await mergeAccounts(db, keep, absorb, actor(request));
-    return { kept: accountView(kept), absorbedId };
+    const { kept, absorbedId, alreadyMerged } = await mergeAccounts(db, keep, absorb, actor(request));
+    return { kept: accountView(kept), absorbedId, alreadyMerged };
   });
 
   app.get('/tenants/:id/failures', async (request) => {

@@ -3,7 +3,7 @@
 // and the merge that repairs a first sync which made a new account for a
 // person the portal already had. Each validates, writes in one transaction
 // and records its audit event.
-import { createdBySync, findAccount, mergeAccountRows, setOverrides, type Overrides } from '../db/account-repairs.js';
+import { createdBySync, findAccount, findAliasTarget, mergeAccountRows, setOverrides, type Overrides } from '../db/account-repairs.js';
 import { recordAudit } from '../db/audit.js';
 import { notifyChanges } from '../db/change-notifier.js';
 import type { AccountRow } from '../db/columns.js';
@@ -102,6 +102,8 @@ export async function changeOverrides(db: Db, id: string, change: OverrideChange
 export interface Merged {
   kept: AccountRow;
   absorbedId: string;
+  /** The pair was merged before: nothing was written. */
+  alreadyMerged: boolean;
 }
 
 /**
@@ -115,7 +117,7 @@ export async function mergeAccounts(db: Db, keepId: string, absorbId: string, ac
   const keep = accountId(keepId, 'an account');
   const absorb = accountId(absorbId, 'an account');
   if (keep === absorb) throw new ServiceError('invalid', 'An account cannot be merged into itself.');
-  const kept = await inTransaction(db, async (trx) => {
+  const merged = await inTransaction(db, async (trx): Promise<{ row: AccountRow; alreadyMerged: boolean }> => {
     // The tenant's turn first, before any row lock, as a SCIM write takes it
     // (rule 8): a disconnect waits for this merge and then turns the kept
     // account manual, or this merge waits for the disconnect and finds no
@@ -133,7 +135,11 @@ export async function mergeAccounts(db: Db, keepId: string, absorbId: string, ac
     const old = rows.get(keep);
     const added = rows.get(absorb);
     if (!old || old.deleted_at !== null) throw new ServiceError('not-found', `No account ${keep} to keep.`);
-    if (!added || added.deleted_at !== null) throw new ServiceError('not-found', `No account ${absorb} to merge.`);
+    if (!added || added.deleted_at !== null) {
+      // Doing again what is done is no error: the absorbed id already stands for the kept account.
+      if ((await findAliasTarget(trx, old.tenant_id, absorb)) === keep) return { row: old, alreadyMerged: true };
+      throw new ServiceError('not-found', `No account ${absorb} to merge.`);
+    }
     if (old.tenant_id !== added.tenant_id) throw new ServiceError('conflict', 'The two accounts belong to different tenants; only accounts of one tenant can be merged.');
     for (const row of [old, added]) {
       if (row.role === 'admin') throw new ServiceError('conflict', `Account ${row.id} is a portal admin; sync never touches admins, and neither does a merge.`);
@@ -160,10 +166,10 @@ export async function mergeAccounts(db: Db, keepId: string, absorbId: string, ac
       outcome: 'success',
       details: { kept: { id: old.id, userName: old.user_name }, absorbed: { id: added.id, userName: added.user_name }, ...auditVia(actor) },
     });
-    return row;
+    return { row, alreadyMerged: false };
   });
-  await notifyChanges(db);
-  return { kept, absorbedId: absorb };
+  if (!merged.alreadyMerged) await notifyChanges(db);
+  return { kept: merged.row, absorbedId: absorb, alreadyMerged: merged.alreadyMerged };
 }
 
 function objectBody(body: unknown, fields: readonly string[]): Record<string, unknown> {

@@ -165,8 +165,10 @@ const KIND_NAMES: Record<CredentialKind, string> = { token: 'Secret Token', clie
 export async function revokeCredential(db: Db, id: string, actor: Actor, scope: { kind?: CredentialKind; tenantId?: string } = {}): Promise<Revoked> {
   const what = scope.kind === undefined ? 'credential' : KIND_NAMES[scope.kind];
   const existing = await findCredential(db, id);
-  if (!existing || (scope.kind !== undefined && existing.kind !== scope.kind) || (scope.tenantId !== undefined && existing.tenant_id !== scope.tenantId)) {
-    throw new ServiceError('not-found', `No ${what} ${id}.`);
+  if (!existing || (scope.tenantId !== undefined && existing.tenant_id !== scope.tenantId)) throw new ServiceError('not-found', `No ${what} ${id}.`);
+  if (scope.kind !== undefined && existing.kind !== scope.kind) {
+    // token revoke takes a credential of either kind.
+    throw new ServiceError('not-found', `No ${what} ${id}: it is ${existing.kind === 'client' ? 'an' : 'a'} ${KIND_NAMES[existing.kind]}; revoke it with token revoke.`);
   }
   const revoked = await inTransaction(db, async (trx) => {
     const row = await revokeLiveCredential(trx, id, scope.kind);

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Test } from 'tap';
-import { buildApp } from '../../src/app.js';
+import { buildApp, type AppOptions } from '../../src/app.js';
 import { signingKeys, type SigningKeys } from '../../src/auth/keys.js';
 import { signToken } from '../../src/auth/tokens.js';
 import { loadConfig, type Config } from '../../src/config.js';
@@ -65,7 +65,7 @@ export interface TestApp extends TestTenant {
   db: Db;
 }
 
-export async function testApp(t: Test, env: Record<string, string> = {}, options: { writeStrategy?: WriteStrategy } = {}): Promise<TestApp> {
+export async function testApp(t: Test, env: Record<string, string> = {}, options: { writeStrategy?: WriteStrategy; logger?: AppOptions['logger'] } = {}): Promise<TestApp> {
   const database = await testDatabase(t);
   const config = loadConfig(testEnv(env));
   const keys = signingKeys(TEST_SECRET, config.jwtPreviousSecrets);
