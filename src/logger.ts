@@ -26,9 +26,17 @@ export const REDACTED_PATHS = [
 /** Longest URL a log line keeps: any path of ours fits, a client's 16 KB of junk does not. */
 export const LOGGED_URL_LENGTH = 300;
 
-/** A URL with its query values removed (only parameter names are kept), cut at LOGGED_URL_LENGTH. */
+/**
+ * A resource's place in a path that holds no resource id: a client that put
+ * a userName or a class name there (GET /Users/ada@school.example) would
+ * otherwise have it logged. Ids, .search and what follows stay.
+ */
+const NOT_AN_ID = /(\/(?:Users|Groups)\/)(?![0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?:[/?#]|$)|\.search(?:[/?#]|$))[^/?#]+/gi;
+
+/** A URL with its query values removed (only parameter names are kept) and no value in a resource id's place, cut at LOGGED_URL_LENGTH. */
 export function logUrl(url: string): string {
-  const [path = '', query] = url.split('?', 2);
+  const [rawPath = '', query] = url.split('?', 2);
+  const path = rawPath.replace(NOT_AN_ID, '$1<not an id>');
   const kept = query === undefined ? path : `${path}?${[...new Set(new URLSearchParams(query).keys())].join('&')}`;
   if (kept.length <= LOGGED_URL_LENGTH) return kept;
   return `${kept.slice(0, LOGGED_URL_LENGTH)}… (${kept.length - LOGGED_URL_LENGTH} more characters)`;

@@ -234,7 +234,7 @@ t.test('the log line of a failed request carries its scimType and the detail wit
 
   t.equal((await scim('GET', `/Users?filter=${encodeURIComponent('employeeNumber gt 98765e999')}`, undefined, { 'x-request-id': 'range' })).statusCode, 400);
   t.equal((await scim('PATCH', `/Users/${id}`, patch({ op: 'Replace', path: 'displayName', value: 'Pupil 2' }), { 'x-request-id': 'stale', 'if-match': 'if-match-marker' })).statusCode, 412);
-  const long = `/scim/v2/Users/${'x'.repeat(9000)}`;
+  const long = `/admin/tenants/${'x'.repeat(9000)}`;
   t.equal((await app.inject({ method: 'GET', url: `${long}?filter=${'y'.repeat(50)}`, headers: { 'x-request-id': 'long' } })).statusCode, 414);
   t.equal((await scim('GET', `/${'z'.repeat(9000)}`, undefined, { 'x-request-id': 'long-404' })).statusCode, 404);
   const completed = (requestId: string) => lines.find((l) => l.requestId === requestId && l.msg === 'request completed');
@@ -252,12 +252,15 @@ t.test('the log line of a failed request carries its scimType and the detail wit
   t.match(completed('dup'), { res: { statusCode: 409 }, scimType: 'uniqueness', detail: 'A user with userName "…" already exists (userName is unique in any case).' });
   t.match(completed('path'), { res: { statusCode: 400 }, scimType: 'invalidPath', detail: 'The path "…" names no sub-attribute of emails.' });
   t.match(completed('group'), { res: { statusCode: 404 }, detail: 'No group <id>.' });
+  t.equal((await scim('GET', '/Users/path.secret@school.example', undefined, { 'x-request-id': 'name-as-id' })).statusCode, 404);
+  const nameAsId = lines.filter((l) => l.requestId === 'name-as-id');
+  t.ok(nameAsId.some((l) => (l.req as { url?: string } | undefined)?.url === '/scim/v2/Users/<not an id>'), "a userName in an id's place is not logged");
   t.match(completed('stale'), { res: { statusCode: 412 }, detail: 'The resource has changed: its version is W/"…", not ….' }, 'the If-Match value as sent is not logged');
   t.notOk('scimType' in (completed('group') ?? {}), 'an error without a scimType has none in its line');
   const ok = lines.find((l) => l.msg === 'request completed' && (l.res as { statusCode?: number }).statusCode === 201);
   t.ok(ok && !('detail' in ok), 'a successful request has no detail');
   const all = JSON.stringify(lines);
-  for (const value of ['Pupil1@School.example', 'pupil1@school.example', 'hidden.address', 'Pupil 2', 'not-a-member-id', '98765e999', 'if-match-marker']) {
+  for (const value of ['Pupil1@School.example', 'pupil1@school.example', 'hidden.address', 'Pupil 2', 'not-a-member-id', '98765e999', 'if-match-marker', 'path.secret']) {
     t.notOk(all.includes(value), `no value from a body in the log (${value})`);
   }
 });
