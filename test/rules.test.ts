@@ -12,7 +12,7 @@ import { AdminCollision, addressesTaken, adminCollisionError, refuseAdminCollisi
 import { addresses, adoptableAddresses, adoptionDetails, chooseAdoption, inVerifiedDomain } from '../src/scim/rules/adoption.js';
 import { adminCollisionEvent, classChanged, userChanged, userCreated } from '../src/scim/rules/audit-events.js';
 import { namedMembers, netMemberChange, notUsersError } from '../src/scim/rules/class-members.js';
-import { changeAction, isActive } from '../src/scim/rules/deprovisioning.js';
+import { activeAfterReplace, changeAction, isActive } from '../src/scim/rules/deprovisioning.js';
 import { planUserChange, planUserCreate, planUserDelete } from '../src/scim/user-writes.js';
 import { PORTAL } from './helpers/scim.js';
 
@@ -165,6 +165,10 @@ t.test('deprovisioning: deactivation and reactivation are their own actions', as
   t.ok(isActive(undefined), 'absent is active');
   t.notOk(isActive(false));
   t.ok(isActive('false'), 'only the boolean false deactivates: the dialect turns "False" into false before');
+  t.equal(activeAfterReplace(undefined, false), false, 'a replace that does not say keeps a deactivated account deactivated');
+  t.equal(activeAfterReplace(undefined, true), true, 'and an active one active');
+  t.equal(activeAfterReplace(true, false), true, 'a replace that says active reactivates');
+  t.equal(activeAfterReplace(false, true), false, 'and one that says inactive deactivates');
 });
 
 t.test('class members: net change of operations in order, every named member checked', async (t) => {

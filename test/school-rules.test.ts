@@ -74,3 +74,29 @@ t.test('members added by hand survive every SCIM change of the class', async (t)
   await scim('DELETE', `/Users/${synced}`);
   t.equal((await db.selectFrom('class_memberships').select('account_id').where('account_id', '=', synced).execute()).length, 0, 'a deleted user leaves every class');
 });
+
+t.test('a PUT that leaves active out keeps a deactivated leaver deactivated (rule 6); one that sends it decides', async (t) => {
+  const { app, headers, db } = await testApp(t);
+  const scim = client(app, headers);
+  const id = (await scim('POST', '/Users', entraUser(1))).json().id as string;
+  t.equal((await scim('PATCH', `/Users/${id}`, patch({ op: 'Replace', path: 'active', value: 'False' }))).statusCode, 200);
+  const state = async () => (await db.selectFrom('accounts').select(['active', 'version']).where('id', '=', id).executeTakeFirstOrThrow());
+  const reactivations = async () => (await db.selectFrom('audit_events').select('id').where('object_id', '=', id).where('action', '=', 'reactivate').execute()).length;
+
+  const { active: _omitted, ...withoutActive } = entraUser(1, { displayName: 'Pupil One' });
+  const kept = await scim('PUT', `/Users/${id}`, withoutActive);
+  t.equal(kept.statusCode, 200);
+  t.equal(kept.json().active, false, 'answered inactive');
+  t.match(await state(), { active: false }, 'stored inactive');
+  t.equal(kept.json().displayName, 'Pupil One', 'the rest of the PUT is written');
+  t.equal(await reactivations(), 0, 'no reactivation');
+  const unchanged = await scim('PUT', `/Users/${id}`, withoutActive);
+  t.equal(unchanged.json().meta.version, kept.json().meta.version, 'the same PUT again changes nothing');
+
+  const back = await scim('PUT', `/Users/${id}`, { ...withoutActive, active: true });
+  t.equal(back.json().active, true, 'a PUT that sends active: true reactivates');
+  t.match(await state(), { active: true });
+  t.equal(await reactivations(), 1);
+  const stillActive = await scim('PUT', `/Users/${id}`, withoutActive);
+  t.equal(stillActive.json().active, true, 'and leaving it out then keeps the account active');
+});

@@ -26,7 +26,7 @@ import { checkStringLengths } from './limits.js';
 import { resolveRole } from './rules/roles.js';
 import { addresses, inVerifiedDomain, linkEmail } from './rules/adoption.js';
 import { addressesTaken } from './rules/admin-guard.js';
-import { isActive } from './rules/deprovisioning.js';
+import { activeAfterReplace, isActive } from './rules/deprovisioning.js';
 import { PORTAL_SCHEMA, USER_SCHEMA, coerceResource } from './schemas.js';
 import { planUserChange, planUserCreate, planUserDelete } from './user-writes.js';
 import { actorOf, deleteSteps, runWrite, type Step, type Write } from './write.js';
@@ -222,17 +222,19 @@ export const users: ResourceHandler = {
   },
 
   async replace(ctx, id, body, ifMatch) {
-    const values = fromScimUser(inbound(body), ctx.tenant.roleMapping);
+    const resource = inbound(body);
+    const values = fromScimUser(resource, ctx.tenant.roleMapping);
+    const valuesFor = (row: AccountResource): AccountValues => ({ ...values, active: activeAfterReplace(resource.active, row.active) });
     return forgetting(ctx, id, async () => {
       const written = await writeUser(ctx, () => values.user_name, {
         quick: [
           async () => {
             const row = await readAccount(ctx, ctx.db, id, false);
             checkIfMatch(ifMatch, row.version);
-            return changeStep(ctx, row, values, 'unread', 'answer');
+            return changeStep(ctx, row, valuesFor(row), 'unread', 'answer');
           },
         ],
-        locked: (trx) => lockedChange(ctx, trx, id, ifMatch, async () => values, 'answer'),
+        locked: (trx) => lockedChange(ctx, trx, id, ifMatch, async (row) => valuesFor(row), 'answer'),
       });
       return answer(ctx, written);
     });

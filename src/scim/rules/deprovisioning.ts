@@ -15,3 +15,13 @@ export function changeAction(wasActive: boolean, isActive: boolean): Extract<Aud
 export function isActive(value: unknown): boolean {
   return value !== false;
 }
+
+/**
+ * `active` after a replace (PUT): as sent, or, when the message does not say,
+ * the account's own state. RFC 7644 §3.5.1 lets a server keep or default an
+ * omitted attribute; defaulting to active would let a PUT that simply left it
+ * out give a deactivated leaver sign-in again.
+ */
+export function activeAfterReplace(sent: unknown, current: boolean): boolean {
+  return sent === undefined ? current : isActive(sent);
+}
