@@ -147,4 +147,50 @@ t.test('killed mid-batch and started again, the consumer applies every change ex
   t.equal(lastAction.get(users[2] ?? ''), 'deleted');
   t.equal(lastAction.get(users[1] ?? ''), 'reactivated');
   t.ok(await tableExists(db, 'change_consumer_cursor'));
+  t.same(await memberships(db, 'change_consumer_memberships'), await memberships(db, 'portal_class_memberships'), 'its copy of the memberships is the view');
+});
+
+/** A table's memberships, in one order, as the consumer's copy and the view both have them. */
+async function memberships(db: Db, table: 'change_consumer_memberships' | 'portal_class_memberships'): Promise<unknown[]> {
+  return (await sql`SELECT class_id, account_id, synced, manual FROM ${sql.table(table)} ORDER BY class_id, account_id`.execute(db)).rows;
+}
+
+t.test('changes of one membership listed in the other order of their commits: the copy made from the view ends as the view', async (t) => {
+  const env = await testApp(t);
+  const { db } = env;
+  const scim = client(env.app, env.headers);
+  const [a, b] = [await create(scim, 1), await create(scim, 2)];
+  const classId = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: '8C', members: [{ value: b }] })).json().id as string;
+  const consumer = startConsumer(t, env.database.url);
+  await until('the consumer to follow the feed', () => consumer.lines.some((l) => l.includes('following the change feed')));
+
+  // A teacher adds two pupils by hand in one transaction (the contract's
+  // statement). It has its transaction id from the first; meanwhile Entra
+  // removes the second pupil and commits; then the teacher adds that pupil.
+  const portal = new pg.Client({ connectionString: env.database.url });
+  await portal.connect();
+  t.teardown(() => portal.end());
+  const addByHand = (account: string) =>
+    portal.query(
+      `INSERT INTO class_memberships (tenant_id, class_id, account_id, manual)
+       SELECT tenant_id, $2, id, true FROM accounts WHERE tenant_id = $1 AND id = $3 AND deleted_at IS NULL FOR SHARE
+       ON CONFLICT (tenant_id, class_id, account_id) DO UPDATE SET manual = true, manual_by_disconnect = false
+        WHERE NOT class_memberships.manual OR class_memberships.manual_by_disconnect`,
+      [env.tenant.id, classId, account],
+    );
+  await portal.query('BEGIN');
+  await addByHand(a);
+  t.equal((await scim('PATCH', `/Groups/${classId}`, patch({ op: 'Remove', path: 'members', value: [{ value: b }] }))).statusCode, 204);
+  await addByHand(b);
+  await portal.query('COMMIT');
+  await until('the consumer to catch up', () => caughtUp(db));
+
+  const listed = await sql<{ action: string }>`
+    SELECT action FROM change_events WHERE object_type = 'membership' AND related_id = ${b}::uuid ORDER BY position`.execute(db);
+  t.same(listed.rows.map((r) => r.action), ['created', 'created', 'deleted'], "the feed lists the teacher's add before Entra's removal that committed first");
+  t.same(await memberships(db, 'portal_class_memberships'), [
+    { class_id: classId, account_id: a, synced: false, manual: true },
+    { class_id: classId, account_id: b, synced: false, manual: true },
+  ].sort((x, y) => x.account_id.localeCompare(y.account_id)), 'both pupils are in the class, by hand');
+  t.same(await memberships(db, 'change_consumer_memberships'), await memberships(db, 'portal_class_memberships'), "the consumer's copy is the view, not what the last action says");
 });

@@ -60,7 +60,14 @@ const SCHEMA = `
     account_id uuid NOT NULL,
     last_action text NOT NULL,
     position numeric NOT NULL,
-    PRIMARY KEY (tenant_id, account_id));`;
+    PRIMARY KEY (tenant_id, account_id));
+  CREATE TABLE IF NOT EXISTS change_consumer_memberships (
+    tenant_id uuid NOT NULL,
+    class_id uuid NOT NULL,
+    account_id uuid NOT NULL,
+    synced boolean NOT NULL,
+    manual boolean NOT NULL,
+    PRIMARY KEY (tenant_id, class_id, account_id));`;
 
 async function connect(role) {
   const client = new pg.Client({ connectionString: settings.url, application_name: role });
@@ -82,10 +89,18 @@ async function prepare(db) {
 
 /**
  * What the portal does with a change. Here: a log of every change applied,
- * and each account's last action (a portal would end the sessions of an
- * account deactivated, deleted or purged, or whose change lists `active`
- * while the account reads inactive, and re-point its own rows after a
- * merge). Everything it writes is in the caller's transaction.
+ * each account's last action, and a copy of the class memberships. Everything
+ * it writes is in the caller's transaction.
+ *
+ * A row says that its object changed and how; where the object ended up is
+ * in the views. Two transactions' changes of one object can come in the
+ * opposite order of their commits (a member removed by one and added again
+ * by another that had begun writing first lists `created` before `deleted`),
+ * so the copy is made from the view when the row is applied, never from the
+ * action alone. A portal does the same: it reads `portal_accounts` before it
+ * ends an account's sessions (deactivated, deleted or purged, or a change
+ * listing `active` while the account reads inactive), and re-points its own
+ * rows after a `merged`.
  */
 async function apply(db, change) {
   await db.query(
@@ -99,6 +114,23 @@ async function apply(db, change) {
        ON CONFLICT (tenant_id, account_id) DO UPDATE SET last_action = EXCLUDED.last_action, position = EXCLUDED.position`,
       [change.tenant_id, change.object_id, change.action, change.position],
     );
+  }
+  if (change.object_type === 'membership') {
+    const now = await db.query('SELECT synced, manual FROM portal_class_memberships WHERE tenant_id = $1 AND class_id = $2 AND account_id = $3', [
+      change.tenant_id,
+      change.object_id,
+      change.related_id,
+    ]);
+    const member = now.rows[0];
+    if (member === undefined) {
+      await db.query('DELETE FROM change_consumer_memberships WHERE tenant_id = $1 AND class_id = $2 AND account_id = $3', [change.tenant_id, change.object_id, change.related_id]);
+    } else {
+      await db.query(
+        `INSERT INTO change_consumer_memberships (tenant_id, class_id, account_id, synced, manual) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (tenant_id, class_id, account_id) DO UPDATE SET synced = EXCLUDED.synced, manual = EXCLUDED.manual`,
+        [change.tenant_id, change.object_id, change.related_id, member.synced, member.manual],
+      );
+    }
   }
 }
 
