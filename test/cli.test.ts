@@ -93,6 +93,11 @@ t.test('bad input gets a clear error and a non-zero exit code', async (t) => {
     t.not(result.code, 0, `${argv.join(' ')} fails`);
     t.match(result.err, message, `${argv.join(' ')} says why`);
   }
+  // Nothing listens on port 1: an outage, not a failed migration.
+  const unreachable = await cli({ ...env, DATABASE_URL: 'postgres://postgres@127.0.0.1:1/nowhere' }, 'tenant', 'list');
+  t.equal(unreachable.code, 1);
+  t.match(unreachable.err, /^portal-scim: the database cannot be reached \(.*\): check DATABASE_URL/, 'a database that cannot be reached says so');
+  t.notMatch(unreachable.err, /migration/, 'and blames no migration');
   const badConfig = await cli({ ...env, PORT: 'x' }, 'tenant', 'list');
   t.equal(badConfig.code, 1);
   t.match(badConfig.err, /PORT: must be a whole number/);

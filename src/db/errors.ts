@@ -22,6 +22,8 @@ const UNAVAILABLE_MESSAGES = [
   'cannot use a pool after calling end',
   'client was closed',
   'query read timeout', // pg's query_timeout: the server did not answer at all
+  // SQLSTATE 55000, which also names errors that are no outage: a database closed for maintenance (ALLOW_CONNECTIONS false).
+  'is not currently accepting connections',
 ];
 
 /** Whether a failure means the database cannot answer now (worth a retry later). */

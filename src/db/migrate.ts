@@ -5,6 +5,7 @@ import { readdir } from 'node:fs/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import path from 'node:path';
 import { Migrator, NO_MIGRATIONS, type Kysely, type Migration, type MigrationProvider, type MigrationResultSet } from 'kysely';
+import { isDatabaseUnavailable } from './errors.js';
 
 // src/db/ and dist/src/db/ both sit two levels below the folder holding migrations/.
 const migrationsDir = fileURLToPath(new URL('../../migrations/', import.meta.url));
@@ -37,8 +38,13 @@ export class MigrationError extends Error {
 
 function check(result: MigrationResultSet): string[] {
   if (result.error) {
-    const failed = result.results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
-    throw new MigrationError(`migration ${failed} failed: ${result.error instanceof Error ? result.error.message : JSON.stringify(result.error)}`, { cause: result.error });
+    const failed = result.results?.find((r) => r.status === 'Error')?.migrationName;
+    const message = result.error instanceof Error ? result.error.message : JSON.stringify(result.error);
+    // No migration ran: the database could not be asked which are applied. An outage, not a broken migration.
+    if (failed === undefined && isDatabaseUnavailable(result.error)) {
+      throw new MigrationError(`the database cannot be reached (${message}): check DATABASE_URL and that PostgreSQL runs and takes connections`, { cause: result.error });
+    }
+    throw new MigrationError(`migration ${failed ?? 'unknown'} failed: ${message}`, { cause: result.error });
   }
   return (result.results ?? []).map((r) => r.migrationName);
 }
