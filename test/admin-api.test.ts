@@ -249,3 +249,30 @@ t.test('a verified domain belongs to one tenant: the API, the CLI and the databa
   const owners = await env.db.selectFrom('tenants').select('name').where(sql<boolean>`verified_domains @> ARRAY['race.example']`).execute();
   t.equal(owners.length, 1);
 });
+
+t.test('conflicts of the last 24 hours are those seen in them, however long ago they opened', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const out: string[] = [];
+  const io = { out: (s: string) => out.push(s), err: (s: string) => out.push(s), env: testEnv({ DATABASE_URL: env.database.url }) };
+  t.equal(await runCli(['admin-token', 'issue', '--json'], io), 0, out.join('\n'));
+  const { token } = JSON.parse(out.pop() ?? '{}') as { token: string };
+  const overview = async () =>
+    (await env.app.inject({ method: 'GET', url: `/admin/tenants/${env.tenant.id}`, headers: { authorization: `Bearer ${token}` } })).json() as { openConflicts24h: number; openConflicts: number };
+  const cliOverview = async () => {
+    t.equal(await runCli(['status', '--tenant', env.tenant.id, '--json'], io), 0);
+    return JSON.parse(out.pop() ?? '{}') as { openConflicts24h: number; openConflicts: number };
+  };
+
+  await env.db
+    .insertInto('accounts')
+    .values({ tenant_id: env.tenant.id, managed_by: 'manual', role: 'admin', user_name: 'head', email: 'pupil1@school.example', scim: '{}' })
+    .execute();
+  t.equal((await scim('POST', '/Users', entraUser(1))).statusCode, 409);
+  await sql`UPDATE sync_conflicts SET at = at - interval '2 days', last_seen_at = last_seen_at - interval '2 days'`.execute(env.db);
+  t.match(await overview(), { openConflicts24h: 0, openConflicts: 1 }, 'opened two days ago and not seen since: not of the last 24 hours');
+
+  t.equal((await scim('POST', '/Users', entraUser(1))).statusCode, 409, "Entra's next cycle meets it again");
+  t.match(await overview(), { openConflicts24h: 1, openConflicts: 1 }, 'seen again now: of the last 24 hours');
+  t.match(await cliOverview(), { openConflicts24h: 1, openConflicts: 1 }, 'the CLI says the same');
+});

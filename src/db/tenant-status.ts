@@ -70,7 +70,7 @@ function overviewQuery(db: Executor, now: Date, where?: (tenant: Expression<stri
       (eb) =>
         eb
           .selectFrom('sync_conflicts as c')
-          .select([(e) => e.fn.countAll<string>().as('open'), sql<string>`count(*) FILTER (WHERE c.at > ${since})`.as('recent')])
+          .select([(e) => e.fn.countAll<string>().as('open'), sql<string>`count(*) FILTER (WHERE c.last_seen_at > ${since})`.as('recent')])
           .whereRef('c.tenant_id', '=', 't.id')
           .where('c.resolved_at', 'is', null)
           .as('c'),
