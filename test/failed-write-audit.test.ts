@@ -2,6 +2,7 @@
 // to record it at once: the event waits and is written as soon as one is.
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type pg from 'pg';
 import t from 'tap';
 import { buildApp } from '../src/app.js';
 import { signingKeys } from '../src/auth/keys.js';
@@ -22,8 +23,10 @@ t.test('the audit event of a failed write waits for a free connection instead of
   const { headers, tenant } = await tenantWithToken(database.db, config, keys);
   t.equal((await app.inject({ method: 'GET', url: '/scim/v2/Users?count=1', headers })).statusCode, 200, 'the credential check is remembered');
 
-  // The fault: every connection of the app's pool is taken.
-  const taken = [await pool.connect(), await pool.connect()];
+  // The fault: every connection of the app's pool is taken. Each is released
+  // in teardown whatever happens, or closing the pool would wait for it; and
+  // opening one may take longer than the pool's short timeout on a busy machine.
+  const taken: pg.PoolClient[] = [];
   let released = false;
   const release = (): void => {
     if (released) return;
@@ -31,6 +34,10 @@ t.test('the audit event of a failed write waits for a free connection instead of
     for (const client of taken) client.release();
   };
   t.teardown(release);
+  while (taken.length < 2) {
+    const client = await pool.connect().catch(() => undefined);
+    if (client) taken.push(client);
+  }
 
   const userIds = [randomUUID(), randomUUID()];
   const failed = [];
@@ -48,7 +55,11 @@ t.test('the audit event of a failed write waits for a free connection instead of
       .orderBy('id')
       .execute();
   t.same(await events(), [], 'no connection was free: nothing is recorded yet');
+  const answeredBy = Date.now();
 
+  // Written a second later, as after a short outage.
+  await sleep(1000);
+  const releasedAt = Date.now();
   release();
   let recorded = await events();
   for (let i = 0; i < 100 && recorded.length < failed.length; i++) {
@@ -69,4 +80,7 @@ t.test('the audit event of a failed write waits for a free connection instead of
     })),
     'both failed writes are recorded, in order, once a connection is free',
   );
+  const times = await database.db.selectFrom('audit_events').select('at').where('tenant_id', '=', tenant.id).where('outcome', '=', 'failure').execute();
+  t.equal(times.length, failed.length);
+  for (const { at } of times) t.ok(at.getTime() <= answeredBy && at.getTime() < releasedAt, 'each bears the time it failed, not the time it was written');
 });

@@ -39,6 +39,8 @@ export interface AuditEvent {
   credentialId?: string | null;
   requestId?: string | null;
   details?: JsonObject;
+  /** When it happened, for an event written later (a failed write waiting out an outage); else when it is written. */
+  at?: Date;
 }
 
 /**
@@ -67,6 +69,8 @@ export interface AuditColumns {
   credentialId: RawBuilder<unknown>;
   requestId: RawBuilder<unknown>;
   details: RawBuilder<unknown>;
+  /** Only for an event written after it happened; the column's default (the transaction's time) otherwise. */
+  at?: RawBuilder<unknown>;
 }
 
 /**
@@ -76,6 +80,11 @@ export interface AuditColumns {
  */
 export function auditInsert(columns: AuditColumns, from?: RawBuilder<unknown>): RawBuilder<unknown> {
   const c = columns;
+  if (c.at !== undefined) {
+    return sql`INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details, at)
+    SELECT ${c.tenantId}, ${c.action}, ${c.objectType}, ${c.objectId}, ${c.objectRef}, ${c.outcome}, ${c.credentialId}, ${c.requestId}, ${c.details}, ${c.at}
+    ${from ?? sql``}`;
+  }
   return sql`INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
     SELECT ${c.tenantId}, ${c.action}, ${c.objectType}, ${c.objectId}, ${c.objectRef}, ${c.outcome}, ${c.credentialId}, ${c.requestId}, ${c.details}
     ${from ?? sql``}`;
@@ -93,6 +102,7 @@ function eventColumns(event: AuditEvent): AuditColumns {
     credentialId: sql`${event.credentialId ?? null}::uuid`,
     requestId: sql`${event.requestId ?? null}::text`,
     details: sql`${JSON.stringify(event.details ?? {})}::jsonb`,
+    ...(event.at !== undefined ? { at: sql`${event.at}::timestamptz` } : {}),
   };
 }
 

@@ -80,6 +80,8 @@ export function failedWriteEvent(write: FailedWrite): AuditEvent | undefined {
     credentialId: write.credentialId,
     requestId: write.requestId,
     details,
+    // The time Entra got its answer: an event that waits out an outage is written later.
+    at: new Date(),
   };
 }
 
