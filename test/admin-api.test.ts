@@ -276,3 +276,33 @@ t.test('conflicts of the last 24 hours are those seen in them, however long ago 
   t.match(await overview(), { openConflicts24h: 1, openConflicts: 1 }, 'seen again now: of the last 24 hours');
   t.match(await cliOverview(), { openConflicts24h: 1, openConflicts: 1 }, 'the CLI says the same');
 });
+
+t.test('a school whose only Secret Token expired is failing, and says what to do; a new token ends it', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const out: string[] = [];
+  const io = { out: (s: string) => out.push(s), err: (s: string) => out.push(s), env: testEnv({ DATABASE_URL: env.database.url }) };
+  t.equal(await runCli(['admin-token', 'issue', '--json'], io), 0, out.join('\n'));
+  const { token } = JSON.parse(out.pop() ?? '{}') as { token: string };
+  const health = async () =>
+    ((await env.app.inject({ method: 'GET', url: `/admin/tenants/${env.tenant.id}`, headers: { authorization: `Bearer ${token}` } })).json() as { health: string }).health;
+  const cliHealth = async () => {
+    t.equal(await runCli(['status', '--tenant', env.tenant.id], io), 0);
+    return (out.pop() ?? '').split('\n').find((line) => line.startsWith('Health')) ?? '';
+  };
+
+  t.equal((await scim('POST', '/Users', entraUser(1))).statusCode, 201);
+  t.equal(await health(), 'healthy', 'it syncs');
+  await sql`UPDATE credentials SET expires_at = now() - interval '1 minute' WHERE tenant_id = ${env.tenant.id}::uuid`.execute(env.db);
+  t.equal(await health(), 'failing', 'its only credential has expired: every request Entra sends is refused');
+  t.match(await cliHealth(), /failing: no credential works: .*expired or been revoked.*portal-scim token issue --tenant /, 'and the CLI says why and what to do');
+
+  t.equal(await runCli(['token', 'issue', '--tenant', env.tenant.id, '--json'], io), 0);
+  out.pop();
+  t.equal(await health(), 'healthy', 'a new token ends it');
+
+  t.equal(await runCli(['tenant', 'create', '--name', 'New School', '--json'], io), 0);
+  const fresh = (JSON.parse(out.pop() ?? '{}') as { id: string }).id;
+  t.equal(await runCli(['status', '--tenant', fresh], io), 0);
+  t.match(out.pop() ?? '', /Health: +never synced: no request from Entra yet, and no credential issued: issue a Secret Token/, 'a school not yet given a credential is told apart');
+});

@@ -49,6 +49,19 @@ t.test('health: disconnected, failing, never synced, silent, healthy', async (t)
   for (const [label, input, expected] of cases) t.equal(tenantHealth(input, NOW, settings), expected, label);
 });
 
+t.test('health: a connected tenant none of whose credentials works is failing, whatever its counts say', async (t) => {
+  const working = (issued: number, live: number, acceptsEntraToken = false) => ({ credentials: { issued, working: live }, acceptsEntraToken });
+  const cases: [string, HealthSignals, string][] = [
+    ['every credential expired or revoked, requests a minute ago', { ...signals({ writes: [5, 0] }), ...working(2, 0) }, 'failing'],
+    ['and never a request', { ...signals({ lastRequestAt: null }), ...working(1, 0) }, 'failing'],
+    ['one of two still works', { ...signals({ writes: [5, 0] }), ...working(2, 1) }, 'healthy'],
+    ['none issued yet: not started', { ...signals({ lastRequestAt: null }), ...working(0, 0) }, 'never synced'],
+    ["none works, but Entra's own token is accepted", { ...signals({ writes: [5, 0] }), ...working(1, 0, true) }, 'healthy'],
+    ['disconnected: its credentials were revoked on purpose', { ...signals({ connected: false }), ...working(2, 0) }, 'disconnected'],
+  ];
+  for (const [label, input, expected] of cases) t.equal(tenantHealth(input, NOW, settings), expected, label);
+});
+
 t.test('the last hour counts the whole current hour and the part of the previous one still within 60 minutes', async (t) => {
   t.equal(lastHour({ current: 10, previous: 40 }, NOW), 40, '10 + 40 × 3/4');
   t.equal(lastHour({ current: 10, previous: 40 }, new Date(Date.UTC(2026, 10, 30, 12, 0))), 50, 'at the full hour, all of the previous one');

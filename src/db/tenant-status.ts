@@ -24,6 +24,10 @@ export interface TenantOverviewRow {
   failures24h: number;
   openConflicts24h: number;
   openConflicts: number;
+  /** Its Secret Tokens and OAuth clients: how many were ever issued, and how many work now (neither revoked nor expired). */
+  credentials: { issued: number; working: number };
+  /** It accepts the token Entra signs itself, which needs no credential of ours. */
+  acceptsEntraToken: boolean;
 }
 
 export interface TenantStatus extends TenantOverviewRow {
@@ -76,10 +80,25 @@ function overviewQuery(db: Executor, now: Date, where?: (tenant: Expression<stri
           .as('c'),
       (join) => join.onTrue(),
     )
+    .leftJoinLateral(
+      (eb) =>
+        eb
+          .selectFrom('credentials as k')
+          .select([
+            (e) => e.fn.countAll<string>().as('issued'),
+            sql<string>`count(*) FILTER (WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ${now}))`.as('working'),
+          ])
+          .whereRef('k.tenant_id', '=', 't.id')
+          .as('k'),
+      (join) => join.onTrue(),
+    )
     .select([
       't.id',
       't.name',
       't.verified_domains',
+      't.accept_entra_token',
+      'k.issued',
+      'k.working',
       't.disconnected_at',
       't.last_request_at',
       't.created_at',
@@ -110,6 +129,8 @@ function toOverview(row: OverviewSqlRow): TenantOverviewRow {
     failures24h: Number(row.failures ?? 0),
     openConflicts24h: Number(row.recent ?? 0),
     openConflicts: Number(row.open ?? 0),
+    credentials: { issued: Number(row.issued ?? 0), working: Number(row.working ?? 0) },
+    acceptsEntraToken: row.accept_entra_token,
   };
 }
 

@@ -49,10 +49,24 @@ export interface HealthSignals {
   lastRequestAt: Date | null;
   writes: TwoHours;
   writeFailures: TwoHours;
+  /** Its credentials, when known: none working means every request Entra sends is refused. */
+  credentials?: { issued: number; working: number };
+  acceptsEntraToken?: boolean;
+}
+
+/**
+ * Whether the tenant had credentials and none works now (each revoked or
+ * expired) while Entra's own token is not accepted either: Entra's requests
+ * are refused before they name the tenant, so its request counts cannot show it.
+ */
+export function credentialsGone(signals: HealthSignals): boolean {
+  const { credentials } = signals;
+  return signals.connected && credentials !== undefined && credentials.issued > 0 && credentials.working === 0 && signals.acceptsEntraToken !== true;
 }
 
 export function tenantHealth(signals: HealthSignals, now: Date, settings: HealthSettings): Health {
   if (!signals.connected) return 'disconnected';
+  if (credentialsGone(signals)) return 'failing';
   const writes = lastHour(signals.writes, now);
   const failures = lastHour(signals.writeFailures, now);
   if (failures > 0 && failures > FAILING_SHARE * writes) return 'failing';
@@ -101,10 +115,16 @@ function duration(ms: number): string {
 export function healthReason(tenant: TenantOverview, now: Date, settings: HealthSettings): string {
   switch (tenant.health) {
     case 'failing':
+      if (credentialsGone(tenant)) {
+        return `no credential works: its Secret Tokens and OAuth clients have all expired or been revoked, so every request from Entra is refused; issue a new one (portal-scim token issue --tenant ${tenant.tenantId}) for the school to paste`;
+      }
       return `${tenant.writeFailuresLastHour} of ${tenant.writesLastHour} writes failed in the last hour (more than ${FAILING_SHARE * 100}%)`;
     case 'silent':
       return `no request for ${duration(now.getTime() - (tenant.lastRequestAt?.getTime() ?? now.getTime()))} (silent after ${duration(settings.silentAfterMs)})`;
     case 'never synced':
+      if (tenant.credentials.issued === 0 && !tenant.acceptsEntraToken) {
+        return `no request from Entra yet, and no credential issued: issue a Secret Token (portal-scim token issue --tenant ${tenant.tenantId}) for the school to paste`;
+      }
       return 'no request from Entra yet: the school has not started provisioning';
     case 'healthy':
       return `requests arrive; ${tenant.writeFailuresLastHour} of ${tenant.writesLastHour} writes failed in the last hour`;
