@@ -258,7 +258,7 @@ t.test('conflicts of the last 24 hours are those seen in them, however long ago 
   t.equal(await runCli(['admin-token', 'issue', '--json'], io), 0, out.join('\n'));
   const { token } = JSON.parse(out.pop() ?? '{}') as { token: string };
   const overview = async () =>
-    (await env.app.inject({ method: 'GET', url: `/admin/tenants/${env.tenant.id}`, headers: { authorization: `Bearer ${token}` } })).json() as { openConflicts24h: number; openConflicts: number };
+    (await env.app.inject({ method: 'GET', url: `/admin/tenants/${env.tenant.id}`, headers: { authorization: `Bearer ${token}` } })).json<{ openConflicts24h: number; openConflicts: number }>();
   const cliOverview = async () => {
     t.equal(await runCli(['status', '--tenant', env.tenant.id, '--json'], io), 0);
     return JSON.parse(out.pop() ?? '{}') as { openConflicts24h: number; openConflicts: number };
@@ -285,7 +285,7 @@ t.test('a school whose only Secret Token expired is failing, and says what to do
   t.equal(await runCli(['admin-token', 'issue', '--json'], io), 0, out.join('\n'));
   const { token } = JSON.parse(out.pop() ?? '{}') as { token: string };
   const health = async () =>
-    ((await env.app.inject({ method: 'GET', url: `/admin/tenants/${env.tenant.id}`, headers: { authorization: `Bearer ${token}` } })).json() as { health: string }).health;
+    (await env.app.inject({ method: 'GET', url: `/admin/tenants/${env.tenant.id}`, headers: { authorization: `Bearer ${token}` } })).json<{ health: string }>().health;
   const cliHealth = async () => {
     t.equal(await runCli(['status', '--tenant', env.tenant.id], io), 0);
     return (out.pop() ?? '').split('\n').find((line) => line.startsWith('Health')) ?? '';

@@ -5,10 +5,13 @@
 import type { AddressInfo } from 'node:net';
 import { sql } from 'kysely';
 import { Registry } from 'prom-client';
+import { Writable } from 'node:stream';
 import t from 'tap';
-import { signAdminToken } from '../src/auth/tokens.js';
+import { signAdminToken, signToken } from '../src/auth/tokens.js';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { createAdminCredential } from '../src/db/admin-credentials.js';
+import { createCredential, revokeCredential } from '../src/db/credentials.js';
+import { createLogger } from '../src/logger.js';
 import { listenMetrics } from '../src/metrics.js';
 import { testApp, testEnv, tenantWithToken, type TestApp } from './helpers/app.js';
 import { GROUP, USER, client, entraUser, patch } from './helpers/scim.js';
@@ -204,4 +207,39 @@ t.test('METRICS_PORT serves the registry without a credential, and is validated'
     t.type(caught, ConfigError, JSON.stringify(bad));
     t.equal((caught as ConfigError).variable, 'METRICS_PORT');
   }
+});
+
+t.test("a refused token of this server (revoked or expired) counts, and logs, under the tenant it names; a forged one under none", async (t) => {
+  const lines: Record<string, unknown>[] = [];
+  const logger = createLogger(
+    'info',
+    new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
+        done();
+      },
+    }),
+  );
+  const env = await testApp(t, {}, { logger });
+  const settings = { keys: env.keys, issuer: env.config.jwtIssuer, audience: env.config.jwtAudience };
+  const revoked = await createCredential(env.db, { tenantId: env.tenant.id, kind: 'token' });
+  await revokeCredential(env.db, revoked.id);
+  const tokens = {
+    revoked: signToken(settings, { tid: env.tenant.id, jti: revoked.id }),
+    expired: signToken(settings, { tid: env.tenant.id, jti: env.credentialId }, new Date(Date.now() - 120_000)),
+    forged: `${env.token.slice(0, -4)}AAAA`,
+  };
+  for (const [name, token] of Object.entries(tokens)) {
+    const res = await env.app.inject({ method: 'GET', url: '/scim/v2/Users', headers: { authorization: `Bearer ${token}`, 'x-request-id': name } });
+    t.equal(res.statusCode, 401, name);
+  }
+  const completed = (id: string) => lines.find((l) => l.requestId === id && l.msg === 'request completed');
+  t.match(completed('revoked'), { tenantId: env.tenant.id, res: { statusCode: 401 } }, "a revoked token's refusal names its tenant");
+  t.match(completed('expired'), { tenantId: env.tenant.id, res: { statusCode: 401 } }, "an expired token's too");
+  t.notOk('tenantId' in (completed('forged') ?? {}), 'a forged token names none');
+  t.notOk(JSON.stringify(lines).includes(tokens.expired), 'no token in the log');
+
+  const text = (await env.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${await adminToken(env)}` } })).body;
+  t.equal(sample(text, 'portal_scim_http_requests_total', { route: '/scim/v2/Users', method: 'GET', status: '401', tenant: env.tenant.id }), 2, 'two refusals counted under the tenant');
+  t.equal(sample(text, 'portal_scim_http_requests_total', { route: '/scim/v2/Users', method: 'GET', status: '401', tenant: '' }), 1, 'the forged one under none');
 });

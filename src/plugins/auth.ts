@@ -9,6 +9,7 @@
 import fastifyJwt from '@fastify/jwt';
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import { decodeJwt } from 'jose';
 import { credentialUseRecorder } from '../auth/credential-use.js';
 import { claimedEntraTenant, entraCredentialId, entraTokenVerifier, type EntraTokenSettings } from '../auth/entra-token.js';
 import { secretFor, type SigningKeys } from '../auth/keys.js';
@@ -28,6 +29,8 @@ export interface RequestAuth {
 declare module 'fastify' {
   interface FastifyRequest {
     auth: RequestAuth | null;
+    /** The tenant a refused token of this server names (expired or revoked): for the log line and the metrics, never for access. */
+    refusedTenantId: string | null;
   }
   interface FastifyInstance {
     authenticate: (request: FastifyRequest) => Promise<void>;
@@ -166,6 +169,7 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
   }
 
   app.decorateRequest('auth', null);
+  app.decorateRequest('refusedTenantId', null);
   app.decorate('authenticate', async (request: FastifyRequest) => {
     const header = request.headers.authorization;
     // The scheme is case-insensitive (RFC 7235), so the token alone is the
@@ -204,6 +208,8 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
     } catch (error) {
       const code = (error as { code?: string }).code ?? '';
       const expired = code.includes('EXPIRED');
+      // Its signature was checked before its expiry: the tenant it names is one this server issued it for.
+      if (expired) refusedFor(request, expiredTokenTenant(token));
       request.log.debug({ code }, 'refused a token that does not verify');
       throw unauthorized(expired ? 'The token has expired.' : 'The token is not valid for this server.', 'invalid_token');
     }
@@ -214,6 +220,7 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
     const checked = await lookup(claims.tid, claims.jti, request.log);
     const found = checked.auth;
     if (!found) {
+      refusedFor(request, claims.tid);
       if (checked.unknown) {
         request.log.info({ tenantId: claims.tid, credentialId: claims.jti }, "refused a token whose credential is not in this server's database");
         throw unauthorized(
@@ -237,13 +244,34 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
   });
 }
 
-function admit(request: FastifyRequest, auth: RequestAuth): void {
-  request.auth = auth;
+/** The tenant id an expired token of this server names, if it names one. */
+function expiredTokenTenant(token: string): string | undefined {
+  try {
+    const { tid } = decodeJwt(token);
+    return isUuid(tid) ? tid.toLowerCase() : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Binds a refused request's log lines and metrics to the tenant its token of ours names, so the team sees whose requests fail. */
+function refusedFor(request: FastifyRequest, tenantId: string | undefined): void {
+  if (tenantId === undefined) return;
+  request.refusedTenantId = tenantId;
+  bindTenant(request, tenantId);
+}
+
+function bindTenant(request: FastifyRequest, tenantId: string): void {
   // The request's own logger (fastify makes one per request) gains the
   // tenant; a logger without setBindings (logging off) gets a child.
   const log = request.log as FastifyBaseLogger & { setBindings?: (bindings: Record<string, unknown>) => void };
-  if (typeof log.setBindings === 'function') log.setBindings({ tenantId: auth.tenant.id });
-  else request.log = log.child({ tenantId: auth.tenant.id });
+  if (typeof log.setBindings === 'function') log.setBindings({ tenantId });
+  else request.log = log.child({ tenantId });
+}
+
+function admit(request: FastifyRequest, auth: RequestAuth): void {
+  request.auth = auth;
+  bindTenant(request, auth.tenant.id);
 }
 
 export const authPlugin = fp(auth, { name: 'scim-auth', fastify: '5.x' });
