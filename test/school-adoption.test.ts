@@ -71,6 +71,19 @@ for (const writeStrategy of ['quick', 'locked'] as const) {
     t.equal(again2.statusCode, 201, again2.body);
     t.equal(again2.json().id, id, 'the same account again');
     t.equal((await env.db.selectFrom('accounts').select('id').where('external_id', '=', '00000000-0000-4000-8000-000000000001').execute()).length, 1);
+
+    // The same create once more, as it is now: nothing changes, so nothing is written.
+    const counts = async () => ({
+      version: (await env.db.selectFrom('accounts').select('version').where('id', '=', id).executeTakeFirstOrThrow()).version,
+      feed: (await env.db.selectFrom('change_events').select('position').where('object_id', '=', id).execute()).length,
+      audit: (await env.db.selectFrom('audit_events').select('id').where('object_id', '=', id).execute()).length,
+    });
+    const before = await counts();
+    const same = await scim('POST', '/Users', entraUser(1, { userName: 'Anna.Renamed@School.example', emails: [{ type: 'work', value: 'anna.new@school.example', primary: true }] }));
+    t.equal(same.statusCode, 201, same.body);
+    t.equal(same.json().id, id);
+    t.equal(same.json().meta.version, again2.json().meta.version, 'the same version answered');
+    t.same(await counts(), before, 'no new version, feed row or audit event');
   });
 }
 

@@ -190,6 +190,12 @@ export const users: ResourceHandler = {
       locked: async (trx) => {
         const admin = await findAdminCollision(trx, actor.tenantId, known);
         const byExternalId = values.external_id === null ? undefined : await findByExternalId(trx, actor.tenantId, values.external_id);
+        if (byExternalId?.managed_by === 'sync') {
+          // Entra creates again the object it already has here (it lost track
+          // of it). Sent as it is, it changes nothing: no version, no feed row, no event.
+          const unchanged = changeStep(ctx, byExternalId, values, admin, 'answer');
+          if ('done' in unchanged) return unchanged;
+        }
         const adoptable = known.filter((a) => inVerifiedDomain(a, verifiedDomains));
         const byAddress = byExternalId ? undefined : await findAdoptableByAddress(trx, actor.tenantId, adoptable);
         return { plan: planUserCreate(actor, verifiedDomains, values, { admin, byExternalId, byAddress }, id) };
