@@ -8,6 +8,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import t, { type Test } from 'tap';
 import type { Db } from '../src/db/database.js';
+import { pruneChangeEvents } from '../src/db/change-feed.js';
 import { testApp } from './helpers/app.js';
 import { GROUP, client, entraUser, patch, type Send } from './helpers/scim.js';
 
@@ -193,4 +194,26 @@ t.test('changes of one membership listed in the other order of their commits: th
     { class_id: classId, account_id: b, synced: false, manual: true },
   ].sort((x, y) => x.account_id.localeCompare(y.account_id)), 'both pupils are in the class, by hand');
   t.same(await memberships(db, 'change_consumer_memberships'), await memberships(db, 'portal_class_memberships'), "the consumer's copy is the view, not what the last action says");
+});
+
+t.test('a consumer that starts after the prune removed changes makes its copy from the views, then follows from the horizon', async (t) => {
+  const env = await testApp(t);
+  const { db } = env;
+  const scim = client(env.app, env.headers);
+  const [a, b] = [await create(scim, 1), await create(scim, 2)];
+  const classId = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: '9D', members: [{ value: a }, { value: b }] })).json().id as string;
+  // Everything so far is older than the retention and pruned, as on a server that has run for months.
+  await sql`UPDATE change_events SET at = now() - interval '40 days'`.execute(db);
+  t.ok((await pruneChangeEvents(db, 30)) > 0, 'the prune removed the history');
+
+  const consumer = startConsumer(t, env.database.url);
+  await until('the consumer to read the views', () => consumer.lines.some((l) => l.includes('read the views again')));
+  t.equal((await scim('PATCH', `/Groups/${classId}`, patch({ op: 'Remove', path: 'members', value: [{ value: a }] }))).statusCode, 204);
+  await until('the consumer to catch up', () => caughtUp(db));
+  t.same(await memberships(db, 'change_consumer_memberships'), await memberships(db, 'portal_class_memberships'), 'its copy is the view: what the prune removed and what came after');
+  t.same(
+    (await memberships(db, 'change_consumer_memberships')).map((m) => (m as { account_id: string }).account_id),
+    [b],
+    'the member left, the other kept',
+  );
 });

@@ -1,7 +1,8 @@
 // Rule 12's upkeep: changes older than CHANGE_FEED_RETENTION_DAYS leave the
 // feed in the hourly job, beside the purge of deleted accounts. Several
 // instances prune at once without waiting on each other, failing, or
-// deleting a row twice.
+// deleting a row twice; the highest position removed is kept for readers to
+// compare, and the horizon says where to follow the feed from after a read.
 import { Writable } from 'node:stream';
 import pg from 'pg';
 import { sql } from 'kysely';
@@ -101,4 +102,56 @@ t.test('the hourly job purges deleted accounts past their retention and prunes t
   );
   const logged = lines.map((l) => JSON.parse(l) as { msg: string; changes?: number; accounts?: number });
   t.match(logged, [{ msg: 'purged deleted accounts', accounts: 1 }, { msg: 'pruned the change feed', changes: 30 }]);
+});
+
+t.test('portal_changes_pruned tells a reader that the prune removed changes it had not read', async (t) => {
+  const { db } = await testDatabase(t);
+  const id = await tenant(db);
+  const pruned = async () => (await sql<{ upto: string }>`SELECT portal_changes_pruned()::text AS upto`.execute(db)).rows[0]?.upto;
+  // The rows left, read directly: portal_changes() also waits for transactions of other databases of the cluster.
+  const since = async (after: string) => (await sql<{ position: string }>`SELECT position::text FROM change_events WHERE position > ${after}::numeric`.execute(db)).rows;
+  await oldChanges(db, id, 100, 40);
+  await oldChanges(db, id, 10, 1);
+  t.equal(await pruned(), '0', 'nothing pruned yet: a reader from 0 misses nothing');
+  const highestOld = (await sql<{ p: string }>`SELECT max(position)::text AS p FROM change_events WHERE at < now() - interval '30 days'`.execute(db)).rows[0]?.p ?? '';
+
+  t.equal(await pruneChangeEvents(db, 30, 30), 100);
+  t.equal(await pruned(), highestOld, 'the highest position removed');
+  t.equal((await since(highestOld)).length, 10, 'every change left is after it: a reader at it has missed nothing');
+  t.equal((await since('0')).length, 10, 'a reader from 0 gets only what is left, and portal_changes_pruned() above its position tells it so');
+  t.equal(await pruneChangeEvents(db, 30), 0);
+  t.equal(await pruned(), highestOld, 'a prune with nothing to do leaves it');
+});
+
+t.test('portal_changes_horizon: what a REPEATABLE READ of the views does not hold comes after it', async (t) => {
+  const { db, url } = await testDatabase(t);
+  const id = await tenant(db);
+  const connect = async () => {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    t.teardown(() => client.end());
+    return client;
+  };
+  const [late, reader] = [await connect(), await connect()];
+  const change = (client: pg.Client | Db) =>
+    client instanceof pg.Client
+      ? client.query<{ position: string }>(`INSERT INTO change_events (tenant_id, object_type, object_id, action) VALUES ($1, 'account', gen_random_uuid(), 'updated') RETURNING position::text`, [id]).then((r) => r.rows[0]?.position ?? '')
+      : sql<{ position: string }>`INSERT INTO change_events (tenant_id, object_type, object_id, action) VALUES (${id}::uuid, 'account', gen_random_uuid(), 'updated') RETURNING position::text`.execute(client).then((r) => r.rows[0]?.position ?? '');
+
+  const before = await change(db); // committed before anything below
+  await late.query('BEGIN');
+  const lateChange = await change(late); // its transaction runs on while the reader reads
+  const meanwhile = await change(db); // committed before the reader's snapshot, by a newer transaction
+
+  await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+  const horizon = (await reader.query<{ h: string }>('SELECT portal_changes_horizon()::text AS h')).rows[0]?.h ?? '';
+  const read = (await reader.query<{ position: string }>('SELECT position::text FROM change_events')).rows.map((r) => r.position);
+  await late.query('COMMIT');
+  await reader.query('COMMIT');
+
+  t.ok(read.includes(before) && read.includes(meanwhile) && !read.includes(lateChange), 'the read holds what committed before it, not the running transaction');
+  // Positions compared directly: portal_changes() would also wait for other databases' transactions of the cluster.
+  const after = (await sql<{ position: string }>`SELECT position::text FROM change_events WHERE position > ${horizon}::numeric`.execute(db)).rows.map((r) => r.position);
+  t.ok(after.includes(lateChange), 'the change the read missed comes after the horizon');
+  t.ok(after.includes(meanwhile), 'one of a newer transaction may come again: it is in the read and after the horizon');
 });

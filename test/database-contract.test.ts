@@ -43,7 +43,7 @@ t.test('the documented views are exactly the database surface', async (t) => {
 t.test('the documented functions are exactly the functions the portal calls, with their result columns', async (t) => {
   const { db } = await testDatabase(t);
   const doc = documented(await readFile('docs/database-contract.md', 'utf8'), 'functions');
-  t.same([...doc.keys()].sort(), ['portal_changes', 'portal_sign_in_account']);
+  t.same([...doc.keys()].sort(), ['portal_changes', 'portal_changes_horizon', 'portal_changes_pruned', 'portal_sign_in_account']);
   const functions = await sql<{ name: string }>`
     SELECT DISTINCT routine_name AS name FROM information_schema.routines
      WHERE routine_schema = 'public' AND routine_name LIKE 'portal\\_%' ORDER BY 1`.execute(db);

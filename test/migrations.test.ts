@@ -42,6 +42,7 @@ t.test('migrations go up, down and up again', async (t) => {
       '0019_accounts_created_by_sync',
       '0020_status_session_ends',
       '0021_memberships_kept_by_disconnect',
+      '0022_feed_horizon_and_pruned',
     ],
     'every migration is applied in order',
   );
@@ -52,6 +53,7 @@ t.test('migrations go up, down and up again', async (t) => {
     'admin_session_ends',
     'audit_events',
     'change_events',
+    'change_feed_pruned',
     'class_departures',
     'class_memberships',
     'classes',
@@ -74,7 +76,7 @@ t.test('migrations go up, down and up again', async (t) => {
   const reverted = await migrateDown(db);
   t.equal(reverted.length, 1, 'migrate down reverts one migration');
   await migrateToLatest(db);
-  t.equal((await tables(db)).length, 17);
+  t.equal((await tables(db)).length, 18);
 });
 
 t.test('instances starting at once apply each migration exactly once', async (t) => {
@@ -101,7 +103,7 @@ t.test('every tenant-owned table is keyed by tenant first', async (t) => {
      ORDER BY c.relname`.execute(db);
   t.same(
     result.rows.map((r) => r.table),
-    ['account_aliases', 'accounts', 'audit_events', 'change_events', 'class_departures', 'class_memberships', 'classes', 'credentials', 'request_counts', 'sync_conflicts'],
+    ['account_aliases', 'accounts', 'audit_events', 'change_events', 'change_feed_pruned', 'class_departures', 'class_memberships', 'classes', 'credentials', 'request_counts', 'sync_conflicts'],
   );
   for (const row of result.rows) t.equal(row.first, 'tenant_id', `${row.table} primary key starts with tenant_id`);
 

@@ -134,8 +134,40 @@ async function apply(db, change) {
   }
 }
 
+/**
+ * Makes the copy again from the views, and sets the cursor to the horizon:
+ * for a consumer that starts after the prune removed changes, or was away
+ * longer than the retention. One REPEATABLE READ transaction: the horizon,
+ * read first, fixes the snapshot the copy is made from, and every change the
+ * copy does not hold comes after it.
+ */
+async function readTheViews(db, pruned) {
+  await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+  try {
+    const horizon = (await db.query('SELECT portal_changes_horizon()::text AS position')).rows[0].position;
+    await db.query('SELECT 1 FROM change_consumer_cursor WHERE name = $1 FOR UPDATE', [settings.name]);
+    await db.query('DELETE FROM change_consumer_memberships');
+    await db.query(
+      `INSERT INTO change_consumer_memberships (tenant_id, class_id, account_id, synced, manual)
+       SELECT tenant_id, class_id, account_id, synced, manual FROM portal_class_memberships`,
+    );
+    await db.query('UPDATE change_consumer_cursor SET position = $2::numeric, updated_at = now() WHERE name = $1', [settings.name, horizon]);
+    await db.query('COMMIT');
+    log('read the views again: the prune removed changes this consumer had not read', { pruned, position: horizon });
+  } catch (error) {
+    await db.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+}
+
 /** Applies batches until the feed has nothing more; each batch and its cursor move commit together. */
 async function drain(db) {
+  // Behind what the prune removed: the feed cannot bring this consumer up to date, the views can.
+  const behind = await db.query(
+    'SELECT portal_changes_pruned()::text AS pruned FROM change_consumer_cursor WHERE name = $1 AND position < portal_changes_pruned()',
+    [settings.name],
+  );
+  if (behind.rows.length > 0) await readTheViews(db, behind.rows[0].pruned);
   for (;;) {
     await db.query('BEGIN');
     try {

@@ -104,6 +104,12 @@ export interface ClassDeparturesTable {
   departed_at: Generated<Date>;
 }
 
+/** Per tenant, the highest change-feed position the prune removed (migration 0022). */
+export interface ChangeFeedPrunedTable {
+  tenant_id: string;
+  upto: string;
+}
+
 export interface ClassMembershipsTable {
   tenant_id: string;
   class_id: string;
@@ -207,6 +213,7 @@ export interface Database {
   change_events: ChangeEventsTable;
   account_aliases: AccountAliasesTable;
   class_departures: ClassDeparturesTable;
+  change_feed_pruned: ChangeFeedPrunedTable;
 }
 
 export type Db = Kysely<Database>;
