@@ -23,6 +23,15 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   )`.execute(db);
   await sql`COMMENT ON TABLE change_feed_pruned IS
     'Per tenant, the highest change-feed position the prune removed. Read it through portal_changes_pruned().'`.execute(db);
+  // What earlier prunes removed is not known, only that it came before each
+  // tenant's oldest change left: a reader from before that reads the views
+  // again (at worst once more than it needed to), instead of missing them.
+  // One index lookup per tenant, however long the feed.
+  await sql`INSERT INTO change_feed_pruned (tenant_id, upto)
+    SELECT t.id, o.oldest - 1
+      FROM tenants t
+      CROSS JOIN LATERAL (SELECT min(c.position) AS oldest FROM change_events c WHERE c.tenant_id = t.id) o
+     WHERE o.oldest IS NOT NULL`.execute(db);
   await sql`CREATE FUNCTION portal_changes_pruned() RETURNS numeric LANGUAGE sql STABLE AS $$
       SELECT coalesce(max(upto), 0) FROM change_feed_pruned
     $$`.execute(db);

@@ -115,6 +115,22 @@ t.test('every tenant-owned table is keyed by tenant first', async (t) => {
   }
 });
 
+t.test("0022 marks a feed pruned before it as pruned up to each tenant's oldest change left", async (t) => {
+  const { db } = await testDatabase(t, { migrated: false });
+  await migrateToLatest(db);
+  const isApplied = async () => (await listMigrations(db)).find((m) => m.name === '0022_feed_horizon_and_pruned')?.executedAt !== undefined;
+  while (await isApplied()) await migrateDown(db);
+  const [pruned, quiet] = (await sql<{ id: string }>`INSERT INTO tenants (name) VALUES ('Pruned School'), ('Quiet School') RETURNING id`.execute(db)).rows.map((r) => r.id);
+  await sql`INSERT INTO change_events (tenant_id, object_type, object_id, action) SELECT ${pruned}::uuid, 'account', gen_random_uuid(), 'updated' FROM generate_series(1, 3)`.execute(db);
+  const oldest = (await sql<{ p: string }>`SELECT min(position)::text AS p FROM change_events`.execute(db)).rows[0]?.p ?? '';
+  await migrateToLatest(db);
+  const marks = await sql<{ tenant_id: string; upto: string }>`SELECT tenant_id, upto::text AS upto FROM change_feed_pruned`.execute(db);
+  t.same(marks.rows, [{ tenant_id: pruned, upto: (BigInt(oldest) - 1n).toString() }], "just before the tenant's oldest change left; nothing for a tenant without changes");
+  t.notOk(marks.rows.some((r) => r.tenant_id === quiet));
+  const reader = (await sql<{ behind: boolean }>`SELECT 0 < portal_changes_pruned() AS behind`.execute(db)).rows[0]?.behind;
+  t.equal(reader, true, 'a reader from 0 reads the views first');
+});
+
 t.test('0008 makes the open conflicts of one object one conflict, keeping the first and counting the rest', async (t) => {
   const { db } = await testDatabase(t, { migrated: false });
   await migrateToLatest(db);

@@ -209,6 +209,7 @@ t.test('attributes naming several sub-attributes of one attribute return them al
   t.same(wholeAndPart[ENTERPRISE], stored, 'an extension asked for whole stays whole');
   t.same((await scim('GET', `/Users/${id}?attributes=emails,emails.value`)).json().emails, [{ primary: true, ...email }], 'an attribute asked for whole stays whole');
   t.notOk('emails' in (await scim('GET', `/Users/${id}?attributes=userName,emails.display`)).json(), 'no element has the sub-attribute: the attribute is left out');
+  t.same((await scim('GET', `/Users/${id}?attributes=id.foo,schemas.bar,userName`)).json(), { schemas: [USER, ENTERPRISE], id, userName: 'Pupil1@School.example' }, 'id and schemas are always returned whole');
 
   const group = (await scim('POST', '/Groups', { schemas: [GROUP], displayName: '7A', members: [{ value: id }] })).json().id as string;
   const members = (await scim('GET', `/Groups/${group}?attributes=members.value,members.display`)).json().members;

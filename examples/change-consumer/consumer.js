@@ -139,7 +139,8 @@ async function apply(db, change) {
  * for a consumer that starts after the prune removed changes, or was away
  * longer than the retention. One REPEATABLE READ transaction: the horizon,
  * read first, fixes the snapshot the copy is made from, and every change the
- * copy does not hold comes after it.
+ * copy does not hold comes after it. False when another copy of this
+ * consumer moved the cursor after that snapshot: the caller looks again.
  */
 async function readTheViews(db, pruned) {
   await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
@@ -154,8 +155,11 @@ async function readTheViews(db, pruned) {
     await db.query('UPDATE change_consumer_cursor SET position = $2::numeric, updated_at = now() WHERE name = $1', [settings.name, horizon]);
     await db.query('COMMIT');
     log('read the views again: the prune removed changes this consumer had not read', { pruned, position: horizon });
+    return true;
   } catch (error) {
     await db.query('ROLLBACK').catch(() => undefined);
+    // Another copy of this consumer moved the cursor after the snapshot: the caller looks again.
+    if (error?.code === '40001') return false;
     throw error;
   }
 }
@@ -163,11 +167,13 @@ async function readTheViews(db, pruned) {
 /** Applies batches until the feed has nothing more; each batch and its cursor move commit together. */
 async function drain(db) {
   // Behind what the prune removed: the feed cannot bring this consumer up to date, the views can.
-  const behind = await db.query(
-    'SELECT portal_changes_pruned()::text AS pruned FROM change_consumer_cursor WHERE name = $1 AND position < portal_changes_pruned()',
-    [settings.name],
-  );
-  if (behind.rows.length > 0) await readTheViews(db, behind.rows[0].pruned);
+  for (;;) {
+    const behind = await db.query(
+      'SELECT portal_changes_pruned()::text AS pruned FROM change_consumer_cursor WHERE name = $1 AND position < portal_changes_pruned()',
+      [settings.name],
+    );
+    if (behind.rows.length === 0 || (await readTheViews(db, behind.rows[0].pruned))) break;
+  }
   for (;;) {
     await db.query('BEGIN');
     try {

@@ -80,13 +80,9 @@ export interface AuditColumns {
  */
 export function auditInsert(columns: AuditColumns, from?: RawBuilder<unknown>): RawBuilder<unknown> {
   const c = columns;
-  if (c.at !== undefined) {
-    return sql`INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details, at)
-    SELECT ${c.tenantId}, ${c.action}, ${c.objectType}, ${c.objectId}, ${c.objectRef}, ${c.outcome}, ${c.credentialId}, ${c.requestId}, ${c.details}, ${c.at}
-    ${from ?? sql``}`;
-  }
-  return sql`INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details)
-    SELECT ${c.tenantId}, ${c.action}, ${c.objectType}, ${c.objectId}, ${c.objectRef}, ${c.outcome}, ${c.credentialId}, ${c.requestId}, ${c.details}
+  // now(), the column's default: the time of the transaction that writes it.
+  return sql`INSERT INTO audit_events (tenant_id, action, object_type, object_id, object_ref, outcome, credential_id, request_id, details, at)
+    SELECT ${c.tenantId}, ${c.action}, ${c.objectType}, ${c.objectId}, ${c.objectRef}, ${c.outcome}, ${c.credentialId}, ${c.requestId}, ${c.details}, ${c.at ?? sql`now()`}
     ${from ?? sql``}`;
 }
 

@@ -34,6 +34,8 @@ export async function pruneChangeEvents(db: Executor, retentionDays: number, bat
       marked AS (
         INSERT INTO change_feed_pruned (tenant_id, upto)
         SELECT tenant_id, max(position) FROM gone GROUP BY tenant_id
+        -- One order for every instance's batch: two batches spanning the same tenants never lock them crosswise.
+        ORDER BY tenant_id
         ON CONFLICT (tenant_id) DO UPDATE SET upto = greatest(change_feed_pruned.upto, EXCLUDED.upto))
       SELECT count(*)::int AS deleted FROM gone`.execute(db);
     const deleted = result.rows[0]?.deleted ?? 0;

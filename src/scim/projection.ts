@@ -117,7 +117,7 @@ export function project(resourceName: ResourceName, resource: Json, projection: 
     const whole = new Set(selections.filter((w) => w.inner === undefined && w.subs === undefined).map((w) => w.key));
     for (const { key, inner, subs } of selections) {
       const top = resource[key];
-      if (top === undefined || (inner !== undefined && whole.has(key))) continue;
+      if (top === undefined || ALWAYS.has(key) || (inner !== undefined && whole.has(key))) continue;
       if (inner === undefined) {
         put(out, key, pick(top, subs));
         continue;

@@ -57,7 +57,7 @@ export interface HealthSignals {
 /**
  * Whether the tenant had credentials and none works now (each revoked or
  * expired) while Entra's own token is not accepted either: Entra's requests
- * are refused before they name the tenant, so its request counts cannot show it.
+ * are refused before they count as the tenant's writes, so its counts cannot show it.
  */
 export function credentialsGone(signals: HealthSignals): boolean {
   const { credentials } = signals;
