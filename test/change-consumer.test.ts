@@ -217,3 +217,21 @@ t.test('a consumer that starts after the prune removed changes makes its copy fr
     'the member left, the other kept',
   );
 });
+
+t.test('two copies of one consumer starting at once on a pruned feed both go on, and the copy is the view', async (t) => {
+  const env = await testApp(t);
+  const { db } = env;
+  const scim = client(env.app, env.headers);
+  const [a, b] = [await create(scim, 1), await create(scim, 2)];
+  await scim('POST', '/Groups', { schemas: [GROUP], displayName: '9E', members: [{ value: a }, { value: b }] });
+  await sql`UPDATE change_events SET at = now() - interval '40 days'`.execute(db);
+  t.ok((await pruneChangeEvents(db, 30)) > 0);
+
+  const copies = [startConsumer(t, env.database.url), startConsumer(t, env.database.url)];
+  await until('both copies to follow the feed', () => copies.every((c) => c.lines.some((l) => l.includes('following the change feed'))));
+  await until('one of them to read the views', () => copies.some((c) => c.lines.some((l) => l.includes('read the views again'))));
+  await create(scim, 3);
+  await until('the copies to catch up', () => caughtUp(db));
+  for (const copy of copies) t.equal(copy.child.exitCode, null, 'still running: a copy that lost the race looked again');
+  t.same(await memberships(db, 'change_consumer_memberships'), await memberships(db, 'portal_class_memberships'));
+});
