@@ -86,7 +86,8 @@ export function fromScimUser(resource: Json, roleMapping: Readonly<Record<string
 function withoutEmptyObjects(document: Json): Json {
   for (const key in document) {
     const value = document[key];
-    if (typeof value === 'object' && value !== null && !Array.isArray(value) && Object.keys(value).length === 0) delete document[key];
+    // A key whose value is undefined is no value: JSON leaves it out.
+    if (typeof value === 'object' && value !== null && !Array.isArray(value) && Object.values(value).every((v) => v === undefined)) delete document[key];
   }
   return document;
 }
