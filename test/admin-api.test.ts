@@ -3,7 +3,7 @@
 // settings, credentials, disconnect and connect) with validation and audit
 // events; a verified domain held by one tenant only.
 import { sql } from 'kysely';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { signAdminToken } from '../src/auth/tokens.js';
 import { runCli } from '../src/cli.js';
 import { createAdminCredential, revokeAdminCredential } from '../src/db/admin-credentials.js';
@@ -250,15 +250,21 @@ t.test('a verified domain belongs to one tenant: the API, the CLI and the databa
   t.equal(owners.length, 1);
 });
 
-t.test('conflicts of the last 24 hours are those seen in them, however long ago they opened', async (t) => {
+/** A test app with an admin token issued through the CLI, the CLI's output, and the admin API's view of the test tenant. */
+async function withAdminToken(t: Test) {
   const env = await testApp(t);
-  const scim = client(env.app, env.headers);
   const out: string[] = [];
   const io = { out: (s: string) => out.push(s), err: (s: string) => out.push(s), env: testEnv({ DATABASE_URL: env.database.url }) };
   t.equal(await runCli(['admin-token', 'issue', '--json'], io), 0, out.join('\n'));
   const { token } = JSON.parse(out.pop() ?? '{}') as { token: string };
-  const overview = async () =>
-    (await env.app.inject({ method: 'GET', url: `/admin/tenants/${env.tenant.id}`, headers: { authorization: `Bearer ${token}` } })).json<{ openConflicts24h: number; openConflicts: number }>();
+  const tenantView = async (): Promise<unknown> =>
+    (await env.app.inject({ method: 'GET', url: `/admin/tenants/${env.tenant.id}`, headers: { authorization: `Bearer ${token}` } })).json();
+  return { env, scim: client(env.app, env.headers), out, io, tenantView };
+}
+
+t.test('conflicts of the last 24 hours are those seen in them, however long ago they opened', async (t) => {
+  const { env, scim, out, io, tenantView } = await withAdminToken(t);
+  const overview = async () => (await tenantView()) as { openConflicts24h: number; openConflicts: number };
   const cliOverview = async () => {
     t.equal(await runCli(['status', '--tenant', env.tenant.id, '--json'], io), 0);
     return JSON.parse(out.pop() ?? '{}') as { openConflicts24h: number; openConflicts: number };
@@ -278,14 +284,8 @@ t.test('conflicts of the last 24 hours are those seen in them, however long ago 
 });
 
 t.test('a school whose only Secret Token expired is failing, and says what to do; a new token ends it', async (t) => {
-  const env = await testApp(t);
-  const scim = client(env.app, env.headers);
-  const out: string[] = [];
-  const io = { out: (s: string) => out.push(s), err: (s: string) => out.push(s), env: testEnv({ DATABASE_URL: env.database.url }) };
-  t.equal(await runCli(['admin-token', 'issue', '--json'], io), 0, out.join('\n'));
-  const { token } = JSON.parse(out.pop() ?? '{}') as { token: string };
-  const health = async () =>
-    (await env.app.inject({ method: 'GET', url: `/admin/tenants/${env.tenant.id}`, headers: { authorization: `Bearer ${token}` } })).json<{ health: string }>().health;
+  const { env, scim, out, io, tenantView } = await withAdminToken(t);
+  const health = async () => ((await tenantView()) as { health: string }).health;
   const cliHealth = async () => {
     t.equal(await runCli(['status', '--tenant', env.tenant.id], io), 0);
     return (out.pop() ?? '').split('\n').find((line) => line.startsWith('Health')) ?? '';

@@ -6,16 +6,15 @@
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { createSigner } from 'fast-jwt';
 import t, { type Test } from 'tap';
 import { entraCredentialId, NON_GALLERY_AUDIENCE } from '../src/auth/entra-token.js';
 import type { Logger } from 'pino';
-import { createLogger } from '../src/logger.js';
 import { changeTenantSettings, disconnectTenant } from '../src/services/tenants.js';
 import { testApp, type TestApp } from './helpers/app.js';
+import { capturedLogger } from './helpers/log-lines.js';
 import { client, entraUser } from './helpers/scim.js';
 
 const CLI = { via: 'cli' } as const;
@@ -200,16 +199,7 @@ t.test('when the keys cannot be had, the answer is a clear 401, not a hang', asy
   server.published = [key];
   const token = await entraToken({ key });
 
-  const lines: Record<string, unknown>[] = [];
-  const logger = createLogger(
-    'info',
-    new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
-        done();
-      },
-    }),
-  );
+  const { logger, lines } = capturedLogger();
   const down = await entraApp(t, server, '/down', true, logger);
   await refused(t, down, token, KEYS_UNAVAILABLE, 'the key server answers 503');
   await refused(t, down, token, KEYS_UNAVAILABLE, 'and again');

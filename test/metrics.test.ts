@@ -5,15 +5,14 @@
 import type { AddressInfo } from 'node:net';
 import { sql } from 'kysely';
 import { Registry } from 'prom-client';
-import { Writable } from 'node:stream';
 import t from 'tap';
 import { signAdminToken, signToken } from '../src/auth/tokens.js';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { createAdminCredential } from '../src/db/admin-credentials.js';
 import { createCredential, revokeCredential } from '../src/db/credentials.js';
-import { createLogger } from '../src/logger.js';
 import { listenMetrics } from '../src/metrics.js';
 import { testApp, testEnv, tenantWithToken, type TestApp } from './helpers/app.js';
+import { capturedLogger } from './helpers/log-lines.js';
 import { GROUP, USER, client, entraUser, patch } from './helpers/scim.js';
 
 async function adminToken(env: TestApp): Promise<string> {
@@ -210,16 +209,7 @@ t.test('METRICS_PORT serves the registry without a credential, and is validated'
 });
 
 t.test("a refused token of this server (revoked or expired) counts, and logs, under the tenant it names; a forged one under none", async (t) => {
-  const lines: Record<string, unknown>[] = [];
-  const logger = createLogger(
-    'info',
-    new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
-        done();
-      },
-    }),
-  );
+  const { logger, lines } = capturedLogger();
   const env = await testApp(t, {}, { logger });
   const settings = { keys: env.keys, issuer: env.config.jwtIssuer, audience: env.config.jwtAudience };
   const revoked = await createCredential(env.db, { tenantId: env.tenant.id, kind: 'token' });
