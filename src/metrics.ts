@@ -4,7 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import type pg from 'pg';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { AuditObserver } from './db/audit.js';
+import { answersOf, type AuditObserver } from './db/audit.js';
 import type { Db } from './db/database.js';
 import { HEALTH_STATES, tenantOverview, type HealthSettings } from './services/health.js';
 
@@ -109,7 +109,7 @@ export function createMetrics(options: { db: Db; pool?: pg.Pool | undefined; hea
       duration.observe({ route: labels.route, method: labels.method }, seconds);
     },
     countAudit(event) {
-      provisioning.inc({ tenant: event.tenantId, object: event.objectType, action: event.action, outcome: event.outcome });
+      provisioning.inc({ tenant: event.tenantId, object: event.objectType, action: event.action, outcome: event.outcome }, answersOf(event));
     },
   };
 }

@@ -10,7 +10,7 @@ import { signAdminToken, signToken } from '../src/auth/tokens.js';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { createAdminCredential } from '../src/db/admin-credentials.js';
 import { createCredential, revokeCredential } from '../src/db/credentials.js';
-import { listenMetrics } from '../src/metrics.js';
+import { createMetrics, listenMetrics } from '../src/metrics.js';
 import { testApp, testEnv, tenantWithToken, type TestApp } from './helpers/app.js';
 import { capturedLogger } from './helpers/log-lines.js';
 import { GROUP, USER, client, entraUser, patch } from './helpers/scim.js';
@@ -232,4 +232,14 @@ t.test("a refused token of this server (revoked or expired) counts, and logs, un
   const text = (await env.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${await adminToken(env)}` } })).body;
   t.equal(sample(text, 'portal_scim_http_requests_total', { route: '/scim/v2/Users', method: 'GET', status: '401', tenant: env.tenant.id }), 2, 'two refusals counted under the tenant');
   t.equal(sample(text, 'portal_scim_http_requests_total', { route: '/scim/v2/Users', method: 'GET', status: '401', tenant: '' }), 1, 'the forged one under none');
+});
+
+t.test('an event that stands for several refused answers counts each of them', async (t) => {
+  const env = await testApp(t);
+  const metrics = createMetrics({ db: env.db, health: { silentAfterMs: 3_600_000 } });
+  const refused = { tenantId: env.tenant.id, action: 'create', objectType: 'user', outcome: 'failure', details: { status: 429 } } as const;
+  metrics.countAudit(refused);
+  metrics.countAudit({ ...refused, details: { status: 429, answers: 29 } });
+  const text = await metrics.registry.getSingleMetricAsString('portal_scim_provisioning_events_total');
+  t.equal(sample(text, 'portal_scim_provisioning_events_total', { tenant: env.tenant.id, object: 'user', action: 'create', outcome: 'failure' }), 30);
 });

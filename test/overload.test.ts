@@ -8,6 +8,8 @@ import t from 'tap';
 import { testApp, tenantWithToken } from './helpers/app.js';
 import { USER } from './helpers/scim.js';
 import { MAX_PARAM_LENGTH } from '../src/scim/limits.js';
+import { tenantOverview } from '../src/services/health.js';
+import { recentFailures } from '../src/services/failures.js';
 
 t.test('each tenant has its own request budget; past it, 429 with Retry-After and a SCIM body', async (t) => {
   // 3 a second over a 10-second window: 30 requests.
@@ -37,6 +39,45 @@ t.test('each tenant has its own request budget; past it, 429 with Retry-After an
   t.equal((await get(other.headers)).statusCode, 200, 'another tenant is not affected');
   const noToken = await app.inject({ method: 'GET', url: '/scim/v2/Users' });
   t.equal(noToken.statusCode, 401, 'a request without a credential is refused before the limit');
+});
+
+t.test('a flood of refused writes is recorded as a few events that count every answer', async (t) => {
+  // 1 a second over a 10-second window: 10 writes pass, and the next 30 are refused.
+  const { app, headers, db, tenant } = await testApp(t, { RATE_LIMIT_PER_SECOND: '1' });
+  const statuses: number[] = [];
+  for (let i = 0; i < 40; i++) {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/scim/v2/Users',
+      headers,
+      payload: JSON.stringify({ schemas: [USER], userName: `pupil${i}@school.example`, externalId: `entra-${i}` }),
+    });
+    statuses.push(res.statusCode);
+  }
+  t.same(statuses, [...Array<number>(10).fill(201), ...Array<number>(30).fill(429)]);
+  const failures = () =>
+    db
+      .selectFrom('audit_events')
+      .select(['object_ref', 'details'])
+      .where('tenant_id', '=', tenant.id)
+      .where('outcome', '=', 'failure')
+      .orderBy('id')
+      .execute();
+  const first = await failures();
+  t.equal(first.length, 1, 'the first refusal is recorded before its answer leaves; the others only counted');
+  t.match(first[0], { object_ref: 'pupil10@school.example', details: { status: 429, externalId: 'entra-10', message: /Too many requests/ } });
+  t.notOk('answers' in (first[0]?.details ?? {}), 'it stands for itself');
+
+  // The counted ones are written as one event when their minute ends, or when the app closes.
+  await app.close();
+  const all = await failures();
+  t.equal(all.length, 2, 'one event more for the other 29');
+  t.match(all[1], { object_ref: 'pupil39@school.example', details: { status: 429, answers: 29, externalId: 'entra-39' } }, 'the latest refused object names it');
+  const [group] = await recentFailures(db, tenant.id, new Date());
+  t.match(group, { count: 30, status: 429, objects: ['pupil39@school.example', 'pupil10@school.example'] }, 'the failure list counts every answer');
+  const overview = (await tenantOverview(db, { silentAfterMs: 3_600_000 })).find((row) => row.tenantId === tenant.id);
+  t.equal(overview?.failures24h, 30, 'so do the failures of the last 24 hours');
+  t.equal(overview?.writeFailuresLastHour, 30, 'and the health');
 });
 
 t.test('the default budget carries an Entra cycle of 25 requests a second and more', async (t) => {

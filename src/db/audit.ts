@@ -377,6 +377,19 @@ export interface FailureGroup {
  * the largest groups first. Reads the failures through
  * audit_events_failures_idx; one statement however many groups.
  */
+/**
+ * How many failed answers an event stands for: one, or the count a tally of
+ * retry-later answers wrote (`details.answers`, plugins/activity.ts).
+ */
+export const answersIn = (details: string): RawBuilder<number> =>
+  sql<number>`CASE WHEN jsonb_typeof(${sql.ref(details)} -> 'answers') = 'number' THEN (${sql.ref(details)} ->> 'answers')::int ELSE 1 END`;
+
+/** The same for an event held in memory, as the metrics count it. */
+export function answersOf(event: AuditEvent): number {
+  const answers = event.details?.answers;
+  return typeof answers === 'number' && Number.isInteger(answers) && answers > 0 ? answers : 1;
+}
+
 export async function listFailureGroups(
   db: Executor,
   tenantId: string,
@@ -395,14 +408,14 @@ export async function listFailureGroups(
     latest_detail: string | null;
     objects: string[] | null;
   }>`WITH f AS (
-      SELECT id, at, details,
+      SELECT id, at, details, ${answersIn('details')} AS answers,
              coalesce(details ->> 'message', 'HTTP ' || coalesce(details ->> 'status', '?')) AS message,
              coalesce(object_ref, details ->> 'externalId', object_id::text, details ->> 'id') AS object
         FROM audit_events
        WHERE tenant_id = ${tenantId}::uuid AND outcome = 'failure' AND at > ${since}::timestamptz
     ), g AS (
-      SELECT message, count(*) AS count, min(at) AS first_at, max(at) AS last_at, max(id) AS last_id
-        FROM f GROUP BY message ORDER BY count(*) DESC, max(id) DESC LIMIT ${groups}::int
+      SELECT message, sum(answers) AS count, min(at) AS first_at, max(at) AS last_at, max(id) AS last_id
+        FROM f GROUP BY message ORDER BY sum(answers) DESC, max(id) DESC LIMIT ${groups}::int
     ), o AS (
       SELECT message, object, max(id) AS last_id FROM f WHERE object IS NOT NULL AND message IN (SELECT message FROM g) GROUP BY message, object
     ), ranked AS (

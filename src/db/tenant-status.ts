@@ -3,6 +3,7 @@
 // through its tenant-led index, so 300 tenants cost 300 short index scans,
 // never a scan of the accounts), and one tenant's accounts by role and state.
 import { sql, type Expression, type SqlBool } from 'kysely';
+import { answersIn } from './audit.js';
 import type { Executor } from './database.js';
 
 /** Two clock hours of one figure: the hour now running and the one before it. */
@@ -63,7 +64,7 @@ function overviewQuery(db: Executor, now: Date, where?: (tenant: Expression<stri
       (eb) =>
         eb
           .selectFrom('audit_events as a')
-          .select((e) => e.fn.countAll<string>().as('n'))
+          .select(sql<string>`coalesce(sum(${answersIn('a.details')}), 0)`.as('n'))
           .whereRef('a.tenant_id', '=', 't.id')
           .where('a.at', '>', since)
           .where('a.outcome', '=', 'failure')

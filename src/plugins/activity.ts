@@ -15,6 +15,14 @@ import { failureMessage } from './errors.js';
 
 const WRITE_ACTIONS: Record<string, AuditAction> = { POST: 'create', PUT: 'update', PATCH: 'update', DELETE: 'delete' };
 const LAST_REQUEST_EVERY_MS = 10_000;
+/**
+ * Answers that changed nothing and that Entra retries later: too many
+ * requests for the tenant (429), or the database or the tenant's share could
+ * not take the request (503).
+ */
+const RETRY_LATER = new Set([429, 503]);
+/** Within this long, one tenant's retry-later answers of one status are one event more, whatever their number. */
+const TALLY_WINDOW_MS = 60_000;
 /** A user or a class, by id or not; a search (a POST that only reads) is no write. */
 const RESOURCE = /^\/scim\/v2\/(users|groups)(?:\/((?!\.search)[^/?]*))?\/?(?:\?|$)/i;
 /** References longer than this are cut: a request refused for its size must not fill the audit log. */
@@ -89,6 +97,7 @@ async function activity(app: FastifyInstance, options: { db: Db }): Promise<void
   const { db } = options;
   const lastWritten = new Map<string, number>();
   const failedWrites = new FailedWriteRecorder(db, app.log);
+  const retryLater = new RetryLaterTally(failedWrites);
   // Failures whose handler wrote their audit event itself (ScimError.audited),
   // seen on their way to the error renderer.
   const audited = new WeakSet<FastifyRequest>();
@@ -130,7 +139,7 @@ async function activity(app: FastifyInstance, options: { db: Db }): Promise<void
             error: reply.scimError,
           })
         : undefined;
-    if (!event) {
+    if (!event || (RETRY_LATER.has(reply.statusCode) && retryLater.tallied(event, reply.statusCode))) {
       done(null, payload);
       return;
     }
@@ -143,7 +152,56 @@ async function activity(app: FastifyInstance, options: { db: Db }): Promise<void
     );
   });
 
-  app.addHook('onClose', async () => failedWrites.close());
+  app.addHook('onClose', async () => {
+    retryLater.close();
+    await failedWrites.close();
+  });
+}
+
+/**
+ * Keeps a flood of retry-later answers from becoming a flood of writes. A
+ * client past its tenant's rate limit, or a database outage, answers every
+ * request at once with nothing written; recording each as an event would
+ * give the database a write for every refusal, the load the refusal spares
+ * it. The first such answer of a tenant and status is recorded as it comes;
+ * the others in the next minute are counted, and one event, the latest,
+ * stands for them (`details.answers`, which the failure counts add up).
+ */
+class RetryLaterTally {
+  private readonly open = new Map<string, { answers: number; latest: AuditEvent; timer: NodeJS.Timeout }>();
+
+  constructor(private readonly recorder: FailedWriteRecorder) {}
+
+  /** True when the event is counted into its window; false when it opens one and is to be recorded now. */
+  tallied(event: AuditEvent, status: number): boolean {
+    const key = `${event.tenantId}/${status}`;
+    const window = this.open.get(key);
+    if (window) {
+      window.answers += 1;
+      window.latest = event;
+      return true;
+    }
+    const timer = setTimeout(() => this.end(key, false), TALLY_WINDOW_MS);
+    timer.unref();
+    this.open.set(key, { answers: 0, latest: event, timer });
+    return false;
+  }
+
+  private end(key: string, closing: boolean): void {
+    const window = this.open.get(key);
+    if (!window) return;
+    this.open.delete(key);
+    clearTimeout(window.timer);
+    if (window.answers === 0) return;
+    const event = { ...window.latest, details: { ...window.latest.details, answers: window.answers } };
+    if (closing) this.recorder.waitFor(event);
+    else this.recorder.record(event, this.recorder.log, () => undefined, true);
+  }
+
+  /** The counted answers join the events the recorder writes before the app closes. */
+  close(): void {
+    for (const key of [...this.open.keys()]) this.end(key, true);
+  }
 }
 
 const RETRY_FIRST_MS = 500;
@@ -170,8 +228,13 @@ class FailedWriteRecorder {
 
   constructor(
     private readonly db: Db,
-    private readonly log: FastifyBaseLogger,
+    readonly log: FastifyBaseLogger,
   ) {}
+
+  /** Written with the waiting events, in order: for an event with no answer to hold. */
+  waitFor(event: AuditEvent): void {
+    this.enqueue(event, this.log);
+  }
 
   record(event: AuditEvent, log: FastifyBaseLogger, then: () => void, tryNow: boolean): void {
     if (!tryNow || this.waiting.length > 0) {

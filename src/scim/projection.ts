@@ -123,7 +123,7 @@ export function project(resourceName: ResourceName, resource: Json, projection: 
         continue;
       }
       const value = pick((top as Json)[inner], subs);
-      if (value !== undefined) out[key] = { ...((out[key]) ?? {}), [inner]: value };
+      if (value !== undefined) out[key] = { ...(out[key] ?? {}), [inner]: value };
     }
     return out;
   }
