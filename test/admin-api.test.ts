@@ -7,6 +7,7 @@ import t, { type Test } from 'tap';
 import { signAdminToken } from '../src/auth/tokens.js';
 import { runCli } from '../src/cli.js';
 import { createAdminCredential, revokeAdminCredential } from '../src/db/admin-credentials.js';
+import { recordAudit } from '../src/db/audit.js';
 import { updateTenantSettings } from '../src/db/tenants.js';
 import { testApp, testEnv, type TestApp } from './helpers/app.js';
 import { client, entraUser } from './helpers/scim.js';
@@ -259,7 +260,7 @@ async function withAdminToken(t: Test) {
   const { token } = JSON.parse(out.pop() ?? '{}') as { token: string };
   const tenantView = async (): Promise<unknown> =>
     (await env.app.inject({ method: 'GET', url: `/admin/tenants/${env.tenant.id}`, headers: { authorization: `Bearer ${token}` } })).json();
-  return { env, scim: client(env.app, env.headers), out, io, tenantView };
+  return { env, scim: client(env.app, env.headers), out, io, token, tenantView };
 }
 
 t.test('conflicts of the last 24 hours are those seen in them, however long ago they opened', async (t) => {
@@ -305,4 +306,33 @@ t.test('a school whose only Secret Token expired is failing, and says what to do
   const fresh = (JSON.parse(out.pop() ?? '{}') as { id: string }).id;
   t.equal(await runCli(['status', '--tenant', fresh], io), 0);
   t.match(out.pop() ?? '', /Health: +never synced: no request from Entra yet, and no credential issued: issue a Secret Token/, 'a school not yet given a credential is told apart');
+});
+
+t.test('audit events list by when they happened, also one written after later ones, and page on', async (t) => {
+  const { env, scim, token } = await withAdminToken(t);
+  const admin = async (url: string) => (await env.app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${token}` } })).json();
+  for (let i = 1; i <= 3; i++) t.equal((await scim('POST', '/Users', entraUser(i))).statusCode, 201);
+  const [first, second, third] = await env.db.selectFrom('audit_events').select(['id', 'at']).where('tenant_id', '=', env.tenant.id).orderBy('id').execute();
+  if (!first || !second || !third) throw new Error('three creates, three events');
+  // A failed write that waited out an outage: written last, at the time Entra got its answer, between the first two creates.
+  const between = new Date((first.at.getTime() + second.at.getTime()) / 2);
+  await recordAudit(env.db, { tenantId: env.tenant.id, action: 'update', objectType: 'user', outcome: 'failure', details: { status: 503 }, at: between });
+  // And two events of one time.
+  await sql`UPDATE audit_events SET at = (SELECT at FROM audit_events WHERE id = ${second.id}) WHERE id = ${third.id}`.execute(env.db);
+
+  const newestFirst = ['Pupil3@School.example', 'Pupil2@School.example', null, 'Pupil1@School.example'];
+  const whole = (await admin(`/admin/tenants/${env.tenant.id}/audit`)) as { events: { object_ref: string | null }[] };
+  t.same(
+    whole.events.map((e) => e.object_ref),
+    newestFirst,
+    'newest first by time; the later-written failure where its time puts it, and of one time the later-written first',
+  );
+  const seen: (string | null)[] = [];
+  let next: string | undefined = `/admin/tenants/${env.tenant.id}/audit?limit=1`;
+  while (next !== undefined) {
+    const page = (await admin(next)) as { events: { object_ref: string | null }[]; next?: string };
+    seen.push(...page.events.map((e) => e.object_ref));
+    next = page.next;
+  }
+  t.same(seen, newestFirst, 'page by page, the same order, each event once');
 });

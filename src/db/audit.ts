@@ -137,10 +137,24 @@ export interface AuditPage {
   next: string | undefined;
 }
 
+/**
+ * A tenant's audit events, newest first by when they happened: a failed write
+ * that waited out an outage is written after later events, and lists where
+ * its time puts it. Events of one time list in the order they were written.
+ */
 export async function listAuditEvents(db: Executor, tenantId: string, options: { limit: number; before?: string }): Promise<AuditPage> {
   let query = db.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId);
-  if (options.before !== undefined) query = query.where('id', '<', options.before);
-  const rows = await query.orderBy('id', 'desc').limit(options.limit + 1).execute();
+  if (options.before !== undefined) {
+    const before = options.before;
+    query = query.where(({ eb, refTuple, selectFrom }) =>
+      eb(
+        refTuple('at', 'id'),
+        '<',
+        selectFrom('audit_events as b').select(['b.at', 'b.id']).where('b.tenant_id', '=', tenantId).where('b.id', '=', before).$asTuple('at', 'id'),
+      ),
+    );
+  }
+  const rows = await query.orderBy('at', 'desc').orderBy('id', 'desc').limit(options.limit + 1).execute();
   const events = rows.slice(0, options.limit);
   return { events, next: rows.length > options.limit ? events[events.length - 1]?.id : undefined };
 }
