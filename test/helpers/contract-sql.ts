@@ -53,3 +53,25 @@ export function manualAccountSql(): string {
   if (!statement) throw new Error('docs/database-contract.md has no statement for a manual account');
   return statement;
 }
+
+export interface LinkSql {
+  /** $1 tenant, $2 account, $3 the Entra object id. */
+  account: string;
+  /** $1 tenant, $2 class, $3 the Entra object id. */
+  klass: string;
+  /** $1 tenant, $2 class, $3 account. */
+  member: string;
+}
+
+/** The statements docs/database-contract.md gives for linking the old sync's rows to their Entra objects before the first sync. */
+export function linkSql(): LinkSql {
+  const doc = readFileSync(new URL('../../docs/database-contract.md', import.meta.url), 'utf8');
+  const block = /```sql\n((?:(?!```)[\s\S])*?-- link an account:[\s\S]*?)```/.exec(doc)?.[1];
+  if (!block) throw new Error('docs/database-contract.md has no block of the statements that link rows to Entra objects');
+  const [account, klass, member, ...rest] = block
+    .split(';')
+    .map((s) => s.replace(/^\s*--.*$/gm, '').trim())
+    .filter((s) => s !== '');
+  if (!account || !klass || !member || rest.length > 0) throw new Error('expected the account, class and member statements that link rows');
+  return { account, klass, member };
+}
