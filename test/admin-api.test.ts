@@ -310,7 +310,7 @@ t.test('a school whose only Secret Token expired is failing, and says what to do
 
 t.test('audit events list by when they happened, also one written after later ones, and page on', async (t) => {
   const { env, scim, token } = await withAdminToken(t);
-  const admin = async (url: string) => (await env.app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${token}` } })).json();
+  const admin = async (url: string): Promise<unknown> => (await env.app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${token}` } })).json();
   for (let i = 1; i <= 3; i++) t.equal((await scim('POST', '/Users', entraUser(i))).statusCode, 201);
   const [first, second, third] = await env.db.selectFrom('audit_events').select(['id', 'at']).where('tenant_id', '=', env.tenant.id).orderBy('id').execute();
   if (!first || !second || !third) throw new Error('three creates, three events');

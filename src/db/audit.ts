@@ -146,11 +146,11 @@ export async function listAuditEvents(db: Executor, tenantId: string, options: {
   let query = db.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId);
   if (options.before !== undefined) {
     const before = options.before;
-    query = query.where(({ eb, refTuple, selectFrom }) =>
+    query = query.where((eb) =>
       eb(
-        refTuple('at', 'id'),
+        eb.refTuple('at', 'id'),
         '<',
-        selectFrom('audit_events as b').select(['b.at', 'b.id']).where('b.tenant_id', '=', tenantId).where('b.id', '=', before).$asTuple('at', 'id'),
+        eb.selectFrom('audit_events as b').select(['b.at', 'b.id']).where('b.tenant_id', '=', tenantId).where('b.id', '=', before).$asTuple('at', 'id'),
       ),
     );
   }
