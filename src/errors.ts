@@ -14,6 +14,24 @@ export type ScimType =
   | 'invalidVers'
   | 'sensitive';
 
+/**
+ * A detail longer than this is cut where it leaves the server. Details quote
+ * what the request sent (an op, a path, a value), and a request may be a
+ * megabyte: the answer and the failed write's audit event need only its
+ * beginning. The log folds the whole detail (plugins/errors.ts), so a value
+ * is folded away before anything is cut.
+ */
+export const MAX_DETAIL_LENGTH = 1000;
+
+export function clippedDetail(detail: string): string {
+  if (detail.length <= MAX_DETAIL_LENGTH) return detail;
+  let end = MAX_DETAIL_LENGTH - 1;
+  // Not between the two halves of a character outside the BMP: PostgreSQL refuses half of one.
+  const last = detail.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end -= 1;
+  return `${detail.slice(0, end)}…`;
+}
+
 export class ScimError extends Error {
   constructor(
     readonly status: number,

@@ -15,6 +15,7 @@ import { runCli } from '../src/cli.js';
 import { loadConfig } from '../src/config.js';
 import { createAdminCredential } from '../src/db/admin-credentials.js';
 import { createLogger } from '../src/logger.js';
+import { MAX_DETAIL_LENGTH } from '../src/errors.js';
 import { failureMessage, foldValues } from '../src/plugins/errors.js';
 import { TEST_SECRET, tenantWithToken, testApp, testEnv, type TestApp } from './helpers/app.js';
 import { testDatabase } from './helpers/database.js';
@@ -109,6 +110,29 @@ t.test("a failed write's audit event keeps the detail Entra received, its status
   const [last] = (await failures(env)).slice(-1);
   t.equal(last?.object_ref?.length, 257, 'a reference is cut to 256 characters and an ellipsis');
   t.equal((last?.details.externalId as string).length, 257);
+});
+
+t.test('a detail that quotes a huge request is cut: the answer, the audit event and the failure list keep its beginning', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const id = (await scim('POST', '/Users', entraUser(1))).json<{ id: string }>().id;
+  const sent = [
+    // An op, a path and a value of close to a megabyte each, quoted back in the detail; and one character past the BMP on the cut.
+    { op: 'a'.repeat(900_000), path: 'title', value: 'x' },
+    { op: 'replace', path: `${'p'.repeat(65_000)}`, value: 'x' },
+    { op: `${'b'.repeat(MAX_DETAIL_LENGTH - 40)}😀😀😀`, path: 'title', value: 'x' },
+  ];
+  for (const operation of sent) {
+    const res = await scim('PATCH', `/Users/${id}`, { schemas: ['urn:ietf:params:scim:api:messages:2.0:PatchOp'], Operations: [operation] });
+    t.equal(res.statusCode, 400);
+    const detail = res.json<{ detail: string }>().detail;
+    t.ok(detail.length <= MAX_DETAIL_LENGTH, `the answer's detail is ${detail.length} characters`);
+    t.ok(detail.endsWith('…'), 'and says it was cut');
+    t.notMatch(detail, /[\uD800-\uDBFF](?![\uDC00-\uDFFF])/, 'no half of a character');
+  }
+  const rows = await failures(env);
+  t.equal(rows.length, 3, 'each failure recorded');
+  for (const row of rows) t.ok(JSON.stringify(row.details).length < 2 * MAX_DETAIL_LENGTH + 500, `an audit event of ${JSON.stringify(row.details).length} characters`);
 });
 
 t.test('a DELETE answered 404 is no failed write: health, the request counts and the failure list leave it out', async (t) => {

@@ -10,7 +10,7 @@ import type { Db, JsonObject } from '../db/database.js';
 import { isDatabaseUnavailable } from '../db/errors.js';
 import { isUuid } from '../db/ids.js';
 import { isFailedRequest } from '../services/health.js';
-import { ScimError } from '../errors.js';
+import { ScimError, clippedDetail } from '../errors.js';
 import { failureMessage } from './errors.js';
 
 const WRITE_ACTIONS: Record<string, AuditAction> = { POST: 'create', PUT: 'update', PATCH: 'update', DELETE: 'delete' };
@@ -72,7 +72,7 @@ export function failedWriteEvent(write: FailedWrite): AuditEvent | undefined {
   const details: JsonObject = { status: write.status };
   if (write.error) {
     if (write.error.scimType) details.scimType = write.error.scimType;
-    details.detail = storableText(write.error.detail);
+    details.detail = storableText(clippedDetail(write.error.detail));
     details.message = storableText(failureMessage(write.error.detail));
   }
   if (externalId !== undefined) details.externalId = externalId;

@@ -6,7 +6,7 @@
 import type { Socket } from 'node:net';
 import { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { ScimError, databaseError, type ScimType } from '../errors.js';
+import { ScimError, clippedDetail, databaseError, type ScimType } from '../errors.js';
 import { ANSWER_HEADERS } from '../security-headers.js';
 
 declare module 'fastify' {
@@ -31,7 +31,7 @@ export function errorBody(error: ScimError): ScimErrorBody {
     schemas: [SCIM_ERROR_SCHEMA],
     status: String(error.status),
     ...(error.scimType ? { scimType: error.scimType } : {}),
-    detail: error.detail,
+    detail: clippedDetail(error.detail),
   };
 }
 
