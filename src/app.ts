@@ -86,7 +86,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     clientErrorHandler: clientError,
     trustProxy: config.trustProxy,
     return503OnClosing: true,
-    serverFactory: limitedServer({ requestTimeoutMs: config.requestTimeoutMs }),
+    serverFactory: limitedServer({ requestTimeoutMs: config.requestTimeoutMs, maxConnections: config.maxConnections }),
   }).withTypeProvider();
 
   // First of all hooks, so a connection past its limits costs nothing more.

@@ -1,5 +1,6 @@
 // Reads the process environment once, validates it and returns a frozen Config.
 // Every error names the variable that is wrong, so a bad deployment fails at start.
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -47,6 +48,8 @@ export interface Config {
   readonly connectionOutputLimitBytes: number;
   /** The same over all connections together. */
   readonly outputLimitBytes: number;
+  /** Open client connections; past it new ones are closed at once, before the process runs out of file descriptors. */
+  readonly maxConnections: number;
   readonly shutdownTimeoutMs: number;
   /** Lifetime of access tokens issued at /oauth/token. */
   readonly oauthTokenSeconds: number;
@@ -85,6 +88,27 @@ type Env = Readonly<Record<string, string | undefined>>;
 function read(env: Env, name: string): string | undefined {
   const value = env[name];
   return value === undefined || value.trim() === '' ? undefined : value.trim();
+}
+
+/** The process's soft limit of open files, where Linux tells it; undefined elsewhere. */
+export function openFileLimit(limits = '/proc/self/limits'): number | undefined {
+  try {
+    const line = /^Max open files\s+(\d+)/m.exec(readFileSync(limits, 'utf8'));
+    return line?.[1] === undefined ? undefined : Number(line[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * 10,000 connections (Entra holds a few per school), fewer where the open-file
+ * limit is lower: a quarter of the files, or 256 at least, are left for the
+ * database pool, the log and what the process opens itself. A process that
+ * runs out accepts nothing and cannot even read its own memory use.
+ */
+export function defaultMaxConnections(files = openFileLimit()): number {
+  if (files === undefined) return 10_000;
+  return Math.max(16, Math.min(10_000, files - Math.max(256, Math.ceil(files / 4))));
 }
 
 function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
@@ -219,6 +243,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     requestTimeoutMs: integer(env, 'REQUEST_TIMEOUT_MS', 30000, 100, 3600000),
     connectionOutputLimitBytes,
     outputLimitBytes,
+    maxConnections: integer(env, 'MAX_CONNECTIONS', defaultMaxConnections(), 16, 1_000_000),
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10000, 100, 600000),
     oauthTokenSeconds: integer(env, 'OAUTH_TOKEN_SECONDS', 3600, 60, 86400),
     rateLimitPerSecond: integer(env, 'RATE_LIMIT_PER_SECOND', 50, 0, 100000),

@@ -1,5 +1,8 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import t from 'tap';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { ConfigError, defaultMaxConnections, loadConfig, openFileLimit } from '../src/config.js';
 
 t.test('defaults give a usable configuration', async (t) => {
   const config = loadConfig({}, '/srv/app');
@@ -93,4 +96,20 @@ t.test("Entra's signing keys come from Microsoft unless set, over https or from 
   t.equal(loadConfig({ ENTRA_JWKS_URL: 'https://keys.example/discovery/keys' }).entraJwksUrl, 'https://keys.example/discovery/keys');
   t.equal(loadConfig({ ENTRA_JWKS_URL: 'http://127.0.0.1:9999/keys' }).entraJwksUrl, 'http://127.0.0.1:9999/keys', 'a key server on loopback');
   t.equal(loadConfig({ ENTRA_JWKS_URL: 'http://localhost/keys', ENTRA_JWKS_COOLDOWN_SECONDS: '0' }).entraJwksCooldownSeconds, 0);
+});
+
+t.test('MAX_CONNECTIONS stays below the open-file limit by default', async (t) => {
+  t.equal(defaultMaxConnections(undefined), 10_000, 'where the limit is unknown');
+  t.equal(defaultMaxConnections(1_048_576), 10_000, 'a generous limit');
+  t.equal(defaultMaxConnections(20_000), 10_000);
+  t.equal(defaultMaxConnections(4096), 3072, 'a quarter of the files left to the rest');
+  t.equal(defaultMaxConnections(1024), 768, 'at least 256');
+  t.equal(defaultMaxConnections(200), 16, 'never fewer than 16');
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'limits-'));
+  const limits = path.join(dir, 'limits');
+  await writeFile(limits, 'Limit                     Soft Limit           Hard Limit           Units\nMax open files            20000                20000                files\n');
+  t.equal(openFileLimit(limits), 20_000, 'read from the format Linux gives');
+  t.equal(openFileLimit(path.join(dir, 'none')), undefined, 'no such file: unknown');
+  t.equal(loadConfig({ MAX_CONNECTIONS: '500' }, '/srv/app').maxConnections, 500);
+  t.throws(() => loadConfig({ MAX_CONNECTIONS: '8' }, '/srv/app'), ConfigError);
 });

@@ -123,6 +123,42 @@ t.test('answers piling up past the connection limit close the connection; a pipe
   t.not(await within(10_000, past.closed), 'timed out', `more than ${MAX_PIPELINED_REQUESTS} requests ahead of their answers close the connection`);
 });
 
+t.test('past MAX_CONNECTIONS a new connection is closed at once; the open ones are served, and a freed place is taken again', async (t) => {
+  const { app } = await testApp(t, { MAX_CONNECTIONS: '16' });
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const { port } = app.server.address() as AddressInfo;
+  const request = 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n';
+  const answered = async (client: RawClient, answers: number) => {
+    for (let i = 0; i < 200 && answersIn(client.received()) < answers; i++) await sleep(25);
+    return answersIn(client.received());
+  };
+
+  // Sixteen idle keep-alive connections, each answered once.
+  const open: RawClient[] = [];
+  for (let i = 0; i < 16; i++) {
+    const client = rawClient(port, request, { read: true });
+    t.equal(await answered(client, 1), 1, `connection ${i + 1} is served`);
+    open.push(client);
+  }
+  const refused = rawClient(port, request, { read: true });
+  t.not(await within(10_000, refused.closed), 'timed out', 'the seventeenth is closed');
+  t.equal(answersIn(refused.received()), 0, 'with no answer');
+
+  const first = open[0] as RawClient;
+  first.socket.write(request);
+  t.equal(await answered(first, 2), 2, 'an open connection is still served');
+  first.socket.destroy();
+  await first.closed;
+  let again: RawClient | undefined;
+  for (let i = 0; i < 40 && again === undefined; i++) {
+    const client = rawClient(port, request, { read: true });
+    if ((await answered(client, 1)) === 1) again = client;
+    else await sleep(50);
+  }
+  t.ok(again, 'a connection closed, a new one is served');
+  for (const client of [...open, again]) client?.socket.destroy();
+});
+
 t.test('a request whose headers or body trickle in is answered 408 and closed', async (t) => {
   const { app } = await testApp(t, { REQUEST_TIMEOUT_MS: '1000' });
   await app.listen({ port: 0, host: '127.0.0.1' });

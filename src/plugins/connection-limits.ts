@@ -135,7 +135,7 @@ async function connectionLimits(app: FastifyInstance, options: ConnectionLimitsO
  * no handler, so a closed flood costs Node's parsing and nothing more (no
  * request objects, hooks or log lines of ours).
  */
-export function limitedServer(options: { requestTimeoutMs: number }): FastifyServerFactory {
+export function limitedServer(options: { requestTimeoutMs: number; maxConnections: number }): FastifyServerFactory {
   return (handler) => {
     const server = http.createServer(
       {
@@ -152,6 +152,8 @@ export function limitedServer(options: { requestTimeoutMs: number }): FastifySer
         if (!request.socket.destroyed) handler(request, response);
       },
     );
+    // Past it Node closes a new connection at once, and the ones open are served.
+    server.maxConnections = options.maxConnections;
     return server;
   };
 }
