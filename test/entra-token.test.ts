@@ -3,6 +3,7 @@
 // against the signing keys published at ENTRA_JWKS_URL. Here the keys come
 // from a key server of the test's own on loopback, with RSA keys generated
 // for the run; nothing reaches the internet.
+import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -14,6 +15,7 @@ import { entraCredentialId, NON_GALLERY_AUDIENCE } from '../src/auth/entra-token
 import type { Logger } from 'pino';
 import { changeTenantSettings, disconnectTenant } from '../src/services/tenants.js';
 import { testApp, type TestApp } from './helpers/app.js';
+import { holder } from './helpers/locks.js';
 import { capturedLogger } from './helpers/log-lines.js';
 import { client, entraUser } from './helpers/scim.js';
 
@@ -262,4 +264,30 @@ t.test("turning Entra's token off stops it within CREDENTIAL_CACHE_SECONDS, also
   t.equal((await second('POST', '/Users', entraUser(2))).statusCode, 401, 'and so is a write');
   const rows = await env.db.selectFrom('accounts').select('user_name').where('tenant_id', '=', env.tenant.id).execute();
   t.same(rows.map((r) => r.user_name), ['Pupil1@School.example'], 'which writes no account');
+});
+
+t.test('tokens naming made-up Entra tenants cost no query: the bound tenants are read whole, once per CREDENTIAL_CACHE_SECONDS', async (t) => {
+  const server = await keyServer(t);
+  const key = await rsaKey('key-a');
+  server.published = [key];
+  const env = await testApp(t, { ENTRA_JWKS_URL: server.url('/keys'), CREDENTIAL_CACHE_SECONDS: '60', DATABASE_LOCK_TIMEOUT_MS: '200' });
+  await changeTenantSettings(env.db, env.tenant.id, { entraTenantId: ENTRA_TID, acceptEntraToken: true }, CLI);
+  await refused(t, env, await entraToken({ key, tid: UNBOUND_TID }), NOT_ACCEPTED(UNBOUND_TID), 'the first reads the bindings');
+
+  // Nothing may read the tenants table now: a query would wait for the lock and answer 503.
+  const { hold } = await holder(t, env);
+  await hold.query('LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE');
+  const forged = await Promise.all(
+    Array.from({ length: 50 }, async () => {
+      const tid = randomUUID();
+      const res = await env.app.inject({ method: 'GET', url: SPC, headers: bearer(await entraToken({ key, tid })) });
+      return { status: res.statusCode, detail: res.json<{ detail: string }>().detail === NOT_ACCEPTED(tid) };
+    }),
+  );
+  t.same(new Set(forged.map((f) => JSON.stringify(f))), new Set([JSON.stringify({ status: 401, detail: true })]), 'fifty forged Entra tenants: each refused with its reason, none waited for the table');
+  t.equal(server.fetches, 0, 'and no key was fetched');
+  await hold.query('ROLLBACK');
+
+  const scim = client(env.app, bearer(await entraToken({ key })));
+  t.equal((await scim('GET', '/Users?count=1')).statusCode, 200, 'the bound tenant’s own token is still taken');
 });

@@ -71,16 +71,25 @@ export interface EntraTokenTenant {
   connected: boolean;
 }
 
-/** The tenant bound to this Entra tenant id, with whether it accepts Entra's own token, as the request authenticator needs it. */
-export async function findEntraTokenTenant(db: Db, entraTenantId: string): Promise<EntraTokenTenant | undefined> {
-  const row = await db
+/**
+ * Every tenant bound to an Entra tenant, by that Entra tenant id, with whether
+ * it accepts Entra's own token, as the request authenticator needs them: read
+ * whole, so a token naming an Entra tenant no tenant is bound to costs no
+ * query (one per school, a few hundred rows at most).
+ */
+export async function listEntraTokenTenants(db: Db): Promise<Map<string, EntraTokenTenant>> {
+  const rows = await db
     .selectFrom('tenants')
-    .select(['id', 'role_mapping', 'verified_domains', 'class_names', 'accept_entra_token', 'disconnected_at'])
-    .where('entra_tenant_id', '=', entraTenantId)
-    .executeTakeFirst();
-  if (!row) return undefined;
-  const tenant = { id: row.id, roleMapping: row.role_mapping, verifiedDomains: row.verified_domains, classNames: row.class_names };
-  return { tenant: Object.freeze(tenant), accepts: row.accept_entra_token, connected: row.disconnected_at === null };
+    .select(['id', 'entra_tenant_id', 'role_mapping', 'verified_domains', 'class_names', 'accept_entra_token', 'disconnected_at'])
+    .where('entra_tenant_id', 'is not', null)
+    .execute();
+  const bound = new Map<string, EntraTokenTenant>();
+  for (const row of rows) {
+    if (row.entra_tenant_id === null) continue;
+    const tenant = { id: row.id, roleMapping: row.role_mapping, verifiedDomains: row.verified_domains, classNames: row.class_names };
+    bound.set(row.entra_tenant_id, { tenant: Object.freeze(tenant), accepts: row.accept_entra_token, connected: row.disconnected_at === null });
+  }
+  return bound;
 }
 
 /** Revokes a credential by id (of the given kind); returns it, or undefined when no such credential exists. */

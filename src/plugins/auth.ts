@@ -14,7 +14,7 @@ import { credentialUseRecorder } from '../auth/credential-use.js';
 import { claimedEntraTenant, entraCredentialId, entraTokenVerifier, type EntraTokenSettings } from '../auth/entra-token.js';
 import { secretFor, type SigningKeys } from '../auth/keys.js';
 import { TOKEN_ALGORITHM } from '../auth/tokens.js';
-import { findActiveCredential, findCredential, findEntraTokenTenant, type EntraTokenTenant } from '../db/credentials.js';
+import { findActiveCredential, findCredential, listEntraTokenTenants, type EntraTokenTenant } from '../db/credentials.js';
 import type { TenantSettings } from '../db/tenants.js';
 import type { Db } from '../db/database.js';
 import { isUuid } from '../db/ids.js';
@@ -113,19 +113,27 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
   }
 
   const entra = entraTokenVerifier(options.entra);
-  const entraTenants = new Map<string, { found: EntraTokenTenant | undefined; until: number }>();
+  // Which tenant each Entra tenant is bound to, read whole: a forged token
+  // naming a made-up Entra tenant must not cost a query, as no other refused
+  // token does. Read again after cacheSeconds; concurrent readers share one read.
+  let entraBindings: { bound: Map<string, EntraTokenTenant>; until: number } | undefined;
+  let readingBindings: Promise<{ bound: Map<string, EntraTokenTenant>; until: number }> | undefined;
 
   /** The tenant bound to an Entra tenant, and until when that reading may be used. */
   async function lookupEntraTenant(entraTenantId: string): Promise<{ found: EntraTokenTenant | undefined; until: number }> {
-    const now = Date.now();
-    const hit = entraTenants.get(entraTenantId);
-    if (hit && hit.until > now) return hit;
-    const entry = { found: await findEntraTokenTenant(options.db, entraTenantId), until: now + options.cacheSeconds * 1000 };
-    if (options.cacheSeconds > 0) {
-      if (entraTenants.size > 10_000) entraTenants.clear();
-      entraTenants.set(entraTenantId, entry);
+    let bindings = entraBindings;
+    if (bindings === undefined || bindings.until <= Date.now()) {
+      readingBindings ??= (async () => {
+        const startedAt = Date.now();
+        const read = { bound: await listEntraTokenTenants(options.db), until: startedAt + options.cacheSeconds * 1000 };
+        if (options.cacheSeconds > 0) entraBindings = read;
+        return read;
+      })().finally(() => {
+        readingBindings = undefined;
+      });
+      bindings = await readingBindings;
     }
-    return entry;
+    return { found: bindings.bound.get(entraTenantId), until: bindings.until };
   }
 
   /**
