@@ -52,6 +52,18 @@ function synced(db: Executor, tenantId: string, where?: Criterion) {
   return query;
 }
 
+/**
+ * The size of each account's SCIM document on a page (its JSON text, in
+ * bytes), in the page's order: what a list answer would carry, read before
+ * the documents themselves.
+ */
+export async function pageDocumentSizes(db: Executor, tenantId: string, q: ListQuery): Promise<number[]> {
+  let query = synced(db, tenantId, q.where).select(sql<number>`octet_length(a.scim::text)`.as('size'));
+  if (q.sortBy) query = query.orderBy(sortToSql(SEARCH, q.sortBy), (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
+  const rows = await query.orderBy('a.id').offset(q.offset).limit(q.limit).execute();
+  return rows.map((r) => Number(r.size));
+}
+
 /** A page of synced, live accounts matching the filter, with the exact total. */
 export async function listSyncedAccounts(db: Executor, tenantId: string, q: ListQuery): Promise<Page<AccountRow>> {
   return readPage<AccountRow>(

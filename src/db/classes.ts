@@ -101,6 +101,22 @@ export async function listSyncedClasses(db: Executor, tenantId: string, q: Class
   );
 }
 
+/** How many synced members each of these classes has (as listSyncedMembers would list them); a class with none is left out. */
+export async function countSyncedMembers(db: Executor, tenantId: string, classIds: readonly string[]): Promise<Map<string, number>> {
+  if (classIds.length === 0) return new Map();
+  const rows = await db
+    .selectFrom('class_memberships as m')
+    .innerJoin('accounts as u', (join) => join.onRef('u.tenant_id', '=', 'm.tenant_id').onRef('u.id', '=', 'm.account_id'))
+    .select(['m.class_id', (eb) => eb.fn.countAll<string>().as('n')])
+    .where('m.tenant_id', '=', tenantId)
+    .where('m.class_id', 'in', classIds)
+    .where('m.synced', '=', true)
+    .where(sql<boolean>`coalesce(u.deleted_at, 'infinity') = 'infinity'`)
+    .groupBy('m.class_id')
+    .execute();
+  return new Map(rows.map((r) => [r.class_id, Number(r.n)]));
+}
+
 /** The synced members of some classes, with the display names of their accounts. */
 export async function listSyncedMembers(db: Executor, tenantId: string, classIds: readonly string[]): Promise<Member[]> {
   if (classIds.length === 0) return [];

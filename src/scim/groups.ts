@@ -5,6 +5,7 @@
 // decides on and runs the plan the one way (write.ts).
 import { randomUUID } from 'node:crypto';
 import {
+  countSyncedMembers,
   findAdoptableClass,
   findMemberCandidates,
   findSyncedClass,
@@ -28,7 +29,7 @@ import { needsValue, normaliseResource, readPatchOperations, type RawOperation }
 import { planClassChange, planClassCreate, planClassDelete, type ClassSituation } from './class-writes.js';
 import { patchGroupDocument } from './patch.js';
 import { changedAttributes, checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
-import { MAX_MEMBERS_PER_REQUEST, checkStringLengths } from './limits.js';
+import { LIST_MEMBERS, MAX_MEMBERS_PER_REQUEST, checkStringLengths, fitting } from './limits.js';
 import { namedMembers, netMemberChange, type MemberOp } from './rules/class-members.js';
 import { resolvePatchPath } from './schema-index.js';
 import { GROUP_SCHEMA, coerceResource } from './schemas.js';
@@ -282,11 +283,15 @@ export const groups: ResourceHandler = {
           limit: params.count,
         });
     if (!params.withMembers) return { total, resources: rows.map((r) => toScimGroup(r, ctx.baseUrl, undefined)) };
-    const members = await listSyncedMembers(ctx.db, ctx.tenant.id, rows.map((r) => r.id));
-    return {
-      total,
-      resources: rows.map((r) => toScimGroup(r, ctx.baseUrl, members.filter((m) => m.classId === r.id))),
-    };
+    const counts = await countSyncedMembers(ctx.db, ctx.tenant.id, rows.map((r) => r.id));
+    const page = rows.slice(0, fitting(rows.map((r) => counts.get(r.id) ?? 0), LIST_MEMBERS));
+    const byClass = new Map<string, Member[]>();
+    for (const member of await listSyncedMembers(ctx.db, ctx.tenant.id, page.map((r) => r.id))) {
+      const list = byClass.get(member.classId);
+      if (list) list.push(member);
+      else byClass.set(member.classId, [member]);
+    }
+    return { total, resources: page.map((r) => toScimGroup(r, ctx.baseUrl, byClass.get(r.id) ?? [])) };
   },
 
   async replace(ctx, id, body, ifMatch) {

@@ -30,6 +30,25 @@ export const MAX_MEMBERS_PER_REQUEST = 10_000;
 /** Resources in one list response (advertised as filter.maxResults); a larger count is lowered to it. */
 export const MAX_PAGE_SIZE = 1000;
 export const DEFAULT_PAGE_SIZE = 100;
+/**
+ * What one list answer may carry, so that its size follows neither the count
+ * asked for nor how large a tenant's resources were made: users' documents
+ * up to this many bytes together, classes' members up to this many. A page
+ * past it holds fewer resources (at least one), and itemsPerPage says how
+ * many: a client pages on from startIndex as RFC 7644 §3.4.2.4 has it.
+ */
+export const LIST_DOCUMENT_BYTES = 4 * 1024 * 1024;
+export const LIST_MEMBERS = 10_000;
+
+/** How many of the sizes, from the first, fit in the budget: at least one, so a page always moves on. */
+export function fitting(sizes: readonly number[], budget: number): number {
+  let total = 0;
+  for (let i = 0; i < sizes.length; i++) {
+    total += sizes[i] ?? 0;
+    if (total > budget) return Math.max(1, i);
+  }
+  return sizes.length;
+}
 /** The largest startIndex: PostgreSQL's integer range, far beyond any tenant's size. */
 export const MAX_START_INDEX = 2_147_483_647;
 

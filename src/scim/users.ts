@@ -9,6 +9,7 @@ import {
   findSyncedAccount,
   listSyncedAccounts,
   lookupSyncedAccounts,
+  pageDocumentSizes,
   type AccountResource,
 } from '../db/accounts.js';
 import { findAliasTarget } from '../db/account-repairs.js';
@@ -22,7 +23,7 @@ import { columnLookup, filterCriteria, sortKey } from './filter-criteria.js';
 import { keepOnePrimary, normaliseResource, withManagerRef } from './entra-dialect.js';
 import { patchUserDocument, stripServerAttributes } from './patch.js';
 import { checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
-import { checkStringLengths } from './limits.js';
+import { LIST_DOCUMENT_BYTES, checkStringLengths, fitting } from './limits.js';
 import { resolveRole } from './rules/roles.js';
 import { addresses, inVerifiedDomain, linkEmail } from './rules/adoption.js';
 import { addressesTaken } from './rules/admin-guard.js';
@@ -218,13 +219,16 @@ export const users: ResourceHandler = {
     }
     const where = params.filter ? filterCriteria('User', params.filter) : undefined;
     const sortBy = params.sortBy ? sortKey('User', params.sortBy) : undefined;
-    const { rows, total } = await listSyncedAccounts(ctx.db, ctx.tenant.id, {
+    const query = {
       ...(where ? { where } : {}),
       ...(sortBy ? { sortBy } : {}),
       descending: params.descending,
       offset: params.startIndex - 1,
       limit: params.count,
-    });
+    };
+    // Documents grow with every PATCH that adds to them: their sizes are read before they are.
+    if (query.limit > 1) query.limit = fitting(await pageDocumentSizes(ctx.db, ctx.tenant.id, query), LIST_DOCUMENT_BYTES);
+    const { rows, total } = await listSyncedAccounts(ctx.db, ctx.tenant.id, query);
     return { total, resources: rows.map((r) => toScimUser(r, ctx.baseUrl)) };
   },
 

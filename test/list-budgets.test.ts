@@ -1,0 +1,95 @@
+// What one list answer may carry: users' documents up to LIST_DOCUMENT_BYTES
+// together, classes' members up to LIST_MEMBERS, whatever count asks for and
+// however large a tenant's resources were made. A page past it holds fewer
+// resources (at least one), itemsPerPage says how many, and paging on from
+// startIndex reaches every resource once.
+import { sql } from 'kysely';
+import t from 'tap';
+import { LIST_DOCUMENT_BYTES, LIST_MEMBERS, fitting } from '../src/scim/limits.js';
+import { testApp } from './helpers/app.js';
+import { GROUP, USER, client } from './helpers/scim.js';
+
+interface ListAnswer {
+  totalResults: number;
+  startIndex: number;
+  itemsPerPage: number;
+  Resources: { id: string; userName?: string; members?: unknown[] }[];
+}
+
+t.test('a page of the budget: at least one, and none past the one that crosses it', async (t) => {
+  t.equal(fitting([], 10), 0);
+  t.equal(fitting([4, 4, 4], 10), 2);
+  t.equal(fitting([4, 6, 1], 10), 2, 'exactly the budget fits');
+  t.equal(fitting([11, 1], 10), 1, 'one larger than the budget is a page of its own');
+  t.equal(fitting([1, 2, 3], 10), 3);
+});
+
+t.test('users whose documents are large come fewer to a page, and paging on reaches each once', async (t) => {
+  const { app, headers } = await testApp(t);
+  const scim = client(app, headers);
+  // About 0.9 MB each: the roles a PATCH or a POST may carry, well within the body limit.
+  const roles = Array.from({ length: 220 }, (_, i) => ({ value: `${String(i).padStart(4, '0')}${'r'.repeat(3990)}`, type: 'app' }));
+  const userName = (i: number) => `large${i}@school.example`;
+  for (let i = 1; i <= 6; i++) {
+    t.equal((await scim('POST', '/Users', { schemas: [USER], userName: userName(i), roles })).statusCode, 201, `user ${i} is created`);
+  }
+  t.equal((await scim('POST', '/Users', { schemas: [USER], userName: 'small@school.example' })).statusCode, 201);
+  const perUser = JSON.stringify(roles).length;
+  const fit = Math.floor(LIST_DOCUMENT_BYTES / perUser);
+  t.ok(fit >= 2 && fit < 6, `${fit} large users fit in a page`);
+
+  const seen: string[] = [];
+  for (let startIndex = 1, pages = 0; startIndex <= 7 && pages < 10; pages++) {
+    const res = await scim('GET', `/Users?count=100&sortBy=userName&startIndex=${startIndex}`);
+    t.equal(res.statusCode, 200);
+    const page = res.json<ListAnswer>();
+    t.equal(page.totalResults, 7, 'the total is every user');
+    t.equal(page.itemsPerPage, page.Resources.length, 'itemsPerPage says how many this page holds');
+    t.ok(page.itemsPerPage >= 1 && page.itemsPerPage <= fit + 1, `page at ${startIndex}: ${page.itemsPerPage} users`);
+    t.ok(res.body.length <= LIST_DOCUMENT_BYTES + perUser + 10_000, `an answer of ${res.body.length} bytes`);
+    seen.push(...page.Resources.map((r) => r.userName ?? ''));
+    startIndex += page.itemsPerPage;
+  }
+  t.same(seen, [...[1, 2, 3, 4, 5, 6].map(userName), 'small@school.example'], 'every user once, in order');
+  const one = (await scim('GET', '/Users?count=1')).json<ListAnswer>();
+  t.equal(one.itemsPerPage, 1, 'a page of one is one, however large');
+  const small = (await scim('GET', `/Users?filter=${encodeURIComponent('userName sw "small"')}&count=100`)).json<ListAnswer>();
+  t.equal(small.itemsPerPage, 1, 'a filter that finds small users is answered whole');
+});
+
+t.test('classes with many members come fewer to a page; without members, all of them', async (t) => {
+  const { app, headers, db, tenant } = await testApp(t);
+  const scim = client(app, headers);
+  const ids: string[] = [];
+  for (const name of ['A', 'B', 'C']) ids.push((await scim('POST', '/Groups', { schemas: [GROUP], displayName: name })).json<{ id: string }>().id);
+  ids.sort();
+  const half = Math.floor(LIST_MEMBERS / 2) + 1;
+  await sql`INSERT INTO accounts (tenant_id, managed_by, role, user_name, display_name, scim)
+            SELECT ${tenant.id}::uuid, 'sync', 'student', 'member' || i || '@school.example', 'Member ' || i, '{}'
+              FROM generate_series(1, ${half}::int) AS i`.execute(db);
+  // The first two classes (in the order a list takes) have just over half the budget each, the last three members.
+  for (const [klass, members] of [
+    [ids[0], half],
+    [ids[1], half],
+    [ids[2], 3],
+  ] as const) {
+    await sql`INSERT INTO class_memberships (tenant_id, class_id, account_id, synced)
+              SELECT tenant_id, ${klass}::uuid, id, true FROM accounts
+               WHERE tenant_id = ${tenant.id}::uuid ORDER BY id LIMIT ${members}::int`.execute(db);
+  }
+
+  const first = (await scim('GET', '/Groups?count=10')).json<ListAnswer>();
+  t.same(
+    { total: first.totalResults, items: first.itemsPerPage, ids: first.Resources.map((r) => r.id), members: first.Resources.map((r) => r.members?.length) },
+    { total: 3, items: 1, ids: [ids[0]], members: [half] },
+    'the first class alone: the second would pass the budget',
+  );
+  const second = (await scim('GET', '/Groups?count=10&startIndex=2')).json<ListAnswer>();
+  t.same(
+    { items: second.itemsPerPage, ids: second.Resources.map((r) => r.id), members: second.Resources.map((r) => r.members?.length) },
+    { items: 2, ids: [ids[1], ids[2]], members: [half, 3] },
+    'then the other two, each with all its members',
+  );
+  const lookup = (await scim('GET', '/Groups?count=10&excludedAttributes=members')).json<ListAnswer>();
+  t.equal(lookup.itemsPerPage, 3, 'without members, the whole page');
+});
