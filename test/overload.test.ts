@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import t from 'tap';
 import { testApp, tenantWithToken } from './helpers/app.js';
+import { capturedLogger } from './helpers/log-lines.js';
 import { USER } from './helpers/scim.js';
 import { MAX_PARAM_LENGTH } from '../src/scim/limits.js';
 import { tenantOverview } from '../src/services/health.js';
@@ -41,7 +42,7 @@ t.test('each tenant has its own request budget; past it, 429 with Retry-After an
   t.equal(noToken.statusCode, 401, 'a request without a credential is refused before the limit');
 });
 
-t.test('a flood of refused writes is recorded as a few events that count every answer', async (t) => {
+t.test('a flood of throttled writes is recorded as a few events that count every answer', async (t) => {
   // 1 a second over a 10-second window: 10 writes pass, and the next 30 are refused.
   const { app, headers, db, tenant } = await testApp(t, { RATE_LIMIT_PER_SECOND: '1' });
   const statuses: number[] = [];
@@ -93,7 +94,8 @@ t.test('the default budget carries an Entra cycle of 25 requests a second and mo
 });
 
 t.test('a lagging event loop sheds requests with 503 and Retry-After, then recovers', async (t) => {
-  const { app, headers } = await testApp(t, { MAX_EVENT_LOOP_DELAY_MS: '20' });
+  const { logger, lines } = capturedLogger();
+  const { app, headers } = await testApp(t, { MAX_EVENT_LOOP_DELAY_MS: '20' }, { logger });
   // The fault: the event loop is blocked 50 ms at a time for two sampling
   // periods, so the measured delay stays far above the 20 ms limit.
   const until = Date.now() + 2200;
@@ -110,6 +112,17 @@ t.test('a lagging event loop sheds requests with 503 and Retry-After, then recov
   t.match(shed.json(), { schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: '503', detail: /overloaded/ });
   const live = await app.inject({ method: 'GET', url: '/healthz' });
   t.equal(live.statusCode, 200, 'liveness still answers, so the instance is not restarted for being busy');
+  const shedLines = lines.filter((l) => (l.reqId ?? l.requestId) === shed.headers['x-request-id']);
+  t.match(
+    shedLines,
+    [{ msg: 'incoming request' }, { msg: 'request completed', res: { statusCode: 503 }, detail: /overloaded/ }],
+    'a shed request logs its own two lines, the second with why, and nothing more',
+  );
+  t.equal(shedLines.length, 2);
+  t.notOk(
+    lines.some((l) => l.err !== undefined),
+    'and no stack: a flood of shed requests must not flood the log',
+  );
 
   // With the loop idle again the next sample clears the pressure.
   let status = 503;

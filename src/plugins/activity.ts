@@ -16,12 +16,12 @@ import { failureMessage } from './errors.js';
 const WRITE_ACTIONS: Record<string, AuditAction> = { POST: 'create', PUT: 'update', PATCH: 'update', DELETE: 'delete' };
 const LAST_REQUEST_EVERY_MS = 10_000;
 /**
- * Answers that changed nothing and that Entra retries later: too many
- * requests for the tenant (429), or the database or the tenant's share could
- * not take the request (503).
+ * Too many requests for the tenant: the answer changed nothing, Entra retries
+ * later, and a client past its rate limit can send them as fast as it likes
+ * (every other failure comes within the limit).
  */
-const RETRY_LATER = new Set([429, 503]);
-/** Within this long, one tenant's retry-later answers of one status are one event more, whatever their number. */
+const THROTTLED = 429;
+/** Within this long, one tenant's throttled writes are one event more, whatever their number. */
 const TALLY_WINDOW_MS = 60_000;
 /** A user or a class, by id or not; a search (a POST that only reads) is no write. */
 const RESOURCE = /^\/scim\/v2\/(users|groups)(?:\/((?!\.search)[^/?]*))?\/?(?:\?|$)/i;
@@ -97,7 +97,7 @@ async function activity(app: FastifyInstance, options: { db: Db }): Promise<void
   const { db } = options;
   const lastWritten = new Map<string, number>();
   const failedWrites = new FailedWriteRecorder(db, app.log);
-  const retryLater = new RetryLaterTally(failedWrites);
+  const throttled = new ThrottledTally(failedWrites);
   // Failures whose handler wrote their audit event itself (ScimError.audited),
   // seen on their way to the error renderer.
   const audited = new WeakSet<FastifyRequest>();
@@ -139,7 +139,7 @@ async function activity(app: FastifyInstance, options: { db: Db }): Promise<void
             error: reply.scimError,
           })
         : undefined;
-    if (!event || (RETRY_LATER.has(reply.statusCode) && retryLater.tallied(event, reply.statusCode))) {
+    if (!event || (reply.statusCode === THROTTLED && throttled.tallied(event))) {
       done(null, payload);
       return;
     }
@@ -153,28 +153,28 @@ async function activity(app: FastifyInstance, options: { db: Db }): Promise<void
   });
 
   app.addHook('onClose', async () => {
-    retryLater.close();
+    throttled.close();
     await failedWrites.close();
   });
 }
 
 /**
- * Keeps a flood of retry-later answers from becoming a flood of writes. A
- * client past its tenant's rate limit, or a database outage, answers every
- * request at once with nothing written; recording each as an event would
- * give the database a write for every refusal, the load the refusal spares
- * it. The first such answer of a tenant and status is recorded as it comes;
- * the others in the next minute are counted, and one event, the latest,
- * stands for them (`details.answers`, which the failure counts add up).
+ * Keeps a flood of throttled writes from becoming a flood of writes. A client
+ * past its tenant's rate limit is answered at once with nothing written;
+ * recording each refusal as an event would give the database a write for
+ * every one, the load the limit spares it. A tenant's first throttled write
+ * is recorded as it comes; the others in the next minute are counted, and
+ * one event, the latest, stands for them (`details.answers`, which the
+ * failure counts add up).
  */
-class RetryLaterTally {
+class ThrottledTally {
   private readonly open = new Map<string, { answers: number; latest: AuditEvent; timer: NodeJS.Timeout }>();
 
   constructor(private readonly recorder: FailedWriteRecorder) {}
 
   /** True when the event is counted into its window; false when it opens one and is to be recorded now. */
-  tallied(event: AuditEvent, status: number): boolean {
-    const key = `${event.tenantId}/${status}`;
+  tallied(event: AuditEvent): boolean {
+    const key = event.tenantId;
     const window = this.open.get(key);
     if (window) {
       window.answers += 1;

@@ -186,7 +186,10 @@ async function errors(app: FastifyInstance, options: ErrorsOptions): Promise<voi
   app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const scimError = toScimError(error);
     if (scimError) {
-      if (scimError.status >= 500) request.log.warn({ err: error }, scimError.detail);
+      // A failure below (the database's) is logged with its cause; a 5xx of our
+      // own (shedding load, say) says all it has on the request's own line,
+      // and a flood of them must not flood the log with stacks.
+      if (scimError.status >= 500 && error !== scimError) request.log.warn({ err: error }, scimError.detail);
       // Not the detail: it may quote the request.
       else request.log.debug({ status: scimError.status, scimType: scimError.scimType }, 'request refused');
       return sendScimError(reply, scimError);
