@@ -71,6 +71,7 @@ t.test('the first-sync preview page: upload, report, CSV download, errors; cross
       ['7', 'create'],
       ['8', 'create'],
       ['9', 'create'],
+      ['12', 'adopt'],
       ['13', 'create'],
       ['10', 'create'],
       ['11', 'create'],
@@ -78,10 +79,9 @@ t.test('the first-sync preview page: upload, report, CSV download, errors; cross
       ['2', 'adopt'],
       ['3', 'adopt'],
       ['4', 'adopt'],
-      ['12', 'adopt'],
       ['5', 'already-synced'],
     ],
-    'every user, those that need a look first: refused, then probably the same person as an existing account',
+    'every user, those that need a look first: refused, then probably the same person as an existing account, or taking an account another row would take if Entra sent it first (row 12)',
   );
   const cells = (row: number) => page.locator(`#users tr[data-row="${row}"] td`).allInnerTexts();
   const bo = await cells(7);

@@ -3,7 +3,7 @@
 // docs/database-contract.md), and Entra's first cycle then takes each over by
 // its object id, whatever order Entra sends them in and whatever addresses
 // changed meanwhile.
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
@@ -183,4 +183,43 @@ t.test('the preview shows each linked user taken over by its object id', async (
   t.match(byName[hansson.userPrincipalName], { outcome: 'adopt', rule: 8, matchedBy: 'externalId', account: { id: accounts.hansson } });
   t.match(byName[omar.userPrincipalName], { outcome: 'adopt', rule: 8, matchedBy: 'externalId', account: { id: accounts.omar } });
   t.equal(byName[holm.userPrincipalName]?.outcome, 'create', 'Holm, whose address the linked account has, gets an account of her own');
+});
+
+t.test('the preview tells where the first sync depends on Entra’s order, takes over a deactivated account, or leaves a second account of one address', async (t) => {
+  const env = await testApp(t);
+  const portal = await connection(t, env);
+  const account = async (userName: string, email: string) =>
+    (await portal.query<{ id: string }>(manualAccountSql(), [env.tenant.id, 'student', userName, email])).rows[0]?.id as string;
+  const hanssonOld = await account('hanna.h@school.example', 'hanna@school.example');
+  const alexOld = await account('alex@school.example', 'alex@school.example');
+  await portal.query('UPDATE accounts SET active = false WHERE tenant_id = $1 AND id = $2', [env.tenant.id, alexOld]);
+  const sara = await account('sara@school.example', 'sara@school.example');
+  const saraAgain = await account('sara.old@school.example', 'sara@school.example');
+
+  const hanssonUpn: ExportUser = { ...hansson, userPrincipalName: 'hanna.h@school.example', mail: 'hanna.h@school.example' };
+  const alex: ExportUser = { userPrincipalName: 'alex@school.example', mail: 'alex@school.example', displayName: 'Alex Ny', givenName: 'Alex', surname: 'Ny', objectId: objectId(20) };
+  const saraUser: ExportUser = { userPrincipalName: 'sara@school.example', mail: 'sara@school.example', displayName: 'Sara S', givenName: 'Sara', surname: 'S', objectId: objectId(21) };
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'switch-over-'));
+  const file = path.join(dir, 'users.csv');
+  await writeFile(file, entraExport([holm, hanssonUpn, alex, saraUser]));
+  const run = await cli(env, 'preview', '--tenant', env.tenant.id, '--entra-users', file, '--json');
+  t.equal(run.code, 0, run.out);
+  const [holmRow, hanssonRow, alexRow, saraRow] = (JSON.parse(run.out) as PreviewReport).users;
+
+  t.match(holmRow, { row: 2, outcome: 'adopt', rule: 2, matchedBy: 'email', account: { id: hanssonOld }, contestedBy: [3] }, 'Holm takes the account in file order, and is told row 3 would if Entra sent it first');
+  t.match(hanssonRow, { row: 3, outcome: 'create', probableMatches: [{ id: hanssonOld, adoptedByRow: 2 }] }, 'and row 3 is told the same from its side');
+  t.match(alexRow, { outcome: 'adopt', rule: 2, account: { id: alexOld }, deactivated: true });
+  t.notOk('contestedBy' in (alexRow ?? {}), 'nobody else matches it');
+  t.match(saraRow, { outcome: 'adopt', account: { id: sara }, alsoMatching: [{ id: saraAgain }] });
+
+  const table = await cli(env, 'preview', '--tenant', env.tenant.id, '--entra-users', file);
+  t.match(table.out, /hanna@school\.example .* by e-mail; row 3 would take it if sent first/, 'the table says so in a few words');
+  t.match(table.out, /alex@school\.example .* by userName; a deactivated account: a reused address\?/);
+  t.match(table.out, /sara@school\.example .* by userName; 1 more account with this address stays/);
+  const csvFile = path.join(dir, 'preview.csv');
+  t.equal((await cli(env, 'preview', '--tenant', env.tenant.id, '--entra-users', file, '--csv', csvFile)).code, 0);
+  const csv = await readFile(csvFile, 'utf8');
+  t.match(csv, /Row 3 matches that account too and takes it if Entra sends it first/, 'the CSV says it in a sentence');
+  t.match(csv, /The account is deactivated in the portal: if its address was given to someone new/);
+  t.match(csv, new RegExp(`1 other portal account has this address too and stays as it is: sara\\.old@school\\.example <sara@school\\.example> \\(${saraAgain}\\)`));
 });

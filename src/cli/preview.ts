@@ -64,6 +64,11 @@ function shortNote(user: PreviewUser): string {
     case 'already-synced':
     case 'adopt':
       notes.push(user.matchedBy === 'externalId' ? 'by Entra object id' : user.matchedBy === 'userName' ? 'by userName' : 'by e-mail');
+      if (user.outcome === 'adopt') {
+        if (user.contestedBy) notes.push(`row${user.contestedBy.length > 1 ? 's' : ''} ${user.contestedBy.join(', ')} would take it if sent first`);
+        if (user.deactivated) notes.push('a deactivated account: a reused address?');
+        if (user.alsoMatching) notes.push(`${user.alsoMatching.length} more account${user.alsoMatching.length > 1 ? 's' : ''} with this address stay${user.alsoMatching.length > 1 ? '' : 's'}`);
+      }
       break;
     case 'create': {
       const best = user.probableMatches[0];

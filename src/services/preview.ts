@@ -228,6 +228,16 @@ export interface PreviewUser {
   account?: PortalAccountRef;
   /** For a new account: existing accounts that are probably the same person, likeliest first (at most 5). */
   probableMatches: ProbableMatch[];
+  /**
+   * For an adoption by address (rule 2): later rows of the file whose
+   * addresses match the same account, so that each of them would take it if
+   * Entra sent it first. Entra's order is its own.
+   */
+  contestedBy?: number[];
+  /** For an adoption by address: the account is deactivated in the portal (a leaver's, whose address may have been given to someone new). */
+  deactivated?: true;
+  /** For an adoption by address: other portal accounts with the same address, which stay as they are (at most 5). */
+  alsoMatching?: PortalAccountRef[];
   /** The user's addresses (userPrincipalName, mail) outside the tenant's verified domains: rule 2 never adopts by them. */
   outsideVerifiedDomains: string[];
   /** Why the server would refuse the user's data (outcome invalid). */
@@ -362,6 +372,8 @@ export async function previewFirstSync(db: Executor, tenantId: string, users: re
   const actor = previewActor(tenant.id);
   /** Accounts adopted by an earlier row: synced from then on, so no later create can adopt them. */
   const claimed = new Map<string, number>();
+  /** The row that adopted each account by address, to tell it of later rows that match the account too. */
+  const adoptedByAddress = new Map<string, PreviewUser>();
   const decided: PreviewUser[] = [];
 
   for (const [i, user] of users.entries()) {
@@ -399,6 +411,13 @@ export async function previewFirstSync(db: Executor, tenantId: string, users: re
     const byExternalId = values.external_id === null ? undefined : index.adoptableByExternalId.get(values.external_id)?.find((a) => !claimed.has(a.id));
     const adoptable = known.filter((a) => inVerifiedDomain(a, tenant.verifiedDomains));
     const byAddress = byExternalId ? undefined : firstByAddress(index, adoptable, claimed);
+    // Had Entra sent this row first, it would have taken an account an earlier row adopts by address.
+    if (!admin && !byExternalId) {
+      for (const rival of new Set(adoptable.flatMap((a) => index.unlinkedByAddress.get(a) ?? []))) {
+        const earlier = adoptedByAddress.get(rival.id);
+        if (earlier) (earlier.contestedBy ??= []).push(user.row);
+      }
+    }
     let plan;
     try {
       plan = planUserCreate(actor, tenant.verifiedDomains, values, { admin, byExternalId, byAddress }, NO_ID);
@@ -411,13 +430,19 @@ export async function previewFirstSync(db: Executor, tenantId: string, users: re
       const adopted = plan.id === byExternalId?.id ? byExternalId : byAddress;
       if (!adopted) throw new Error('the planner adopted an account the preview did not offer');
       claimed.set(adopted.id, user.row);
-      decided.push({
+      const byRule2 = adopted !== byExternalId;
+      const others = byRule2 ? [...new Set(adoptable.flatMap((a) => index.unlinkedByAddress.get(a) ?? []))].filter((a) => a.id !== adopted.id && !claimed.has(a.id)) : [];
+      const adoption: PreviewUser = {
         ...base,
         outcome: 'adopt',
-        rule: adopted === byExternalId ? 8 : 2,
-        matchedBy: adopted === byExternalId ? 'externalId' : adoptable.includes(adopted.user_name_key) ? 'userName' : 'email',
+        rule: byRule2 ? 2 : 8,
+        matchedBy: byRule2 ? (adoptable.includes(adopted.user_name_key) ? 'userName' : 'email') : 'externalId',
         account: ref(adopted),
-      });
+        ...(byRule2 && !adopted.active ? { deactivated: true as const } : {}),
+        ...(others.length > 0 ? { alsoMatching: others.slice(0, MAX_PROBABLE_MATCHES).map(ref) } : {}),
+      };
+      if (byRule2) adoptedByAddress.set(adopted.id, adoption);
+      decided.push(adoption);
       continue;
     }
     decided.push({ ...base, outcome: 'create', probableMatches: probableMatches(index, user, known, claimed) });
@@ -542,9 +567,22 @@ export function noteOf(user: PreviewUser): string {
     case 'adopt':
       parts.push(
         user.rule === 8
-          ? `Takes over ${accountWords(user.account as PortalAccountRef)}, linked to this Entra object before.`
+          ? `Takes over ${accountWords(user.account as PortalAccountRef)}, linked to this Entra object.`
           : `Takes over ${accountWords(user.account as PortalAccountRef)}, whose ${user.matchedBy === 'userName' ? 'userName' : 'e-mail'} is this user's address.`,
       );
+      if (user.contestedBy) {
+        const rows = user.contestedBy;
+        parts.push(
+          `Row${rows.length > 1 ? 's' : ''} ${rows.join(', ')} match${rows.length > 1 ? '' : 'es'} that account too and take${rows.length > 1 ? '' : 's'} it if Entra sends ${rows.length > 1 ? 'them' : 'it'} first; fix the e-mails so that only the right user matches it, or have the portal team link the account to its Entra user.`,
+        );
+      }
+      if (user.deactivated) {
+        parts.push('The account is deactivated in the portal: if its address was given to someone new, that person takes over the old account and its history; check before the first sync.');
+      }
+      if (user.alsoMatching) {
+        const n = user.alsoMatching.length;
+        parts.push(`${n} other portal account${n > 1 ? 's have' : ' has'} this address too and stay${n > 1 ? '' : 's'} as ${n > 1 ? 'they are' : 'it is'}: ${user.alsoMatching.map(accountWords).join(', ')}.`);
+      }
       break;
     case 'create': {
       const [best, ...others] = user.probableMatches;
@@ -645,7 +683,7 @@ export function attention(user: PreviewUser): number {
     case 'create':
       return user.probableMatches.length > 0 ? 1 : user.outsideVerifiedDomains.length > 0 ? 2 : 3;
     case 'adopt':
-      return 4;
+      return user.contestedBy || user.deactivated || user.alsoMatching ? 1 : 4;
     case 'already-synced':
       return 5;
   }
