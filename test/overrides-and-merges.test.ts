@@ -331,3 +331,80 @@ t.test('a merge is refused for admins, two tenants, a manual account to absorb, 
   const elsewhere = await call('POST', '/admin/accounts/merge', { keep: old, absorb: synced });
   t.equal(elsewhere.statusCode, 404, 'the absorbed id merged into another account is still no account to merge');
 });
+
+t.test('merge --dry-run (and dryRun in the API) shows what a merge would leave and changes nothing; a pair that looks like two people is named', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const call = await admin(env);
+  // A teacher's old account, and a pupil Entra created: a wrong pair, one id pasted for another.
+  const lena = (
+    await env.db
+      .insertInto('accounts')
+      .values({ tenant_id: env.tenant.id, managed_by: 'manual', role: 'teacher', user_name: 'lena@old.example', email: 'lena@old.example', display_name: 'Lena Lärare', scim: '{}' })
+      .returning('id')
+      .executeTakeFirstOrThrow()
+  ).id;
+  // And the right pair: the pupil's old account, under an old address with the same name.
+  const oldPupil = (
+    await env.db
+      .insertInto('accounts')
+      .values({ tenant_id: env.tenant.id, managed_by: 'manual', role: 'student', user_name: 'p1@old.example', display_name: 'Pupil 1', scim: '{}' })
+      .returning('id')
+      .executeTakeFirstOrThrow()
+  ).id;
+  const pupil = (await scim('POST', '/Users', entraUser(1))).json<{ id: string }>().id;
+
+  // Finding the two ids: by address, in any case, or by the Entra object id.
+  const byAddress = await cli(env, 'account', 'find', '--tenant', env.tenant.id, 'PUPIL1@school.example');
+  t.equal(byAddress.code, 0, byAddress.out);
+  t.match(byAddress.out, new RegExp(`${pupil}\\s+Pupil1@School\\.example\\s+pupil1@school\\.example\\s+Pupil 1\\s+student\\s+yes\\s+sync`));
+  const byObject = await cli(env, 'account', 'find', '--tenant', env.tenant.id, '00000000-0000-4000-8000-000000000001', '--json');
+  t.match(JSON.parse(byObject.out), [{ id: pupil, createdBySync: true, externalId: '00000000-0000-4000-8000-000000000001' }]);
+  const found = await call('GET', `/admin/tenants/${env.tenant.id}/accounts?find=${encodeURIComponent('p1@old.example')}`);
+  t.equal(found.statusCode, 200, found.body);
+  t.match(found.json(), { accounts: [{ id: oldPupil, managedBySync: false, createdBySync: false, displayName: 'Pupil 1' }] });
+  t.same((await call('GET', `/admin/tenants/${env.tenant.id}/accounts?find=nobody@school.example`)).json(), { accounts: [] });
+  t.equal((await call('GET', `/admin/tenants/${env.tenant.id}/accounts`)).statusCode, 400, 'find is needed');
+  t.equal((await call('GET', `/admin/tenants/${env.tenant.id}/accounts?find=%20`)).statusCode, 400, 'and not empty');
+  const none = await cli(env, 'account', 'find', '--tenant', env.tenant.id, 'nobody@school.example');
+  t.equal(none.code, 0);
+  t.match(none.out, /No account of tenant .* has the userName, e-mail or Entra object id nobody@school\.example\./);
+
+  const state = async () => ({
+    accounts: await env.db.selectFrom('accounts').selectAll().orderBy('id').execute(),
+    aliases: await env.db.selectFrom('account_aliases').selectAll().execute(),
+    audit: await env.db.selectFrom('audit_events').select('id').execute(),
+    feed: await env.db.selectFrom('change_events').select('position').execute(),
+  });
+  const before = await state();
+
+  const wrong = await cli(env, 'account', 'merge', '--keep', lena, '--absorb', pupil, '--dry-run');
+  t.equal(wrong.code, 0, wrong.out);
+  t.match(wrong.out, `Would merge ${pupil} into ${lena}; nothing was changed.`);
+  t.match(wrong.out, new RegExp(`Absorbed:?\\s+Pupil1@School\\.example "Pupil 1" \\(${pupil}\\)`), 'and the account it would absorb');
+  t.match(wrong.out, /Account:?\s+Pupil1@School\.example/, 'the kept account as the merge would leave it');
+  t.match(wrong.out, `Caution: The two accounts share no name and no address: lena@old.example "Lena Lärare" and Pupil1@School.example "Pupil 1". Check that they are one person.`);
+  t.match(wrong.out, `Caution: Account ${lena} is a teacher and ${pupil} a student: the kept account takes Entra's role, student.`);
+  const viaApi = await call('POST', '/admin/accounts/merge', { keep: lena, absorb: pupil, dryRun: true });
+  t.equal(viaApi.statusCode, 200, viaApi.body);
+  t.match(viaApi.json(), {
+    dryRun: true,
+    alreadyMerged: false,
+    kept: { id: lena, userName: 'Pupil1@School.example', role: 'student' },
+    absorbed: { id: pupil, userName: 'Pupil1@School.example' },
+    cautions: [/share no name and no address/, /is a teacher and/],
+  });
+  t.same(await state(), before, 'nothing was written: accounts, aliases, audit events, the feed');
+
+  const right = await cli(env, 'account', 'merge', '--keep', oldPupil, '--absorb', pupil, '--dry-run', '--json');
+  t.equal(right.code, 0, right.out);
+  t.match(JSON.parse(right.out), { dryRun: true, cautions: [], kept: { id: oldPupil } }, 'the same name: no caution');
+  t.same(await state(), before);
+
+  t.equal((await call('POST', '/admin/accounts/merge', { keep: oldPupil, absorb: pupil, dryRun: 'yes' })).statusCode, 400, 'dryRun is true or false');
+  const done = await cli(env, 'account', 'merge', '--keep', oldPupil, '--absorb', pupil);
+  t.equal(done.code, 0, done.out);
+  t.match(done.out, `Merged ${pupil} into ${oldPupil}`);
+  t.notMatch(done.out, /Caution/);
+  t.equal((await env.db.selectFrom('account_aliases').select('account_id').where('alias_id', '=', pupil).executeTakeFirstOrThrow()).account_id, oldPupil, 'then made for real');
+});

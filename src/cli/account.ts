@@ -3,9 +3,10 @@
 // operations as the admin API.
 import { InvalidArgumentError, type Command } from 'commander';
 import type { AccountRow } from '../db/columns.js';
-import { accountView, changeOverrides, mergeAccounts, parseOverrideGrade, parseOverrideRole } from '../services/accounts.js';
+import { accountView, changeOverrides, findAccounts, mergeAccounts, parseOverrideGrade, parseOverrideRole } from '../services/accounts.js';
 import { ServiceError } from '../services/errors.js';
-import { fields, usageError, uuidArgument, type CliContext } from './shared.js';
+import { formatTime } from '../services/words.js';
+import { fields, table, usageError, uuidArgument, type CliContext } from './shared.js';
 
 const CLI = { via: 'cli' } as const;
 
@@ -61,26 +62,64 @@ export function accountCommands(program: Command, ctx: CliContext): void {
     });
 
   account
+    .command('find')
+    .description("a tenant's accounts with this userName, e-mail or Entra object id: the ids a merge needs, and which the sync created")
+    .requiredOption('--tenant <id>', 'the tenant id', uuidArgument('tenant'))
+    .argument('<key>', 'a userName, an e-mail address (in any case) or an Entra object id')
+    .option('--json', 'print JSON')
+    .action(async (key: string, options: { tenant: string; json?: boolean }) => {
+      await ctx.withDatabase(async ({ db }) => {
+        const found = await findAccounts(db, options.tenant, key);
+        if (options.json) ctx.json(found);
+        else if (found.length === 0) ctx.out(`No account of tenant ${options.tenant} has the userName, e-mail or Entra object id ${key}.`);
+        else {
+          ctx.out(
+            table([
+              ['ID', 'USER NAME', 'E-MAIL', 'DISPLAY NAME', 'ROLE', 'ACTIVE', 'MADE BY', 'CREATED'],
+              ...found.map((a) => [
+                a.id,
+                a.userName,
+                a.email ?? '',
+                a.displayName ?? '',
+                a.role,
+                a.active ? 'yes' : 'no',
+                a.createdBySync ? 'sync' : a.managedBySync ? 'portal, then sync' : 'portal',
+                formatTime(a.createdAt),
+              ]),
+            ]),
+          );
+        }
+      });
+    });
+
+  account
     .command('merge')
     .description("merge the account Entra created at the first sync (--absorb) into the portal's existing account for the same person (--keep)")
     .requiredOption('--keep <id>', 'the account to keep: its id, licences and history stay', uuidArgument('account'))
     .requiredOption('--absorb <id>', 'the account Entra created; Entra keeps using its id, which then reaches the kept account', uuidArgument('account'))
+    .option('--dry-run', 'check the merge and show what it would leave, without making it (a merge cannot be undone)')
     .option('--json', 'print JSON')
-    .action(async (options: { keep: string; absorb: string; json?: boolean }) => {
+    .action(async (options: { keep: string; absorb: string; dryRun?: boolean; json?: boolean }) => {
       await ctx.withDatabase(async ({ db }) => {
-        const { kept, absorbedId, alreadyMerged } = await mergeAccounts(db, options.keep, options.absorb, CLI);
+        const merged = await mergeAccounts(db, options.keep, options.absorb, CLI, { dryRun: options.dryRun === true });
+        const { kept, absorbedId, absorbed, alreadyMerged, dryRun, cautions } = merged;
         if (options.json) {
-          ctx.json({ kept: accountView(kept), absorbedId, alreadyMerged });
+          ctx.json({ kept: accountView(kept), absorbedId, ...(absorbed ? { absorbed: accountView(absorbed) } : {}), alreadyMerged, dryRun, cautions });
           return;
         }
         if (alreadyMerged) {
           ctx.out(`${absorbedId} was already merged into ${kept.id}; nothing changed.`, accountLines(kept));
           return;
         }
-        ctx.out(
-          `Merged ${absorbedId} into ${kept.id}: the kept account now has its Entra link, attributes and classes; ${absorbedId} is deleted, and Entra's requests for it reach ${kept.id}.`,
+        const lines = [
+          dryRun
+            ? `Would merge ${absorbedId} into ${kept.id}; nothing was changed. The kept account would be:`
+            : `Merged ${absorbedId} into ${kept.id}: the kept account now has its Entra link, attributes and classes; ${absorbedId} is deleted, and Entra's requests for it reach ${kept.id}.`,
           accountLines(kept),
-        );
+          ...(absorbed ? [fields([['Absorbed', `${absorbed.user_name}${absorbed.display_name !== null ? ` "${absorbed.display_name}"` : ''} (${absorbedId})`]])] : []),
+          ...cautions.map((caution) => `Caution: ${caution}`),
+        ];
+        ctx.out(...lines);
       });
     });
 }

@@ -16,6 +16,30 @@ export async function findAccount(db: Executor, id: string, forUpdate = false): 
 }
 
 /**
+ * A tenant's live accounts with this userName or e-mail (in any case) or
+ * this Entra object id as external id, oldest first: what an operator looks
+ * up to find the ids of a merge.
+ */
+export async function findAccountsByKey(db: Executor, tenantId: string, key: string, limit: number): Promise<AccountRow[]> {
+  return db
+    .selectFrom('accounts')
+    .selectAll()
+    .where('tenant_id', '=', tenantId)
+    .where('deleted_at', 'is', null)
+    .where((eb) =>
+      eb.or([
+        eb(sql`lower(user_name)`, '=', sql`lower(${key})`),
+        eb(sql`lower(email)`, '=', sql`lower(${key})`),
+        eb('external_id', '=', key),
+      ]),
+    )
+    .orderBy('created_at')
+    .orderBy('id')
+    .limit(limit)
+    .execute();
+}
+
+/**
  * Whether the sync created this account, rather than adopting one the portal
  * made (rules 2 and 8), which has history of its own from before the sync.
  * The row says so when the sync created it after migration 0019; of a row

@@ -16,7 +16,7 @@ import { isUuid } from '../db/ids.js';
 import { tenantStatus } from '../db/tenant-status.js';
 import { findTenant } from '../db/tenants.js';
 import { ScimError, badRequest, notFound } from '../errors.js';
-import { accountView, changeOverrides, mergeAccounts, parseMerge, parseOverrideChange, showAccount } from '../services/accounts.js';
+import { accountView, changeOverrides, findAccounts, mergeAccounts, parseMerge, parseOverrideChange, showAccount } from '../services/accounts.js';
 import type { Actor } from '../services/actor.js';
 import { closeConflictByHand, listTenantConflicts, parseClosingRequest, parseConflictState, type Closing } from '../services/conflicts.js';
 import {
@@ -211,9 +211,23 @@ export async function adminRoutes(app: FastifyInstance, options: AdminOptions): 
   });
 
   app.post('/accounts/merge', async (request) => {
-    const { keep, absorb } = parseMerge(request.body);
-    const { kept, absorbedId, alreadyMerged } = await mergeAccounts(db, keep, absorb, actor(request));
-    return { kept: accountView(kept), absorbedId, alreadyMerged };
+    const { keep, absorb, dryRun } = parseMerge(request.body);
+    const merged = await mergeAccounts(db, keep, absorb, actor(request), { dryRun });
+    return {
+      kept: accountView(merged.kept),
+      absorbedId: merged.absorbedId,
+      ...(merged.absorbed ? { absorbed: accountView(merged.absorbed) } : {}),
+      alreadyMerged: merged.alreadyMerged,
+      dryRun: merged.dryRun,
+      cautions: merged.cautions,
+    };
+  });
+
+  app.get('/tenants/:id/accounts', async (request) => {
+    const id = await tenantParam(request);
+    const { find } = request.query as { find?: unknown };
+    if (typeof find !== 'string') throw badRequest('invalidValue', 'Give find: a userName, an e-mail address or an Entra object id.');
+    return { accounts: await findAccounts(db, id, find) };
   });
 
   app.get('/tenants/:id/failures', async (request) => {

@@ -3,7 +3,7 @@
 // and the merge that repairs a first sync which made a new account for a
 // person the portal already had. Each validates, writes in one transaction
 // and records its audit event.
-import { createdBySync, findAccount, findAliasTarget, mergeAccountRows, setOverrides, type Overrides } from '../db/account-repairs.js';
+import { createdBySync, findAccount, findAccountsByKey, findAliasTarget, mergeAccountRows, setOverrides, type Overrides } from '../db/account-repairs.js';
 import { recordAudit } from '../db/audit.js';
 import { notifyChanges } from '../db/change-notifier.js';
 import type { AccountRow } from '../db/columns.js';
@@ -102,9 +102,57 @@ export async function changeOverrides(db: Db, id: string, change: OverrideChange
 export interface Merged {
   kept: AccountRow;
   absorbedId: string;
+  /** The absorbed account as it was before the merge (undefined when the pair was merged before). */
+  absorbed?: AccountRow;
   /** The pair was merged before: nothing was written. */
   alreadyMerged: boolean;
+  /** Only checked and shown: the merge was made and rolled back. */
+  dryRun: boolean;
+  /** What suggests the two accounts may be two people, for whoever merges them to check. */
+  cautions: string[];
 }
+
+/** The rolled-back result of a dry run, carried out of its transaction. */
+interface MergeResult {
+  row: AccountRow;
+  /** Both accounts as they were before the merge; none when the pair was merged before. */
+  before?: { kept: AccountRow; absorbed: AccountRow };
+  alreadyMerged: boolean;
+}
+
+class DryRun extends Error {
+  constructor(readonly result: MergeResult) {
+    super('dry run');
+  }
+}
+
+const folded = (value: string | null): string | undefined => {
+  const key = value?.normalize('NFC').trim().replace(/\s+/g, ' ').toLowerCase();
+  return key === undefined || key === '' ? undefined : key;
+};
+const localPartOf = (address: string | null): string | undefined => folded(address?.slice(0, Math.max(0, address.lastIndexOf('@'))) || address);
+
+/**
+ * Why two accounts to merge may be two people: a merge cannot be undone, and
+ * a wrong id gives one pupil another's history. Neither blocks a merge (a
+ * pupil may change both name and address); whoever merges is told.
+ */
+export function mergeCautions(keep: AccountRow, absorb: AccountRow): string[] {
+  const cautions: string[] = [];
+  const names = (row: AccountRow) =>
+    new Set([folded(row.given_name !== null && row.family_name !== null ? `${row.given_name} ${row.family_name}` : null), folded(row.display_name)].filter((n) => n !== undefined));
+  const parts = (row: AccountRow) => new Set([localPartOf(row.user_name), localPartOf(row.email)].filter((p) => p !== undefined));
+  const shared = <T>(a: Set<T>, b: Set<T>) => [...a].some((x) => b.has(x));
+  if (!shared(names(keep), names(absorb)) && !shared(parts(keep), parts(absorb))) {
+    cautions.push(`The two accounts share no name and no address: ${describe(keep)} and ${describe(absorb)}. Check that they are one person.`);
+  }
+  if (keep.role !== absorb.role) {
+    cautions.push(`Account ${keep.id} is a ${keep.role} and ${absorb.id} a ${absorb.role}: the kept account takes Entra's role, ${absorb.role}.`);
+  }
+  return cautions;
+}
+
+const describe = (row: AccountRow): string => `${row.user_name}${row.display_name !== null ? ` "${row.display_name}"` : ''}`;
 
 /**
  * Merges `absorb` (the account Entra created at the first sync) into `keep`
@@ -113,11 +161,12 @@ export interface Merged {
  * over), an `absorb` the sync adopted rather than made (its own history
  * would pass to `keep`), and a `keep` linked to another Entra object.
  */
-export async function mergeAccounts(db: Db, keepId: string, absorbId: string, actor: Actor): Promise<Merged> {
+export async function mergeAccounts(db: Db, keepId: string, absorbId: string, actor: Actor, options: { dryRun?: boolean } = {}): Promise<Merged> {
   const keep = accountId(keepId, 'an account');
   const absorb = accountId(absorbId, 'an account');
   if (keep === absorb) throw new ServiceError('invalid', 'An account cannot be merged into itself.');
-  const merged = await inTransaction(db, async (trx): Promise<{ row: AccountRow; alreadyMerged: boolean }> => {
+  const dryRun = options.dryRun === true;
+  const run = inTransaction(db, async (trx): Promise<MergeResult> => {
     // The tenant's turn first, before any row lock, as a SCIM write takes it
     // (rule 8): a disconnect waits for this merge and then turns the kept
     // account manual, or this merge waits for the disconnect and finds no
@@ -157,6 +206,8 @@ export async function mergeAccounts(db: Db, keepId: string, absorbId: string, ac
       throw new ServiceError('conflict', `Account ${old.id} is linked to another Entra object (${old.external_id}); it cannot take over a second one.`);
     }
     const row = await mergeAccountRows(trx, old.tenant_id, old.id, added.id);
+    // Everything a merge does, then undone: what it would leave, exactly.
+    if (dryRun) throw new DryRun({ row, before: { kept: old, absorbed: added }, alreadyMerged: false });
     await recordAudit(trx, {
       tenantId: row.tenant_id,
       action: 'merge',
@@ -166,10 +217,26 @@ export async function mergeAccounts(db: Db, keepId: string, absorbId: string, ac
       outcome: 'success',
       details: { kept: { id: old.id, userName: old.user_name }, absorbed: { id: added.id, userName: added.user_name }, ...auditVia(actor) },
     });
-    return { row, alreadyMerged: false };
+    return { row, before: { kept: old, absorbed: added }, alreadyMerged: false };
   });
-  if (!merged.alreadyMerged) await notifyChanges(db);
-  return { kept: merged.row, absorbedId: absorb, alreadyMerged: merged.alreadyMerged };
+  let merged: MergeResult;
+  try {
+    merged = await run;
+  } catch (error) {
+    if (!(error instanceof DryRun)) throw error;
+    merged = error.result;
+  }
+  if (!merged.alreadyMerged && !dryRun) await notifyChanges(db);
+  const { before } = merged;
+  return {
+    kept: merged.row,
+    absorbedId: absorb,
+    ...(before ? { absorbed: before.absorbed } : {}),
+    alreadyMerged: merged.alreadyMerged,
+    dryRun,
+    // Of the accounts as they were: the kept one before it took anything over.
+    cautions: before ? mergeCautions(before.kept, before.absorbed) : [],
+  };
 }
 
 function objectBody(body: unknown, fields: readonly string[]): Record<string, unknown> {
@@ -189,10 +256,36 @@ export function parseOverrideChange(body: unknown): OverrideChange {
 }
 
 /** The admin API's body of a merge: the account to keep and the one to absorb. */
-export function parseMerge(body: unknown): { keep: string; absorb: string } {
-  const fields = objectBody(body, ['keep', 'absorb']);
+export function parseMerge(body: unknown): { keep: string; absorb: string; dryRun: boolean } {
+  const fields = objectBody(body, ['keep', 'absorb', 'dryRun']);
   if (typeof fields.keep !== 'string' || typeof fields.absorb !== 'string') throw new ServiceError('invalid', 'Give keep and absorb, the ids of the two accounts.');
-  return { keep: fields.keep, absorb: fields.absorb };
+  if (fields.dryRun !== undefined && typeof fields.dryRun !== 'boolean') throw new ServiceError('invalid', 'dryRun must be true or false.');
+  return { keep: fields.keep, absorb: fields.absorb, dryRun: fields.dryRun === true };
+}
+
+/** Accounts one lookup lists at most. */
+const FOUND_AT_MOST = 20;
+
+/**
+ * A tenant's live accounts by userName, e-mail or Entra object id, oldest
+ * first, with what tells a merge's two sides apart: which the sync created
+ * (it can be absorbed) and which the portal had (it can be kept).
+ */
+export async function findAccounts(db: Db, tenantId: string, key: string) {
+  const tenant = accountId(tenantId, 'a tenant');
+  const wanted = key.trim();
+  if (wanted === '' || wanted.length > 512) throw new ServiceError('invalid', 'Give a userName, an e-mail address or an Entra object id, up to 512 characters.');
+  const rows = await findAccountsByKey(db, tenant, wanted, FOUND_AT_MOST);
+  return Promise.all(
+    rows.map(async (row) => ({
+      ...accountView(row),
+      email: row.email,
+      displayName: row.display_name,
+      externalId: row.external_id,
+      createdAt: row.created_at,
+      createdBySync: row.managed_by === 'sync' ? await createdBySync(db, row) : false,
+    })),
+  );
 }
 
 /** An account by id, as the admin API shows it. */
