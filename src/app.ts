@@ -33,7 +33,7 @@ import { resourceRoutes, rootSearchRoutes } from './routes/resources.js';
 import { statusRoutes } from './routes/status.js';
 import { tenantUrlMistake } from './routes/tenant-url.js';
 import { groups } from './scim/groups.js';
-import { MAX_JSON_DEPTH, MAX_PARAM_LENGTH, exceedsJsonDepth } from './scim/limits.js';
+import { MAX_JSON_DEPTH, MAX_JSON_OBJECT_MEMBERS, MAX_PARAM_LENGTH, jsonShapeProblem } from './scim/limits.js';
 import { SeenAccounts } from './scim/seen-accounts.js';
 import type { WriteStrategy } from './scim/resource.js';
 import { users } from './scim/users.js';
@@ -129,8 +129,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       done(null, undefined);
       return;
     }
-    if (exceedsJsonDepth(text)) {
-      done(new ScimError(400, 'invalidSyntax', `The request body nests deeper than ${MAX_JSON_DEPTH} levels.`), undefined);
+    const problem = jsonShapeProblem(text);
+    if (problem !== undefined) {
+      const detail =
+        problem === 'depth'
+          ? `The request body nests deeper than ${MAX_JSON_DEPTH} levels.`
+          : `An object of the request body has more than ${MAX_JSON_OBJECT_MEMBERS} attributes; no SCIM resource has so many.`;
+      done(new ScimError(400, 'invalidSyntax', detail), undefined);
       return;
     }
     try {

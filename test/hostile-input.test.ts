@@ -10,6 +10,7 @@ import {
   MAX_FILTER_DEPTH,
   MAX_FILTER_LENGTH,
   MAX_JSON_DEPTH,
+  MAX_JSON_OBJECT_MEMBERS,
   MAX_MEMBERS_PER_REQUEST,
   MAX_PARAM_LENGTH,
   MAX_PATCH_OPERATIONS,
@@ -17,6 +18,7 @@ import {
   MAX_STRING_LENGTH,
   MAX_USER_NAME_LENGTH,
   MAX_DISPLAY_NAME_LENGTH,
+  jsonShapeProblem,
 } from '../src/scim/limits.js';
 import { testApp, type TestApp } from './helpers/app.js';
 import { ENTERPRISE, GROUP, USER, client, entraUser, patch, type Send } from './helpers/scim.js';
@@ -84,6 +86,28 @@ t.test(`JSON nested deeper than ${MAX_JSON_DEPTH} levels answers 400 invalidSynt
   // Brackets inside strings are text, not nesting.
   const bracketed = await f.scim('POST', '/Users', entraUser(3, { title: '[[[[{{{{'.repeat(20) }));
   t.equal(bracketed.statusCode, 201, 'brackets inside strings do not count');
+});
+
+t.test(`an object of more than ${MAX_JSON_OBJECT_MEMBERS} attributes answers 400 invalidSyntax; lists of any length are read`, async (t) => {
+  const f = await fixture(t);
+  const names = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, 'x']));
+  const atLimit = await f.scim('POST', '/Users', { schemas: [USER], userName: 'wide@school.example', name: { givenName: 'Wide', ...names(MAX_JSON_OBJECT_MEMBERS - 1) } });
+  t.equal(atLimit.statusCode, 201, `an object of ${MAX_JSON_OBJECT_MEMBERS} attributes is read`);
+  await f.scim('DELETE', `/Users/${atLimit.json().id as string}`);
+  // Forty thousand names under name: about a second of the server's CPU before the limit.
+  for (const [label, body] of [
+    ['a nested object', { schemas: [USER], userName: 'wider@school.example', name: names(40_000) }],
+    ['the resource itself', { schemas: [USER], userName: 'wider@school.example', ...names(MAX_JSON_OBJECT_MEMBERS) }],
+  ] as const) {
+    await refused(t, f, label, () => f.scim('POST', '/Users', body), 400, 'invalidSyntax', new RegExp(`more than ${MAX_JSON_OBJECT_MEMBERS} attributes`));
+  }
+  await refused(t, f, 'a PATCH value', () => f.scim('PATCH', `/Users/${f.userId}`, patch({ op: 'replace', value: names(1000) })), 400, 'invalidSyntax');
+  // Colons in strings are text, and a list's elements are no attributes.
+  const colons = await f.scim('POST', '/Users', entraUser(4, { title: ':'.repeat(1000), emails: Array.from({ length: 300 }, (_, i) => ({ value: `e${i}@school.example`, type: 'other' })) }));
+  t.equal(colons.statusCode, 201, colons.body);
+  t.equal(jsonShapeProblem(`{"a":[${'{"b":1},'.repeat(MAX_JSON_OBJECT_MEMBERS + 1)}{"b":1}]}`), undefined, 'many small objects in a list are each counted alone');
+  t.equal(jsonShapeProblem(`{${Array.from({ length: MAX_JSON_OBJECT_MEMBERS + 1 }, (_, i) => `"k${i}":"a:b"`).join(',')}}`), 'members');
+  t.equal(jsonShapeProblem(`{"a":"${'\\":'.repeat(1000)}"}`), undefined, 'escaped quotes keep the string open');
 });
 
 t.test(`filters: ${MAX_FILTER_LENGTH} characters and ${MAX_FILTER_DEPTH} levels at most, else 400 invalidFilter`, async (t) => {
