@@ -17,6 +17,7 @@ import {
   MAX_START_INDEX,
   MAX_STRING_LENGTH,
   MAX_USER_NAME_LENGTH,
+  MAX_VALUES_PER_ATTRIBUTE,
   MAX_DISPLAY_NAME_LENGTH,
   jsonShapeProblem,
 } from '../src/scim/limits.js';
@@ -103,11 +104,24 @@ t.test(`an object of more than ${MAX_JSON_OBJECT_MEMBERS} attributes answers 400
   }
   await refused(t, f, 'a PATCH value', () => f.scim('PATCH', `/Users/${f.userId}`, patch({ op: 'replace', value: names(1000) })), 400, 'invalidSyntax');
   // Colons in strings are text, and a list's elements are no attributes.
-  const colons = await f.scim('POST', '/Users', entraUser(4, { title: ':'.repeat(1000), emails: Array.from({ length: 300 }, (_, i) => ({ value: `e${i}@school.example`, type: 'other' })) }));
+  const colons = await f.scim('POST', '/Users', entraUser(4, { title: ':'.repeat(1000) }));
   t.equal(colons.statusCode, 201, colons.body);
+  const members = await f.scim('PATCH', `/Groups/${f.groupId}`, patch({ op: 'add', path: 'members', value: Array.from({ length: 300 }, () => ({ value: f.userId })) }));
+  t.equal(members.statusCode, 204, members.body);
   t.equal(jsonShapeProblem(`{"a":[${'{"b":1},'.repeat(MAX_JSON_OBJECT_MEMBERS + 1)}{"b":1}]}`), undefined, 'many small objects in a list are each counted alone');
   t.equal(jsonShapeProblem(`{${Array.from({ length: MAX_JSON_OBJECT_MEMBERS + 1 }, (_, i) => `"k${i}":"a:b"`).join(',')}}`), 'members');
   t.equal(jsonShapeProblem(`{"a":"${'\\":'.repeat(1000)}"}`), undefined, 'escaped quotes keep the string open');
+});
+
+t.test(`a user's multi-valued attribute holds ${MAX_VALUES_PER_ATTRIBUTE} values at most, also when a PATCH adds to it`, async (t) => {
+  const f = await fixture(t);
+  const roles = (n: number, from = 0) => Array.from({ length: n }, (_, i) => ({ value: `role-${from + i}`, type: 'app' }));
+  await refused(t, f, 'a POST', () => f.scim('POST', '/Users', entraUser(5, { roles: roles(MAX_VALUES_PER_ATTRIBUTE + 1) })), 400, 'invalidValue', new RegExp(`roles has ${MAX_VALUES_PER_ATTRIBUTE + 1} values; the limit is ${MAX_VALUES_PER_ATTRIBUTE}`));
+  const id = (await f.scim('POST', '/Users', entraUser(5, { roles: roles(MAX_VALUES_PER_ATTRIBUTE - 1) }))).json<{ id: string }>().id;
+  t.equal((await f.scim('PATCH', `/Users/${id}`, patch({ op: 'add', path: 'roles', value: roles(1, 1000) }))).statusCode, 200, `${MAX_VALUES_PER_ATTRIBUTE} values are kept`);
+  await refused(t, f, 'a PATCH past it', () => f.scim('PATCH', `/Users/${id}`, patch({ op: 'add', path: 'roles', value: roles(1, 2000) })), 400, 'invalidValue', /roles has 101 values/);
+  const group = await f.scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Many', members: Array.from({ length: MAX_VALUES_PER_ATTRIBUTE + 1 }, () => ({ value: id })) });
+  t.equal(group.statusCode, 201, "a class's members are no such attribute");
 });
 
 t.test(`filters: ${MAX_FILTER_LENGTH} characters and ${MAX_FILTER_DEPTH} levels at most, else 400 invalidFilter`, async (t) => {

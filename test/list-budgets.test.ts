@@ -5,7 +5,7 @@
 // startIndex reaches every resource once.
 import { sql } from 'kysely';
 import t from 'tap';
-import { LIST_DOCUMENT_BYTES, LIST_MEMBERS, fitting } from '../src/scim/limits.js';
+import { LIST_DOCUMENT_BYTES, LIST_MEMBERS, MAX_STRING_LENGTH, MAX_VALUES_PER_ATTRIBUTE, fitting } from '../src/scim/limits.js';
 import { testApp } from './helpers/app.js';
 import { GROUP, USER, client } from './helpers/scim.js';
 
@@ -27,30 +27,31 @@ t.test('a page of the budget: at least one, and none past the one that crosses i
 t.test('users whose documents are large come fewer to a page, and paging on reaches each once', async (t) => {
   const { app, headers } = await testApp(t);
   const scim = client(app, headers);
-  // About 0.9 MB each: the roles a PATCH or a POST may carry, well within the body limit.
-  const roles = Array.from({ length: 220 }, (_, i) => ({ value: `${String(i).padStart(4, '0')}${'r'.repeat(3990)}`, type: 'app' }));
-  const userName = (i: number) => `large${i}@school.example`;
-  for (let i = 1; i <= 6; i++) {
+  // About 0.4 MB each: as many roles as a user may have, each as long as a value may be.
+  const roles = Array.from({ length: MAX_VALUES_PER_ATTRIBUTE }, (_, i) => ({ value: `${String(i).padStart(4, '0')}${'r'.repeat(MAX_STRING_LENGTH - 10)}`, type: 'app' }));
+  const userName = (i: number) => `large${String(i).padStart(2, '0')}@school.example`;
+  const large = 12;
+  for (let i = 1; i <= large; i++) {
     t.equal((await scim('POST', '/Users', { schemas: [USER], userName: userName(i), roles })).statusCode, 201, `user ${i} is created`);
   }
   t.equal((await scim('POST', '/Users', { schemas: [USER], userName: 'small@school.example' })).statusCode, 201);
   const perUser = JSON.stringify(roles).length;
   const fit = Math.floor(LIST_DOCUMENT_BYTES / perUser);
-  t.ok(fit >= 2 && fit < 6, `${fit} large users fit in a page`);
+  t.ok(fit >= 2 && fit < large, `${fit} large users fit in a page`);
 
   const seen: string[] = [];
-  for (let startIndex = 1, pages = 0; startIndex <= 7 && pages < 10; pages++) {
+  for (let startIndex = 1, pages = 0; startIndex <= large + 1 && pages < 20; pages++) {
     const res = await scim('GET', `/Users?count=100&sortBy=userName&startIndex=${startIndex}`);
     t.equal(res.statusCode, 200);
     const page = res.json<ListAnswer>();
-    t.equal(page.totalResults, 7, 'the total is every user');
+    t.equal(page.totalResults, large + 1, 'the total is every user');
     t.equal(page.itemsPerPage, page.Resources.length, 'itemsPerPage says how many this page holds');
     t.ok(page.itemsPerPage >= 1 && page.itemsPerPage <= fit + 1, `page at ${startIndex}: ${page.itemsPerPage} users`);
     t.ok(res.body.length <= LIST_DOCUMENT_BYTES + perUser + 10_000, `an answer of ${res.body.length} bytes`);
     seen.push(...page.Resources.map((r) => r.userName ?? ''));
     startIndex += page.itemsPerPage;
   }
-  t.same(seen, [...[1, 2, 3, 4, 5, 6].map(userName), 'small@school.example'], 'every user once, in order');
+  t.same(seen, [...Array.from({ length: large }, (_, i) => userName(i + 1)), 'small@school.example'], 'every user once, in order');
   const one = (await scim('GET', '/Users?count=1')).json<ListAnswer>();
   t.equal(one.itemsPerPage, 1, 'a page of one is one, however large');
   const small = (await scim('GET', `/Users?filter=${encodeURIComponent('userName sw "small"')}&count=100`)).json<ListAnswer>();

@@ -75,11 +75,20 @@ const ATTRIBUTE_LENGTHS: Readonly<Record<string, number>> = {
 const SHORTEST_LIMIT = Math.min(MAX_STRING_LENGTH, ...Object.values(ATTRIBUTE_LENGTHS));
 
 /**
- * Refuses a resource holding a string longer than its attribute allows, with
- * 400 invalidValue naming the attribute. Walks the whole document, so
- * extension attributes and elements of multi-valued ones are covered too.
+ * Values of one multi-valued attribute of a user (e-mails, roles, addresses,
+ * ...). Entra sends a handful; a PATCH that adds to them again and again would
+ * otherwise grow the stored document, and every answer and list page that
+ * carries it, without end.
  */
-export function checkStringLengths(resource: Record<string, unknown>): void {
+export const MAX_VALUES_PER_ATTRIBUTE = 100;
+
+/**
+ * Refuses a resource holding a string longer than its attribute allows, or
+ * (with maxValues) a multi-valued attribute of more values, with 400
+ * invalidValue naming the attribute. Walks the whole document, so extension
+ * attributes and elements of multi-valued ones are covered too.
+ */
+export function checkStringLengths(resource: Record<string, unknown>, maxValues = Number.POSITIVE_INFINITY): void {
   // The path is joined only for the error; most strings are below every limit.
   const path: string[] = [];
   const visit = (value: unknown, key: string): void => {
@@ -90,6 +99,7 @@ export function checkStringLengths(resource: Record<string, unknown>): void {
         throw badRequest('invalidValue', `${path.join('')} is too long: ${value.length} characters, the limit is ${limit}.`);
       }
     } else if (Array.isArray(value)) {
+      if (value.length > maxValues) throw badRequest('invalidValue', `${path.join('')} has ${value.length} values; the limit is ${maxValues}.`);
       for (let i = 0; i < value.length; i++) {
         path.push(`[${i}]`);
         visit(value[i], key);

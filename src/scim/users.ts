@@ -23,7 +23,7 @@ import { columnLookup, filterCriteria, sortKey } from './filter-criteria.js';
 import { keepOnePrimary, normaliseResource, withManagerRef } from './entra-dialect.js';
 import { patchUserDocument, stripServerAttributes } from './patch.js';
 import { checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
-import { LIST_DOCUMENT_BYTES, checkStringLengths, fitting } from './limits.js';
+import { LIST_DOCUMENT_BYTES, MAX_VALUES_PER_ATTRIBUTE, checkStringLengths, fitting } from './limits.js';
 import { resolveRole } from './rules/roles.js';
 import { addresses, inVerifiedDomain, linkEmail } from './rules/adoption.js';
 import { addressesTaken } from './rules/admin-guard.js';
@@ -60,7 +60,7 @@ function str(value: unknown): string | null {
 export function fromScimUser(resource: Json, roleMapping: Readonly<Record<string, string>>): AccountValues {
   const userName = str(resource.userName);
   if (userName === null) throw badRequest('invalidValue', 'userName is required and must not be empty.');
-  checkStringLengths(resource);
+  checkStringLengths(resource, MAX_VALUES_PER_ATTRIBUTE);
   const name = (resource.name ?? {}) as Json;
   const portal = (resource[PORTAL_SCHEMA] ?? {}) as Json;
   const { externalId, active, ...scim } = resource;
