@@ -335,4 +335,10 @@ t.test('audit events list by when they happened, also one written after later on
     next = page.next;
   }
   t.same(seen, newestFirst, 'page by page, the same order, each event once');
+  const other = await env.db.selectFrom('audit_events').select((eb) => eb.fn.max('id').as('id')).executeTakeFirstOrThrow();
+  for (const before of [String(Number(other.id) + 1000), '0']) {
+    const res = await env.app.inject({ method: 'GET', url: `/admin/tenants/${env.tenant.id}/audit?before=${before}`, headers: { authorization: `Bearer ${token}` } });
+    t.equal(res.statusCode, 400, `before=${before}, no event of the tenant: refused, not an empty last page`);
+    t.match(res.json(), { scimType: 'invalidValue', detail: 'before must be an event id from a previous page.' });
+  }
 });

@@ -15,7 +15,7 @@ import { runCli } from '../src/cli.js';
 import { loadConfig } from '../src/config.js';
 import { createAdminCredential } from '../src/db/admin-credentials.js';
 import { createLogger } from '../src/logger.js';
-import { MAX_DETAIL_LENGTH } from '../src/errors.js';
+import { MAX_DETAIL_LENGTH, clippedDetail } from '../src/errors.js';
 import { failureMessage, foldValues } from '../src/plugins/errors.js';
 import { TEST_SECRET, tenantWithToken, testApp, testEnv, type TestApp } from './helpers/app.js';
 import { testDatabase } from './helpers/database.js';
@@ -132,6 +132,10 @@ t.test('a detail that quotes a huge request is cut: the answer, the audit event 
   }
   const rows = await failures(env);
   t.equal(rows.length, 3, 'each failure recorded');
+  // A character outside the BMP where the cut falls is kept whole or not at all.
+  const onTheCut = clippedDetail(`${'a'.repeat(MAX_DETAIL_LENGTH - 2)}😀${'b'.repeat(10)}`);
+  t.equal(onTheCut, `${'a'.repeat(MAX_DETAIL_LENGTH - 2)}…`);
+  t.equal(clippedDetail('short'), 'short');
   for (const row of rows) t.ok(JSON.stringify(row.details).length < 2 * MAX_DETAIL_LENGTH + 500, `an audit event of ${JSON.stringify(row.details).length} characters`);
 });
 

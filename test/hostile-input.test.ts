@@ -3,6 +3,7 @@
 // limit, while a request at the limit is still served; refused writes change
 // no row.
 import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import t, { type Test } from 'tap';
 import {
   MAX_EMAIL_LENGTH,
@@ -122,6 +123,15 @@ t.test(`a user's multi-valued attribute holds ${MAX_VALUES_PER_ATTRIBUTE} values
   await refused(t, f, 'a PATCH past it', () => f.scim('PATCH', `/Users/${id}`, patch({ op: 'add', path: 'roles', value: roles(1, 2000) })), 400, 'invalidValue', /roles has 101 values/);
   const group = await f.scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Many', members: Array.from({ length: MAX_VALUES_PER_ATTRIBUTE + 1 }, () => ({ value: id })) });
   t.equal(group.statusCode, 201, "a class's members are no such attribute");
+
+  // A user stored with more values than the limit (before it was one) is still changed, and a leaver still deactivated (rule 6).
+  const many = roles(MAX_VALUES_PER_ATTRIBUTE + 50);
+  await sql`UPDATE accounts SET scim = jsonb_set(scim, '{roles}', ${JSON.stringify(many)}::jsonb) WHERE id = ${id}::uuid`.execute(f.db);
+  const leaver = await f.scim('PATCH', `/Users/${id}`, patch({ op: 'replace', path: 'active', value: false }));
+  t.equal(leaver.statusCode, 200, leaver.body);
+  t.equal(leaver.json().roles.length, MAX_VALUES_PER_ATTRIBUTE + 50, 'its values are kept');
+  t.equal((await f.scim('PATCH', `/Users/${id}`, patch({ op: 'remove', path: 'roles[value eq "role-0"]' }))).statusCode, 200, 'fewer is allowed');
+  await refused(t, f, 'but not more', () => f.scim('PATCH', `/Users/${id}`, patch({ op: 'add', path: 'roles', value: roles(2, 3000) })), 400, 'invalidValue', /roles has 151 values/);
 });
 
 t.test(`filters: ${MAX_FILTER_LENGTH} characters and ${MAX_FILTER_DEPTH} levels at most, else 400 invalidFilter`, async (t) => {

@@ -58,6 +58,49 @@ t.test('users whose documents are large come fewer to a page, and paging on reac
   t.equal(small.itemsPerPage, 1, 'a filter that finds small users is answered whole');
 });
 
+t.test('a search from the root pages on where a type’s list was cut, so every resource comes once, sorted or not', async (t) => {
+  const { app, headers } = await testApp(t);
+  const scim = client(app, headers);
+  const roles = Array.from({ length: MAX_VALUES_PER_ATTRIBUTE }, (_, i) => ({ value: `${String(i).padStart(4, '0')}${'r'.repeat(MAX_STRING_LENGTH - 10)}`, type: 'app' }));
+  const large = 12;
+  const names: string[] = [];
+  for (let i = 1; i <= large; i++) {
+    const displayName = `Person ${String(i).padStart(2, '0')}`;
+    t.equal((await scim('POST', '/Users', { schemas: [USER], userName: `p${i}@school.example`, displayName, roles })).statusCode, 201);
+    names.push(displayName);
+  }
+  for (const displayName of ['Class A', 'Class Z']) {
+    t.equal((await scim('POST', '/Groups', { schemas: [GROUP], displayName })).statusCode, 201);
+    names.push(displayName);
+  }
+  const SEARCH = 'urn:ietf:params:scim:api:messages:2.0:SearchRequest';
+  const page = async (startIndex: number, extra: Record<string, unknown> = {}) => {
+    const res = await scim('POST', '/.search', { schemas: [SEARCH], startIndex, count: 100, ...extra });
+    return { status: res.statusCode, body: res.json<{ totalResults: number; itemsPerPage: number; Resources: { displayName: string }[]; scimType?: string; detail?: string }>() };
+  };
+  const seen: string[] = [];
+  for (let startIndex = 1, pages = 0; pages < 30; pages++) {
+    const { status, body } = await page(startIndex);
+    t.equal(status, 200);
+    t.equal(body.totalResults, names.length);
+    t.ok(body.itemsPerPage >= 1, `page at ${startIndex}: ${body.itemsPerPage}`);
+    seen.push(...body.Resources.map((r) => r.displayName));
+    startIndex += body.itemsPerPage;
+    if (startIndex > body.totalResults) break;
+  }
+  t.same([...seen].sort(), [...names].sort(), 'every resource once');
+  t.same(seen.slice(-2), ['Class A', 'Class Z'], 'the classes after every user');
+
+  // Sorted across both types, both lists are read from their start: as far as the users' documents allow.
+  const first = await page(1, { sortBy: 'displayName' });
+  t.equal(first.status, 200);
+  t.ok(first.body.itemsPerPage >= 1 && first.body.itemsPerPage < names.length, `the first sorted page holds ${first.body.itemsPerPage}`);
+  t.same(first.body.Resources.map((r) => r.displayName), [...names].sort().slice(0, first.body.itemsPerPage), 'in order, none left out before the last');
+  const deep = await page(names.length, { sortBy: 'displayName' });
+  t.equal(deep.status, 400, 'a page past what one answer may read');
+  t.match(deep.body, { scimType: 'tooMany', detail: /search \/Users or \/Groups instead/ });
+});
+
 t.test('classes with many members come fewer to a page; without members, all of them', async (t) => {
   const { app, headers, db, tenant } = await testApp(t);
   const scim = client(app, headers);

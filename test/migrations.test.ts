@@ -43,6 +43,7 @@ t.test('migrations go up, down and up again', async (t) => {
       '0020_status_session_ends',
       '0021_memberships_kept_by_disconnect',
       '0022_feed_horizon_and_pruned',
+      '0023_failure_answers',
     ],
     'every migration is applied in order',
   );

@@ -78,7 +78,7 @@ t.test('a flood of throttled writes is recorded as a few events that count every
   t.match(group, { count: 30, status: 429, objects: ['pupil39@school.example', 'pupil10@school.example'] }, 'the failure list counts every answer');
   const overview = (await tenantOverview(db, { silentAfterMs: 3_600_000 })).find((row) => row.tenantId === tenant.id);
   t.equal(overview?.failures24h, 30, 'so do the failures of the last 24 hours');
-  t.equal(overview?.writeFailuresLastHour, 30, 'and the health');
+  t.equal(overview?.writeFailuresLastHour, 30, 'and the health, which counts every answer as it is sent');
 });
 
 t.test('the default budget carries an Entra cycle of 25 requests a second and more', async (t) => {

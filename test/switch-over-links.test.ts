@@ -166,8 +166,23 @@ t.test('the link statements leave admins, synced and deleted rows, and object id
   t.equal((await portal.query(link.klass, [env.tenant.id, synced7a, 'group-other'])).rowCount, 0, 'a synced class');
   const manual = (await portal.query<{ id: string }>("INSERT INTO classes (tenant_id, managed_by, display_name) VALUES ($1, 'manual', '9C') RETURNING id", [env.tenant.id])).rows[0]?.id;
   t.equal((await portal.query(link.klass, [env.tenant.id, manual, 'group-8b'])).rowCount, 0, 'an object id another class has');
-  const rows = await env.db.selectFrom('accounts').select(['id', 'external_id']).where('tenant_id', '=', env.tenant.id).where('id', 'in', [admin, second, gone]).execute();
-  t.same(rows.map((r) => r.external_id), [null, null, null], 'none of them changed');
+  t.equal((await portal.query(link.account, [env.tenant.id, first, objectId(14)])).rowCount, 0, 'an account linked already keeps its link');
+  const rows = await env.db.selectFrom('accounts').select(['id', 'external_id']).where('tenant_id', '=', env.tenant.id).where('id', 'in', [admin, second, gone, first]).execute();
+  t.same(
+    rows.map((r) => r.external_id).sort(),
+    [objectId(12), null, null, null],
+    'none of them changed',
+  );
+
+  // A member becomes Entra's only in a linked class, and only an account that is linked and no admin.
+  const linkedClass = (await portal.query<{ id: string }>("INSERT INTO classes (tenant_id, managed_by, display_name) VALUES ($1, 'manual', '9D') RETURNING id", [env.tenant.id])).rows[0]?.id;
+  t.equal((await portal.query(link.klass, [env.tenant.id, linkedClass, 'group-9d'])).rowCount, 1);
+  for (const member of [admin, first, second]) await portal.query(handMembershipSql().add, [env.tenant.id, linkedClass, member]);
+  await portal.query(handMembershipSql().add, [env.tenant.id, manual, first]);
+  t.equal((await portal.query(link.member, [env.tenant.id, linkedClass, admin])).rowCount, 0, 'not an admin’s');
+  t.equal((await portal.query(link.member, [env.tenant.id, linkedClass, second])).rowCount, 0, 'not an account Entra cannot name');
+  t.equal((await portal.query(link.member, [env.tenant.id, manual, first])).rowCount, 0, 'not in a class Entra does not have');
+  t.equal((await portal.query(link.member, [env.tenant.id, linkedClass, first])).rowCount, 1, 'a linked account in a linked class');
 });
 
 t.test('the preview shows each linked user taken over by its object id', async (t) => {
@@ -195,16 +210,24 @@ t.test('the preview tells where the first sync depends on Entra’s order, takes
   await portal.query('UPDATE accounts SET active = false WHERE tenant_id = $1 AND id = $2', [env.tenant.id, alexOld]);
   const sara = await account('sara@school.example', 'sara@school.example');
   const saraAgain = await account('sara.old@school.example', 'sara@school.example');
+  // Rita's account, and one whose e-mail is an address Rita shares with Anna: Rita first would still take her own.
+  const shared = await account('x.old@school.example', 'shared@school.example');
+  const rita = await account('rita@school.example', 'rita@school.example');
 
   const hanssonUpn: ExportUser = { ...hansson, userPrincipalName: 'hanna.h@school.example', mail: 'hanna.h@school.example' };
   const alex: ExportUser = { userPrincipalName: 'alex@school.example', mail: 'alex@school.example', displayName: 'Alex Ny', givenName: 'Alex', surname: 'Ny', objectId: objectId(20) };
   const saraUser: ExportUser = { userPrincipalName: 'sara@school.example', mail: 'sara@school.example', displayName: 'Sara S', givenName: 'Sara', surname: 'S', objectId: objectId(21) };
   const dir = await mkdtemp(path.join(os.tmpdir(), 'switch-over-'));
   const file = path.join(dir, 'users.csv');
-  await writeFile(file, entraExport([holm, hanssonUpn, alex, saraUser]));
+  const annaN: ExportUser = { userPrincipalName: 'anna.n@school.example', mail: 'shared@school.example', displayName: 'Anna N', givenName: 'Anna', surname: 'N', objectId: objectId(22) };
+  const ritaUser: ExportUser = { userPrincipalName: 'rita@school.example', mail: 'shared@school.example', displayName: 'Rita R', givenName: 'Rita', surname: 'R', objectId: objectId(23) };
+  await writeFile(file, entraExport([holm, hanssonUpn, alex, saraUser, annaN, ritaUser]));
   const run = await cli(env, 'preview', '--tenant', env.tenant.id, '--entra-users', file, '--json');
   t.equal(run.code, 0, run.out);
-  const [holmRow, hanssonRow, alexRow, saraRow] = (JSON.parse(run.out) as PreviewReport).users;
+  const [holmRow, hanssonRow, alexRow, saraRow, annaRow, ritaRow] = (JSON.parse(run.out) as PreviewReport).users;
+  t.match(annaRow, { outcome: 'adopt', account: { id: shared } });
+  t.notOk('contestedBy' in (annaRow ?? {}), 'a later row that shares an address but would take another account first contests nothing');
+  t.match(ritaRow, { outcome: 'adopt', matchedBy: 'userName', account: { id: rita } });
 
   t.match(holmRow, { row: 2, outcome: 'adopt', rule: 2, matchedBy: 'email', account: { id: hanssonOld }, contestedBy: [3] }, 'Holm takes the account in file order, and is told row 3 would if Entra sent it first');
   t.match(hanssonRow, { row: 3, outcome: 'create', probableMatches: [{ id: hanssonOld, adoptedByRow: 2 }] }, 'and row 3 is told the same from its side');

@@ -58,10 +58,20 @@ function synced(db: Executor, tenantId: string, where?: Criterion) {
  * the documents themselves.
  */
 export async function pageDocumentSizes(db: Executor, tenantId: string, q: ListQuery): Promise<number[]> {
-  let query = synced(db, tenantId, q.where).select(sql<number>`octet_length(a.scim::text)`.as('size'));
+  // The page's ids first, then the sizes of those documents alone: a size in
+  // the paging query itself would be worked out for every row it sorts or skips.
+  let query = synced(db, tenantId, q.where).select('a.id');
   if (q.sortBy) query = query.orderBy(sortToSql(SEARCH, q.sortBy), (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
-  const rows = await query.orderBy('a.id').offset(q.offset).limit(q.limit).execute();
-  return rows.map((r) => Number(r.size));
+  const ids = (await query.orderBy('a.id').offset(q.offset).limit(q.limit).execute()).map((r) => r.id);
+  if (ids.length === 0) return [];
+  const sizes = await db
+    .selectFrom('accounts')
+    .select(['id', sql<number>`octet_length(scim::text)`.as('size')])
+    .where('tenant_id', '=', tenantId)
+    .where('id', 'in', ids)
+    .execute();
+  const byId = new Map(sizes.map((r) => [r.id, Number(r.size)]));
+  return ids.map((id) => byId.get(id) ?? 0);
 }
 
 /** A page of synced, live accounts matching the filter, with the exact total. */

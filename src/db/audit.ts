@@ -142,10 +142,13 @@ export interface AuditPage {
  * that waited out an outage is written after later events, and lists where
  * its time puts it. Events of one time list in the order they were written.
  */
-export async function listAuditEvents(db: Executor, tenantId: string, options: { limit: number; before?: string }): Promise<AuditPage> {
+export async function listAuditEvents(db: Executor, tenantId: string, options: { limit: number; before?: string }): Promise<AuditPage | undefined> {
   let query = db.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId);
   if (options.before !== undefined) {
     const before = options.before;
+    // A cursor that names no event of the tenant is no page at all, not an empty last one.
+    const cursor = await db.selectFrom('audit_events').select('id').where('tenant_id', '=', tenantId).where('id', '=', before).executeTakeFirst();
+    if (!cursor) return undefined;
     query = query.where((eb) =>
       eb(
         eb.refTuple('at', 'id'),
@@ -387,13 +390,8 @@ export interface FailureGroup {
 }
 
 /**
- * A tenant's failed writes since `since`, grouped by their folded message,
- * the largest groups first. Reads the failures through
- * audit_events_failures_idx; one statement however many groups.
- */
-/**
  * How many failed answers an event stands for: one, or the count a tally of
- * retry-later answers wrote (`details.answers`, plugins/activity.ts).
+ * throttled writes wrote (`details.answers`, plugins/activity.ts).
  */
 export const answersIn = (details: string): RawBuilder<number> =>
   sql<number>`CASE WHEN jsonb_typeof(${sql.ref(details)} -> 'answers') = 'number' THEN (${sql.ref(details)} ->> 'answers')::int ELSE 1 END`;
@@ -404,6 +402,12 @@ export function answersOf(event: AuditEvent): number {
   return typeof answers === 'number' && Number.isInteger(answers) && answers > 0 ? answers : 1;
 }
 
+/**
+ * A tenant's failed writes since `since`, grouped by their folded message,
+ * the largest groups first, each counting every answer its events stand for.
+ * Reads the failures through audit_events_failures_idx; one statement however
+ * many groups.
+ */
 export async function listFailureGroups(
   db: Executor,
   tenantId: string,

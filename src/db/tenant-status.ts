@@ -64,11 +64,24 @@ function overviewQuery(db: Executor, now: Date, where?: (tenant: Expression<stri
       (eb) =>
         eb
           .selectFrom('audit_events as a')
-          .select(sql<string>`coalesce(sum(${answersIn('a.details')}), 0)`.as('n'))
+          .select((e) => e.fn.countAll<string>().as('n'))
           .whereRef('a.tenant_id', '=', 't.id')
           .where('a.at', '>', since)
           .where('a.outcome', '=', 'failure')
           .as('f'),
+      (join) => join.onTrue(),
+    )
+    // An event that stands for several throttled answers counts each of them (audit_events_answers_idx finds them).
+    .leftJoinLateral(
+      (eb) =>
+        eb
+          .selectFrom('audit_events as x')
+          .select(sql<string>`coalesce(sum(${answersIn('x.details')} - 1), 0)`.as('more'))
+          .whereRef('x.tenant_id', '=', 't.id')
+          .where('x.at', '>', since)
+          .where('x.outcome', '=', 'failure')
+          .where(sql<boolean>`x.details ? 'answers'`)
+          .as('fa'),
       (join) => join.onTrue(),
     )
     .leftJoinLateral(
@@ -108,6 +121,7 @@ function overviewQuery(db: Executor, now: Date, where?: (tenant: Expression<stri
       'w.failures_now',
       'w.failures_before',
       'f.n as failures',
+      'fa.more as failures_more',
       'c.open',
       'c.recent',
     ]);
@@ -127,7 +141,7 @@ function toOverview(row: OverviewSqlRow): TenantOverviewRow {
     createdAt: row.created_at,
     writes: { current: Number(row.writes_now ?? 0), previous: Number(row.writes_before ?? 0) },
     writeFailures: { current: Number(row.failures_now ?? 0), previous: Number(row.failures_before ?? 0) },
-    failures24h: Number(row.failures ?? 0),
+    failures24h: Number(row.failures ?? 0) + Number(row.failures_more ?? 0),
     openConflicts24h: Number(row.recent ?? 0),
     openConflicts: Number(row.open ?? 0),
     credentials: { issued: Number(row.issued ?? 0), working: Number(row.working ?? 0) },

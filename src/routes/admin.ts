@@ -258,8 +258,10 @@ export async function adminRoutes(app: FastifyInstance, options: AdminOptions): 
     const query = request.query as { limit?: string; before?: string };
     const limit = query.limit === undefined ? 50 : Number(query.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 500) throw badRequest('invalidValue', 'limit must be a whole number from 1 to 500.');
-    if (query.before !== undefined && !/^\d{1,18}$/.test(query.before)) throw badRequest('invalidValue', 'before must be an event id from a previous page.');
+    const notACursor = () => badRequest('invalidValue', 'before must be an event id from a previous page.');
+    if (query.before !== undefined && !/^\d{1,18}$/.test(query.before)) throw notACursor();
     const page = await listAuditEvents(db, id, { limit, ...(query.before !== undefined ? { before: query.before } : {}) });
+    if (!page) throw notACursor();
     return { events: page.events, ...(page.next !== undefined ? { next: `/admin/tenants/${id}/audit?limit=${limit}&before=${page.next}` } : {}) };
   });
 

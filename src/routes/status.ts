@@ -191,7 +191,8 @@ export async function statusRoutes(app: FastifyInstance, options: StatusOptions)
         conflicts,
         closedConflicts,
         formToken: who.session === undefined ? undefined : formToken(options.keys.current.secret, who.session),
-        events: events.events,
+        // The first page: no cursor, so always a page.
+        events: events?.events ?? [],
         credentials,
         hourly,
         now,

@@ -88,9 +88,17 @@ export const MAX_VALUES_PER_ATTRIBUTE = 100;
  * invalidValue naming the attribute. Walks the whole document, so extension
  * attributes and elements of multi-valued ones are covered too.
  */
-export function checkStringLengths(resource: Record<string, unknown>, maxValues = Number.POSITIVE_INFINITY): void {
+export function checkStringLengths(resource: Record<string, unknown>, maxValues = Number.POSITIVE_INFINITY, before?: Record<string, unknown>): void {
   // The path is joined only for the error; most strings are below every limit.
   const path: string[] = [];
+  // The same path as keys, to find what the document held there before.
+  const keys: (string | number)[] = [];
+  /** A change may keep (or shrink) what a document held before the limit, never grow it. */
+  const heldBefore = (): number => {
+    let at: unknown = before;
+    for (const key of keys) at = typeof at === 'object' && at !== null ? (at as Record<string | number, unknown>)[key] : undefined;
+    return Array.isArray(at) ? at.length : 0;
+  };
   const visit = (value: unknown, key: string): void => {
     if (typeof value === 'string') {
       if (value.length <= SHORTEST_LIMIT) return;
@@ -99,10 +107,14 @@ export function checkStringLengths(resource: Record<string, unknown>, maxValues 
         throw badRequest('invalidValue', `${path.join('')} is too long: ${value.length} characters, the limit is ${limit}.`);
       }
     } else if (Array.isArray(value)) {
-      if (value.length > maxValues) throw badRequest('invalidValue', `${path.join('')} has ${value.length} values; the limit is ${maxValues}.`);
+      if (value.length > maxValues && value.length > heldBefore()) {
+        throw badRequest('invalidValue', `${path.join('')} has ${value.length} values; the limit is ${maxValues}.`);
+      }
       for (let i = 0; i < value.length; i++) {
         path.push(`[${i}]`);
+        keys.push(i);
         visit(value[i], key);
+        keys.pop();
         path.pop();
       }
     } else if (typeof value === 'object' && value !== null) {
@@ -110,7 +122,9 @@ export function checkStringLengths(resource: Record<string, unknown>, maxValues 
         // Extension attributes are keyed by name alone, as in the core schema.
         const nested = path.length === 0 || key.startsWith('urn:') ? name : `${key}.${name}`;
         path.push(path.length === 0 ? name : `.${name}`);
+        keys.push(name);
         visit(inner, nested);
+        keys.pop();
         path.pop();
       }
     }

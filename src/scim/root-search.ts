@@ -173,14 +173,28 @@ export async function rootSearch(ctx: RequestContext, handlers: readonly Resourc
     const lists = await Promise.all(
       sorted.map(async (part) => {
         const { total, resources } = await part.handler.list(ctx, paramsFor(part, 1, window, false));
-        return { part, total, entries: resources.map((resource) => ({ handler: part.handler, resource, key: sortValue(part.handler.name, resource, sortBy) })) };
+        return {
+          part,
+          total,
+          // A list answer holds fewer resources than asked when they are large (LIST_DOCUMENT_BYTES).
+          cut: resources.length < Math.min(window, total),
+          entries: resources.map((resource) => ({ handler: part.handler, resource, key: sortValue(part.handler.name, resource, sortBy) })),
+        };
       }),
     );
-    const page = merge(lists.map((l) => l.entries), compareEntries(params.descending)).slice(params.startIndex - 1, window);
+    const merged = merge(lists.map((l) => l.entries), compareEntries(params.descending));
+    // Past the last entry of a list that was cut, the merge no longer knows what comes next.
+    let known = window;
+    for (const list of lists) if (list.cut) known = Math.min(known, merged.indexOf(list.entries.at(-1) as Entry) + 1);
+    if (known <= params.startIndex - 1 && params.count > 0) {
+      throw badRequest('tooMany', 'This search from the root, sorted by an attribute of both Users and Groups, reaches past what one answer may read; search /Users or /Groups instead.');
+    }
+    const page = merged.slice(params.startIndex - 1, known);
     const resources = await withMembers(ctx, page, params.withMembers);
     let total = lists.reduce((n, l) => n + l.total, 0);
-    // Types without the attribute follow, as the concatenation below does.
-    const rest = await concatenated(ctx, parts.filter((p) => !p.sorts), paramsFor, Math.max(0, params.startIndex - 1 - total), params.count - page.length, params.withMembers);
+    // Types without the attribute follow, as the concatenation below does, once every sorted one has been read to its end.
+    const complete = known === window || !lists.some((l) => l.cut);
+    const rest = await concatenated(ctx, parts.filter((p) => !p.sorts), paramsFor, Math.max(0, params.startIndex - 1 - total), complete ? params.count - page.length : 0, params.withMembers);
     total += rest.total;
     return { total, resources: [...resources, ...rest.resources] };
   }
@@ -200,12 +214,15 @@ async function concatenated<P extends { handler: ResourceHandler }>(
 ): Promise<RootSearchResult> {
   let total = 0;
   const resources: RootSearchResult['resources'] = [];
+  // A list cut short by what one answer may carry ends the page: the next page starts there.
+  let cut = false;
   for (const part of parts) {
     const skip = Math.max(0, offset - total);
-    const wanted = Math.max(0, count - resources.length);
+    const wanted = cut ? 0 : Math.max(0, count - resources.length);
     const list = await part.handler.list(ctx, paramsFor(part, skip + 1, wanted, withMembers));
     total += list.total;
     resources.push(...list.resources.map((resource) => ({ handler: part.handler, resource })));
+    if (list.resources.length < Math.min(wanted, Math.max(0, list.total - skip))) cut = true;
   }
   return { total, resources };
 }
@@ -219,9 +236,14 @@ async function withMembers(ctx: RequestContext, page: Entry[], wanted: boolean):
   }
   const fresh = new Map<string, Json>();
   for (const [handler, ids] of byHandler) {
-    const filter: FilterNode = { kind: 'or', nodes: ids.map((id) => ({ kind: 'compare', path: { name: 'id' }, op: 'eq', value: id })) };
-    const { resources } = await handler.list(ctx, { filter, sortBy: undefined, descending: false, startIndex: 1, count: ids.length, withMembers: true });
-    for (const resource of resources) fresh.set(String(resource.id), resource);
+    // Classes with many members come fewer to a list (LIST_MEMBERS): the rest are read in further lists.
+    for (let left = ids; left.length > 0; ) {
+      const filter: FilterNode = { kind: 'or', nodes: left.map((id) => ({ kind: 'compare', path: { name: 'id' }, op: 'eq', value: id })) };
+      const { resources } = await handler.list(ctx, { filter, sortBy: undefined, descending: false, startIndex: 1, count: left.length, withMembers: true });
+      if (resources.length === 0) break;
+      for (const resource of resources) fresh.set(String(resource.id), resource);
+      left = left.filter((id) => !fresh.has(id));
+    }
   }
   return page.map(({ handler, resource }) => ({ handler, resource: fresh.get(String(resource.id)) ?? resource }));
 }

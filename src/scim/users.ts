@@ -57,10 +57,10 @@ function str(value: unknown): string | null {
 }
 
 /** Validated SCIM document -> the account columns (rule 4 decides the role). */
-export function fromScimUser(resource: Json, roleMapping: Readonly<Record<string, string>>): AccountValues {
+export function fromScimUser(resource: Json, roleMapping: Readonly<Record<string, string>>, before?: Json): AccountValues {
   const userName = str(resource.userName);
   if (userName === null) throw badRequest('invalidValue', 'userName is required and must not be empty.');
-  checkStringLengths(resource, MAX_VALUES_PER_ATTRIBUTE);
+  checkStringLengths(resource, MAX_VALUES_PER_ATTRIBUTE, before);
   const name = (resource.name ?? {}) as Json;
   const portal = (resource[PORTAL_SCHEMA] ?? {}) as Json;
   const { externalId, active, ...scim } = resource;
@@ -227,7 +227,7 @@ export const users: ResourceHandler = {
       limit: params.count,
     };
     // Documents grow with every PATCH that adds to them: their sizes are read before they are.
-    if (query.limit > 1) query.limit = fitting(await pageDocumentSizes(ctx.db, ctx.tenant.id, query), LIST_DOCUMENT_BYTES);
+    if (query.limit > 1) query.limit = Math.max(1, fitting(await pageDocumentSizes(ctx.db, ctx.tenant.id, query), LIST_DOCUMENT_BYTES));
     const { rows, total } = await listSyncedAccounts(ctx.db, ctx.tenant.id, query);
     return { total, resources: rows.map((r) => toScimUser(r, ctx.baseUrl)) };
   },
@@ -253,8 +253,10 @@ export const users: ResourceHandler = {
 
   async patch(ctx, id, body, ifMatch) {
     const valuesOf = async (row: AccountResource): Promise<AccountValues | undefined> => {
-      const patched = await patchUserDocument(userAttributes(row), body);
-      return patched === undefined ? undefined : fromScimUser(patched, ctx.tenant.roleMapping);
+      const stored = userAttributes(row);
+      const patched = await patchUserDocument(stored, body);
+      // A document stored with more values than the limit may keep them; a PATCH only may not add more.
+      return patched === undefined ? undefined : fromScimUser(patched, ctx.tenant.roleMapping, stored);
     };
     let userName = '';
     const tracked = async (row: AccountResource) => {

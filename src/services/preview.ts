@@ -354,6 +354,7 @@ class AccountIndex {
 /** A stand-in for the credential and request a real create has: the planner's audit event is built and dropped. */
 const previewActor = (tenantId: string) => ({ tenantId, credentialId: '', requestId: '' });
 const NO_ID = '00000000-0000-0000-0000-000000000000';
+const NONE_CLAIMED: ReadonlyMap<string, number> = new Map();
 
 /**
  * What the server will do with each user of the export when Entra creates
@@ -413,10 +414,10 @@ export async function previewFirstSync(db: Executor, tenantId: string, users: re
     const byAddress = byExternalId ? undefined : firstByAddress(index, adoptable, claimed);
     // Had Entra sent this row first, it would have taken an account an earlier row adopts by address.
     if (!admin && !byExternalId) {
-      for (const rival of new Set(adoptable.flatMap((a) => index.unlinkedByAddress.get(a) ?? []))) {
-        const earlier = adoptedByAddress.get(rival.id);
-        if (earlier) (earlier.contestedBy ??= []).push(user.row);
-      }
+      // The account this row takes when it comes first: the one rule 2 ranks first of all its matches.
+      const first = firstByAddress(index, adoptable, NONE_CLAIMED);
+      const earlier = first && adoptedByAddress.get(first.id);
+      if (earlier) (earlier.contestedBy ??= []).push(user.row);
     }
     let plan;
     try {
