@@ -53,36 +53,30 @@ function synced(db: Executor, tenantId: string, where?: Criterion) {
 }
 
 /**
- * The size of each account's SCIM document on a page (its JSON text, in
- * bytes), in the page's order: what a list answer would carry, read before
- * the documents themselves.
+ * A page of synced, live accounts matching the filter, with the exact total.
+ * With documentBytes, the page ends before the account whose document (as
+ * JSON text) would take the page's documents past it, after one account at
+ * least: measured over the page's rows alone, in the same statement.
  */
-export async function pageDocumentSizes(db: Executor, tenantId: string, q: ListQuery): Promise<number[]> {
-  // The page's ids first, then the sizes of those documents alone: a size in
-  // the paging query itself would be worked out for every row it sorts or skips.
-  let query = synced(db, tenantId, q.where).select('a.id');
-  if (q.sortBy) query = query.orderBy(sortToSql(SEARCH, q.sortBy), (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
-  const ids = (await query.orderBy('a.id').offset(q.offset).limit(q.limit).execute()).map((r) => r.id);
-  if (ids.length === 0) return [];
-  const sizes = await db
-    .selectFrom('accounts')
-    .select(['id', sql<number>`octet_length(scim::text)`.as('size')])
-    .where('tenant_id', '=', tenantId)
-    .where('id', 'in', ids)
-    .execute();
-  const byId = new Map(sizes.map((r) => [r.id, Number(r.size)]));
-  return ids.map((id) => byId.get(id) ?? 0);
-}
-
-/** A page of synced, live accounts matching the filter, with the exact total. */
-export async function listSyncedAccounts(db: Executor, tenantId: string, q: ListQuery): Promise<Page<AccountRow>> {
+export async function listSyncedAccounts(db: Executor, tenantId: string, q: ListQuery, documentBytes?: number): Promise<Page<AccountRow>> {
   return readPage<AccountRow>(
     q.limit,
     q.offset,
-    () => {
+    async () => {
       let query = synced(db, tenantId, q.where).selectAll('a').select(sql<string>`count(*) over ()`.as('total_count'));
       if (q.sortBy) query = query.orderBy(sortToSql(SEARCH, q.sortBy), (ob) => (q.descending ? ob.desc().nullsLast() : ob.asc().nullsLast()));
-      return query.orderBy('a.id').offset(q.offset).limit(q.limit).execute();
+      const page = query.orderBy('a.id').offset(q.offset).limit(q.limit);
+      if (documentBytes === undefined) return page.execute();
+      // Each level names its rows "a", as the page itself does, so the sort reads the same columns at each.
+      const order = q.sortBy ? sql`${sortToSql(SEARCH, q.sortBy)} ${q.descending ? sql`DESC` : sql`ASC`} NULLS LAST, a.id` : sql`a.id`;
+      const { rows } = await sql<AccountRow & { total_count: string; document_bytes: string; bytes_so_far: string }>`
+        SELECT a.* FROM (
+          SELECT a.*, octet_length(a.scim::text) AS document_bytes,
+                 sum(octet_length(a.scim::text)) OVER (ORDER BY ${order} ROWS UNBOUNDED PRECEDING) AS bytes_so_far
+            FROM (${page}) AS a) AS a
+         WHERE a.bytes_so_far <= ${documentBytes}::bigint OR a.bytes_so_far = a.document_bytes
+         ORDER BY ${order}`.execute(db);
+      return rows.map(({ document_bytes: _bytes, bytes_so_far: _sofar, ...row }) => row);
     },
     async () => {
       const row = await synced(db, tenantId, q.where)

@@ -9,7 +9,6 @@ import {
   findSyncedAccount,
   listSyncedAccounts,
   lookupSyncedAccounts,
-  pageDocumentSizes,
   type AccountResource,
 } from '../db/accounts.js';
 import { findAliasTarget } from '../db/account-repairs.js';
@@ -23,7 +22,7 @@ import { columnLookup, filterCriteria, sortKey } from './filter-criteria.js';
 import { keepOnePrimary, normaliseResource, withManagerRef } from './entra-dialect.js';
 import { patchUserDocument, stripServerAttributes } from './patch.js';
 import { checkIfMatch, meta, type Json, type RequestContext, type ResourceHandler } from './resource.js';
-import { LIST_DOCUMENT_BYTES, MAX_VALUES_PER_ATTRIBUTE, checkStringLengths, fitting } from './limits.js';
+import { LIST_DOCUMENT_BYTES, MAX_VALUES_PER_ATTRIBUTE, checkStringLengths } from './limits.js';
 import { resolveRole } from './rules/roles.js';
 import { addresses, inVerifiedDomain, linkEmail } from './rules/adoption.js';
 import { addressesTaken } from './rules/admin-guard.js';
@@ -226,9 +225,7 @@ export const users: ResourceHandler = {
       offset: params.startIndex - 1,
       limit: params.count,
     };
-    // Documents grow with every PATCH that adds to them: their sizes are read before they are.
-    if (query.limit > 1) query.limit = Math.max(1, fitting(await pageDocumentSizes(ctx.db, ctx.tenant.id, query), LIST_DOCUMENT_BYTES));
-    const { rows, total } = await listSyncedAccounts(ctx.db, ctx.tenant.id, query);
+    const { rows, total } = await listSyncedAccounts(ctx.db, ctx.tenant.id, query, LIST_DOCUMENT_BYTES);
     return { total, resources: rows.map((r) => toScimUser(r, ctx.baseUrl)) };
   },
 
