@@ -12,6 +12,7 @@ import { isUuid } from '../db/ids.js';
 import { lockConnectedTenant } from '../db/write-statements.js';
 import { auditVia, type Actor } from './actor.js';
 import { ServiceError } from './errors.js';
+import { localPart, personNames } from './person-keys.js';
 
 const OVERRIDE_ROLES: readonly Role[] = ['student', 'teacher', 'staff'];
 const MAX_GRADE = 512;
@@ -112,7 +113,6 @@ export interface Merged {
   cautions: string[];
 }
 
-/** The rolled-back result of a dry run, carried out of its transaction. */
 interface MergeResult {
   row: AccountRow;
   /** Both accounts as they were before the merge; none when the pair was merged before. */
@@ -120,17 +120,13 @@ interface MergeResult {
   alreadyMerged: boolean;
 }
 
+/** The rolled-back result of a dry run, carried out of its transaction. */
 class DryRun extends Error {
   constructor(readonly result: MergeResult) {
     super('dry run');
   }
 }
 
-const folded = (value: string | null): string | undefined => {
-  const key = value?.normalize('NFC').trim().replace(/\s+/g, ' ').toLowerCase();
-  return key === undefined || key === '' ? undefined : key;
-};
-const localPartOf = (address: string | null): string | undefined => folded(address?.slice(0, Math.max(0, address.lastIndexOf('@'))) || address);
 
 /**
  * Why two accounts to merge may be two people: a merge cannot be undone, and
@@ -139,9 +135,8 @@ const localPartOf = (address: string | null): string | undefined => folded(addre
  */
 export function mergeCautions(keep: AccountRow, absorb: AccountRow): string[] {
   const cautions: string[] = [];
-  const names = (row: AccountRow) =>
-    new Set([folded(row.given_name !== null && row.family_name !== null ? `${row.given_name} ${row.family_name}` : null), folded(row.display_name)].filter((n) => n !== undefined));
-  const parts = (row: AccountRow) => new Set([localPartOf(row.user_name), localPartOf(row.email)].filter((p) => p !== undefined));
+  const names = (row: AccountRow) => new Set(personNames(row.given_name, row.family_name, row.display_name));
+  const parts = (row: AccountRow) => new Set([row.user_name, row.email].flatMap((a) => (a === null ? [] : [localPart(a.toLowerCase())])));
   const shared = <T>(a: Set<T>, b: Set<T>) => [...a].some((x) => b.has(x));
   if (!shared(names(keep), names(absorb)) && !shared(parts(keep), parts(absorb))) {
     cautions.push(`The two accounts share no name and no address: ${describe(keep)} and ${describe(absorb)}. Check that they are one person.`);

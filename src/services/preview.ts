@@ -19,6 +19,7 @@ import { USER_SCHEMA } from '../scim/schemas.js';
 import { planUserCreate } from '../scim/user-writes.js';
 import { fromScimUser } from '../scim/users.js';
 import { ServiceError } from './errors.js';
+import { localPart, personNames } from './person-keys.js';
 
 /** One user of the export, with the columns the default attribute mapping sends (see product.md, "Attribute mapping"). */
 export interface EntraUser {
@@ -285,22 +286,6 @@ function entraResource(user: EntraUser): Record<string, unknown> {
 }
 
 const ref = (account: KeyedAccount): PortalAccountRef => ({ id: account.id, userName: account.user_name, email: account.email, displayName: account.display_name });
-
-/** Lower-case, single-spaced, composed: the form in which two names are the same. */
-function nameKey(value: string | null | undefined): string | undefined {
-  const key = value?.normalize('NFC').trim().replace(/\s+/g, ' ').toLowerCase();
-  return key === undefined || key === '' ? undefined : key;
-}
-
-function personNames(given: string | null, family: string | null, display: string | null): string[] {
-  const full = given !== null && family !== null ? nameKey(`${given} ${family}`) : undefined;
-  return [...new Set([full, nameKey(display)].filter((k): k is string => k !== undefined))];
-}
-
-const localPart = (address: string): string => {
-  const at = address.lastIndexOf('@');
-  return at > 0 ? address.slice(0, at) : address;
-};
 
 function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {
   const list = map.get(key);
