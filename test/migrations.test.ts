@@ -44,6 +44,7 @@ t.test('migrations go up, down and up again', async (t) => {
       '0021_memberships_kept_by_disconnect',
       '0022_feed_horizon_and_pruned',
       '0023_failure_answers',
+      '0024_tenant_checks_without_row_locks',
     ],
     'every migration is applied in order',
   );

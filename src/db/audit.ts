@@ -8,6 +8,7 @@
 // write succeeded, or the portal team resolved or dismissed it).
 import { sql, type KyselyPlugin, type RawBuilder, type Selectable } from 'kysely';
 import { afterCommit, type AuditEventsTable, type AuditOutcome, type ConflictResolution, type Db, type Executor, type JsonObject, type SyncConflictsTable } from './database.js';
+import { ForeignKeyViolation } from './errors.js';
 
 export type AuditEventRow = Selectable<AuditEventsTable>;
 export type ConflictRow = Selectable<SyncConflictsTable>;
@@ -117,8 +118,15 @@ export function observeAudit(db: Db, observe: AuditObserver): Db {
   return db.withPlugin(new AuditObserverPlugin(observe));
 }
 
+/**
+ * Writes an event of its own. Its tenant must exist: audit_events has no
+ * foreign key (migration 0024), and the events written beside a write come
+ * from a row whose tenant that statement checked.
+ */
 export async function recordAudit(db: Executor, event: AuditEvent): Promise<void> {
-  await auditInsert(eventColumns(event)).execute(db);
+  const tenantExists = sql`WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ${event.tenantId}::uuid)`;
+  const { numAffectedRows } = await auditInsert(eventColumns(event), tenantExists).execute(db);
+  if (numAffectedRows === 0n) throw new ForeignKeyViolation('audit_events_tenant_id_fkey');
   auditRecorded(db, event);
 }
 

@@ -81,6 +81,15 @@ export function isUniqueViolation(error: unknown, constraint?: string): boolean 
   return e?.code === '23505' && (constraint === undefined || e.constraint === constraint);
 }
 
+/** A row that names a row that does not exist, refused by the data layer itself where no foreign key checks it (migration 0024). */
+export class ForeignKeyViolation extends Error {
+  readonly code = '23503';
+  constructor(readonly constraint: string) {
+    super(`foreign key violation of ${constraint}`);
+    this.name = 'ForeignKeyViolation';
+  }
+}
+
 export function isForeignKeyViolation(error: unknown): boolean {
   return (error as { code?: unknown } | null)?.code === '23503';
 }
