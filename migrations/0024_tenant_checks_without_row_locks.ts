@@ -10,17 +10,20 @@
 // writes: tenant_is_connected (migration 0015) reads the tenant after waiting
 // for its turn, and an account or audit event is written only when it found
 // it. So the two keys become:
-// - for the rows the portal writes (manual accounts), a trigger that checks
-//   the tenant exists, with the foreign key's error (SQLSTATE 23503 and the
-//   key's name); the server's own synced rows skip it by the trigger's WHEN;
-// - a standalone audit event (recordAudit) is written only when its tenant
-//   exists (src/db/audit.ts); the others come from a row of the same
-//   statement whose tenant was checked;
-// - deleting a tenant deletes its accounts (and through their own keys their
-//   memberships) and audit events, as ON DELETE CASCADE did. It first takes
-//   SHARE locks on both tables, so the writes in flight finish before it
-//   looks, and writes after it wait for it and then find no tenant. The
-//   server never deletes a tenant; the portal team may, by hand.
+// - for the rows the portal writes (manual accounts) and a change of an
+//   account's tenant, a trigger that locks the tenant's row as the key did
+//   (these writes are few), with the key's error: SQLSTATE 23503 and the
+//   key's name;
+// - a standalone audit event (recordAudit, src/db/audit.ts) likewise locks
+//   its tenant's row and is written only when it exists; the other events
+//   come from a row of the same statement whose tenant was checked;
+// - deleting a tenant deletes its accounts (and through their own keys
+//   their memberships) and audit events, as ON DELETE CASCADE did: after the
+//   row is deleted, so the writes that locked it have finished, and after
+//   the tenant's turn, so the SCIM writes in flight have too; later writes
+//   wait for the turn and then find no tenant. TRUNCATE tenants CASCADE no
+//   longer reaches the two tables. The server never deletes a tenant; the
+//   portal team may, by hand.
 // - a tenant's id does not change while either table holds its rows.
 // The other tables keep their foreign keys: none of them is written by
 // Entra's user writes.
@@ -34,7 +37,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`CREATE FUNCTION tenant_must_exist() RETURNS trigger
     LANGUAGE plpgsql AS $$
     BEGIN
-      IF NOT EXISTS (SELECT 1 FROM tenants WHERE id = NEW.tenant_id) THEN
+      PERFORM 1 FROM tenants WHERE id = NEW.tenant_id FOR KEY SHARE;
+      IF NOT FOUND THEN
         RAISE EXCEPTION 'insert or update on table "%" violates foreign key constraint "%"', TG_TABLE_NAME, TG_TABLE_NAME || '_tenant_id_fkey'
           USING ERRCODE = 'foreign_key_violation', TABLE = TG_TABLE_NAME, CONSTRAINT = TG_TABLE_NAME || '_tenant_id_fkey',
                 DETAIL = format('Key (tenant_id)=(%s) is not present in table "tenants".', NEW.tenant_id);
@@ -42,7 +46,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       RETURN NEW;
     END $$`.execute(db);
   await sql`COMMENT ON FUNCTION tenant_must_exist() IS
-    'The foreign key of accounts to tenants for the rows the portal writes, without its row lock: the row''s tenant exists.'`.execute(db);
+    'The foreign key of accounts to tenants for the rows the portal writes: the row''s tenant exists, locked as a foreign key locks it.'`.execute(db);
   await sql`CREATE TRIGGER accounts_tenant_exists BEFORE INSERT ON accounts
     FOR EACH ROW WHEN (NEW.managed_by IS DISTINCT FROM 'sync') EXECUTE FUNCTION tenant_must_exist()`.execute(db);
   await sql`CREATE TRIGGER accounts_tenant_changed BEFORE UPDATE OF tenant_id ON accounts
@@ -60,14 +64,14 @@ export async function up(db: Kysely<unknown>): Promise<void> {
         END IF;
         RETURN NEW;
       END IF;
-      LOCK TABLE accounts, audit_events IN SHARE MODE;
+      PERFORM tenant_disconnect_turn(OLD.id);
       DELETE FROM audit_events WHERE tenant_id = OLD.id;
       DELETE FROM accounts WHERE tenant_id = OLD.id;
       RETURN OLD;
     END $$`.execute(db);
   await sql`COMMENT ON FUNCTION tenant_rows_go_with_it() IS
-    'ON DELETE CASCADE of accounts and audit_events to tenants, after the writes in flight; a tenant''s id stays while they hold its rows.'`.execute(db);
-  await sql`CREATE TRIGGER tenants_rows_go_with_it BEFORE DELETE ON tenants FOR EACH ROW EXECUTE FUNCTION tenant_rows_go_with_it()`.execute(db);
+    'ON DELETE CASCADE of accounts and audit_events to tenants, after the writes in flight (AFTER DELETE, and the tenant''s turn); a tenant''s id stays while they hold its rows.'`.execute(db);
+  await sql`CREATE TRIGGER tenants_rows_go_with_it AFTER DELETE ON tenants FOR EACH ROW EXECUTE FUNCTION tenant_rows_go_with_it()`.execute(db);
   await sql`CREATE TRIGGER tenants_id_stays BEFORE UPDATE OF id ON tenants
     FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id) EXECUTE FUNCTION tenant_rows_go_with_it()`.execute(db);
 }

@@ -26,13 +26,12 @@ async function failure(run: () => Promise<unknown>): Promise<{ code?: string; co
   }
 }
 
-/** Waits until PostgreSQL shows a lock of `table` not granted in this database (other test files run beside this one). */
-async function waitsOn(db: Db, table: string): Promise<boolean> {
+/** Waits until a session of this database waits for a lock in a statement that starts with `statement` (other test files run beside this one). */
+async function waitsOn(db: Db, statement: string): Promise<boolean> {
   const waiting = async () =>
     (
-      await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_locks
-        WHERE locktype = 'relation' AND NOT granted AND relation = ${table}::regclass
-          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`.execute(db)
+      await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND wait_event_type = 'Lock' AND ltrim(query) LIKE ${`${statement}%`}`.execute(db)
     ).rows[0]?.n ?? 0;
   for (let i = 0; i < 500 && (await waiting()) === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
   return (await waiting()) > 0;
@@ -92,28 +91,44 @@ t.test("a tenant's id stays while it has accounts or audit events", async (t) =>
   t.equal(await count(env.db, 'accounts', env.tenant.id), 1, 'the tenant and its account are as they were');
 });
 
-t.test('a tenant delete waits for an audit event in flight and takes it along', async (t) => {
-  const env = await testApp(t);
-  const tenant = env.tenant.id;
-  let release = (): void => undefined;
-  const held = new Promise<void>((resolve) => (release = resolve));
-  let written = (): void => undefined;
-  const eventWritten = new Promise<void>((resolve) => (written = resolve));
-  const inFlight = env.db.transaction().execute(async (trx) => {
+const inFlight = {
+  'an audit event of its own': async (trx: Db, tenant: string) => {
     await recordAudit(trx, { tenantId: tenant, action: 'settings', objectType: 'tenant', outcome: 'success', details: {} });
-    written();
-    await held;
+  },
+  "a portal's manual account": async (trx: Db, tenant: string) => {
+    await sql`INSERT INTO accounts (tenant_id, managed_by, role, user_name) VALUES (${tenant}::uuid, 'manual', 'teacher', 'hand@school.example')`.execute(trx);
+  },
+  "a SCIM write in the tenant's turn": async (trx: Db, tenant: string) => {
+    await sql`SELECT tenant_is_connected(${tenant}::uuid)`.execute(trx);
+    await sql`INSERT INTO accounts (tenant_id, managed_by, user_name) VALUES (${tenant}::uuid, 'sync', 'synced@school.example')`.execute(trx);
+  },
+};
+
+for (const [name, write] of Object.entries(inFlight)) {
+  t.test(`a tenant delete waits for ${name} in flight and takes it along`, async (t) => {
+    const env = await testApp(t);
+    const tenant = env.tenant.id;
+    let release = (): void => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let written = (): void => undefined;
+    const rowWritten = new Promise<void>((resolve) => (written = resolve));
+    const writing = env.db.transaction().execute(async (trx) => {
+      await write(trx as unknown as Db, tenant);
+      written();
+      await held;
+    });
+    await rowWritten;
+    let deleted = false;
+    const deleting = sql`DELETE FROM tenants WHERE id = ${tenant}::uuid`.execute(env.db).then(() => (deleted = true));
+    t.ok(await waitsOn(env.db, 'DELETE FROM tenants'), 'the delete waits for the write in flight');
+    t.notOk(deleted, 'and has not finished');
+    release();
+    await writing;
+    await deleting;
+    t.equal(await count(env.db, 'audit_events', tenant), 0, 'no audit event is left');
+    t.equal(await count(env.db, 'accounts', tenant), 0, 'no account is left');
   });
-  await eventWritten;
-  let deleted = false;
-  const deleting = sql`DELETE FROM tenants WHERE id = ${tenant}::uuid`.execute(env.db).then(() => (deleted = true));
-  t.ok(await waitsOn(env.db, 'audit_events'), 'the delete waits for the write in flight');
-  t.notOk(deleted, 'and has not deleted the tenant');
-  release();
-  await inFlight;
-  await deleting;
-  t.equal(await count(env.db, 'audit_events', tenant), 0, 'the event committed in flight went with its tenant');
-});
+}
 
 t.test('a write that comes while a tenant is being deleted waits, then finds no tenant', async (t) => {
   const env = await testApp(t);
@@ -129,9 +144,15 @@ t.test('a write that comes while a tenant is being deleted waits, then finds no 
   });
   await deletedInFlight;
   const event = failure(() => recordAudit(env.db, { tenantId: tenant, action: 'settings', objectType: 'tenant', outcome: 'success', details: {} }));
-  t.ok(await waitsOn(env.db, 'audit_events'), 'the audit event waits for the delete');
+  const account = failure(() =>
+    sql`INSERT INTO accounts (tenant_id, managed_by, role, user_name) VALUES (${tenant}::uuid, 'manual', 'teacher', 'late@school.example')`.execute(env.db),
+  );
+  t.ok(await waitsOn(env.db, 'INSERT INTO audit_events'), 'the audit event waits for the delete');
+  t.ok(await waitsOn(env.db, 'INSERT INTO accounts'), "and so does the portal's account");
   release();
   await deleting;
-  t.equal((await event)?.code, '23503', 'then is refused: its tenant is gone');
+  t.equal((await event)?.code, '23503', 'then the event is refused: its tenant is gone');
+  t.equal((await account)?.code, '23503', 'and so is the account');
   t.equal(await count(env.db, 'audit_events', tenant), 0, 'nothing is left of the tenant');
+  t.equal(await count(env.db, 'accounts', tenant), 0);
 });

@@ -119,12 +119,13 @@ export function observeAudit(db: Db, observe: AuditObserver): Db {
 }
 
 /**
- * Writes an event of its own. Its tenant must exist: audit_events has no
- * foreign key (migration 0024), and the events written beside a write come
- * from a row whose tenant that statement checked.
+ * Writes an event of its own. Its tenant must exist, and is locked as a
+ * foreign key locks it: audit_events has no foreign key (migration 0024),
+ * and the events written beside a write come from a row whose tenant that
+ * statement checked.
  */
 export async function recordAudit(db: Executor, event: AuditEvent): Promise<void> {
-  const tenantExists = sql`WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ${event.tenantId}::uuid)`;
+  const tenantExists = sql`FROM (SELECT 1 FROM tenants WHERE id = ${event.tenantId}::uuid FOR KEY SHARE) tenant`;
   const { numAffectedRows } = await auditInsert(eventColumns(event), tenantExists).execute(db);
   if (numAffectedRows === 0n) throw new ForeignKeyViolation('audit_events_tenant_id_fkey');
   auditRecorded(db, event);
