@@ -1,7 +1,7 @@
 // The one error type every layer throws for a request that must fail: it
 // carries the HTTP status and SCIM scimType the error renderer sends, and
 // whether the failure's audit event is already written.
-import { isDatabaseUnavailable, isInvalidValue } from './db/errors.js';
+import { isDatabaseUnavailable, isForeignKeyViolation, isInvalidValue } from './db/errors.js';
 export type ScimType =
   | 'invalidFilter'
   | 'tooMany'
@@ -72,10 +72,13 @@ export const unavailable = (detail: string): ScimError =>
 /**
  * The SCIM error a database failure stands for: 503 for a database that
  * cannot answer now (Entra retries it; a 404 would make it think the object
- * gone), 400 invalidValue for a value it refuses; undefined for the rest.
+ * gone), 400 invalidValue for a value it refuses, 409 for a row deleted under
+ * the request; undefined for the rest.
  */
 export function databaseError(error: unknown): ScimError | undefined {
   if (isDatabaseUnavailable(error)) return unavailable('The database is unavailable; try again shortly.');
   if (isInvalidValue(error)) return badRequest('invalidValue', 'A value in the request cannot be stored (for example a NUL character, or a number or date out of range).');
+  // A row the request writes names one deleted while it ran (its tenant, by hand): a conflict with that delete, not a fault.
+  if (isForeignKeyViolation(error)) return new ScimError(409, undefined, 'Something this request refers to was deleted while it ran (its tenant, for example).');
   return undefined;
 }

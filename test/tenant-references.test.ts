@@ -7,8 +7,10 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import t from 'tap';
 import { recordAudit } from '../src/db/audit.js';
+import type { Executor } from '../src/db/database.js';
 import { ForeignKeyViolation } from '../src/db/errors.js';
-import { testApp } from './helpers/app.js';
+import { runCli } from '../src/cli.js';
+import { testApp, testEnv } from './helpers/app.js';
 import { GROUP, client, entraUser } from './helpers/scim.js';
 
 type Db = Awaited<ReturnType<typeof testApp>>['db'];
@@ -92,13 +94,13 @@ t.test("a tenant's id stays while it has accounts or audit events", async (t) =>
 });
 
 const inFlight = {
-  'an audit event of its own': async (trx: Db, tenant: string) => {
+  'an audit event of its own': async (trx: Executor, tenant: string) => {
     await recordAudit(trx, { tenantId: tenant, action: 'settings', objectType: 'tenant', outcome: 'success', details: {} });
   },
-  "a portal's manual account": async (trx: Db, tenant: string) => {
+  "a portal's manual account": async (trx: Executor, tenant: string) => {
     await sql`INSERT INTO accounts (tenant_id, managed_by, role, user_name) VALUES (${tenant}::uuid, 'manual', 'teacher', 'hand@school.example')`.execute(trx);
   },
-  "a SCIM write in the tenant's turn": async (trx: Db, tenant: string) => {
+  "a SCIM write in the tenant's turn": async (trx: Executor, tenant: string) => {
     await sql`SELECT tenant_is_connected(${tenant}::uuid)`.execute(trx);
     await sql`INSERT INTO accounts (tenant_id, managed_by, user_name) VALUES (${tenant}::uuid, 'sync', 'synced@school.example')`.execute(trx);
   },
@@ -113,7 +115,7 @@ for (const [name, write] of Object.entries(inFlight)) {
     let written = (): void => undefined;
     const rowWritten = new Promise<void>((resolve) => (written = resolve));
     const writing = env.db.transaction().execute(async (trx) => {
-      await write(trx as unknown as Db, tenant);
+      await write(trx, tenant);
       written();
       await held;
     });
@@ -155,4 +157,37 @@ t.test('a write that comes while a tenant is being deleted waits, then finds no 
   t.equal((await account)?.code, '23503', 'and so is the account');
   t.equal(await count(env.db, 'audit_events', tenant), 0, 'nothing is left of the tenant');
   t.equal(await count(env.db, 'accounts', tenant), 0);
+});
+
+t.test('a request that meets a tenant delete answers a conflict, not a server error', async (t) => {
+  // testApp fails the test on any 5xx answer but 503.
+  const env = await testApp(t);
+  const out: string[] = [];
+  const io = { out: (s: string) => out.push(s), err: (s: string) => out.push(s), env: testEnv({ DATABASE_URL: env.database.url }) };
+  t.equal(await runCli(['admin-token', 'issue', '--json'], io), 0, 'an admin token');
+  const { token } = JSON.parse(out.pop() ?? '{}') as { token: string };
+  const tenant = env.tenant.id;
+  let release = (): void => undefined;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  let done = (): void => undefined;
+  const deletedInFlight = new Promise<void>((resolve) => (done = resolve));
+  const deleting = env.db.transaction().execute(async (trx) => {
+    await sql`DELETE FROM tenants WHERE id = ${tenant}::uuid`.execute(trx);
+    done();
+    await held;
+  });
+  await deletedInFlight;
+  const issuing = env.app.inject({
+    method: 'POST',
+    url: `/admin/tenants/${tenant}/tokens`,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    payload: { label: 'Entra' },
+  });
+  t.ok(await waitsOn(env.db, 'insert into "credentials"'), 'the new credential waits for the delete');
+  release();
+  await deleting;
+  const answer = await issuing;
+  t.equal(answer.statusCode, 409, 'then meets the tenant gone');
+  t.match(answer.json().detail, /was deleted while it ran/);
+  t.equal(await count(env.db, 'credentials', tenant), 0, 'and writes nothing');
 });
