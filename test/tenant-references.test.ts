@@ -39,6 +39,21 @@ async function waitsOn(db: Db, statement: string): Promise<boolean> {
   return (await waiting()) > 0;
 }
 
+/** Runs `work` in a transaction that stays open until `release` is called; resolves once `work` is done. */
+async function heldOpen(db: Db, work: (trx: Executor) => Promise<unknown>): Promise<{ release: () => void; committed: Promise<void> }> {
+  let release = (): void => undefined;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  let done = (): void => undefined;
+  const workDone = new Promise<void>((resolve) => (done = resolve));
+  const committed = db.transaction().execute(async (trx) => {
+    await work(trx);
+    done();
+    await held;
+  });
+  await Promise.race([workDone, committed]);
+  return { release, committed };
+}
+
 t.test("deleting a tenant deletes its accounts, their memberships and its audit events", async (t) => {
   const env = await testApp(t);
   const scim = client(env.app, env.headers);
@@ -110,22 +125,13 @@ for (const [name, write] of Object.entries(inFlight)) {
   t.test(`a tenant delete waits for ${name} in flight and takes it along`, async (t) => {
     const env = await testApp(t);
     const tenant = env.tenant.id;
-    let release = (): void => undefined;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    let written = (): void => undefined;
-    const rowWritten = new Promise<void>((resolve) => (written = resolve));
-    const writing = env.db.transaction().execute(async (trx) => {
-      await write(trx, tenant);
-      written();
-      await held;
-    });
-    await rowWritten;
+    const writing = await heldOpen(env.db, (trx) => write(trx, tenant));
     let deleted = false;
     const deleting = sql`DELETE FROM tenants WHERE id = ${tenant}::uuid`.execute(env.db).then(() => (deleted = true));
     t.ok(await waitsOn(env.db, 'DELETE FROM tenants'), 'the delete waits for the write in flight');
     t.notOk(deleted, 'and has not finished');
-    release();
-    await writing;
+    writing.release();
+    await writing.committed;
     await deleting;
     t.equal(await count(env.db, 'audit_events', tenant), 0, 'no audit event is left');
     t.equal(await count(env.db, 'accounts', tenant), 0, 'no account is left');
@@ -135,24 +141,15 @@ for (const [name, write] of Object.entries(inFlight)) {
 t.test('a write that comes while a tenant is being deleted waits, then finds no tenant', async (t) => {
   const env = await testApp(t);
   const tenant = env.tenant.id;
-  let release = (): void => undefined;
-  const held = new Promise<void>((resolve) => (release = resolve));
-  let done = (): void => undefined;
-  const deletedInFlight = new Promise<void>((resolve) => (done = resolve));
-  const deleting = env.db.transaction().execute(async (trx) => {
-    await sql`DELETE FROM tenants WHERE id = ${tenant}::uuid`.execute(trx);
-    done();
-    await held;
-  });
-  await deletedInFlight;
+  const deleting = await heldOpen(env.db, (trx) => sql`DELETE FROM tenants WHERE id = ${tenant}::uuid`.execute(trx));
   const event = failure(() => recordAudit(env.db, { tenantId: tenant, action: 'settings', objectType: 'tenant', outcome: 'success', details: {} }));
   const account = failure(() =>
     sql`INSERT INTO accounts (tenant_id, managed_by, role, user_name) VALUES (${tenant}::uuid, 'manual', 'teacher', 'late@school.example')`.execute(env.db),
   );
   t.ok(await waitsOn(env.db, 'INSERT INTO audit_events'), 'the audit event waits for the delete');
   t.ok(await waitsOn(env.db, 'INSERT INTO accounts'), "and so does the portal's account");
-  release();
-  await deleting;
+  deleting.release();
+  await deleting.committed;
   t.equal((await event)?.code, '23503', 'then the event is refused: its tenant is gone');
   t.equal((await account)?.code, '23503', 'and so is the account');
   t.equal(await count(env.db, 'audit_events', tenant), 0, 'nothing is left of the tenant');
@@ -167,16 +164,7 @@ t.test('a request that meets a tenant delete answers a conflict, not a server er
   t.equal(await runCli(['admin-token', 'issue', '--json'], io), 0, 'an admin token');
   const { token } = JSON.parse(out.pop() ?? '{}') as { token: string };
   const tenant = env.tenant.id;
-  let release = (): void => undefined;
-  const held = new Promise<void>((resolve) => (release = resolve));
-  let done = (): void => undefined;
-  const deletedInFlight = new Promise<void>((resolve) => (done = resolve));
-  const deleting = env.db.transaction().execute(async (trx) => {
-    await sql`DELETE FROM tenants WHERE id = ${tenant}::uuid`.execute(trx);
-    done();
-    await held;
-  });
-  await deletedInFlight;
+  const deleting = await heldOpen(env.db, (trx) => sql`DELETE FROM tenants WHERE id = ${tenant}::uuid`.execute(trx));
   const issuing = env.app.inject({
     method: 'POST',
     url: `/admin/tenants/${tenant}/tokens`,
@@ -184,8 +172,8 @@ t.test('a request that meets a tenant delete answers a conflict, not a server er
     payload: { label: 'Entra' },
   });
   t.ok(await waitsOn(env.db, 'insert into "credentials"'), 'the new credential waits for the delete');
-  release();
-  await deleting;
+  deleting.release();
+  await deleting.committed;
   const answer = await issuing;
   t.equal(answer.statusCode, 409, 'then meets the tenant gone');
   t.match(answer.json().detail, /was deleted while it ran/);
