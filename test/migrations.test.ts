@@ -45,6 +45,7 @@ t.test('migrations go up, down and up again', async (t) => {
       '0022_feed_horizon_and_pruned',
       '0023_failure_answers',
       '0024_tenant_checks_without_row_locks',
+      '0025_tenant_truncate_takes_rows',
     ],
     'every migration is applied in order',
   );

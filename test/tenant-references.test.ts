@@ -1,6 +1,7 @@
 // Accounts and audit events name their tenant without a foreign key (migration
 // 0024): what the keys kept still holds. A row the portal writes names a
-// tenant that exists, an event of its own too, a tenant's rows go with it,
+// tenant that exists, an event of its own too, a tenant's rows go with it
+// (by DELETE or TRUNCATE ... CASCADE),
 // and a tenant delete neither leaves behind a write in flight nor lets one in
 // after it.
 import { randomUUID } from 'node:crypto';
@@ -69,6 +70,38 @@ t.test("deleting a tenant deletes its accounts, their memberships and its audit 
   for (const table of ['accounts', 'class_memberships', 'classes', 'audit_events', 'credentials']) {
     t.equal(await count(env.db, table, tenant), 0, `no ${table} rows are left`);
   }
+});
+
+/** Rows of a whole table, every tenant's. */
+const rows = async (db: Db, table: string): Promise<number> => (await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql.table(table)}`.execute(db)).rows[0]?.n ?? -1;
+
+t.test('TRUNCATE tenants CASCADE empties accounts, their memberships and aliases, and audit events, as the keys did', async (t) => {
+  const env = await testApp(t);
+  const scim = client(env.app, env.headers);
+  const kept = await scim('POST', '/Users', entraUser(1));
+  const absorbed = await scim('POST', '/Users', entraUser(2));
+  t.equal(kept.statusCode, 201);
+  t.equal(absorbed.statusCode, 201);
+  t.equal((await scim('POST', '/Groups', { schemas: [GROUP], displayName: 'Class 7A', members: [{ value: kept.json().id }] })).statusCode, 201);
+  await sql`INSERT INTO accounts (tenant_id, managed_by, role, user_name) VALUES (${env.tenant.id}::uuid, 'manual', 'teacher', 'hand@school.example')`.execute(env.db);
+  await sql`INSERT INTO account_aliases (tenant_id, alias_id, account_id) VALUES (${env.tenant.id}::uuid, ${absorbed.json().id}::uuid, ${kept.json().id}::uuid)`.execute(env.db);
+  const io = { out: () => undefined, err: () => undefined, env: testEnv({ DATABASE_URL: env.database.url }) };
+  t.equal(await runCli(['tenant', 'create', '--name', 'Other School'], io), 0, 'a second tenant');
+  for (const table of ['accounts', 'audit_events', 'class_memberships', 'account_aliases']) t.ok((await rows(env.db, table)) > 0, `${table} has rows`);
+
+  const refused = await failure(() => sql`TRUNCATE tenants`.execute(env.db));
+  t.equal(refused?.code, '0A000', 'without CASCADE it is refused, as the other keys to tenants refuse it');
+  t.equal(await rows(env.db, 'accounts'), 3, 'and the accounts are as they were');
+
+  const accountIds = (await sql<{ id: string }>`SELECT id FROM accounts ORDER BY id`.execute(env.db)).rows.map((r) => r.id);
+  await sql`TRUNCATE tenants CASCADE`.execute(env.db);
+  const purged = await sql<{ id: string }>`SELECT object_id AS id FROM change_events WHERE object_type = 'account' AND action = 'purged' ORDER BY object_id`.execute(env.db);
+  t.same(purged.rows.map((r) => r.id), accountIds, "the portal's change feed lists each account as purged");
+  for (const table of ['tenants', 'accounts', 'audit_events', 'class_memberships', 'account_aliases', 'classes', 'credentials']) {
+    t.equal(await rows(env.db, table), 0, `no ${table} rows are left`);
+  }
+  t.equal(await runCli(['tenant', 'create', '--name', 'New School'], io), 0, 'a tenant can be created again');
+  t.equal(await rows(env.db, 'audit_events'), 1, 'with its own audit event');
 });
 
 t.test('a manual account names a tenant that exists, as the foreign key kept it', async (t) => {
