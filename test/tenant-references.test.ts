@@ -6,12 +6,12 @@
 // after it.
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { recordAudit } from '../src/db/audit.js';
 import type { Executor } from '../src/db/database.js';
 import { ForeignKeyViolation } from '../src/db/errors.js';
 import { runCli } from '../src/cli.js';
-import { testApp, testEnv } from './helpers/app.js';
+import { testApp, testEnv, type TestApp } from './helpers/app.js';
 import { GROUP, client, entraUser } from './helpers/scim.js';
 
 type Db = Awaited<ReturnType<typeof testApp>>['db'];
@@ -75,7 +75,10 @@ t.test("deleting a tenant deletes its accounts, their memberships and its audit 
 /** Rows of a whole table, every tenant's. */
 const rows = async (db: Db, table: string): Promise<number> => (await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql.table(table)}`.execute(db)).rows[0]?.n ?? -1;
 
-t.test('TRUNCATE tenants CASCADE empties accounts, their memberships and aliases, and audit events, as the keys did', async (t) => {
+const TRUNCATED = ['tenants', 'accounts', 'audit_events', 'class_memberships', 'account_aliases', 'classes', 'credentials'];
+
+/** Two tenants; one with synced accounts (one an alias of another), a member of a class, a manual account and audit events. */
+async function schoolsToTruncate(t: Test): Promise<{ env: TestApp; io: { out: () => void; err: () => void; env: Record<string, string> } }> {
   const env = await testApp(t);
   const scim = client(env.app, env.headers);
   const kept = await scim('POST', '/Users', entraUser(1));
@@ -87,21 +90,36 @@ t.test('TRUNCATE tenants CASCADE empties accounts, their memberships and aliases
   await sql`INSERT INTO account_aliases (tenant_id, alias_id, account_id) VALUES (${env.tenant.id}::uuid, ${absorbed.json().id}::uuid, ${kept.json().id}::uuid)`.execute(env.db);
   const io = { out: () => undefined, err: () => undefined, env: testEnv({ DATABASE_URL: env.database.url }) };
   t.equal(await runCli(['tenant', 'create', '--name', 'Other School'], io), 0, 'a second tenant');
-  for (const table of ['accounts', 'audit_events', 'class_memberships', 'account_aliases']) t.ok((await rows(env.db, table)) > 0, `${table} has rows`);
+  for (const table of TRUNCATED) t.ok((await rows(env.db, table)) > 0, `${table} has rows`);
+  return { env, io };
+}
 
-  const refused = await failure(() => sql`TRUNCATE tenants`.execute(env.db));
-  t.equal(refused?.code, '0A000', 'without CASCADE it is refused, as the other keys to tenants refuse it');
-  t.equal(await rows(env.db, 'accounts'), 3, 'and the accounts are as they were');
+const rowCounts = async (db: Db): Promise<number[]> => Promise.all(TRUNCATED.map((table) => rows(db, table)));
+
+t.test('TRUNCATE tenants CASCADE empties accounts, their memberships and aliases, and audit events; the feed lists each account as purged', async (t) => {
+  const { env, io } = await schoolsToTruncate(t);
+  const before = await rowCounts(env.db);
+  const plain = await failure(() => sql`TRUNCATE tenants`.execute(env.db));
+  t.equal(plain?.code, '0A000', 'without CASCADE it is refused, as the other keys to tenants refuse it');
+  const repeatable = await failure(() => env.db.transaction().setIsolationLevel('repeatable read').execute((trx) => sql`TRUNCATE tenants CASCADE`.execute(trx)));
+  t.equal(repeatable?.code, '55000', 'at REPEATABLE READ, whose deletes would miss rows committed meanwhile, it is refused');
+  t.same(await rowCounts(env.db), before, 'and neither changed a row');
 
   const accountIds = (await sql<{ id: string }>`SELECT id FROM accounts ORDER BY id`.execute(env.db)).rows.map((r) => r.id);
+  t.equal(accountIds.length, 3);
   await sql`TRUNCATE tenants CASCADE`.execute(env.db);
   const purged = await sql<{ id: string }>`SELECT object_id AS id FROM change_events WHERE object_type = 'account' AND action = 'purged' ORDER BY object_id`.execute(env.db);
   t.same(purged.rows.map((r) => r.id), accountIds, "the portal's change feed lists each account as purged");
-  for (const table of ['tenants', 'accounts', 'audit_events', 'class_memberships', 'account_aliases', 'classes', 'credentials']) {
-    t.equal(await rows(env.db, table), 0, `no ${table} rows are left`);
-  }
+  t.same(await rowCounts(env.db), TRUNCATED.map(() => 0), `no row is left in ${TRUNCATED.join(', ')}`);
   t.equal(await runCli(['tenant', 'create', '--name', 'New School'], io), 0, 'a tenant can be created again');
   t.equal(await rows(env.db, 'audit_events'), 1, 'with its own audit event');
+});
+
+t.test('a TRUNCATE that lists accounts, audit events and the change feed empties them all and leaves no event behind', async (t) => {
+  const { env } = await schoolsToTruncate(t);
+  await sql`TRUNCATE accounts, audit_events, change_events, tenants CASCADE`.execute(env.db);
+  t.same(await rowCounts(env.db), TRUNCATED.map(() => 0), `no row is left in ${TRUNCATED.join(', ')}`);
+  t.equal(await rows(env.db, 'change_events'), 0, 'nor in the change feed');
 });
 
 t.test('a manual account names a tenant that exists, as the foreign key kept it', async (t) => {
