@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { createSigner } from 'fast-jwt';
+import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, UnknownRow } from 'kysely';
 import t, { type Test } from 'tap';
 import { entraCredentialId, NON_GALLERY_AUDIENCE } from '../src/auth/entra-token.js';
 import type { Logger } from 'pino';
@@ -264,6 +265,49 @@ t.test("turning Entra's token off stops it within CREDENTIAL_CACHE_SECONDS, also
   t.equal((await second('POST', '/Users', entraUser(2))).statusCode, 401, 'and so is a write');
   const rows = await env.db.selectFrom('accounts').select('user_name').where('tenant_id', '=', env.tenant.id).execute();
   t.same(rows.map((r) => r.user_name), ['Pupil1@School.example'], 'which writes no account');
+});
+
+/** Holds the app's answers to its reads of the tenants bound to Entra tenants while `holding`: a test commits a change between such a read and its answer. */
+class HeldBindingReads implements KyselyPlugin {
+  holding = false;
+  readonly held: (() => void)[] = [];
+  readonly #reads = new WeakSet<object>();
+
+  transformQuery({ node, queryId }: PluginTransformQueryArgs): RootOperationNode {
+    if (node.kind === 'SelectQueryNode' && JSON.stringify(node).includes('"accept_entra_token"')) this.#reads.add(queryId);
+    return node;
+  }
+
+  async transformResult({ result, queryId }: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
+    if (this.holding && this.#reads.has(queryId)) await new Promise<void>((resolve) => this.held.push(resolve));
+    return result;
+  }
+}
+
+t.test("with CREDENTIAL_CACHE_SECONDS=0, a request after Entra's token is turned off is refused while an earlier request's reading is still under way", async (t) => {
+  const server = await keyServer(t);
+  const key = await rsaKey('key-a');
+  server.published = [key];
+  const reads = new HeldBindingReads();
+  const env = await testApp(t, { ENTRA_JWKS_URL: server.url('/keys'), ENTRA_JWKS_COOLDOWN_SECONDS: '0', CREDENTIAL_CACHE_SECONDS: '0' }, { appDb: (db) => db.withPlugin(reads) });
+  await changeTenantSettings(env.db, env.tenant.id, { entraTenantId: ENTRA_TID, acceptEntraToken: true }, CLI);
+  const scim = client(env.app, bearer(await entraToken({ key })));
+  t.equal((await scim('GET', '/Users')).statusCode, 200, "the tenant accepts Entra's token");
+
+  reads.holding = true;
+  const first = scim('GET', '/Users');
+  for (let i = 0; i < 500 && reads.held.length === 0; i++) await sleep(10);
+  t.equal(reads.held.length, 1, "the first request's reading has been made, and its answer is held");
+  await changeTenantSettings(env.db, env.tenant.id, { acceptEntraToken: false }, CLI);
+  reads.holding = false;
+  const second = scim('GET', '/Users');
+  // Time for the second request to reach its reading: were it to join the first one's, it would be let in.
+  await sleep(100);
+  for (const release of reads.held.splice(0)) release();
+  t.equal((await first).statusCode, 200, 'the request that came first is answered from the reading made for it');
+  const refused = await second;
+  t.equal(refused.statusCode, 401, 'the request that came after the change is refused');
+  t.equal(refused.json().detail, NOT_ACCEPTED(ENTRA_TID));
 });
 
 t.test('tokens naming made-up Entra tenants cost no query: the bound tenants are read whole, once per CREDENTIAL_CACHE_SECONDS', async (t) => {

@@ -116,23 +116,55 @@ async function auth(app: FastifyInstance, options: AuthOptions): Promise<void> {
   // Which tenant each Entra tenant is bound to, read whole: a forged token
   // naming a made-up Entra tenant must not cost a query, as no other refused
   // token does. Read again after cacheSeconds; concurrent readers share one read.
-  let entraBindings: { bound: Map<string, EntraTokenTenant>; until: number } | undefined;
-  let readingBindings: Promise<{ bound: Map<string, EntraTokenTenant>; until: number }> | undefined;
+  type Bindings = { bound: Map<string, EntraTokenTenant>; until: number };
+  let entraBindings: Bindings | undefined;
+  /** The reading in flight, and when it began (performance.now()). */
+  let reading: { startedAt: number; read: Promise<Bindings> } | undefined;
+  /** The reading after it, shared by the requests the one in flight is too old for. */
+  let nextReading: Promise<Bindings> | undefined;
+
+  function startReading(): Promise<Bindings> {
+    const startedAt = performance.now();
+    const until = Date.now() + options.cacheSeconds * 1000;
+    const read = listEntraTokenTenants(options.db).then((bound) => {
+      const result = { bound, until };
+      if (options.cacheSeconds > 0) entraBindings = result;
+      return result;
+    });
+    const current = { startedAt, read };
+    reading = current;
+    const settled = (): void => {
+      if (reading === current) reading = undefined;
+    };
+    read.then(settled, settled);
+    return read;
+  }
+
+  /**
+   * A reading that began at most cacheSeconds before the request: with 0,
+   * one that began after it, so a disconnect (or a tenant that stopped
+   * accepting the token) committed before the request is seen, as a Secret
+   * Token's check sees it. The requests for which the reading in flight is
+   * too old all share the one that starts when it ends, so a stream of them
+   * costs one query at a time, not one each.
+   */
+  function readingFor(requestAt: number): Promise<Bindings> {
+    const current = reading;
+    if (current === undefined) return startReading();
+    if (current.startedAt >= requestAt - options.cacheSeconds * 1000) return current.read;
+    const ignore = (): void => undefined;
+    nextReading ??= current.read.then(ignore, ignore).then(() => {
+      nextReading = undefined;
+      return startReading();
+    });
+    return nextReading;
+  }
 
   /** The tenant bound to an Entra tenant, and until when that reading may be used. */
   async function lookupEntraTenant(entraTenantId: string): Promise<{ found: EntraTokenTenant | undefined; until: number }> {
+    const requestAt = performance.now();
     let bindings = entraBindings;
-    if (bindings === undefined || bindings.until <= Date.now()) {
-      readingBindings ??= (async () => {
-        const startedAt = Date.now();
-        const read = { bound: await listEntraTokenTenants(options.db), until: startedAt + options.cacheSeconds * 1000 };
-        if (options.cacheSeconds > 0) entraBindings = read;
-        return read;
-      })().finally(() => {
-        readingBindings = undefined;
-      });
-      bindings = await readingBindings;
-    }
+    if (bindings === undefined || bindings.until <= Date.now()) bindings = await readingFor(requestAt);
     return { found: bindings.bound.get(entraTenantId), until: bindings.until };
   }
 

@@ -65,11 +65,19 @@ export interface TestApp extends TestTenant {
   db: Db;
 }
 
-export async function testApp(t: Test, env: Record<string, string> = {}, options: { writeStrategy?: WriteStrategy; logger?: AppOptions['logger'] } = {}): Promise<TestApp> {
+export interface TestAppOptions {
+  writeStrategy?: WriteStrategy;
+  logger?: AppOptions['logger'];
+  /** The app's own view of the database (a plugin that holds a query's answer, say); TestApp.db stays the plain one. */
+  appDb?: (db: Db) => Db;
+}
+
+export async function testApp(t: Test, env: Record<string, string> = {}, options: TestAppOptions = {}): Promise<TestApp> {
   const database = await testDatabase(t);
   const config = loadConfig(testEnv(env));
   const keys = signingKeys(TEST_SECRET, config.jwtPreviousSecrets);
-  const app = await buildApp({ config, db: database.db, pool: database.pool, keys, ...options });
+  const { appDb, ...appOptions } = options;
+  const app = await buildApp({ config, db: appDb ? appDb(database.db) : database.db, pool: database.pool, keys, ...appOptions });
   // No request in the suite may answer 500: every failure has a SCIM status.
   const serverErrors: string[] = [];
   app.addHook('onResponse', async (request, reply) => {
